@@ -1,0 +1,213 @@
+//! Device creation (native and browser), limits, optional features and the
+//! capture of asynchronous GPU errors.
+
+use std::sync::{Arc, Mutex};
+
+use super::buffer::BufferPool;
+use super::pipeline::PipelineCache;
+use crate::error::{Error, Result};
+
+/// What the caller wants from the adapter. Optional features are used only
+/// when the adapter offers them; asking for them never fails.
+#[derive(Debug, Clone)]
+pub struct GpuOptions {
+    pub high_performance: bool,
+    /// Use `shader-f16` if the adapter has it (false forces the f32 paths).
+    pub allow_f16: bool,
+    /// Use subgroup operations if the adapter has them.
+    pub allow_subgroups: bool,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions { high_performance: true, allow_f16: true, allow_subgroups: true }
+    }
+}
+
+/// Optional features detected on the adapter and enabled on the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GpuFeatures {
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub timestamp_query: bool,
+}
+
+/// The adapter as a user would want it described, plus the limits the kernels size themselves by.
+#[derive(Debug, Clone)]
+pub struct GpuInfo {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub max_storage_binding: u64,
+    pub max_buffer_size: u64,
+    pub max_invocations: u32,
+    pub max_workgroup_size_x: u32,
+    pub max_workgroups_per_dim: u32,
+    pub max_workgroup_storage: u32,
+    pub storage_offset_alignment: u32,
+    pub max_storage_buffers_per_stage: u32,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+}
+
+/// The GPU context: device, queue, limits and caches. Passed by reference
+/// everywhere; there is no global device.
+pub struct Gpu {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: GpuInfo,
+    features: GpuFeatures,
+    pub(crate) pipelines: PipelineCache,
+    pub(crate) pool: Arc<BufferPool>,
+    errors: Arc<Mutex<Vec<Error>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl Gpu {
+    /// Opens the default adapter with the adapter's own maximum limits.
+    pub async fn new(opts: &GpuOptions) -> Result<Gpu> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: if opts.high_performance {
+                    wgpu::PowerPreference::HighPerformance
+                } else {
+                    wgpu::PowerPreference::LowPower
+                },
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(e.to_string()))?;
+
+        let available = adapter.features();
+        let mut wanted = wgpu::Features::empty();
+        let mut features = GpuFeatures::default();
+        if opts.allow_f16 && available.contains(wgpu::Features::SHADER_F16) {
+            wanted |= wgpu::Features::SHADER_F16;
+            features.shader_f16 = true;
+        }
+        if opts.allow_subgroups && available.contains(wgpu::Features::SUBGROUP) {
+            wanted |= wgpu::Features::SUBGROUP;
+            features.subgroups = true;
+        }
+        if available.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            wanted |= wgpu::Features::TIMESTAMP_QUERY;
+            features.timestamp_query = true;
+        }
+        // Ask for everything the adapter can do: FLUX needs large bindings.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("iclora"),
+                required_features: wanted,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::DeviceRequest(e.to_string()))?;
+
+        let ai = adapter.get_info();
+        let info = GpuInfo {
+            name: ai.name.clone(),
+            backend: format!("{:?}", ai.backend),
+            device_type: format!("{:?}", ai.device_type),
+            driver: format!("{} {}", ai.driver, ai.driver_info).trim().to_string(),
+            max_storage_binding: limits.max_storage_buffer_binding_size as u64,
+            max_buffer_size: limits.max_buffer_size,
+            max_invocations: limits.max_compute_invocations_per_workgroup,
+            max_workgroup_size_x: limits.max_compute_workgroup_size_x,
+            max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            storage_offset_alignment: limits.min_storage_buffer_offset_alignment,
+            max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
+            subgroup_min_size: ai.subgroup_min_size,
+            subgroup_max_size: ai.subgroup_max_size,
+        };
+
+        let errors: Arc<Mutex<Vec<Error>>> = Arc::default();
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let err = match e {
+                wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory(e.to_string()),
+                other => Error::Validation(other.to_string()),
+            };
+            if let Ok(mut v) = sink.lock() {
+                v.push(err);
+            }
+        }));
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if let Ok(mut l) = lost_sink.lock() {
+                *l = Some(format!("{reason:?}: {msg}"));
+            }
+        });
+
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            features,
+            pipelines: PipelineCache::default(),
+            pool: Arc::new(BufferPool::default()),
+            errors,
+            lost,
+        })
+    }
+
+    /// Native convenience: [`Gpu::new`] driven to completion on this thread.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(opts: &GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Gpu::new(opts))
+    }
+
+    pub fn info(&self) -> &GpuInfo {
+        &self.info
+    }
+
+    pub fn features(&self) -> GpuFeatures {
+        self.features
+    }
+
+    /// A workgroup size for 1-D kernels: `preferred`, capped by the device
+    /// (browsers' software adapters allow only 256 invocations).
+    pub fn workgroup_size(&self, preferred: u32) -> u32 {
+        preferred.min(self.info.max_invocations).min(self.info.max_workgroup_size_x).max(1)
+    }
+
+    /// Returns the first asynchronous error the device reported since the last
+    /// check (validation, out of memory, device loss), if any.
+    pub fn take_error(&self) -> Result<()> {
+        if let Some(reason) = self.lost.lock().ok().and_then(|l| l.clone()) {
+            return Err(Error::DeviceLost(reason));
+        }
+        let first = self.errors.lock().ok().and_then(|mut v| {
+            let first = v.first().cloned();
+            v.clear();
+            first
+        });
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Number of bytes currently held by the buffer pool for reuse.
+    pub fn pooled_bytes(&self) -> u64 {
+        self.pool.pooled_bytes()
+    }
+
+    /// Waits until the GPU has finished all submitted work (native only; a no-op in browsers).
+    pub fn wait_idle(&self) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .map_err(|e| Error::DeviceLost(e.to_string()))?;
+        self.take_error()
+    }
+}

@@ -1,0 +1,17 @@
+//! iclora: In-Context LoRA for FLUX.1 on WebGPU.
+//!
+//! `gpu` owns wgpu; `kernels` are typed wrappers around the WGSL files in
+//! `shaders/`; `reference` holds the plain-Rust versions every kernel is
+//! tested against; `weights` knows file formats and the GPU layouts of
+//! quantized blocks.
+
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod reference;
+pub mod weights;
+
+#[cfg(target_arch = "wasm32")]
+pub mod app;
+
+pub use error::{Error, Result};

@@ -1,0 +1,5 @@
+//! Plain-Rust CPU versions of every kernel, written for clarity, not speed.
+//! Tests compare the GPU kernels against these; they are also handy when
+//! debugging a model layer by layer.
+
+pub mod elementwise;

@@ -1,0 +1,1 @@
+//! Weight file formats and the GPU layouts of their tensors.

@@ -1,0 +1,78 @@
+//! Shared test helpers: one GPU per test binary (lavapipe in CI), a seeded
+//! RNG, and a comparison that reports the first bad index.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use iclora::gpu::{Gpu, GpuOptions};
+
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        Gpu::new_blocking(&GpuOptions::default())
+            .unwrap_or_else(|e| panic!("tests need a GPU adapter (lavapipe: apt install mesa-vulkan-drivers): {e}"))
+    })
+}
+
+/// SplitMix64: small, seeded, reproducible.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// Asserts `|got − expected| ≤ rtol · max(|expected|, rms(expected))` for every
+/// element: relative error, with the output's RMS as the floor so values that
+/// cancel to near zero are judged against the scale of the output.
+pub fn assert_close(what: &str, got: &[f32], expected: &[f32], rtol: f32) {
+    assert_eq!(got.len(), expected.len(), "{what}: length");
+    let rms = (expected.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / expected.len().max(1) as f64).sqrt() as f32;
+    let floor = rms.max(f32::MIN_POSITIVE);
+    let mut worst = (0usize, 0f32);
+    for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
+        let err = (g - e).abs() / e.abs().max(floor);
+        if !(err <= rtol) {
+            panic!(
+                "{what}: first bad index {i}: got {g}, expected {e} (relative error {err:.3e} > {rtol:.1e}; output rms {rms:.3e})"
+            );
+        }
+        if err > worst.1 {
+            worst = (i, err);
+        }
+    }
+    eprintln!("{what}: ok, worst relative error {:.2e} at {}", worst.1, worst.0);
+}
+
+/// Runs `f` with a fresh batch, submits it, reads the returned tensor back.
+pub fn run<F>(f: F) -> Vec<f32>
+where
+    F: FnOnce(&Gpu, &mut iclora::gpu::Batch) -> iclora::Result<iclora::gpu::Tensor>,
+{
+    let g = gpu();
+    let mut b = g.batch();
+    let t = f(g, &mut b).unwrap_or_else(|e| panic!("kernel failed: {e}"));
+    g.submit(b).unwrap_or_else(|e| panic!("submit failed: {e}"));
+    g.read_f32_blocking(&t).unwrap_or_else(|e| panic!("readback failed: {e}"))
+}

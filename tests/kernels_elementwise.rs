@@ -1,0 +1,69 @@
+//! shaders/elementwise.wgsl + activations.wgsl against reference::elementwise.
+
+mod common;
+use common::{assert_close, gpu, run, Rng};
+use iclora::kernels::elementwise::{self as ew, Activation};
+use iclora::reference::elementwise as reference;
+
+// Shapes: ordinary, awkward (1, 7, odd, not a multiple of the workgroup), and FLUX-sized rows.
+const SHAPES: &[&[usize]] = &[&[1], &[7], &[3, 5], &[33, 257], &[4, 3072], &[2, 12288]];
+const RTOL: f32 = 1e-5;
+
+#[test]
+fn activations_match_reference() {
+    let mut rng = Rng::new(1);
+    for shape in SHAPES {
+        let n: usize = shape.iter().product();
+        let x = rng.vec(n, -8.0, 8.0);
+        for act in Activation::ALL {
+            let got = run(|g, b| {
+                let t = g.upload_f32(shape, &x)?;
+                ew::activation(g, b, &t, act)
+            });
+            assert_close(&format!("{act:?} {shape:?}"), &got, &reference::activation(&x, act), RTOL);
+        }
+    }
+}
+
+#[test]
+fn add_mul_broadcast_match_reference() {
+    let mut rng = Rng::new(2);
+    for shape in SHAPES {
+        let n: usize = shape.iter().product();
+        let inner = *shape.last().unwrap_or(&1);
+        let a = rng.vec(n, -2.0, 2.0);
+        for b_len in [n, inner] {
+            let bv = rng.vec(b_len, -2.0, 2.0);
+            let got = run(|g, b| ew::add(g, b, &g.upload_f32(shape, &a)?, &g.upload_f32(&[b_len], &bv)?));
+            assert_close(&format!("add {shape:?} b {b_len}"), &got, &reference::add(&a, &bv), RTOL);
+            let got = run(|g, b| ew::mul(g, b, &g.upload_f32(shape, &a)?, &g.upload_f32(&[b_len], &bv)?));
+            assert_close(&format!("mul {shape:?} b {b_len}"), &got, &reference::mul(&a, &bv), RTOL);
+        }
+    }
+}
+
+#[test]
+fn gated_residual_matches_reference() {
+    let mut rng = Rng::new(3);
+    for shape in SHAPES {
+        let n: usize = shape.iter().product();
+        let inner = *shape.last().unwrap_or(&1);
+        let (a, y, gate) = (rng.vec(n, -2.0, 2.0), rng.vec(n, -2.0, 2.0), rng.vec(inner, -1.0, 1.0));
+        let got = run(|g, b| {
+            ew::gated_add(g, b, &g.upload_f32(shape, &a)?, &g.upload_f32(&[inner], &gate)?, &g.upload_f32(shape, &y)?)
+        });
+        assert_close(&format!("gated_add {shape:?}"), &got, &reference::gated_add(&a, &gate, &y), RTOL);
+    }
+}
+
+#[test]
+fn bad_shapes_and_formats_are_typed_errors() {
+    let g = gpu();
+    let mut b = g.batch();
+    let a = g.upload_f32(&[4, 6], &[0.0; 24]).unwrap();
+    let bad = g.upload_f32(&[5], &[0.0; 5]).unwrap();
+    assert!(matches!(ew::add(g, &mut b, &a, &bad), Err(iclora::Error::ShapeMismatch { .. })));
+    let half = g.upload_half(&[4, 6], &[0.0; 24], iclora::gpu::DType::F16).unwrap();
+    assert!(matches!(ew::activation(g, &mut b, &half, Activation::Silu), Err(iclora::Error::UnsupportedFormat { .. })));
+    assert!(matches!(g.upload_f32(&[4, 6], &[0.0; 23]), Err(iclora::Error::ShapeMismatch { .. })));
+}
