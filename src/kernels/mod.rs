@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, Gpu, ShaderSpec, Tensor};
 
 pub mod elementwise;
+pub mod matmul;
 
 /// One pipeline a wrapper may create: an entry point and its override values.
 #[derive(Debug, Clone)]
@@ -23,7 +24,11 @@ impl Variant {
 /// Every shader program the engine can build, with every variant it uses.
 /// `tests/shaders_validate.rs` validates all of them with naga, no GPU needed.
 pub fn all_shaders() -> Vec<(&'static ShaderSpec, Vec<Variant>)> {
-    vec![(&elementwise::SHADER, elementwise::variants())]
+    vec![
+        (&elementwise::SHADER, elementwise::variants()),
+        (&matmul::SHADER, matmul::variants(false)),
+        (&matmul::SHADER_F16, matmul::variants(true)),
+    ]
 }
 
 /// Workgroup size (from the device limits) and grid for `n` one-per-invocation items.

@@ -3,3 +3,5 @@
 //! debugging a model layer by layer.
 
 pub mod elementwise;
+pub mod matmul;
+pub mod quant;
