@@ -5,6 +5,8 @@
 //! tested against; `weights` knows file formats and the GPU layouts of
 //! quantized blocks.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

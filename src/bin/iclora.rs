@@ -1,1 +1,92 @@
+//! iclora command-line tool (native): adapter info and benchmarks.
+//!
+//!   iclora info
+//!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16]
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    if let Err(e) = cli::run(std::env::args().skip(1).collect()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
 fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cli {
+    use iclora::bench::{bench_kernels, BenchOpts};
+    use iclora::gpu::{DType, Gpu, GpuOptions};
+    use iclora::kernels::matmul::Precision;
+
+    const USAGE: &str = "usage:
+  iclora info                       print the GPU adapter, its features and limits
+  iclora bench kernels [options]    time kernels at FLUX shapes
+      --scale S      fraction of FLUX's 4608 tokens to use (default 1.0; ~0.1 on software adapters)
+      --iters N      timed runs per case, median reported (default 5)
+      --formats L    comma-separated weight formats (default: all of F32,F16,BF16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q5_K,Q6_K)
+      --f16          f16 tile arithmetic (needs shader-f16)";
+
+    pub fn run(args: Vec<String>) -> Result<(), String> {
+        let words: Vec<&str> = args.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["info"] => info(),
+            ["bench", "kernels", rest @ ..] => bench(rest),
+            [] | ["help"] | ["--help"] | ["-h"] => {
+                println!("{USAGE}");
+                Ok(())
+            }
+            _ => Err(format!("unknown command {:?}\n{USAGE}", args.join(" "))),
+        }
+    }
+
+    fn open() -> Result<Gpu, String> {
+        Gpu::new_blocking(&GpuOptions::default()).map_err(|e| e.to_string())
+    }
+
+    fn describe(gpu: &Gpu) -> String {
+        let i = gpu.info();
+        let f = gpu.features();
+        format!(
+            "adapter: {} ({}, {}, driver {})\nfeatures: shader-f16={} subgroups={} timestamp-query={}\nlimits: max_storage_binding={} max_buffer={} max_invocations={} max_workgroup_size_x={} max_workgroups_per_dim={} workgroup_storage={} storage_buffers_per_stage={} subgroup_size={}..{}",
+            i.name, i.backend, i.device_type, i.driver,
+            f.shader_f16, f.subgroups, f.timestamp_query,
+            i.max_storage_binding, i.max_buffer_size, i.max_invocations, i.max_workgroup_size_x,
+            i.max_workgroups_per_dim, i.max_workgroup_storage, i.max_storage_buffers_per_stage,
+            i.subgroup_min_size, i.subgroup_max_size
+        )
+    }
+
+    fn info() -> Result<(), String> {
+        println!("{}", describe(&open()?));
+        Ok(())
+    }
+
+    fn bench(args: &[&str]) -> Result<(), String> {
+        let mut opts = BenchOpts::default();
+        let mut it = args.iter();
+        while let Some(&a) = it.next() {
+            let mut value = || it.next().copied().ok_or_else(|| format!("{a} needs a value"));
+            match a {
+                "--scale" => opts.scale = value()?.parse().map_err(|e| format!("--scale: {e}"))?,
+                "--iters" => opts.iters = value()?.parse().map_err(|e| format!("--iters: {e}"))?,
+                "--formats" => {
+                    opts.formats = value()?
+                        .split(',')
+                        .map(|s| DType::parse(s).filter(|d| DType::WEIGHT_FORMATS.contains(d)).ok_or_else(|| format!("unknown weight format {s}")))
+                        .collect::<Result<_, _>>()?
+                }
+                "--f16" => opts.precision = Precision::F16,
+                other => return Err(format!("unknown option {other}\n{USAGE}")),
+            }
+        }
+        if !(opts.scale > 0.0 && opts.scale <= 4.0) {
+            return Err("--scale must be in (0, 4]".into());
+        }
+        let gpu = open()?;
+        println!("{}", describe(&gpu));
+        println!("scale {} ({} tokens), {} timed runs per case, median; precision {:?}", opts.scale, ((4608.0 * opts.scale).round() as usize).max(1), opts.iters, opts.precision);
+        bench_kernels(&gpu, &opts, |row| println!("{row}")).map_err(|e| e.to_string())
+    }
+}

@@ -6,7 +6,12 @@ use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, Gpu, ShaderSpec, Tensor};
 
 pub mod elementwise;
+pub mod embedding;
 pub mod matmul;
+pub mod attention;
+pub mod softmax;
+pub mod norm;
+pub mod rope;
 
 /// One pipeline a wrapper may create: an entry point and its override values.
 #[derive(Debug, Clone)]
@@ -26,8 +31,13 @@ impl Variant {
 pub fn all_shaders() -> Vec<(&'static ShaderSpec, Vec<Variant>)> {
     vec![
         (&elementwise::SHADER, elementwise::variants()),
+        (&embedding::SHADER, embedding::variants()),
         (&matmul::SHADER, matmul::variants(false)),
         (&matmul::SHADER_F16, matmul::variants(true)),
+        (&attention::SHADER, attention::variants()),
+        (&softmax::SHADER, softmax::variants()),
+        (&norm::SHADER, norm::variants()),
+        (&rope::SHADER, rope::variants()),
     ]
 }
 

@@ -3,5 +3,10 @@
 //! debugging a model layer by layer.
 
 pub mod elementwise;
+pub mod embedding;
 pub mod matmul;
 pub mod quant;
+pub mod attention;
+pub mod softmax;
+pub mod norm;
+pub mod rope;

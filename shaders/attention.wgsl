@@ -1,0 +1,200 @@
+// Scaled dot-product attention, softmax(scale · q·kᵀ + bias) · v per head, with an online
+// (flash-style) softmax: the [Lq, Lk] score matrix is never materialized, so memory is linear
+// in the token count (FLUX at 1024² has 4608 tokens, IC-LoRA canvases 12k+; FLUX_REFERENCE.md §1.10).
+// Reference: src/reference/attention.rs. Wrapper: src/kernels/attention.rs.
+//
+// Layout (FLUX_REFERENCE.md §1.5): q, k, v are row-major [L, cols] matrices holding the heads side
+// by side; head h of q is columns q_off + h*D .. q_off + h*D + D-1. The offsets and row strides let
+// q/k/v be read straight out of a fused qkv [L, 9216] or linear1 [L, 21504] tensor.
+//
+// One workgroup = one head × BQ consecutive queries. It walks the keys in tiles of BK rows staged
+// in workgroup memory, four barrier-separated phases per tile:
+//   1. K tile -> kv;
+//   2. partial dot products: score (i, j) is split into P strided slices of the head dim so that
+//      all WG invocations have work even when BQ·BK < WG (D = 512 has BQ·BK = 8);
+//   3. one invocation per query row sums the slices, applies scale/bias/mask, updates the running
+//      max m and denominator l and leaves p = exp(s − m) in sp (V tile loads into kv meanwhile);
+//   4. every invocation updates its outputs: acc = acc·exp(m_old − m_new) + Σ_j p_j·v_j.
+// Rows in workgroup memory are padded to D+1 floats so that invocations reading different rows at
+// the same column hit different banks.
+
+override D: u32 = 128u;      // head dim (64 CLIP/T5, 128 FLUX, 512 VAE)
+override BQ: u32 = 16u;      // queries per workgroup; BQ*D <= ACC*WG (checked by the wrapper)
+override BK: u32 = 8u;       // keys per tile
+override WG: u32 = 256u;     // invocations per workgroup (device limited)
+override P: u32 = 2u;        // slices per score: max(1, WG / (BQ*BK))
+override HAS_BIAS: bool = false; // add bias[h, i, j] to the scaled scores (T5 relative position bias)
+override CAUSAL: bool = false;   // key j visible to query i iff j <= i (CLIP)
+
+override DS: u32 = D + 1u;   // padded row stride in workgroup memory
+override NS: u32 = BQ * BK;  // scores per tile
+override R: u32 = (BQ * D + WG - 1u) / WG; // outputs owned by one invocation (<= ACC)
+
+const ACC: u32 = 8u;
+// Start value of the running max. Finite (WGSL has no infinity literal); a score equal to it still
+// contributes exp(0)·..., so a row whose bias is finfo.min everywhere stays a uniform softmax as in torch.
+const NEG: f32 = -3.40282347e38;
+
+struct Params {
+    lq: u32,        // query rows
+    lk: u32,        // key/value rows
+    heads: u32,
+    qblocks: u32,   // ceil(lq / BQ)
+    q_stride: u32,  // row stride of q, in elements
+    q_off: u32,     // first column of head 0 in q
+    k_stride: u32,
+    k_off: u32,
+    v_stride: u32,
+    v_off: u32,
+    scale: f32,     // 1/sqrt(D) for FLUX/CLIP/VAE, 1 for T5
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;        // (lq, q_stride), heads at q_off + h*D
+@group(0) @binding(2) var<storage, read> k: array<f32>;        // (lk, k_stride), heads at k_off + h*D
+@group(0) @binding(3) var<storage, read> v: array<f32>;        // (lk, v_stride), heads at v_off + h*D
+@group(0) @binding(4) var<storage, read_write> o: array<f32>;  // (lq, heads*D), head-major columns
+@group(0) @binding(5) var<storage, read> bias: array<f32>;     // (heads, lq, lk); unread unless HAS_BIAS
+
+var<workgroup> qs: array<f32, BQ * DS>;   // (BQ, D) queries of this block, rows padded
+var<workgroup> kv: array<f32, BK * DS>;   // (BK, D) K tile, then V tile
+var<workgroup> sp: array<f32, NS * P>;    // (P, BQ, BK) partial dots; then (BQ, BK) probabilities
+var<workgroup> row_m: array<f32, BQ>;     // running max per query
+var<workgroup> row_l: array<f32, BQ>;     // running denominator per query
+var<workgroup> row_a: array<f32, BQ>;     // rescale factor of this tile, exp(m_old - m_new)
+
+fn visible(qi: u32, kj: u32) -> bool {
+    return kj < p.lk && (!CAUSAL || kj <= qi);
+}
+
+// Rows key0 .. key0+BK-1 of `src` (k or v) for head h into kv; rows past lk become zeros.
+fn load_tile(tid: u32, key0: u32, h: u32, is_v: bool) {
+    for (var e = tid; e < BK * D; e += WG) {
+        let j = e / D;
+        let d = e % D;
+        let kj = key0 + j;
+        var x = 0.0;
+        if (kj < p.lk) {
+            if (is_v) {
+                x = v[kj * p.v_stride + p.v_off + h * D + d];
+            } else {
+                x = k[kj * p.k_stride + p.k_off + h * D + d];
+            }
+        }
+        kv[j * DS + d] = x;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+    let blk = wid.y * nwg.x + wid.x;
+    if (blk >= p.qblocks * p.heads) { return; } // uniform: the 2-D grid may overshoot
+    let h = blk / p.qblocks;   // consecutive workgroups share a head, hence its K/V in cache
+    let q0 = (blk % p.qblocks) * BQ;
+    let tid = lid.x;
+
+    for (var e = tid; e < BQ * D; e += WG) {
+        let i = e / D;
+        let d = e % D;
+        var x = 0.0;
+        if (q0 + i < p.lq) {
+            x = q[(q0 + i) * p.q_stride + p.q_off + h * D + d];
+        }
+        qs[i * DS + d] = x;
+    }
+    for (var i = tid; i < BQ; i += WG) {
+        row_m[i] = NEG;
+        row_l[i] = 0.0;
+    }
+    var acc: array<f32, ACC>;
+    for (var r = 0u; r < R; r++) {
+        acc[r] = 0.0;
+    }
+
+    // With a causal mask, keys past the block's last query are invisible to all of its rows.
+    var kend = p.lk;
+    if (CAUSAL) {
+        kend = min(p.lk, q0 + BQ);
+    }
+    for (var key0 = 0u; key0 < kend; key0 += BK) {
+        load_tile(tid, key0, h, false);
+        workgroupBarrier();
+
+        for (var e = tid; e < NS * P; e += WG) {
+            let s = e % NS;
+            let part = e / NS;
+            let qrow = (s / BK) * DS;
+            let krow = (s % BK) * DS;
+            var dot = 0.0;
+            for (var d = part; d < D; d += P) {
+                dot += qs[qrow + d] * kv[krow + d];
+            }
+            sp[e] = dot;
+        }
+        workgroupBarrier();
+
+        load_tile(tid, key0, h, true); // kv is free: phase 2 was its last reader
+        for (var i = tid; i < BQ; i += WG) {
+            let qi = q0 + i;
+            let m_old = row_m[i];
+            var m_new = m_old;
+            for (var j = 0u; j < BK; j++) {
+                var s = 0.0;
+                for (var part = 0u; part < P; part++) {
+                    s += sp[part * NS + i * BK + j];
+                }
+                s *= p.scale;
+                if (HAS_BIAS && qi < p.lq && key0 + j < p.lk) {
+                    s += bias[(h * p.lq + qi) * p.lk + key0 + j];
+                }
+                // Slot (i, j) is read only by this invocation; slices part > 0 are no longer needed.
+                sp[i * BK + j] = s;
+                if (visible(qi, key0 + j)) {
+                    m_new = max(m_new, s);
+                }
+            }
+            var sum = 0.0;
+            for (var j = 0u; j < BK; j++) {
+                var pj = 0.0;
+                if (visible(qi, key0 + j)) {
+                    pj = exp(sp[i * BK + j] - m_new);
+                }
+                sp[i * BK + j] = pj;
+                sum += pj;
+            }
+            let alpha = exp(m_old - m_new);
+            row_a[i] = alpha;
+            row_l[i] = row_l[i] * alpha + sum;
+            row_m[i] = m_new;
+        }
+        workgroupBarrier();
+
+        for (var r = 0u; r < R; r++) {
+            let e = tid + r * WG;
+            if (e < BQ * D) {
+                let i = e / D;
+                let d = e % D;
+                var a = acc[r] * row_a[i];
+                for (var j = 0u; j < BK; j++) {
+                    a += sp[i * BK + j] * kv[j * DS + d];
+                }
+                acc[r] = a;
+            }
+        }
+        workgroupBarrier(); // the next tile overwrites kv and sp
+    }
+
+    let o_stride = p.heads * D;
+    for (var r = 0u; r < R; r++) {
+        let e = tid + r * WG;
+        let i = e / D;
+        let qi = q0 + i;
+        if (e < BQ * D && qi < p.lq) {
+            let l = row_l[i];
+            // l > 0 whenever a key is visible (the wrapper rejects lk = 0; causal rows see key 0).
+            o[qi * o_stride + h * D + e % D] = select(0.0, acc[r] / l, l > 0.0);
+        }
+    }
+}

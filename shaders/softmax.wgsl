@@ -1,0 +1,64 @@
+// Numerically stable softmax over the last dim of a row-major (rows, n) f32 tensor:
+// y = exp(x − max) / Σ exp(x − max), max and sum in f32 (FLUX_REFERENCE.md §9).
+// Reference: src/reference/softmax.rs. Wrapper: src/kernels/softmax.rs.
+//
+// One workgroup per row (2-D grid when rows exceed the per-dimension limit:
+// row = wid.y * nwg.x + wid.x). Each invocation keeps an online (max, sum) pair over the
+// elements lid, lid+WG, ...; the pairs are merged by a tree over the workgroup; a second pass
+// writes the probabilities. Two reads of the row instead of three.
+
+override WG: u32 = 256u;   // invocations per workgroup, a power of two (the wrapper rounds down)
+
+// Start value of the running max: finite (WGSL has no infinity literal). A row of all −inf
+// then gives 0/0 = NaN, as torch does.
+const NEG: f32 = -3.40282347e38;
+
+struct Params {
+    rows: u32,
+    n: u32,      // row length (last dim)
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;        // (rows, n)
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;  // (rows, n)
+
+var<workgroup> red_m: array<f32, WG>;  // per-invocation running max
+var<workgroup> red_l: array<f32, WG>;  // per-invocation Σ exp(x − running max)
+
+@compute @workgroup_size(WG)
+fn softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row = wid.y * nwg.x + wid.x;
+    if (row >= p.rows) { return; } // uniform: the 2-D grid may overshoot
+    let base = row * p.n;
+    let t = lid.x;
+
+    var m = NEG;
+    var l = 0.0;
+    for (var j = t; j < p.n; j += WG) {
+        let xv = x[base + j];
+        let m2 = max(m, xv);
+        l = l * exp(m - m2) + exp(xv - m2);
+        m = m2;
+    }
+    red_m[t] = m;
+    red_l[t] = l;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s /= 2u) {
+        if (t < s) {
+            let m1 = red_m[t];
+            let m2 = red_m[t + s];
+            let mm = max(m1, m2);
+            red_l[t] = red_l[t] * exp(m1 - mm) + red_l[t + s] * exp(m2 - mm);
+            red_m[t] = mm;
+        }
+        workgroupBarrier();
+    }
+    let mx = red_m[0];
+    let inv = 1.0 / red_l[0];
+    for (var j = t; j < p.n; j += WG) {
+        y[base + j] = exp(x[base + j] - mx) * inv;
+    }
+}

@@ -1,0 +1,158 @@
+//! `iclora bench kernels`: times the kernels at FLUX shapes on the current
+//! adapter. Figures are medians over several runs, each run submitted alone
+//! and waited for, so they include dispatch overhead (as a FLUX step would).
+//! Native only (it uses wall-clock time and blocking waits).
+
+use std::time::Instant;
+
+use half::f16;
+
+use crate::error::Result;
+use crate::gpu::{DType, Gpu, Tensor};
+use crate::kernels::matmul::{matmul, Epilogue, Precision};
+use crate::weights::repack::repack;
+
+#[derive(Debug, Clone)]
+pub struct BenchOpts {
+    /// Fraction of FLUX's 4608 tokens (1024² + 512 text tokens) to run with.
+    pub scale: f64,
+    pub iters: usize,
+    pub formats: Vec<DType>,
+    pub precision: Precision,
+}
+
+impl Default for BenchOpts {
+    fn default() -> Self {
+        BenchOpts { scale: 1.0, iters: 5, formats: DType::WEIGHT_FORMATS.to_vec(), precision: Precision::F32 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchRow {
+    pub kernel: String,
+    pub format: String,
+    pub shape: String,
+    pub median_ms: f64,
+    pub gflops: f64,
+    pub gbs: f64,
+    pub note: String,
+}
+
+impl std::fmt::Display for BenchRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.note.is_empty() {
+            write!(
+                f,
+                "{:<10} {:<6} {:<22} median_ms={:>10.3} gflops={:>9.2} gbs={:>8.2}",
+                self.kernel, self.format, self.shape, self.median_ms, self.gflops, self.gbs
+            )
+        } else {
+            write!(f, "{:<10} {:<6} {:<22} {}", self.kernel, self.format, self.shape, self.note)
+        }
+    }
+}
+
+/// SplitMix64 for benchmark inputs (values do not matter, only their sizes).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+/// A random `[n, k]` weight in `dtype`, in GGUF/file layout then repacked for the GPU.
+pub fn random_weight(gpu: &Gpu, dtype: DType, n: usize, k: usize, seed: u64) -> Result<Tensor> {
+    let mut rng = Rng(seed);
+    let numel = n * k;
+    let bytes: Vec<u8> = match dtype {
+        DType::F32 => (0..numel).flat_map(|_| rng.unit().to_le_bytes()).collect(),
+        DType::F16 => (0..numel).flat_map(|_| f16::from_f32(rng.unit()).to_le_bytes()).collect(),
+        DType::BF16 => (0..numel).flat_map(|_| half::bf16::from_f32(rng.unit()).to_le_bytes()).collect(),
+        q => {
+            let bb = q.gguf_block_bytes();
+            let mut b: Vec<u8> = (0..numel / q.block_elems() * bb).map(|_| rng.next() as u8).collect();
+            let scale_at = if q == DType::Q6K { 208 } else { 0 };
+            for blk in b.chunks_exact_mut(bb) {
+                blk[scale_at..scale_at + 2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+                if matches!(q, DType::Q4_1 | DType::Q5_1 | DType::Q4K | DType::Q5K) {
+                    blk[2..4].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+                }
+            }
+            b
+        }
+    };
+    gpu.upload_raw(&[n, k], dtype, &repack(dtype, &bytes)?)
+}
+
+/// Median wall time in ms of `iters` runs of `f` (after one warm-up run that also compiles pipelines).
+pub fn time_median<F: FnMut() -> Result<()>>(gpu: &Gpu, iters: usize, mut f: F) -> Result<f64> {
+    f()?;
+    gpu.wait_idle()?;
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let t0 = Instant::now();
+        f()?;
+        gpu.wait_idle()?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Matmul at FLUX's two weight shapes (attention/proj 3072→3072, MLP up 3072→12288) for each format.
+pub fn bench_matmul(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow)) -> Result<()> {
+    let m = ((4608.0 * opts.scale).round() as usize).max(1);
+    let k = 3072;
+    let mut rng = Rng(7);
+    let x_data: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
+    let x = gpu.upload_f32(&[m, k], &x_data)?;
+    for &n in &[3072usize, 12288] {
+        for &dtype in &opts.formats {
+            let shape = format!("{m}x{k}->{n}");
+            let w_bytes = dtype.gpu_bytes(n * k) as u64;
+            if w_bytes > gpu.info().max_storage_binding {
+                report(BenchRow {
+                    kernel: "matmul".into(),
+                    format: dtype.to_string(),
+                    shape,
+                    median_ms: 0.0,
+                    gflops: 0.0,
+                    gbs: 0.0,
+                    note: format!("skipped: weight is {w_bytes} bytes, over this adapter's binding limit"),
+                });
+                continue;
+            }
+            let w = random_weight(gpu, dtype, n, k, 11)?;
+            let epi = Epilogue { precision: opts.precision, ..Default::default() };
+            let ms = time_median(gpu, opts.iters, || {
+                let mut b = gpu.batch();
+                let _y = matmul(gpu, &mut b, &x, &w, &epi)?;
+                gpu.submit(b)
+            })?;
+            let flops = 2.0 * (m * n * k) as f64;
+            let bytes = (w_bytes + (m * k * 4 + m * n * 4) as u64) as f64;
+            report(BenchRow {
+                kernel: "matmul".into(),
+                format: dtype.to_string(),
+                shape,
+                median_ms: ms,
+                gflops: flops / ms / 1e6,
+                gbs: bytes / ms / 1e6,
+                note: String::new(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Everything `iclora bench kernels` runs.
+pub fn bench_kernels(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow)) -> Result<()> {
+    bench_matmul(gpu, opts, &mut report)
+}

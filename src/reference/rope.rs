@@ -1,0 +1,38 @@
+//! CPU reference for `shaders/rope.wgsl`, computed from the positions directly in f64 (not from
+//! `kernels::rope::rope_tables`), so a test against it checks the table builder and the kernel.
+
+/// FLUX RoPE (FLUX_REFERENCE.md §1.6) on every `D = Σ axes_dim`-wide head of the column slice
+/// `[offset, offset + width)` of `x` (rows of `c`); row `r` has position `ids[r]`. Returns all of
+/// `x` with the slice rotated. Interleaved pairs: pair p of a head is `(v[2p], v[2p+1])`; pairs are
+/// assigned to axes by concatenation, axis a with dim d taking d/2 pairs of `ω_j = theta^(−2j/d)`.
+pub fn rope(
+    x: &[f32],
+    c: usize,
+    offset: usize,
+    width: usize,
+    ids: &[[f32; 3]],
+    axes_dim: &[usize],
+    theta: f64,
+) -> Vec<f32> {
+    // (axis, ω) for each pair of a head.
+    let mut freqs = Vec::new();
+    for (a, &d) in axes_dim.iter().enumerate() {
+        for j in 0..d / 2 {
+            freqs.push((a, 1.0 / theta.powf((2 * j) as f64 / d as f64)));
+        }
+    }
+    let head = 2 * freqs.len();
+    let mut y = x.to_vec();
+    for (row, pos) in y.chunks_mut(c).zip(ids) {
+        for h in (offset..offset + width).step_by(head) {
+            for (p, &(a, w)) in freqs.iter().enumerate() {
+                let phi = pos.get(a).map_or(0.0, |&v| v as f64) * w;
+                let (s, co) = phi.sin_cos();
+                let (re, im) = (row[h + 2 * p] as f64, row[h + 2 * p + 1] as f64);
+                row[h + 2 * p] = (re * co - im * s) as f32;
+                row[h + 2 * p + 1] = (re * s + im * co) as f32;
+            }
+        }
+    }
+    y
+}

@@ -1,0 +1,149 @@
+//! shaders/rope.wgsl + the CPU table builder against reference::rope, which computes the angles
+//! from the positions directly in f64 (so the tables are checked too). Tolerance: 1e-5 relative.
+
+mod common;
+use common::{assert_close, gpu, run, Rng};
+use iclora::kernels::norm::Columns;
+use iclora::kernels::rope::{self, flux_position_ids, rope_tables, RopeTables, FLUX_AXES, FLUX_THETA};
+use iclora::reference::rope as reference;
+use iclora::Error;
+
+const RTOL: f32 = 1e-5;
+
+#[test]
+fn position_ids_put_text_first_then_image_row_major() {
+    let ids = flux_position_ids(2, 2, 3);
+    let expected: Vec<[f32; 3]> = vec![
+        [0.0, 0.0, 0.0],
+        [0.0, 0.0, 0.0],
+        [0.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0],
+        [0.0, 0.0, 2.0],
+        [0.0, 1.0, 0.0],
+        [0.0, 1.0, 1.0],
+        [0.0, 1.0, 2.0],
+    ];
+    assert_eq!(ids, expected);
+}
+
+/// FLUX_REFERENCE.md §1.6: ω for axis 0 is 1, 0.316228, 0.1, ...; axes 1 and 2 use d = 56.
+#[test]
+fn tables_match_the_reference_frequencies() {
+    let (cos, sin) = rope_tables(&[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], &FLUX_AXES, FLUX_THETA);
+    assert_eq!((cos.len(), sin.len()), (128, 128));
+    let omega = |p: usize| (sin[p] as f64).atan2(cos[p] as f64);
+    let axis0 = [1.0, 0.316228, 0.1, 0.0316228, 0.01, 0.00316228, 0.001, 0.000316228];
+    for (p, &w) in axis0.iter().enumerate() {
+        assert!((omega(p) - w).abs() <= 1e-6 * w, "axis 0 pair {p}: ω {} vs {w}", omega(p));
+    }
+    // Axis 1 at position 2, axis 2 at position 3: angle = pos · 10000^(−2j/56).
+    for j in 0..28 {
+        let w = 10000f64.powf(-2.0 * j as f64 / 56.0);
+        let (a1, a2) = (omega(8 + j), omega(36 + j));
+        assert!((a1 - 2.0 * w).abs() <= 1e-6 * 2.0 * w, "axis 1 pair {j}: {a1} vs {}", 2.0 * w);
+        assert!((a2 - 3.0 * w).abs() <= 1e-6 * 3.0 * w, "axis 2 pair {j}: {a2} vs {}", 3.0 * w);
+    }
+    // Text position (0, 0, 0): the identity rotation.
+    assert!(cos[64..].iter().all(|&c| c == 1.0) && sin[64..].iter().all(|&s| s == 0.0));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    what: &str,
+    rows: usize,
+    c: usize,
+    cols: Columns,
+    ids: &[[f32; 3]],
+    axes: &[usize],
+    inplace: bool,
+    rng: &mut Rng,
+) {
+    let x = rng.vec(rows * c, -3.0, 3.0);
+    let got = run(|g, b| {
+        let tables = RopeTables::new(g, ids, axes, FLUX_THETA)?;
+        let t = g.upload_f32(&[rows, c], &x)?;
+        let pos_offset = ids.len() - rows;
+        if inplace {
+            rope::rope_inplace(g, b, &t, cols, &tables, pos_offset)?;
+            Ok(t)
+        } else {
+            rope::rope(g, b, &t, cols, &tables, pos_offset)
+        }
+    });
+    let rotated = reference::rope(&x, c, cols.offset, cols.width, &ids[ids.len() - rows..], axes, FLUX_THETA);
+    let expected =
+        if inplace { rotated } else { iclora::reference::norm::columns(&rotated, c, cols.offset, cols.width) };
+    assert_close(what, &got, &expected, RTOL);
+}
+
+/// D = 128, axes (16, 56, 56), q|k (48 heads: 24 of q, 24 of k) of a fused qkv [L, 9216], in place.
+#[test]
+fn flux_rope_on_fused_qkv_in_place() {
+    let mut rng = Rng::new(20);
+    let qk = Columns { offset: 0, width: 6144 };
+    // L = 1 at a non-zero position on every axis (axis 0 as for Kontext references).
+    check("rope L 1", 1, 9216, qk, &[[1.0, 5.0, 9.0]], &FLUX_AXES, true, &mut rng);
+    // L = 7: one text token + a 2×3 image grid.
+    check("rope L 7", 7, 9216, qk, &flux_position_ids(1, 2, 3), &FLUX_AXES, true, &mut rng);
+    // L = 300: 12 text tokens + 12×24 image tokens.
+    let ids = flux_position_ids(12, 12, 24);
+    check("rope L 300", 300, 9216, qk, &ids, &FLUX_AXES, true, &mut rng);
+    // Only k of a linear1 output [L, 21504] (single block layout).
+    check(
+        "rope k of linear1",
+        7,
+        21504,
+        Columns { offset: 3072, width: 3072 },
+        &flux_position_ids(1, 2, 3),
+        &FLUX_AXES,
+        true,
+        &mut rng,
+    );
+}
+
+/// Double block image stream: its rows are the joint sequence's rows L_txt.. (pos_offset = L_txt).
+#[test]
+fn image_stream_uses_table_rows_after_the_text() {
+    let mut rng = Rng::new(21);
+    let ids = flux_position_ids(5, 3, 4);
+    check("rope image stream", 12, 9216, Columns { offset: 0, width: 6144 }, &ids, &FLUX_AXES, true, &mut rng);
+}
+
+/// D = 64 with other axes, odd offsets, into a new tensor and in place.
+#[test]
+fn other_head_dims_and_slices() {
+    let mut rng = Rng::new(22);
+    for (axes, rows) in [(&[16usize, 24, 24][..], 7), (&[8, 28, 28][..], 33), (&[32, 32][..], 1)] {
+        let ids: Vec<[f32; 3]> =
+            (0..rows).map(|i| [((i + 1) % 3) as f32, (i / 5 + 1) as f32, (i % 5) as f32 * 1.5]).collect();
+        let cols = Columns { offset: 3, width: 3 * 64 };
+        check(&format!("rope D 64 {axes:?} L {rows} new"), rows, 200, cols, &ids, axes, false, &mut rng);
+        check(&format!("rope D 64 {axes:?} L {rows} in place"), rows, 200, cols, &ids, axes, true, &mut rng);
+    }
+}
+
+#[test]
+fn bad_shapes_offsets_and_formats_are_typed_errors() {
+    let g = gpu();
+    let mut b = g.batch();
+    let is_shape = |r: Result<(), Error>| matches!(r, Err(Error::ShapeMismatch { .. }));
+    let tables = RopeTables::new(g, &flux_position_ids(0, 1, 4), &[4, 6, 6], FLUX_THETA).unwrap(); // [4, 8], D 16
+    let x = g.upload_f32(&[4, 40], &[0.5; 160]).unwrap();
+    // Width not a multiple of D, slice past the row end, empty slice.
+    for (offset, width) in [(0, 24), (32, 16), (0, 0)] {
+        let cols = Columns { offset, width };
+        assert!(is_shape(rope::rope_inplace(g, &mut b, &x, cols, &tables, 0)), "{cols:?}");
+        assert!(is_shape(rope::rope(g, &mut b, &x, cols, &tables, 0).map(|_| ())), "{cols:?}");
+    }
+    let ok = Columns { offset: 8, width: 32 };
+    assert!(rope::rope_inplace(g, &mut b, &x, ok, &tables, 0).is_ok());
+    // More rows than table positions from pos_offset.
+    assert!(is_shape(rope::rope_inplace(g, &mut b, &x, ok, &tables, 1)));
+    // cos and sin of different shapes; a vector instead of a matrix; a half input.
+    let bad = RopeTables { cos: tables.cos.clone(), sin: g.upload_f32(&[4, 7], &[0.0; 28]).unwrap() };
+    assert!(is_shape(rope::rope_inplace(g, &mut b, &x, ok, &bad, 0)));
+    assert!(is_shape(rope::rope_inplace(g, &mut b, &x.reshape(&[160]).unwrap(), ok, &tables, 0)));
+    let half = g.upload_half(&[4, 40], &[0.0; 160], iclora::gpu::DType::F16).unwrap();
+    assert!(matches!(rope::rope_inplace(g, &mut b, &half, ok, &tables, 0), Err(Error::UnsupportedFormat { .. })));
+    assert!(matches!(RopeTables::new(g, &[], &FLUX_AXES, FLUX_THETA), Err(Error::ShapeMismatch { .. })));
+}
