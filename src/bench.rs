@@ -9,6 +9,7 @@ use half::f16;
 
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
+use crate::kernels::attention::{attention, AttnInput, AttnOptions};
 use crate::kernels::matmul::{matmul, Epilogue, Precision};
 use crate::weights::repack::repack;
 
@@ -152,7 +153,44 @@ pub fn bench_matmul(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow
     Ok(())
 }
 
+/// Joint attention as in a FLUX block: 24 heads × 128, q/k/v read from one fused `[L, 9216]` tensor.
+pub fn bench_attention(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow)) -> Result<()> {
+    let (heads, d) = (24usize, 128usize);
+    let l = ((4608.0 * opts.scale).round() as usize).max(1);
+    let mut rng = Rng(5);
+    let qkv_data: Vec<f32> = (0..l * 3 * heads * d).map(|_| rng.unit()).collect();
+    let qkv = gpu.upload_f32(&[l, 3 * heads * d], &qkv_data)?;
+    let opts_a = AttnOptions::for_head_dim(d);
+    let ms = time_median(gpu, opts.iters, || {
+        let mut b = gpu.batch();
+        let _o = attention(
+            gpu,
+            &mut b,
+            AttnInput::new(&qkv, 0),
+            AttnInput::new(&qkv, heads * d),
+            AttnInput::new(&qkv, 2 * heads * d),
+            heads,
+            d,
+            &opts_a,
+        )?;
+        gpu.submit(b)
+    })?;
+    let flops = 4.0 * (l * l * heads * d) as f64;
+    let bytes = (l * 3 * heads * d * 4 + l * heads * d * 4) as f64;
+    report(BenchRow {
+        kernel: "attention".into(),
+        format: "F32".into(),
+        shape: format!("{l}tok x{heads}h x{d}"),
+        median_ms: ms,
+        gflops: flops / ms / 1e6,
+        gbs: bytes / ms / 1e6,
+        note: String::new(),
+    });
+    Ok(())
+}
+
 /// Everything `iclora bench kernels` runs.
 pub fn bench_kernels(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow)) -> Result<()> {
-    bench_matmul(gpu, opts, &mut report)
+    bench_matmul(gpu, opts, &mut report)?;
+    bench_attention(gpu, opts, &mut report)
 }

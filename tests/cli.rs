@@ -1,0 +1,37 @@
+//! The native CLI: `iclora info` names the adapter; `iclora bench kernels` runs
+//! every benchmark case end to end at a tiny scale (figures are not asserted:
+//! speed belongs in BENCHMARKS.md, not in tests); bad arguments are refused.
+
+use std::process::Command;
+
+fn iclora(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_iclora")).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().expect("run iclora");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn info_names_the_adapter_and_limits() {
+    let (ok, out, err) = iclora(&["info"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("adapter: ") && out.contains("max_storage_binding=") && out.contains("shader-f16="), "{out}");
+}
+
+#[test]
+fn bench_kernels_runs_every_case_at_tiny_scale() {
+    let (ok, out, err) = iclora(&["bench", "kernels", "--scale", "0.002", "--iters", "1", "--formats", "F16,Q4_0,Q6_K"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("adapter: "), "{out}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains("median_ms=")).collect();
+    // 3 formats × 2 shapes of matmul + attention
+    assert_eq!(rows.len(), 7, "{out}");
+    assert!(rows.iter().all(|r| !r.contains("gflops=      0.00")), "{out}");
+    assert!(out.contains("attention"), "{out}");
+}
+
+#[test]
+fn bad_arguments_are_refused_with_usage() {
+    let (ok, _, err) = iclora(&["bench", "kernels", "--formats", "Q9_9"]);
+    assert!(!ok && err.contains("unknown weight format Q9_9"), "{err}");
+    let (ok, _, err) = iclora(&["frobnicate"]);
+    assert!(!ok && err.contains("usage:"), "{err}");
+}
