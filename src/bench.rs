@@ -10,6 +10,7 @@ use half::f16;
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::attention::{attention, AttnInput, AttnOptions};
+use crate::kernels::conv2d::{conv2d, Conv2d};
 use crate::kernels::matmul::{matmul, Epilogue, Precision};
 use crate::weights::repack::repack;
 
@@ -189,8 +190,47 @@ pub fn bench_attention(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(Bench
     Ok(())
 }
 
+/// VAE decoder convolutions for a 1024² image (latent 128²), sides scaled by √scale.
+pub fn bench_conv2d(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow)) -> Result<()> {
+    let side = |s: usize| ((s as f64 * opts.scale.sqrt()).round() as usize).max(2);
+    // (in channels, side, out channels, conv, what)
+    let cases = [
+        (512, side(128), 512, Conv2d::same(1), "mid 3x3"),
+        (512, side(128), 512, Conv2d::UPSAMPLE, "up+3x3"),
+        (256, side(512), 256, Conv2d::same(1), "3x3"),
+        (128, side(1024), 128, Conv2d::same(1), "3x3"),
+        (128, side(1024), 3, Conv2d::same(1), "conv_out"),
+    ];
+    let mut rng = Rng(3);
+    for (c, s, o, conv, what) in cases {
+        for dtype in [DType::F32, DType::F16] {
+            let shape = format!("{c}x{s}x{s}->{o} {what}");
+            let (ho, wo) = conv.output_size(s, s, 3, 3).unwrap_or((0, 0));
+            let in_bytes = (c * s * s * 4) as u64;
+            let out_bytes = (o * ho * wo * 4) as u64;
+            if in_bytes.max(out_bytes) > gpu.info().max_storage_binding {
+                report(BenchRow { kernel: "conv2d".into(), format: dtype.to_string(), shape, median_ms: 0.0, gflops: 0.0, gbs: 0.0, note: "skipped: activation over this adapter's binding limit (the VAE tiles such layers)".into() });
+                continue;
+            }
+            let x = gpu.upload_f32(&[c, s, s], &(0..c * s * s).map(|_| rng.unit()).collect::<Vec<_>>())?;
+            let wv: Vec<f32> = (0..o * c * 9).map(|_| rng.unit() * 0.05).collect();
+            let w = if dtype == DType::F16 { gpu.upload_half(&[o, c, 3, 3], &wv, dtype)? } else { gpu.upload_f32(&[o, c, 3, 3], &wv)? };
+            let bias = gpu.upload_f32(&[o], &vec![0.0; o])?;
+            let ms = time_median(gpu, opts.iters, || {
+                let mut b = gpu.batch();
+                let _y = conv2d(gpu, &mut b, &x, &w, &bias, conv, None)?;
+                gpu.submit(b)
+            })?;
+            let flops = 2.0 * (o * c * 9 * ho * wo) as f64;
+            report(BenchRow { kernel: "conv2d".into(), format: dtype.to_string(), shape, median_ms: ms, gflops: flops / ms / 1e6, gbs: (in_bytes + out_bytes + w.gpu_bytes()) as f64 / ms / 1e6, note: String::new() });
+        }
+    }
+    Ok(())
+}
+
 /// Everything `iclora bench kernels` runs.
 pub fn bench_kernels(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow)) -> Result<()> {
     bench_matmul(gpu, opts, &mut report)?;
-    bench_attention(gpu, opts, &mut report)
+    bench_attention(gpu, opts, &mut report)?;
+    bench_conv2d(gpu, opts, &mut report)
 }

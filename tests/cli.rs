@@ -22,8 +22,8 @@ fn bench_kernels_runs_every_case_at_tiny_scale() {
     assert!(ok, "{err}");
     assert!(out.starts_with("adapter: "), "{out}");
     let rows: Vec<&str> = out.lines().filter(|l| l.contains("median_ms=")).collect();
-    // 3 formats × 2 shapes of matmul + attention
-    assert_eq!(rows.len(), 7, "{out}");
+    // 3 formats × 2 shapes of matmul + attention + 5 conv shapes × 2 weight formats
+    assert_eq!(rows.len(), 17, "{out}");
     assert!(rows.iter().all(|r| !r.contains("gflops=      0.00")), "{out}");
     assert!(out.contains("attention"), "{out}");
 }

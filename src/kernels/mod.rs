@@ -7,6 +7,10 @@ use crate::gpu::{grid_1d, Gpu, ShaderSpec, Tensor};
 
 pub mod elementwise;
 pub mod embedding;
+pub mod conv2d;
+pub mod upsample;
+pub mod pack;
+pub mod copy;
 pub mod matmul;
 pub mod attention;
 pub mod softmax;
@@ -32,6 +36,10 @@ pub fn all_shaders() -> Vec<(&'static ShaderSpec, Vec<Variant>)> {
     vec![
         (&elementwise::SHADER, elementwise::variants()),
         (&embedding::SHADER, embedding::variants()),
+        (&conv2d::SHADER, conv2d::variants()),
+        (&upsample::SHADER, upsample::variants()),
+        (&pack::SHADER, pack::variants()),
+        (&copy::SHADER, copy::variants()),
         (&matmul::SHADER, matmul::variants(false)),
         (&matmul::SHADER_F16, matmul::variants(true)),
         (&attention::SHADER, attention::variants()),

@@ -4,6 +4,10 @@
 
 pub mod elementwise;
 pub mod embedding;
+pub mod conv2d;
+pub mod upsample;
+pub mod pack;
+pub mod copy;
 pub mod matmul;
 pub mod quant;
 pub mod attention;
