@@ -2,10 +2,12 @@
 // Program = precision_{f32,f16}.wgsl + quant.wgsl + activations.wgsl + this file.
 // Wrapper: src/kernels/matmul.rs. Reference: src/reference/matmul.rs.
 //
-// Tiling: a 16×16 workgroup computes a 64×64 output tile, each invocation a 4×4 register block:
-// rows ty+16i and columns col(tx, j) = 2tx + (j&1) + 32(j>>1), so one invocation owns both halves of
-// every output word when y is stored as f16 pairs. K is walked in steps of 32: the x tile and the dequantized W tile are
-// staged in workgroup memory (each weight is dequantized once per tile), as vec4 of `tile_t`.
+// Tiling: a 16×16 workgroup computes a 64×64 output tile; invocation (tx, ty) owns the 4×4 register
+// block rows 4ty..4ty+3 × columns 4tx..4tx+3 (so one invocation owns both halves of every output word
+// when y is stored as f16 pairs). K is walked in steps of 32: the x tile and the dequantized W tile are
+// staged k-major in workgroup memory as vec4 of `tile_t` along m / n (each weight dequantized once per
+// tile), and each k step is an outer product: 2 vec4 loads, 4 vec4 FMAs. Accumulators are named vec4s,
+// not an array, so drivers keep them in registers.
 // Epilogue order: + bias, + LoRA up-projection, activation, then gated residual r + gate ⊙ y.
 // The LoRA down-projections T = x·Aᵢᵀ are computed beforehand by this same kernel (FORMAT F32, no
 // epilogue) into the columns of one [M, R] tensor; the epilogue adds sᵢ·T[m, rᵢ..]·Bᵢ[n − n0ᵢ, :]
@@ -20,7 +22,6 @@ override ADAPTERS: u32 = 0u;    // number of LoRA adapters in the epilogue (<= M
 
 const TILE: u32 = 64u;
 const BK: u32 = 32u;
-const BK4: u32 = 8u;            // BK / 4
 const MAX_ADAPTERS: u32 = 8u;
 
 struct Adapter {
@@ -34,15 +35,22 @@ struct Adapter {
     _pad1: u32,
 }
 
+// A dispatch may cover only a block of rows of x/y and of W when a tensor is larger than one storage
+// binding: X, W, Y and R are then bound as ranges and indexed locally, everything indexed by output
+// feature (bias, gate, LoRA, the y column) uses the global n = n_base + n, and T the global m.
 struct Params {
-    m: u32,
-    n: u32,
+    m: u32,         // rows of x / y in this dispatch
+    n: u32,         // rows of W (output features) in this dispatch
     k: u32,
     x_stride: u32,  // elements between rows of x
     y_stride: u32,  // elements between rows of y (and r)
     y_col0: u32,    // first output column written in y
     t_stride: u32,  // columns of T
     gate_off: u32,  // offset of the gate vector in G
+    m_base: u32,    // global row of this dispatch's first x row
+    n_base: u32,    // global output feature of this dispatch's first W row
+    _pad0: u32,
+    _pad1: u32,
     adapters: array<Adapter, MAX_ADAPTERS>,
 }
 
@@ -56,8 +64,8 @@ struct Params {
 @group(0) @binding(7) var<storage, read> T: array<f32>;        // (M, t_stride) LoRA down outputs
 @group(0) @binding(8) var<storage, read> LB: array<f32>;       // concatenated LoRA B matrices
 
-var<workgroup> xs: array<vec4<tile_t>, 512>;  // (TILE rows, BK4) of x
-var<workgroup> ws: array<vec4<tile_t>, 512>;  // (TILE rows, BK4) of W, dequantized
+var<workgroup> xs: array<vec4<tile_t>, 512>;  // (BK, TILE/4): x[m0 + 4i .. 4i+3, k0 + k]
+var<workgroup> ws: array<vec4<tile_t>, 512>;  // (BK, TILE/4): W[n0 + 4j .. 4j+3, k0 + k], dequantized
 
 fn load_act(buf_index: u32) -> f32 {
     if (X_HALF) {
@@ -85,10 +93,6 @@ fn w_at(row: u32, k: u32) -> f32 {
     return dq(row, k, p.k);
 }
 
-fn col(tx: u32, j: u32) -> u32 {
-    return 2u * tx + (j & 1u) + 32u * (j >> 1u);
-}
-
 fn lora(m: u32, n: u32) -> f32 {
     var sum = 0.0;
     for (var a = 0u; a < ADAPTERS; a++) {
@@ -105,59 +109,67 @@ fn lora(m: u32, n: u32) -> f32 {
     return sum;
 }
 
+fn epilogue(m: u32, n_local: u32, acc: f32) {
+    if (m >= p.m || n_local >= p.n) { return; }
+    let n = p.n_base + n_local;
+    var v = acc;
+    if (HAS_BIAS) { v += BIAS[n]; }
+    if (ADAPTERS > 0u) { v += lora(p.m_base + m, n); }
+    v = activate(v, ACT);
+    let yi = m * p.y_stride + p.y_col0 + n;
+    if (GATED) { v = load_r(yi) + G[p.gate_off + n] * v; }
+    store_y(yi, v);
+}
+
+fn epilogue_row(m: u32, n: u32, acc: vec4<f32>) {
+    epilogue(m, n, acc.x);
+    epilogue(m, n + 1u, acc.y);
+    epilogue(m, n + 2u, acc.z);
+    epilogue(m, n + 3u, acc.w);
+}
+
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
     let n0 = wid.x * TILE;
     let m0 = wid.y * TILE;
-    var acc: array<array<f32, 4>, 4>;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        // 512 vec4 slots per tile, 256 invocations: two each.
+        // 512 vec4 slots per operand tile, 256 invocations: two each.
         for (var s = li; s < 512u; s += 256u) {
-            let r = s / BK4;
-            let kk = k0 + (s % BK4) * 4u;
-            xs[s] = vec4<tile_t>(vec4<f32>(x_at(m0 + r, kk), x_at(m0 + r, kk + 1u),
-                                           x_at(m0 + r, kk + 2u), x_at(m0 + r, kk + 3u)));
-            ws[s] = vec4<tile_t>(vec4<f32>(w_at(n0 + r, kk), w_at(n0 + r, kk + 1u),
-                                           w_at(n0 + r, kk + 2u), w_at(n0 + r, kk + 3u)));
+            let k = k0 + s / 16u;
+            let r = (s % 16u) * 4u;
+            xs[s] = vec4<tile_t>(vec4<f32>(x_at(m0 + r, k), x_at(m0 + r + 1u, k),
+                                           x_at(m0 + r + 2u, k), x_at(m0 + r + 3u, k)));
+            ws[s] = vec4<tile_t>(vec4<f32>(w_at(n0 + r, k), w_at(n0 + r + 1u, k),
+                                           w_at(n0 + r + 2u, k), w_at(n0 + r + 3u, k)));
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < BK4; kk++) {
-            var a: array<vec4<tile_t>, 4>;
-            var b: array<vec4<tile_t>, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                a[i] = xs[(lid.y + 16u * i) * BK4 + kk];
-                b[i] = ws[col(lid.x, i) * BK4 + kk];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] += f32(dot(a[i], b[j]));
-                }
-            }
+        for (var k = 0u; k < BK; k++) {
+            let a = xs[k * 16u + lid.y];
+            let b = ws[k * 16u + lid.x];
+            acc0 += vec4<f32>(a.x * b);
+            acc1 += vec4<f32>(a.y * b);
+            acc2 += vec4<f32>(a.z * b);
+            acc3 += vec4<f32>(a.w * b);
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let m = m0 + lid.y + 16u * i;
-        if (m >= p.m) { continue; }
-        for (var j = 0u; j < 4u; j++) {
-            let n = n0 + col(lid.x, j);
-            if (n >= p.n) { continue; }
-            var v = acc[i][j];
-            if (HAS_BIAS) { v += BIAS[n]; }
-            if (ADAPTERS > 0u) { v += lora(m, n); }
-            v = activate(v, ACT);
-            let yi = m * p.y_stride + p.y_col0 + n;
-            if (GATED) { v = load_r(yi) + G[p.gate_off + n] * v; }
-            store_y(yi, v);
-        }
-    }
+    let m = m0 + 4u * lid.y;
+    let n = n0 + 4u * lid.x;
+    epilogue_row(m, n, acc0);
+    epilogue_row(m + 1u, n, acc1);
+    epilogue_row(m + 2u, n, acc2);
+    epilogue_row(m + 3u, n, acc3);
 }
 
 fn store_y(i: u32, v: f32) {
     if (X_HALF) {
-        // Two outputs share a word. The wrapper keeps y_stride and y_col0 even, and col() gives both
-        // columns of a pair to one invocation, so this read-modify-write does not race.
+        // Two outputs share a word. The wrapper keeps y_stride and y_col0 even, and each invocation
+        // owns 4 consecutive columns, so this read-modify-write does not race.
         let w = Y[i / 2u];
         let old = unpack2x16float(w);
         let nv = select(vec2<f32>(v, old.y), vec2<f32>(old.x, v), (i & 1u) == 1u);

@@ -189,6 +189,34 @@ fn lora_stacks_on_fused_slices_match_reference_on_quantized_bases() {
     }
 }
 
+#[test]
+fn tensors_over_the_binding_limit_are_split_not_rejected() {
+    // A device limited to 64 KiB per binding: x, y, the residual and W all exceed it and are
+    // processed in row blocks; bias, gate and LoRA indices must stay global.
+    let g = &Gpu::new_blocking(&GpuOptions { max_storage_binding: Some(1 << 16), ..Default::default() }).unwrap();
+    let mut rng = Rng::new(16);
+    for (dtype, m, n, k) in [(DType::F32, 300, 200, 96), (DType::Q8_0, 130, 1000, 96), (DType::F16, 70, 700, 64)] {
+        let (w, wv) = weight(g, &mut rng, dtype, n, k);
+        let x = rng.vec(m * k, -1.0, 1.0);
+        let (bias, resid, gate) = (rng.vec(n, -1.0, 1.0), rng.vec(m * n, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
+        let slice = AdapterSlice { n0: n / 3, len: n / 2, rank: 4, scale: 0.7 };
+        let (la, lb) = (rng.vec(4 * k, -0.5, 0.5), rng.vec(slice.len * 4, -0.5, 0.5));
+        let stack = LoraStack::new(g, k, &[(&la, &lb, slice)]).unwrap();
+        let mut b = g.batch();
+        let y = {
+            let (bt, rt, gt) = (g.upload_f32(&[n], &bias).unwrap(), g.upload_f32(&[m, n], &resid).unwrap(), g.upload_f32(&[n], &gate).unwrap());
+            let epi = Epilogue { bias: Some(&bt), lora: Some(&stack), act: Some(Activation::Silu), gate: Some(Gate { residual: &rt, gate: &gt, offset: 0 }), ..Default::default() };
+            matmul(g, &mut b, &g.upload_f32(&[m, k], &x).unwrap(), &w, &epi).unwrap()
+        };
+        assert!(b.dispatches() > 2, "{dtype}: expected a split, got {} dispatches", b.dispatches());
+        g.submit(b).unwrap();
+        let got = g.read_f32_blocking(&y).unwrap();
+        let loras = [LoraRef { a: &la, b: &lb, rank: 4, n0: slice.n0, len: slice.len, scale: 0.7 }];
+        let epi = EpilogueRef { bias: Some(&bias), loras: &loras, act: Activation::Silu, gated: Some((&resid, &gate)) };
+        assert_close(&format!("split {dtype} m{m} n{n} k{k}"), &got, &reference::matmul(&x, &wv, m, n, k, &epi), 1e-5);
+    }
+}
+
 fn round_f16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
 }
@@ -243,11 +271,12 @@ fn bad_inputs_are_typed_errors() {
     assert!(matches!(matmul(g, &mut b, &x, &w, &Epilogue { bias: Some(&bias), ..Default::default() }), Err(Error::ShapeMismatch { .. })));
     let ids = g.upload_u32(&[2, 64], &[0; 128]).unwrap();
     assert!(matches!(matmul(g, &mut b, &ids, &w, &Epilogue::default()), Err(Error::UnsupportedFormat { .. })));
-    // A weight over the storage-binding limit (its contents never matter: the check comes first).
-    let limit = g.info().max_storage_binding as usize;
-    let rows = limit / (64 * 4) + 1;
-    let big = g.empty(&[rows, 64], DType::F32).unwrap();
-    assert!(matches!(matmul(g, &mut b, &x, &big, &Epilogue::default()), Err(Error::LimitExceeded { .. })));
+    // A single row wider than one storage binding cannot be split.
+    let small = Gpu::new_blocking(&GpuOptions { max_storage_binding: Some(1 << 16), ..Default::default() }).unwrap();
+    let wide = 20_000;
+    let (xw, ww) = (small.empty(&[1, wide], DType::F32).unwrap(), small.empty(&[2, wide], DType::F32).unwrap());
+    let r = matmul(&small, &mut small.batch(), &xw, &ww, &Epilogue::default());
+    assert!(matches!(r, Err(Error::LimitExceeded { .. })), "{r:?}");
     // f16 tiles on a device without shader-f16.
     let no_f16 = Gpu::new_blocking(&GpuOptions { allow_f16: false, ..Default::default() }).unwrap();
     let (x2, w2) = (no_f16.upload_f32(&[2, 64], &[0.0; 128]).unwrap(), no_f16.upload_f32(&[3, 64], &[0.0; 192]).unwrap());

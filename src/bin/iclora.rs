@@ -86,7 +86,7 @@ mod cli {
         }
         let gpu = open()?;
         println!("{}", describe(&gpu));
-        println!("scale {} ({} tokens), {} timed runs per case, median; precision {:?}", opts.scale, ((4608.0 * opts.scale).round() as usize).max(1), opts.iters, opts.precision);
+        println!("scale {} ({} tokens), {} timed runs per case, median; precision {:?}", opts.scale, ((4608.0 * opts.scale).ceil() as usize).max(1), opts.iters, opts.precision);
         bench_kernels(&gpu, &opts, |row| println!("{row}")).map_err(|e| e.to_string())
     }
 }

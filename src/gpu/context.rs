@@ -16,11 +16,14 @@ pub struct GpuOptions {
     pub allow_f16: bool,
     /// Use subgroup operations if the adapter has them.
     pub allow_subgroups: bool,
+    /// Request at most this storage-binding size (tests use it to exercise the
+    /// splitting of tensors larger than one binding on small data).
+    pub max_storage_binding: Option<u64>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { high_performance: true, allow_f16: true, allow_subgroups: true }
+        GpuOptions { high_performance: true, allow_f16: true, allow_subgroups: true, max_storage_binding: None }
     }
 }
 
@@ -98,7 +101,10 @@ impl Gpu {
             features.timestamp_query = true;
         }
         // Ask for everything the adapter can do: FLUX needs large bindings.
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(cap) = opts.max_storage_binding {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap);
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("iclora"),

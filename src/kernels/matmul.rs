@@ -130,6 +130,9 @@ struct Params {
     y_col0: u32,
     t_stride: u32,
     gate_off: u32,
+    m_base: u32,
+    n_base: u32,
+    _pad: [u32; 2],
     adapters: [AdapterParams; MAX_ADAPTERS],
 }
 
@@ -159,6 +162,38 @@ pub fn variants(f16_tiles: bool) -> Vec<Variant> {
 
 fn u32_of(what: &'static str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| shape_err("matmul", format!("{what} < 2^32"), v))
+}
+
+/// The whole tensor, or the byte range of `rows` rows from `row0`.
+fn rows_binding(t: &Tensor, whole: bool, row0: usize, rows: usize, row_bytes: usize) -> Binding<'_> {
+    if whole {
+        return Binding::Tensor(t);
+    }
+    let off = (row0 * row_bytes) as u64;
+    let size = ((rows * row_bytes).div_ceil(4) * 4) as u64;
+    Binding::Range(t, off, size.min(t.buffer().size().saturating_sub(off)))
+}
+
+/// Rows per dispatch of x/y (`m_chunk`) and of W (`n_chunk`) so that every bound range fits one
+/// storage binding and starts at an aligned offset. Whole extents when everything fits.
+fn chunks(gpu: &Gpu, m: usize, n: usize, x_row: usize, y_row: usize, w_row: usize) -> Result<(usize, usize)> {
+    let info = gpu.info();
+    let (limit, align) = (info.max_storage_binding as usize, info.storage_offset_alignment.max(4) as usize);
+    // Smallest row count whose byte size is a multiple of the offset alignment, for every row size given.
+    let step = |rows: &[usize]| (1..=align).find(|r| rows.iter().all(|b| (r * b) % align == 0)).unwrap_or(align);
+    let fit = |count: usize, rows: &[usize], what: &str| -> Result<usize> {
+        let widest = rows.iter().copied().max().unwrap_or(1).max(1);
+        if count * widest <= limit {
+            return Ok(count.max(1));
+        }
+        let s = step(rows);
+        let per = limit / widest / s * s;
+        if per == 0 {
+            return Err(Error::LimitExceeded { what: format!("matmul: {s} rows of {what} ({widest} bytes each) in one binding"), needed: (s * widest) as u64, available: limit as u64 });
+        }
+        Ok(per)
+    };
+    Ok((fit(m, &[x_row, y_row], "activations")?, fit(n, &[w_row], "weights")?))
 }
 
 /// `x` `[.., K]` (F32, or F16 storage) times `w` `[N, K]` (any weight format) → `[.., N]` in x's dtype.
@@ -221,6 +256,9 @@ pub fn matmul(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &Epilog
         y_col0: 0,
         t_stride: 0,
         gate_off,
+        m_base: 0,
+        n_base: 0,
+        _pad: [0; 2],
         adapters: [AdapterParams::default(); MAX_ADAPTERS],
     };
 
@@ -263,24 +301,34 @@ pub fn matmul(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &Epilog
         epi.gate.is_some(),
         epi.lora.map_or(0, |s| s.adapters.len()),
     );
-    let grid = [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1];
-    batch.dispatch(
-        gpu,
-        spec,
-        "main",
-        &ov,
-        &[
-            Binding::Uniform(bytemuck::bytes_of(&params)),
-            Binding::Tensor(x),
-            Binding::Tensor(w),
-            Binding::Tensor(epi.bias.unwrap_or(&dummy)),
-            Binding::Tensor(&y),
-            Binding::Tensor(epi.gate.as_ref().map_or(&dummy, |g| g.residual)),
-            Binding::Tensor(epi.gate.as_ref().map_or(&dummy, |g| g.gate)),
-            Binding::Tensor(t.as_ref().unwrap_or(&dummy)),
-            Binding::Tensor(epi.lora.map_or(&dummy, |s| &s.b)),
-        ],
-        grid,
-    )?;
+    // Tensors larger than one storage binding are processed in row blocks of x/y and of W.
+    let elem = if x_half { 2 } else { 4 };
+    let (m_chunk, n_chunk) = chunks(gpu, m, n, k * elem, n * elem, w.dtype().gpu_bytes(k))?;
+    let whole = m_chunk == m && n_chunk == n;
+    for m0 in (0..m).step_by(m_chunk) {
+        let mc = m_chunk.min(m - m0);
+        for n0 in (0..n).step_by(n_chunk) {
+            let nc = n_chunk.min(n - n0);
+            let mut p = params;
+            (p.m, p.n, p.m_base, p.n_base) = (mc as u32, nc as u32, m0 as u32, n0 as u32);
+            let bind = |t, row0, rows, row_bytes| rows_binding(t, whole, row0, rows, row_bytes);
+            let bindings = [
+                Binding::Uniform(bytemuck::bytes_of(&p)),
+                bind(x, m0, mc, k * elem),
+                bind(w, n0, nc, w.dtype().gpu_bytes(k)),
+                Binding::Tensor(epi.bias.unwrap_or(&dummy)),
+                bind(&y, m0, mc, n * elem),
+                match &epi.gate {
+                    Some(g) => bind(g.residual, m0, mc, n * elem),
+                    None => Binding::Tensor(&dummy),
+                },
+                Binding::Tensor(epi.gate.as_ref().map_or(&dummy, |g| g.gate)),
+                Binding::Tensor(t.as_ref().unwrap_or(&dummy)),
+                Binding::Tensor(epi.lora.map_or(&dummy, |s| &s.b)),
+            ];
+            let grid = [nc.div_ceil(TILE) as u32, mc.div_ceil(TILE) as u32, 1];
+            batch.dispatch(gpu, spec, "main", &ov, &bindings, grid)?;
+        }
+    }
     Ok(y)
 }
