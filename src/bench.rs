@@ -5,13 +5,12 @@
 
 use std::time::Instant;
 
-use half::f16;
-
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::attention::{attention, AttnInput, AttnOptions};
 use crate::kernels::conv2d::{conv2d, Conv2d};
 use crate::kernels::matmul::{matmul, Epilogue, Precision};
+use crate::reference::random::{weight_bytes, Rng};
 use crate::weights::repack::repack;
 
 #[derive(Debug, Clone)]
@@ -54,42 +53,13 @@ impl std::fmt::Display for BenchRow {
     }
 }
 
-/// SplitMix64 for benchmark inputs (values do not matter, only their sizes).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
+fn unit(rng: &mut Rng) -> f32 {
+    rng.uniform(-1.0, 1.0)
 }
 
 /// A random `[n, k]` weight in `dtype`, in GGUF/file layout then repacked for the GPU.
 pub fn random_weight(gpu: &Gpu, dtype: DType, n: usize, k: usize, seed: u64) -> Result<Tensor> {
-    let mut rng = Rng(seed);
-    let numel = n * k;
-    let bytes: Vec<u8> = match dtype {
-        DType::F32 => (0..numel).flat_map(|_| rng.unit().to_le_bytes()).collect(),
-        DType::F16 => (0..numel).flat_map(|_| f16::from_f32(rng.unit()).to_le_bytes()).collect(),
-        DType::BF16 => (0..numel).flat_map(|_| half::bf16::from_f32(rng.unit()).to_le_bytes()).collect(),
-        q => {
-            let bb = q.gguf_block_bytes();
-            let mut b: Vec<u8> = (0..numel / q.block_elems() * bb).map(|_| rng.next() as u8).collect();
-            let scale_at = if q == DType::Q6K { 208 } else { 0 };
-            for blk in b.chunks_exact_mut(bb) {
-                blk[scale_at..scale_at + 2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
-                if matches!(q, DType::Q4_1 | DType::Q5_1 | DType::Q4K | DType::Q5K) {
-                    blk[2..4].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
-                }
-            }
-            b
-        }
-    };
+    let bytes = weight_bytes(&mut Rng::new(seed), dtype, n * k, 1.0, 0.01);
     gpu.upload_raw(&[n, k], dtype, &repack(dtype, &bytes)?)
 }
 
@@ -112,8 +82,8 @@ pub fn time_median<F: FnMut() -> Result<()>>(gpu: &Gpu, iters: usize, mut f: F) 
 pub fn bench_matmul(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow)) -> Result<()> {
     let m = ((4608.0 * opts.scale).ceil() as usize).max(1);
     let k = 3072;
-    let mut rng = Rng(7);
-    let x_data: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
+    let mut rng = Rng::new(7);
+    let x_data: Vec<f32> = (0..m * k).map(|_| unit(&mut rng)).collect();
     let x = gpu.upload_f32(&[m, k], &x_data)?;
     for &n in &[3072usize, 12288] {
         for &dtype in &opts.formats {
@@ -146,8 +116,8 @@ pub fn bench_matmul(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow
 pub fn bench_attention(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow)) -> Result<()> {
     let (heads, d) = (24usize, 128usize);
     let l = ((4608.0 * opts.scale).ceil() as usize).max(1);
-    let mut rng = Rng(5);
-    let qkv_data: Vec<f32> = (0..l * 3 * heads * d).map(|_| rng.unit()).collect();
+    let mut rng = Rng::new(5);
+    let qkv_data: Vec<f32> = (0..l * 3 * heads * d).map(|_| unit(&mut rng)).collect();
     let qkv = gpu.upload_f32(&[l, 3 * heads * d], &qkv_data)?;
     let opts_a = AttnOptions::for_head_dim(d);
     let ms = time_median(gpu, opts.iters, || {
@@ -189,7 +159,7 @@ pub fn bench_conv2d(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow
         (128, side(1024), 128, Conv2d::same(1), "3x3"),
         (128, side(1024), 3, Conv2d::same(1), "conv_out"),
     ];
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     for (c, s, o, conv, what) in cases {
         for dtype in [DType::F32, DType::F16] {
             let shape = format!("{c}x{s}x{s}->{o} {what}");
@@ -200,8 +170,8 @@ pub fn bench_conv2d(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow
                 report(BenchRow { kernel: "conv2d".into(), format: dtype.to_string(), shape, median_ms: 0.0, gflops: 0.0, gbs: 0.0, note: "skipped: activation over this adapter's binding limit (the VAE tiles such layers)".into() });
                 continue;
             }
-            let x = gpu.upload_f32(&[c, s, s], &(0..c * s * s).map(|_| rng.unit()).collect::<Vec<_>>())?;
-            let wv: Vec<f32> = (0..o * c * 9).map(|_| rng.unit() * 0.05).collect();
+            let x = gpu.upload_f32(&[c, s, s], &(0..c * s * s).map(|_| unit(&mut rng)).collect::<Vec<_>>())?;
+            let wv: Vec<f32> = (0..o * c * 9).map(|_| unit(&mut rng) * 0.05).collect();
             let w = if dtype == DType::F16 { gpu.upload_half(&[o, c, 3, 3], &wv, dtype)? } else { gpu.upload_f32(&[o, c, 3, 3], &wv)? };
             let bias = gpu.upload_f32(&[o], &vec![0.0; o])?;
             let ms = time_median(gpu, opts.iters, || {

@@ -4,38 +4,19 @@
 
 mod common;
 use common::{assert_close, gpu, run, Rng};
-use half::{bf16, f16};
 use iclora::gpu::DType;
 use iclora::kernels::embedding::{dequantize as gpu_dequantize, embedding};
 use iclora::reference::embedding as reference;
 use iclora::reference::quant::dequantize;
+use iclora::reference::random::weight_bytes;
 use iclora::weights::repack::repack;
 
 fn table_bytes(rng: &mut Rng, dtype: DType, numel: usize) -> Vec<u8> {
-    match dtype {
-        DType::F32 => rng.vec(numel, -2.0, 2.0).iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DType::F16 => rng.vec(numel, -2.0, 2.0).iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
-        DType::BF16 => rng.vec(numel, -2.0, 2.0).iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect(),
-        q => {
-            let mut b = rng.bytes(numel / q.block_elems() * q.gguf_block_bytes());
-            let halves: &[usize] = match q {
-                DType::Q8_0 | DType::Q4_0 | DType::Q5_0 => &[0],
-                DType::Q6K => &[208],
-                _ => &[0, 2],
-            };
-            for blk in b.chunks_exact_mut(q.gguf_block_bytes()) {
-                for &o in halves {
-                    blk[o..o + 2].copy_from_slice(&f16::from_f32(rng.uniform(-0.1, 0.1)).to_le_bytes());
-                }
-            }
-            b
-        }
-    }
+    weight_bytes(rng, dtype, numel, 2.0, 0.1)
 }
 
 #[test]
 fn gather_matches_reference_for_every_format() {
-    let g = gpu();
     let mut rng = Rng::new(21);
     for dtype in DType::WEIGHT_FORMATS {
         // Awkward vocab / id counts; widths: a block, and T5's 4096.

@@ -13,44 +13,19 @@
 
 mod common;
 use common::{assert_close, gpu, run, Rng};
-use half::{bf16, f16};
+use half::f16;
 use iclora::gpu::{DType, Gpu, GpuOptions};
 use iclora::kernels::elementwise::Activation;
 use iclora::kernels::matmul::{matmul, AdapterSlice, Epilogue, Gate, LoraStack, Precision};
 use iclora::reference::matmul::{self as reference, EpilogueRef, LoraRef};
 use iclora::reference::quant::dequantize;
+use iclora::reference::random::weight_bytes;
 use iclora::weights::repack::repack;
 use iclora::Error;
 
-/// Random weight bytes in the file layout of `dtype` for `n × k` elements: random quant bits with sane f16 scales.
-fn random_weight(rng: &mut Rng, dtype: DType, n: usize, k: usize) -> Vec<u8> {
-    let numel = n * k;
-    match dtype {
-        DType::F32 => rng.vec(numel, -1.0, 1.0).iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DType::F16 => rng.vec(numel, -1.0, 1.0).iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
-        DType::BF16 => rng.vec(numel, -1.0, 1.0).iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect(),
-        q => {
-            let bb = q.gguf_block_bytes();
-            let mut bytes = rng.bytes(numel / q.block_elems() * bb);
-            let half_fields: &[usize] = match q {
-                DType::Q8_0 | DType::Q4_0 | DType::Q5_0 => &[0],
-                DType::Q6K => &[208],
-                _ => &[0, 2],
-            };
-            for block in bytes.chunks_exact_mut(bb) {
-                for &o in half_fields {
-                    let v = f16::from_f32(rng.uniform(-0.05, 0.05));
-                    block[o..o + 2].copy_from_slice(&v.to_le_bytes());
-                }
-            }
-            bytes
-        }
-    }
-}
-
 /// Uploads a random weight; returns the GPU tensor's source bytes' dequantized values.
 fn weight(g: &Gpu, rng: &mut Rng, dtype: DType, n: usize, k: usize) -> (iclora::gpu::Tensor, Vec<f32>) {
-    let bytes = random_weight(rng, dtype, n, k);
+    let bytes = weight_bytes(rng, dtype, n * k, 1.0, 0.05);
     let values = dequantize(dtype, &bytes).expect("dequantize");
     let t = g.upload_raw(&[n, k], dtype, &repack(dtype, &bytes).expect("repack")).expect("upload");
     (t, values)

@@ -10,6 +10,7 @@ pub mod pack;
 pub mod copy;
 pub mod matmul;
 pub mod quant;
+pub mod random;
 pub mod attention;
 pub mod softmax;
 pub mod norm;
