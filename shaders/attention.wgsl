@@ -33,7 +33,7 @@ override R: u32 = (BQ * D + WG - 1u) / WG; // outputs owned by one invocation (<
 const ACC: u32 = 8u;
 // Start value of the running max. Finite (WGSL has no infinity literal); a score equal to it still
 // contributes exp(0)·..., so a row whose bias is finfo.min everywhere stays a uniform softmax as in torch.
-const NEG: f32 = -3.40282347e38;
+const NEG: f32 = -3.4028234663852886e38;  // -f32::MAX written exactly: Chromium (Tint) rejects literals that round past it
 
 struct Params {
     lq: u32,        // query rows

@@ -11,7 +11,7 @@ override WG: u32 = 256u;   // invocations per workgroup, a power of two (the wra
 
 // Start value of the running max: finite (WGSL has no infinity literal). A row of all −inf
 // then gives 0/0 = NaN, as torch does.
-const NEG: f32 = -3.40282347e38;
+const NEG: f32 = -3.4028234663852886e38;  // -f32::MAX written exactly: Chromium (Tint) rejects literals that round past it
 
 struct Params {
     rows: u32,

@@ -20,11 +20,22 @@ pub struct BenchOpts {
     pub iters: usize,
     pub formats: Vec<DType>,
     pub precision: Precision,
+    /// Which kernel families to run (`KERNELS` names).
+    pub kernels: Vec<String>,
 }
+
+/// The kernel families `iclora bench kernels` knows.
+pub const KERNELS: [&str; 3] = ["matmul", "attention", "conv2d"];
 
 impl Default for BenchOpts {
     fn default() -> Self {
-        BenchOpts { scale: 1.0, iters: 5, formats: DType::WEIGHT_FORMATS.to_vec(), precision: Precision::F32 }
+        BenchOpts {
+            scale: 1.0,
+            iters: 5,
+            formats: DType::WEIGHT_FORMATS.to_vec(),
+            precision: Precision::F32,
+            kernels: KERNELS.iter().map(|k| k.to_string()).collect(),
+        }
     }
 }
 
@@ -44,7 +55,7 @@ impl std::fmt::Display for BenchRow {
         if self.note.is_empty() {
             write!(
                 f,
-                "{:<10} {:<6} {:<22} median_ms={:>10.3} gflops={:>9.2} gbs={:>8.2}",
+                "{:<10} {:<6} {:<22} median_ms={:.3} gflops={:.2} gbs={:.2}",
                 self.kernel, self.format, self.shape, self.median_ms, self.gflops, self.gbs
             )
         } else {
@@ -188,7 +199,15 @@ pub fn bench_conv2d(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow
 
 /// Everything `iclora bench kernels` runs.
 pub fn bench_kernels(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow)) -> Result<()> {
-    bench_matmul(gpu, opts, &mut report)?;
-    bench_attention(gpu, opts, &mut report)?;
-    bench_conv2d(gpu, opts, &mut report)
+    let wants = |k: &str| opts.kernels.iter().any(|w| w == k);
+    if wants("matmul") {
+        bench_matmul(gpu, opts, &mut report)?;
+    }
+    if wants("attention") {
+        bench_attention(gpu, opts, &mut report)?;
+    }
+    if wants("conv2d") {
+        bench_conv2d(gpu, opts, &mut report)?;
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod gpu;
 pub mod kernels;
 pub mod reference;
+pub mod selftest;
 pub mod weights;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,7 +1,7 @@
 //! iclora command-line tool (native): adapter info and benchmarks.
 //!
 //!   iclora info
-//!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16]
+//!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16] [--kernels matmul,...]
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
@@ -16,7 +16,7 @@ fn main() {}
 
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
-    use iclora::bench::{bench_kernels, BenchOpts};
+    use iclora::bench::{bench_kernels, BenchOpts, KERNELS};
     use iclora::gpu::{DType, Gpu, GpuOptions};
     use iclora::kernels::matmul::Precision;
 
@@ -26,7 +26,8 @@ mod cli {
       --scale S      fraction of FLUX's 4608 tokens to use (default 1.0; ~0.1 on software adapters)
       --iters N      timed runs per case, median reported (default 5)
       --formats L    comma-separated weight formats (default: all of F32,F16,BF16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q5_K,Q6_K)
-      --f16          f16 tile arithmetic (needs shader-f16)";
+      --f16          f16 tile arithmetic (needs shader-f16)
+      --kernels L    comma-separated subset of matmul,attention,conv2d (default: all)";
 
     pub fn run(args: Vec<String>) -> Result<(), String> {
         let words: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -78,6 +79,12 @@ mod cli {
                         .collect::<Result<_, _>>()?
                 }
                 "--f16" => opts.precision = Precision::F16,
+                "--kernels" => {
+                    opts.kernels = value()?.split(',').map(str::to_string).collect();
+                    if let Some(bad) = opts.kernels.iter().find(|k| !KERNELS.contains(&k.as_str())) {
+                        return Err(format!("unknown kernel family {bad} (known: {})", KERNELS.join(",")));
+                    }
+                }
                 other => return Err(format!("unknown option {other}\n{USAGE}")),
             }
         }

@@ -18,25 +18,15 @@ pub fn gpu() -> &'static Gpu {
 pub use iclora::reference::random::Rng;
 
 /// Asserts `|got − expected| ≤ rtol · max(|expected|, rms(expected))` for every
-/// element: relative error, with the output's RMS as the floor so values that
-/// cancel to near zero are judged against the scale of the output.
+/// element (`iclora::selftest::compare`): relative error, with the output's RMS
+/// as the floor so values that cancel to near zero are judged against the scale
+/// of the output. NaN always fails. Panics naming the first bad index.
 pub fn assert_close(what: &str, got: &[f32], expected: &[f32], rtol: f32) {
-    assert_eq!(got.len(), expected.len(), "{what}: length");
-    let rms = (expected.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / expected.len().max(1) as f64).sqrt() as f32;
-    let floor = rms.max(f32::MIN_POSITIVE);
-    let mut worst = (0usize, 0f32);
-    for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
-        let err = (g - e).abs() / e.abs().max(floor);
-        if !(err <= rtol) {
-            panic!(
-                "{what}: first bad index {i}: got {g}, expected {e} (relative error {err:.3e} > {rtol:.1e}; output rms {rms:.3e})"
-            );
-        }
-        if err > worst.1 {
-            worst = (i, err);
-        }
+    let c = iclora::selftest::compare(got, expected, rtol).unwrap_or_else(|e| panic!("{what}: {e}"));
+    if let Some((i, g, e)) = c.first_bad {
+        panic!("{what}: first bad index {i}: got {g}, expected {e} (max relative error {:.3e} > {rtol:.1e})", c.max_err);
     }
-    eprintln!("{what}: ok, worst relative error {:.2e} at {}", worst.1, worst.0);
+    eprintln!("{what}: ok, worst relative error {:.2e}", c.max_err);
 }
 
 /// Runs `f` with a fresh batch, submits it, reads the returned tensor back.

@@ -1,0 +1,119 @@
+//! Small DOM helpers. All user-visible text goes through `textContent`
+//! (never `innerHTML`), so data can never become markup.
+
+use std::fmt;
+
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{Document, Element, HtmlElement, Window};
+
+/// What can go wrong in the page: an engine error (shown with its own
+/// message, which says what to do) or a browser API that refused.
+#[derive(Debug)]
+pub enum AppError {
+    Engine(crate::Error),
+    /// This browser cannot run the app; the text says what to use instead.
+    Unsupported(String),
+    Browser(String),
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Engine(e) => write!(f, "{e}"),
+            AppError::Unsupported(m) => write!(f, "{m}"),
+            AppError::Browser(m) => write!(f, "browser error: {m}"),
+        }
+    }
+}
+
+impl From<crate::Error> for AppError {
+    fn from(e: crate::Error) -> Self {
+        AppError::Engine(e)
+    }
+}
+
+impl From<JsValue> for AppError {
+    fn from(v: JsValue) -> Self {
+        // Exceptions are usually `Error` objects; fall back to their debug form.
+        let text = v
+            .dyn_ref::<js_sys::Error>()
+            .map(|e| String::from(e.message()))
+            .or_else(|| v.as_string())
+            .unwrap_or_else(|| format!("{v:?}"));
+        AppError::Browser(text)
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+pub fn window() -> AppResult<Window> {
+    web_sys::window().ok_or_else(|| AppError::Browser("no window (is this running in a worker?)".into()))
+}
+
+pub fn document() -> AppResult<Document> {
+    window()?.document().ok_or_else(|| AppError::Browser("no document".into()))
+}
+
+pub fn body() -> AppResult<HtmlElement> {
+    document()?.body().ok_or_else(|| AppError::Browser("the page has no <body>".into()))
+}
+
+/// The element with `id`, which index.html must provide.
+pub fn by_id(id: &str) -> AppResult<Element> {
+    document()?.get_element_by_id(id).ok_or_else(|| AppError::Browser(format!("index.html lacks #{id}")))
+}
+
+/// A new `<tag class=..>text</tag>` (empty class / text are left out).
+pub fn el(tag: &str, class: &str, text: &str) -> AppResult<Element> {
+    let e = document()?.create_element(tag)?;
+    if !class.is_empty() {
+        e.set_class_name(class);
+    }
+    if !text.is_empty() {
+        e.set_text_content(Some(text));
+    }
+    Ok(e)
+}
+
+/// Appends a new child element and returns it.
+pub fn add(parent: &Element, tag: &str, class: &str, text: &str) -> AppResult<Element> {
+    let e = el(tag, class, text)?;
+    parent.append_child(&e)?;
+    Ok(e)
+}
+
+/// Removes every child of `e`.
+pub fn clear(e: &Element) {
+    e.set_text_content(None);
+}
+
+/// Sets `document.body.dataset[key] = value` (a marker for tests and styles).
+pub fn set_marker(key: &str, value: &str) -> AppResult<()> {
+    body()?.dataset().set(key, value)?;
+    Ok(())
+}
+
+/// Resolves after the browser has had a chance to render and handle events.
+pub async fn yield_to_browser() -> AppResult<()> {
+    let win = window()?;
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        // If scheduling fails, resolve at once rather than hang.
+        if win.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0).is_err() {
+            let _ = resolve.call0(&JsValue::UNDEFINED);
+        }
+    });
+    wasm_bindgen_futures::JsFuture::from(promise).await?;
+    Ok(())
+}
+
+/// Milliseconds from the page's time origin.
+pub fn now_ms() -> f64 {
+    web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0)
+}
+
+/// True when the page URL's query has `name` (`?selftest`, `?selftest=1`, `?a&selftest`).
+pub fn query_has(name: &str) -> bool {
+    let search = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
+    search.trim_start_matches('?').split('&').any(|kv| kv.split('=').next() == Some(name))
+}
