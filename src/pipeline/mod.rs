@@ -1,0 +1,6 @@
+//! The sampler side of a FLUX run on the host: torch-compatible seeded noise
+//! (`seed`) and the flow-matching sigma schedule with the Euler step
+//! (`schedule`), both matching diffusers' FluxPipeline (FLUX_REFERENCE.md §2–3).
+
+pub mod schedule;
+pub mod seed;
