@@ -40,6 +40,12 @@ pub enum Error {
 
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    #[error("`{file}` is not a valid weights file: {what}. The file may be truncated or not what its name says; download it again or pick another file")]
+    Malformed { file: String, what: String },
+
+    #[error("reading `{file}` failed: {message}")]
+    Io { file: String, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

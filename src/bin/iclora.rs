@@ -1,6 +1,7 @@
 //! iclora command-line tool (native): adapter info and benchmarks.
 //!
 //!   iclora info
+//!   iclora inspect FILE
 //!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16] [--kernels matmul,...]
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -22,6 +23,7 @@ mod cli {
 
     const USAGE: &str = "usage:
   iclora info                       print the GPU adapter, its features and limits
+  iclora inspect FILE               list a safetensors/GGUF file's metadata and tensors
   iclora bench kernels [options]    time kernels at FLUX shapes
       --scale S      fraction of FLUX's 4608 tokens to use (default 1.0; ~0.1 on software adapters)
       --iters N      timed runs per case, median reported (default 5)
@@ -33,6 +35,7 @@ mod cli {
         let words: Vec<&str> = args.iter().map(String::as_str).collect();
         match words.as_slice() {
             ["info"] => info(),
+            ["inspect", path] => inspect(path),
             ["bench", "kernels", rest @ ..] => bench(rest),
             [] | ["help"] | ["--help"] | ["-h"] => {
                 println!("{USAGE}");
@@ -57,6 +60,27 @@ mod cli {
             i.max_workgroups_per_dim, i.max_workgroup_storage, i.max_storage_buffers_per_stage,
             i.subgroup_min_size, i.subgroup_max_size
         )
+    }
+
+    /// `iclora inspect <file>`: format, metadata (long arrays cut) and one line per tensor.
+    fn inspect(path: &str) -> Result<(), String> {
+        use iclora::weights::load::{read_header, FileSource};
+        let mut src = FileSource::open(path).map_err(|e| e.to_string())?;
+        let h = read_header(&mut src).map_err(|e| e.to_string())?;
+        let total: u64 = h.tensors.iter().map(|t| t.size).sum();
+        println!("{}: {} file, {} bytes, data section at byte {}", h.file, h.format, h.file_len, h.data_start);
+        println!("metadata ({} keys):", h.metadata.len());
+        for (k, v) in &h.metadata {
+            println!("  {k} = {}", v.display_short(8));
+        }
+        println!("tensors ({}, {total} bytes):", h.tensors.len());
+        let width = h.tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
+        for t in &h.tensors {
+            let shape = format!("{:?}", t.shape);
+            let note = if t.dtype.is_supported() { "" } else { "  (not loadable)" };
+            println!("  {:width$}  {shape:20}  {:8}  {:>12}{note}", t.name, t.dtype.name(), t.size);
+        }
+        Ok(())
     }
 
     fn info() -> Result<(), String> {

@@ -1,3 +1,7 @@
 //! Weight file formats and the GPU layouts of their tensors.
 
 pub mod repack;
+pub mod tensor_info;
+pub mod safetensors;
+pub mod gguf;
+pub mod load;

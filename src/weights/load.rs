@@ -1,0 +1,219 @@
+//! From a parsed header and a source of byte ranges to GPU tensors, one tensor
+//! at a time and in chunks. Local files now; HTTP Range sources implement the
+//! same `ByteSource` later.
+//!
+//! Memory bound: loading a tensor holds at most one chunk of file bytes
+//! (`CHUNK_BYTES` = 16 MiB) plus its converted form (≤ 2 chunks: F8 → F16
+//! doubles, repacking grows blocks by ≤ 12%), i.e. ≤ 48 MiB whatever the
+//! tensor or model size; each chunk's staged GPU write is flushed (an empty
+//! submit) before the next is read, so wgpu's staging memory is bounded by
+//! the same chunk. Reading a header holds the header bytes (≤ `MAX_HEADER_BYTES`).
+
+use std::io::{Read, Seek, SeekFrom};
+
+use half::f16;
+
+use super::gguf::parse_gguf_header;
+use super::repack::repack;
+use super::safetensors::parse_safetensors_header;
+use super::tensor_info::{malformed, unsupported, FileDType, Parsed, TensorInfo, WeightsHeader};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu, Tensor};
+
+/// Largest read issued while loading a tensor.
+pub const CHUNK_BYTES: usize = 16 << 20;
+/// First read when looking for a header (a FLUX safetensors header is ~100 KB).
+pub const FIRST_FETCH: usize = 1 << 20;
+
+/// Random access to a file's bytes (local file, memory, later HTTP Range).
+pub trait ByteSource {
+    /// The path or URL, for errors.
+    fn name(&self) -> &str;
+    /// Total bytes.
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Exactly `len` bytes at `offset`, or an error (never a short read).
+    fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>>;
+}
+
+fn check_range(name: &str, total: u64, offset: u64, len: usize) -> Result<()> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= total => Ok(()),
+        _ => Err(Error::Io { file: name.into(), message: format!("read of {len} bytes at {offset} is past the end ({total} bytes)") }),
+    }
+}
+
+/// A local file.
+pub struct FileSource {
+    file: std::fs::File,
+    len: u64,
+    name: String,
+}
+
+impl FileSource {
+    pub fn open(path: impl AsRef<std::path::Path>) -> Result<FileSource> {
+        let name = path.as_ref().display().to_string();
+        let io = |e: std::io::Error| Error::Io { file: name.clone(), message: e.to_string() };
+        let file = std::fs::File::open(path.as_ref()).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        Ok(FileSource { file, len, name })
+    }
+}
+
+impl ByteSource for FileSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        check_range(&self.name, self.len, offset, len)?;
+        let io = |e: std::io::Error| Error::Io { file: self.name.clone(), message: format!("{len} bytes at {offset}: {e}") };
+        self.file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        let mut buf = vec![0u8; len];
+        self.file.read_exact(&mut buf).map_err(io)?;
+        Ok(buf)
+    }
+}
+
+/// Bytes in memory (tests, fuzzing, small downloaded files).
+pub struct MemSource {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+impl ByteSource for MemSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        check_range(&self.name, self.len(), offset, len)?;
+        Ok(self.bytes[offset as usize..offset as usize + len].to_vec())
+    }
+}
+
+/// Parses a header of either format from a prefix (GGUF if it starts with
+/// the magic `GGUF`, else safetensors).
+pub fn parse_header(prefix: &[u8], file_len: u64, name: &str) -> Result<Parsed> {
+    if prefix.len() < 8 && (prefix.len() as u64) < file_len {
+        return Ok(Parsed::NeedMore(file_len.min(8)));
+    }
+    if prefix.starts_with(b"GGUF") {
+        parse_gguf_header(prefix, file_len, name)
+    } else {
+        parse_safetensors_header(prefix, file_len, name)
+    }
+}
+
+/// Reads and parses a header: `FIRST_FETCH` bytes, then more while the
+/// parser asks for them.
+pub fn read_header(src: &mut dyn ByteSource) -> Result<WeightsHeader> {
+    let (len, name) = (src.len(), src.name().to_string());
+    let mut prefix = src.read_range(0, len.min(FIRST_FETCH as u64) as usize)?;
+    loop {
+        match parse_header(&prefix, len, &name)? {
+            Parsed::Header(h) => return Ok(h),
+            Parsed::NeedMore(n) if n > prefix.len() as u64 && n <= len => {
+                let more = src.read_range(prefix.len() as u64, (n - prefix.len() as u64) as usize)?;
+                prefix.extend_from_slice(&more);
+            }
+            Parsed::NeedMore(n) => return Err(malformed(&name, format!("the parser asked for {n} bytes of a {len}-byte file"))),
+        }
+    }
+}
+
+fn to_usize(file: &str, what: &str, v: u64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| Error::LimitExceeded { what: format!("{what} in `{file}`"), needed: v, available: usize::MAX as u64 })
+}
+
+/// The shape and format a tensor gets on the GPU: floats keep the PyTorch
+/// shape; quantized weights become `[rows, ne0]` (ne0 = the innermost
+/// dimension, the one blocks run along); F8 becomes F16.
+pub fn gpu_layout(file: &str, info: &TensorInfo) -> Result<(Vec<usize>, DType)> {
+    let shape = info.shape.iter().map(|&d| to_usize(file, &info.name, d)).collect::<Result<Vec<_>>>()?;
+    match info.dtype {
+        FileDType::Gpu(d) if d.is_quantized() => {
+            let ne0 = shape.last().copied().unwrap_or(1);
+            let rows = to_usize(file, &info.name, info.numel())?.checked_div(ne0).unwrap_or(0);
+            Ok((vec![rows, ne0], d))
+        }
+        FileDType::Gpu(d) => Ok((shape, d)),
+        FileDType::F8E4M3 | FileDType::F8E5M2 => Ok((shape, DType::F16)),
+        FileDType::Other { .. } => Err(unsupported(file, info)),
+    }
+}
+
+/// Loads one tensor of `header` from `src` onto the GPU (see `gpu_layout`).
+pub fn load_tensor(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, info: &TensorInfo) -> Result<Tensor> {
+    load_tensor_chunked(gpu, src, &header.file, info, CHUNK_BYTES)
+}
+
+/// `load_tensor` with reads of at most `chunk_bytes` (rounded down to whole
+/// blocks, at least one block).
+pub fn load_tensor_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, chunk_bytes: usize) -> Result<Tensor> {
+    let (shape, dtype) = gpu_layout(file, info)?;
+    let t = gpu.empty(&shape, dtype)?;
+    // Every chunk must land on a whole GPU word: whole blocks for quantized
+    // formats, 4 bytes for floats, 2 F8 bytes (= one F16 word).
+    let unit = match info.dtype {
+        FileDType::Gpu(d) if d.is_quantized() => d.gguf_block_bytes(),
+        FileDType::F8E4M3 | FileDType::F8E5M2 => 2,
+        _ => 4,
+    };
+    let chunk = (chunk_bytes / unit).max(1) * unit;
+    let (mut done, mut dst) = (0u64, 0u64);
+    while done < info.size {
+        let n = chunk.min(to_usize(file, &info.name, info.size - done)?);
+        let bytes = src.read_range(info.offset + done, n)?;
+        let converted = match info.dtype {
+            FileDType::Gpu(d) => repack(d, &bytes)?,
+            FileDType::F8E4M3 | FileDType::F8E5M2 => f8_to_f16(info.dtype, &bytes),
+            FileDType::Other { .. } => return Err(unsupported(file, info)),
+        };
+        gpu.write_buffer(t.buffer(), dst, &converted)?;
+        // An empty submission flushes the staged write, bounding wgpu's staging memory.
+        gpu.submit(gpu.batch())?;
+        dst += converted.len() as u64;
+        done += n as u64;
+    }
+    Ok(t)
+}
+
+/// F8_E4M3 (`float8_e4m3fn`, FLUX_REFERENCE.md §8.2): bias 7, no infinities,
+/// 0x7F/0xFF NaN, subnormals `m · 2^-9`.
+pub fn f8_e4m3_to_f32(b: u8) -> f32 {
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let (e, m) = ((b >> 3) & 0xF, (b & 7) as f32);
+    if e == 15 && m == 7.0 {
+        return f32::NAN;
+    }
+    let mag = if e == 0 { m * 2f32.powi(-9) } else { (1.0 + m / 8.0) * 2f32.powi(e as i32 - 7) };
+    sign * mag
+}
+
+/// F8_E5M2: the top byte of an IEEE half.
+pub fn f8_e5m2_to_f32(b: u8) -> f32 {
+    f16::from_bits((b as u16) << 8).to_f32()
+}
+
+/// F8 bytes → little-endian F16 bytes, padded to whole 32-bit words. Exact:
+/// every E4M3 and E5M2 value is an F16 value. Done on the CPU for now; a GPU
+/// conversion kernel (upload the F8 bytes, widen there) is a later step.
+pub fn f8_to_f16(dtype: FileDType, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len().div_ceil(2) * 4);
+    for &b in bytes {
+        let h = match dtype {
+            FileDType::F8E5M2 => (b as u16) << 8,
+            _ => f16::from_f32(f8_e4m3_to_f32(b)).to_bits(),
+        };
+        out.extend_from_slice(&h.to_le_bytes());
+    }
+    out.resize(out.len().div_ceil(4) * 4, 0);
+    out
+}
