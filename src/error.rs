@@ -46,6 +46,33 @@ pub enum Error {
 
     #[error("reading `{file}` failed: {message}")]
     Io { file: String, message: String },
+
+    #[error("`{url}` answered HTTP {status}: {}", http_hint(*.status))]
+    Http { url: String, status: u16 },
+
+    #[error("`{url}` does not support HTTP Range requests (it answered 200 with the whole file instead of 206 Partial Content). Weights are streamed in ranges so that no file is held whole in memory: download the file and open it by path, or serve it from a host that supports ranges")]
+    NoRangeSupport { url: String },
+
+    #[error("timed out {what} `{url}`: the connection stalled and retries did not help; check the network and try again")]
+    Timeout { url: String, what: String },
+
+    #[error("`{file}` has no tensor `{name}`, which this model needs; is it a complete checkpoint of the right model (FLUX.1 transformer, diffusers or BFL names)?")]
+    MissingTensor { file: String, name: String },
+
+    #[error("`{file}`: tensor `{name}` has shape {got}, but the model config expects {expected}; the weights and the config do not belong together")]
+    TensorShape { file: String, name: String, expected: String, got: String },
+}
+
+/// What a user can do about an HTTP status.
+fn http_hint(status: u16) -> &'static str {
+    match status {
+        401 | 403 => "access denied; for a gated or private Hugging Face repo, accept its license on the model page and use a URL the server lets you read",
+        404 | 410 => "no such file; check the URL (Hugging Face file links look like https://huggingface.co/<org>/<repo>/resolve/main/<file>)",
+        416 => "the requested byte range is outside the file; the file may have changed on the server, start the download again",
+        429 => "too many requests; wait a minute and try again",
+        500..=599 => "the server failed; try again later",
+        _ => "unexpected answer to a byte-range GET",
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

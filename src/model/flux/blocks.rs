@@ -1,0 +1,107 @@
+//! Double- and single-stream blocks (FLUX_REFERENCE.md §1.5, §1.7) on the kernels, batch 1, f32.
+//!
+//! Layout: a stream is `[tokens, hidden]`; the fused projections keep q | k | v as column ranges
+//! of one tensor, and QK-norm, RoPE and attention work on those ranges in place (no split copies).
+//! Modulation vectors `silu(vec)·W_modᵀ + b` stay `[1, n·hidden]` and are read at offsets.
+
+use super::config::FluxConfig;
+use super::weights::{DoubleBlock, Linear, SingleBlock};
+use crate::error::Result;
+use crate::gpu::{Batch, Gpu, Tensor};
+use crate::kernels::attention::{attention, AttnInput, AttnOptions};
+use crate::kernels::copy::{concat_cols, concat_rows, slice_cols, slice_rows};
+use crate::kernels::elementwise::{activation, Activation};
+use crate::kernels::matmul::{matmul, Epilogue, Gate};
+use crate::kernels::norm::{layer_norm_modulated, rms_norm_columns_inplace, Columns, Modulation, EPS_FLUX};
+use crate::kernels::rope::{rope_inplace, RopeTables};
+
+/// `x·Wᵀ + b`, then `act` if given.
+pub fn linear(gpu: &Gpu, b: &mut Batch, x: &Tensor, l: &Linear, act: Option<Activation>) -> Result<Tensor> {
+    matmul(gpu, b, x, &l.w, &Epilogue { bias: Some(&l.b), act, ..Default::default() })
+}
+
+/// `residual + m[gate_at..] ⊙ (x·Wᵀ + b)` in one matmul (the gated residual of §1.5/§1.7).
+fn gated_linear(gpu: &Gpu, b: &mut Batch, x: &Tensor, l: &Linear, residual: &Tensor, m: &Tensor, gate_at: usize) -> Result<Tensor> {
+    let gate = Some(Gate { residual, gate: m, offset: gate_at });
+    matmul(gpu, b, x, &l.w, &Epilogue { bias: Some(&l.b), gate, ..Default::default() })
+}
+
+/// `LN(x) · (1 + m[scale_at..]) + m[shift_at..]`.
+fn adaln(gpu: &Gpu, b: &mut Batch, x: &Tensor, m: &Tensor, shift_at: usize, scale_at: usize) -> Result<Tensor> {
+    layer_norm_modulated(gpu, b, x, &Modulation { tensor: m, shift: shift_at, scale: scale_at }, EPS_FLUX)
+}
+
+/// QK RMSNorm per head on the q and k column ranges of a fused `[L, 3·hidden (+ mlp)]` tensor.
+fn qk_norm(gpu: &Gpu, b: &mut Batch, qkv: &Tensor, h: usize, norm_q: &Tensor, norm_k: &Tensor) -> Result<()> {
+    rms_norm_columns_inplace(gpu, b, qkv, Columns { offset: 0, width: h }, norm_q, EPS_FLUX)?;
+    rms_norm_columns_inplace(gpu, b, qkv, Columns { offset: h, width: h }, norm_k, EPS_FLUX)
+}
+
+/// RoPE on q and k (adjacent columns `0..2·hidden`) of the joint sequence, then attention
+/// (text first, no mask, scale 1/sqrt(head_dim)); returns `[L, hidden]`.
+fn joint_attention(gpu: &Gpu, b: &mut Batch, qkv: &Tensor, c: &FluxConfig, rope: &RopeTables) -> Result<Tensor> {
+    let h = c.hidden();
+    rope_inplace(gpu, b, qkv, Columns { offset: 0, width: 2 * h }, rope, 0)?;
+    let (q, k, v) = (AttnInput::new(qkv, 0), AttnInput::new(qkv, h), AttnInput::new(qkv, 2 * h));
+    attention(gpu, b, q, k, v, c.heads, c.head_dim, &AttnOptions::for_head_dim(c.head_dim))
+}
+
+/// The MLP half of a double-block stream: `x + gate2 ⊙ mlp(AdaLN2(x))`.
+fn stream_mlp(gpu: &Gpu, b: &mut Batch, x: &Tensor, m: &Tensor, h: usize, l0: &Linear, l2: &Linear) -> Result<Tensor> {
+    let n = adaln(gpu, b, x, m, 3 * h, 4 * h)?;
+    let u = linear(gpu, b, &n, l0, Some(Activation::GeluTanh))?;
+    gated_linear(gpu, b, &u, l2, x, m, 5 * h)
+}
+
+impl DoubleBlock {
+    /// One double-stream block (§1.5): `(txt, img)` `[L_txt, hidden]`, `[L_img, hidden]` →
+    /// updated `(txt, img)`. `svec` is `silu(vec)` `[1, hidden]`; `rope` covers `L_txt + L_img`
+    /// positions, text first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        b: &mut Batch,
+        c: &FluxConfig,
+        txt: &Tensor,
+        img: &Tensor,
+        svec: &Tensor,
+        rope: &RopeTables,
+    ) -> Result<(Tensor, Tensor)> {
+        let h = c.hidden();
+        let lt = txt.rows();
+        let m_img = linear(gpu, b, svec, &self.img_mod, None)?; // shift1 scale1 gate1 shift2 scale2 gate2
+        let m_txt = linear(gpu, b, svec, &self.txt_mod, None)?;
+        let x_img = adaln(gpu, b, img, &m_img, 0, h)?;
+        let x_txt = adaln(gpu, b, txt, &m_txt, 0, h)?;
+        let qkv_img = linear(gpu, b, &x_img, &self.img_qkv, None)?;
+        let qkv_txt = linear(gpu, b, &x_txt, &self.txt_qkv, None)?;
+        qk_norm(gpu, b, &qkv_img, h, &self.img_norm_q, &self.img_norm_k)?;
+        qk_norm(gpu, b, &qkv_txt, h, &self.txt_norm_q, &self.txt_norm_k)?;
+        let qkv = concat_rows(gpu, b, &qkv_txt, &qkv_img)?;
+        let a = joint_attention(gpu, b, &qkv, c, rope)?;
+        let a_txt = slice_rows(gpu, b, &a, 0, lt)?;
+        let a_img = slice_rows(gpu, b, &a, lt, img.rows())?;
+        let img = gated_linear(gpu, b, &a_img, &self.img_proj, img, &m_img, 2 * h)?;
+        let txt = gated_linear(gpu, b, &a_txt, &self.txt_proj, txt, &m_txt, 2 * h)?;
+        let img = stream_mlp(gpu, b, &img, &m_img, h, &self.img_mlp_0, &self.img_mlp_2)?;
+        let txt = stream_mlp(gpu, b, &txt, &m_txt, h, &self.txt_mlp_0, &self.txt_mlp_2)?;
+        Ok((txt, img))
+    }
+}
+
+impl SingleBlock {
+    /// One single-stream block (§1.7) on the joint sequence `x` `[L_txt + L_img, hidden]`.
+    pub fn forward(&self, gpu: &Gpu, b: &mut Batch, c: &FluxConfig, x: &Tensor, svec: &Tensor, rope: &RopeTables) -> Result<Tensor> {
+        let h = c.hidden();
+        let m = linear(gpu, b, svec, &self.modulation, None)?; // shift scale gate
+        let n = adaln(gpu, b, x, &m, 0, h)?;
+        let u = linear(gpu, b, &n, &self.linear1, None)?; // q | k | v | mlp
+        qk_norm(gpu, b, &u, h, &self.norm_q, &self.norm_k)?;
+        let a = joint_attention(gpu, b, &u, c, rope)?;
+        let mlp = slice_cols(gpu, b, &u, 3 * h, c.mlp_hidden)?;
+        let mlp = activation(gpu, b, &mlp, Activation::GeluTanh)?;
+        let o = concat_cols(gpu, b, &a, &mlp)?; // attention first
+        gated_linear(gpu, b, &o, &self.linear2, x, &m, 2 * h)
+    }
+}

@@ -1,0 +1,230 @@
+//! FLUX transformer configuration (FLUX_REFERENCE.md §1.1): from a diffusers `config.json`, or
+//! inferred from the tensor shapes of a checkpoint in diffusers or BFL names.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::weights::tensor_info::WeightsHeader;
+
+/// The two key schemes of FLUX checkpoints (FLUX_REFERENCE.md §1.9), with the prefix found
+/// before every key (e.g. ComfyUI's `model.diffusion_model.`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyScheme {
+    /// `x_embedder.weight`, `transformer_blocks.0.attn.to_q.weight`, ... (split q/k/v).
+    Diffusers { prefix: String },
+    /// `img_in.weight`, `double_blocks.0.img_attn.qkv.weight`, ... (fused qkv, `linear1`).
+    Bfl { prefix: String },
+}
+
+impl KeyScheme {
+    /// Detects the scheme from the input projection's name.
+    pub fn detect(header: &WeightsHeader) -> Result<KeyScheme> {
+        for t in &header.tensors {
+            if let Some(p) = t.name.strip_suffix("x_embedder.weight") {
+                return Ok(KeyScheme::Diffusers { prefix: p.to_string() });
+            }
+            if let Some(p) = t.name.strip_suffix("img_in.weight") {
+                return Ok(KeyScheme::Bfl { prefix: p.to_string() });
+            }
+        }
+        Err(Error::MissingTensor { file: header.file.clone(), name: "x_embedder.weight (diffusers) or img_in.weight (BFL)".into() })
+    }
+
+    pub fn prefix(&self) -> &str {
+        match self {
+            KeyScheme::Diffusers { prefix } | KeyScheme::Bfl { prefix } => prefix,
+        }
+    }
+
+    /// The full key of `diffusers` or `bfl` (whichever this scheme uses).
+    pub fn key(&self, diffusers: &str, bfl: &str) -> String {
+        match self {
+            KeyScheme::Diffusers { prefix } => format!("{prefix}{diffusers}"),
+            KeyScheme::Bfl { prefix } => format!("{prefix}{bfl}"),
+        }
+    }
+}
+
+/// Hyper-parameters of the transformer; FLUX.1 values in FLUX_REFERENCE.md §1.1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FluxConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub double_blocks: usize,
+    pub single_blocks: usize,
+    /// MLP hidden width (4 × hidden in FLUX.1).
+    pub mlp_hidden: usize,
+    /// Text feature width (T5-XXL: 4096).
+    pub context_dim: usize,
+    /// Pooled text width (CLIP-L: 768).
+    pub pooled_dim: usize,
+    /// dev: true (guidance embedder), schnell: false.
+    pub guidance: bool,
+    pub axes_dim: Vec<usize>,
+    pub theta: f64,
+}
+
+/// A field of diffusers' config.json: `Ok(None)` when absent or null.
+fn field_usize(j: &Value, key: &str) -> Result<Option<usize>> {
+    match j.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| Error::InvalidArgument(format!("FLUX config.json: `{key}` is {v}, not a non-negative integer"))),
+    }
+}
+
+fn required(j: &Value, key: &str) -> Result<usize> {
+    field_usize(j, key)?.ok_or_else(|| Error::InvalidArgument(format!("FLUX config.json: `{key}` is missing")))
+}
+
+impl FluxConfig {
+    pub fn hidden(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// FLUX.1 [dev] as released (§1.1).
+    pub fn flux1_dev() -> FluxConfig {
+        FluxConfig {
+            in_channels: 64,
+            out_channels: 64,
+            heads: 24,
+            head_dim: 128,
+            double_blocks: 19,
+            single_blocks: 38,
+            mlp_hidden: 12288,
+            context_dim: 4096,
+            pooled_dim: 768,
+            guidance: true,
+            axes_dim: vec![16, 56, 56],
+            theta: 10000.0,
+        }
+    }
+
+    /// From diffusers' `transformer/config.json` (the MLP ratio is fixed at 4 there).
+    pub fn from_diffusers_json(json: &str) -> Result<FluxConfig> {
+        let j: Value = serde_json::from_str(json).map_err(|e| Error::InvalidArgument(format!("FLUX config.json: {e}")))?;
+        let (heads, head_dim) = (required(&j, "num_attention_heads")?, required(&j, "attention_head_dim")?);
+        let in_channels = required(&j, "in_channels")?;
+        let axes_dim = match j.get("axes_dims_rope") {
+            None | Some(Value::Null) => vec![16, 56, 56],
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_u64().map(|n| n as usize))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| Error::InvalidArgument(format!("FLUX config.json: `axes_dims_rope` is {a:?}")))?,
+            Some(v) => return Err(Error::InvalidArgument(format!("FLUX config.json: `axes_dims_rope` is {v}"))),
+        };
+        let c = FluxConfig {
+            in_channels,
+            out_channels: field_usize(&j, "out_channels")?.unwrap_or(in_channels),
+            heads,
+            head_dim,
+            double_blocks: required(&j, "num_layers")?,
+            single_blocks: required(&j, "num_single_layers")?,
+            mlp_hidden: 4 * heads * head_dim,
+            context_dim: required(&j, "joint_attention_dim")?,
+            pooled_dim: required(&j, "pooled_projection_dim")?,
+            guidance: j.get("guidance_embeds").and_then(Value::as_bool).unwrap_or(false),
+            axes_dim,
+            theta: 10000.0,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Inferred from tensor shapes: hidden size and input/context/pooled widths from the input
+    /// projections, head dim from the QK-norm scale length, block counts from the highest block
+    /// index, guidance from the presence of the guidance embedder. RoPE axes cannot be seen in the
+    /// weights: FLUX.1's (16, 56, 56) for head dim 128, scaled as (d/8, 7d/16, 7d/16) otherwise.
+    pub fn infer(header: &WeightsHeader) -> Result<FluxConfig> {
+        let s = KeyScheme::detect(header)?;
+        let shape = |d: &str, b: &str| -> Result<Vec<usize>> {
+            let name = s.key(d, b);
+            let t = header.tensor(&name).ok_or_else(|| Error::MissingTensor { file: header.file.clone(), name })?;
+            Ok(t.shape.iter().map(|&v| v as usize).collect())
+        };
+        let dims2 = |d: &str, b: &str| -> Result<(usize, usize)> {
+            match shape(d, b)?[..] {
+                [n, k] => Ok((n, k)),
+                ref other => Err(Error::TensorShape {
+                    file: header.file.clone(),
+                    name: s.key(d, b),
+                    expected: "a 2-D weight".into(),
+                    got: format!("{other:?}"),
+                }),
+            }
+        };
+        let (hidden, in_channels) = dims2("x_embedder.weight", "img_in.weight")?;
+        let (_, context_dim) = dims2("context_embedder.weight", "txt_in.weight")?;
+        let (_, pooled_dim) = dims2("time_text_embed.text_embedder.linear_1.weight", "vector_in.in_layer.weight")?;
+        let (out_channels, _) = dims2("proj_out.weight", "final_layer.linear.weight")?;
+        let count = |d: &str, b: &str| -> usize {
+            let p = s.key(d, b);
+            header
+                .tensors
+                .iter()
+                .filter_map(|t| t.name.strip_prefix(&p)?.split('.').next()?.parse::<usize>().ok())
+                .map(|i| i + 1)
+                .max()
+                .unwrap_or(0)
+        };
+        let double_blocks = count("transformer_blocks.", "double_blocks.");
+        let single_blocks = count("single_transformer_blocks.", "single_blocks.");
+        let head_dim = if double_blocks > 0 {
+            shape("transformer_blocks.0.attn.norm_q.weight", "double_blocks.0.img_attn.norm.query_norm.scale")?
+        } else {
+            shape("single_transformer_blocks.0.attn.norm_q.weight", "single_blocks.0.norm.query_norm.scale")?
+        }
+        .iter()
+        .product::<usize>();
+        let mlp_hidden = if double_blocks > 0 {
+            dims2("transformer_blocks.0.ff.net.0.proj.weight", "double_blocks.0.img_mlp.0.weight")?.0
+        } else {
+            let n = dims2("single_transformer_blocks.0.proj_mlp.weight", "single_blocks.0.linear1.weight")?.0;
+            if matches!(s, KeyScheme::Bfl { .. }) { n.saturating_sub(3 * hidden) } else { n }
+        };
+        let guidance = header.tensor(&s.key("time_text_embed.guidance_embedder.linear_1.weight", "guidance_in.in_layer.weight")).is_some();
+        let axes_dim = if head_dim == 128 { vec![16, 56, 56] } else { vec![head_dim / 8, 7 * head_dim / 16, 7 * head_dim / 16] };
+        let c = FluxConfig {
+            in_channels,
+            out_channels,
+            heads: hidden.checked_div(head_dim).unwrap_or(0),
+            head_dim,
+            double_blocks,
+            single_blocks,
+            mlp_hidden,
+            context_dim,
+            pooled_dim,
+            guidance,
+            axes_dim,
+            theta: 10000.0,
+        };
+        if c.hidden() != hidden {
+            return Err(Error::InvalidArgument(format!(
+                "`{}`: hidden size {hidden} is not a multiple of the QK-norm length {head_dim}",
+                header.file
+            )));
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Consistency checks the kernels rely on (RoPE covers the whole head).
+    pub fn validate(&self) -> Result<()> {
+        let rope: usize = self.axes_dim.iter().map(|d| d / 2 * 2).sum();
+        if self.heads == 0 || self.head_dim == 0 || !self.head_dim.is_multiple_of(2) || rope != self.head_dim || self.axes_dim.len() > 3 {
+            return Err(Error::InvalidArgument(format!(
+                "FLUX config: {} heads of dim {} with RoPE axes {:?} (the axes must be ≤ 3 even dims summing to the head dim)",
+                self.heads, self.head_dim, self.axes_dim
+            )));
+        }
+        if self.double_blocks + self.single_blocks == 0 {
+            return Err(Error::InvalidArgument("FLUX config: no transformer blocks".into()));
+        }
+        Ok(())
+    }
+}

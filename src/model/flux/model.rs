@@ -1,0 +1,165 @@
+//! The whole FLUX transformer (FLUX_REFERENCE.md §1): embedders, the block stack and the final
+//! layer, batch 1, f32 activations, everything on the GPU except the 256-value sinusoidal
+//! embedding of the timestep and guidance (computed here and uploaded).
+
+use super::config::FluxConfig;
+use super::weights::{FluxWeights, MlpEmbedder};
+use crate::error::{Error, Result};
+use crate::gpu::{Batch, DType, Gpu, Tensor};
+use crate::kernels::copy::{concat_rows, slice_rows};
+use crate::kernels::elementwise::{activation, add, Activation};
+use crate::kernels::norm::{layer_norm_modulated, Modulation, EPS_FLUX};
+use crate::kernels::rope::{flux_position_ids, RopeTables};
+use crate::weights::load::ByteSource;
+use crate::weights::tensor_info::WeightsHeader;
+
+use super::blocks::linear;
+
+/// Width of the sinusoidal embedding (§1.3).
+pub const TIME_DIM: usize = 256;
+
+/// Sinusoidal embedding of a scalar `s` (sigma or guidance) into 256 values, cos half first
+/// (§1.3): `T = 1000·s`, `f_j = exp(−ln(10000)·j/128)`, `[cos(T·f_j) | sin(T·f_j)]`. `T`, `f_j`
+/// and `T·f_j` are rounded to f32 as in diffusers' f32 path (angles reach 1000, so the rounding of
+/// the angle matters at the 1e-5 level); cos/sin themselves are taken in f64.
+pub fn timestep_embedding(s: f32) -> Vec<f32> {
+    let half = TIME_DIM / 2;
+    let t = s * 1000.0;
+    let neg_ln = -(10000f64.ln()) as f32;
+    let angles: Vec<f64> = (0..half)
+        .map(|j| {
+            let f = (((neg_ln * j as f32) / half as f32) as f64).exp() as f32;
+            (t * f) as f64
+        })
+        .collect();
+    angles.iter().map(|a| a.cos() as f32).chain(angles.iter().map(|a| a.sin() as f32)).collect()
+}
+
+/// One forward call's inputs, on the GPU: `img` `[L_img, in_channels]` packed latents, `txt`
+/// `[L_txt, context_dim]`, `pooled` `[pooled_dim]`; `timestep` is sigma in [0, 1] (the model
+/// multiplies by 1000); `guidance` the distilled guidance scale (dev only); `rope` the tables for
+/// the joint sequence, text first (see [`FluxModel::rope_tables`]).
+pub struct FluxInputs<'a> {
+    pub img: &'a Tensor,
+    pub txt: &'a Tensor,
+    pub pooled: &'a Tensor,
+    pub timestep: f32,
+    pub guidance: Option<f32>,
+    pub rope: &'a RopeTables,
+}
+
+pub struct FluxModel {
+    pub config: FluxConfig,
+    pub weights: FluxWeights,
+}
+
+impl FluxModel {
+    /// Loads the weights of `header`/`src` (diffusers or BFL names); the config is `config` when
+    /// given (e.g. from `config.json`), else inferred from the tensor shapes.
+    pub fn load(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, config: Option<FluxConfig>) -> Result<FluxModel> {
+        let config = match config {
+            Some(c) => c,
+            None => FluxConfig::infer(header)?,
+        };
+        let weights = FluxWeights::load(gpu, src, header, &config)?;
+        Ok(FluxModel { config, weights })
+    }
+
+    /// RoPE tables for `txt_len` text tokens and a `rows × cols` packed-latent grid (H/16 × W/16).
+    pub fn rope_tables(&self, gpu: &Gpu, txt_len: usize, rows: usize, cols: usize) -> Result<RopeTables> {
+        RopeTables::new(gpu, &flux_position_ids(txt_len, rows, cols), &self.config.axes_dim, self.config.theta)
+    }
+
+    /// The velocity `[L_img, out_channels]` for `inp` (§1).
+    pub fn forward(&self, gpu: &Gpu, b: &mut Batch, inp: &FluxInputs) -> Result<Tensor> {
+        self.forward_traced(gpu, b, inp, &mut |_, _| {})
+    }
+
+    /// Like [`forward`](Self::forward), calling `trace(name, tensor)` with intermediate results:
+    /// `"temb"` `[1, hidden]`, `"double{i}/txt"`, `"double{i}/img"` after each double block,
+    /// `"single{i}"` (joint `[L_txt + L_img, hidden]`, text first) after each single block. The
+    /// tensors are written by commands recorded in `b`; read them after submitting it.
+    pub fn forward_traced(&self, gpu: &Gpu, b: &mut Batch, inp: &FluxInputs, trace: &mut dyn FnMut(&str, &Tensor)) -> Result<Tensor> {
+        let (c, w) = (&self.config, &self.weights);
+        self.check_inputs(inp)?;
+        let (lt, li) = (inp.txt.rows(), inp.img.rows());
+
+        // §1.3: vec = t_emb (+ g_emb) + y_emb; every modulation consumes silu(vec).
+        let mut vec = self.embed_scalar(gpu, b, inp.timestep, &w.time_text_embed.timestep)?;
+        if let Some(g) = &w.time_text_embed.guidance {
+            let s = inp.guidance.ok_or_else(|| Error::InvalidArgument("this FLUX model (dev) needs a guidance value".into()))?;
+            let g_emb = self.embed_scalar(gpu, b, s, g)?;
+            vec = add(gpu, b, &vec, &g_emb)?;
+        }
+        let pooled = inp.pooled.reshape(&[1, c.pooled_dim])?;
+        let y = mlp(gpu, b, &pooled, &w.time_text_embed.text)?;
+        let vec = add(gpu, b, &vec, &y)?;
+        trace("temb", &vec);
+        let svec = activation(gpu, b, &vec, Activation::Silu)?;
+
+        // §1.4 input projections, §1.5 double blocks.
+        let mut img = linear(gpu, b, inp.img, &w.x_embedder, None)?;
+        let mut txt = linear(gpu, b, inp.txt, &w.context_embedder, None)?;
+        for (i, blk) in w.transformer_blocks.iter().enumerate() {
+            (txt, img) = blk.forward(gpu, b, c, &txt, &img, &svec, inp.rope)?;
+            trace(&format!("double{i}/txt"), &txt);
+            trace(&format!("double{i}/img"), &img);
+        }
+        // §1.7 single blocks on the joint sequence, text first; then keep the image tokens.
+        let mut x = concat_rows(gpu, b, &txt, &img)?;
+        for (i, blk) in w.single_transformer_blocks.iter().enumerate() {
+            x = blk.forward(gpu, b, c, &x, &svec, inp.rope)?;
+            trace(&format!("single{i}"), &x);
+        }
+        let img = slice_rows(gpu, b, &x, lt, li)?;
+
+        // §1.8 final layer (shift/scale halves in checkpoint order, see `NormOut`).
+        let m = linear(gpu, b, &svec, &w.norm_out.linear, None)?;
+        let modulation = Modulation { tensor: &m, shift: w.norm_out.shift_at, scale: w.norm_out.scale_at };
+        let n = layer_norm_modulated(gpu, b, &img, &modulation, EPS_FLUX)?;
+        linear(gpu, b, &n, &w.proj_out, None)
+    }
+
+    /// `mlp(sinusoid(s))` `[1, hidden]`.
+    fn embed_scalar(&self, gpu: &Gpu, b: &mut Batch, s: f32, e: &MlpEmbedder) -> Result<Tensor> {
+        let emb = gpu.upload_f32(&[1, TIME_DIM], &timestep_embedding(s))?;
+        mlp(gpu, b, &emb, e)
+    }
+
+    fn check_inputs(&self, inp: &FluxInputs) -> Result<()> {
+        let c = &self.config;
+        let err = |what: &str, expected: String, t: &Tensor| {
+            Err(Error::InvalidArgument(format!(
+                "FLUX input `{what}`: expected {expected} F32, got {:?} {}",
+                t.shape(),
+                t.dtype()
+            )))
+        };
+        let is = |t: &Tensor, cols: usize| t.dtype() == DType::F32 && t.shape().len() == 2 && t.shape()[1] == cols && t.shape()[0] > 0;
+        if !is(inp.img, c.in_channels) {
+            return err("img", format!("[L_img, {}]", c.in_channels), inp.img);
+        }
+        if !is(inp.txt, c.context_dim) {
+            return err("txt", format!("[L_txt, {}]", c.context_dim), inp.txt);
+        }
+        if inp.pooled.dtype() != DType::F32 || inp.pooled.numel() != c.pooled_dim {
+            return err("pooled", format!("[{}]", c.pooled_dim), inp.pooled);
+        }
+        let l = inp.txt.rows() + inp.img.rows();
+        if inp.rope.positions() != l || inp.rope.head_dim() != c.head_dim {
+            return Err(Error::InvalidArgument(format!(
+                "FLUX input `rope`: tables for {} positions of head dim {}, but the joint sequence has {l} tokens of head dim {}",
+                inp.rope.positions(),
+                inp.rope.head_dim(),
+                c.head_dim
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Linear → SiLU → Linear.
+fn mlp(gpu: &Gpu, b: &mut Batch, x: &Tensor, e: &MlpEmbedder) -> Result<Tensor> {
+    let h = linear(gpu, b, x, &e.linear_1, Some(Activation::Silu))?;
+    linear(gpu, b, &h, &e.linear_2, None)
+}

@@ -1,0 +1,288 @@
+//! The FLUX transformer's weights on the GPU, a struct tree mirroring the checkpoint
+//! (FLUX_REFERENCE.md §1.9), loaded by name from diffusers or BFL keys.
+//!
+//! diffusers' split projections (`to_q`/`to_k`/`to_v`, single blocks' `proj_mlp`) are fused into
+//! our layout (BFL's `qkv` / `linear1`, rows concatenated) on load: the parts' file bytes are
+//! concatenated on the CPU (a row-major concatenation along dim 0 is a byte concatenation, for
+//! floats and for quantized rows alike) and go through the ordinary loader. This holds one fused
+//! tensor's bytes in memory at a time (a few hundred MB for FLUX.1 in F32) — acceptable for now;
+//! a per-part upload into one GPU tensor is the later fix. Biases and norm scales become F32.
+
+use half::{bf16, f16};
+
+use super::config::{FluxConfig, KeyScheme};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu, Tensor};
+use crate::weights::load::{f8_e4m3_to_f32, f8_e5m2_to_f32, load_tensor, load_tensor_chunked, ByteSource, MemSource, CHUNK_BYTES};
+use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
+
+/// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`.
+pub struct Linear {
+    pub w: Tensor,
+    pub b: Tensor,
+}
+
+/// Linear → SiLU → Linear (the time, guidance and pooled-text embedders, §1.3).
+pub struct MlpEmbedder {
+    pub linear_1: Linear,
+    pub linear_2: Linear,
+}
+
+pub struct TimeTextEmbed {
+    pub timestep: MlpEmbedder,
+    /// dev only.
+    pub guidance: Option<MlpEmbedder>,
+    pub text: MlpEmbedder,
+}
+
+/// Double-stream block (§1.5); `*_qkv` are fused `[3·hidden, hidden]`.
+pub struct DoubleBlock {
+    pub img_mod: Linear,
+    pub txt_mod: Linear,
+    pub img_qkv: Linear,
+    pub txt_qkv: Linear,
+    pub img_norm_q: Tensor,
+    pub img_norm_k: Tensor,
+    pub txt_norm_q: Tensor,
+    pub txt_norm_k: Tensor,
+    pub img_proj: Linear,
+    pub txt_proj: Linear,
+    pub img_mlp_0: Linear,
+    pub img_mlp_2: Linear,
+    pub txt_mlp_0: Linear,
+    pub txt_mlp_2: Linear,
+}
+
+/// Single-stream block (§1.7); `linear1` is fused `[3·hidden + mlp, hidden]` (q | k | v | mlp).
+pub struct SingleBlock {
+    pub modulation: Linear,
+    pub linear1: Linear,
+    pub norm_q: Tensor,
+    pub norm_k: Tensor,
+    pub linear2: Linear,
+}
+
+/// Final AdaLN layer (§1.8). The modulation's shift and scale halves sit in checkpoint order
+/// (BFL: shift first; diffusers: scale first), recorded as element offsets instead of swapped.
+pub struct NormOut {
+    pub linear: Linear,
+    pub shift_at: usize,
+    pub scale_at: usize,
+}
+
+pub struct FluxWeights {
+    pub x_embedder: Linear,
+    pub context_embedder: Linear,
+    pub time_text_embed: TimeTextEmbed,
+    pub transformer_blocks: Vec<DoubleBlock>,
+    pub single_transformer_blocks: Vec<SingleBlock>,
+    pub norm_out: NormOut,
+    pub proj_out: Linear,
+}
+
+/// Loads tensors by name, checking each against the shape the config expects.
+struct Loader<'a> {
+    gpu: &'a Gpu,
+    src: &'a mut dyn ByteSource,
+    header: &'a WeightsHeader,
+    scheme: KeyScheme,
+}
+
+impl Loader<'_> {
+    fn info(&self, name: &str, expected: &[usize]) -> Result<&TensorInfo> {
+        let file = &self.header.file;
+        let info = self.header.tensor(name).ok_or_else(|| Error::MissingTensor { file: file.clone(), name: name.into() })?;
+        if info.shape.iter().map(|&d| d as usize).ne(expected.iter().copied()) {
+            return Err(Error::TensorShape {
+                file: file.clone(),
+                name: name.into(),
+                expected: format!("{expected:?}"),
+                got: format!("{:?}", info.shape),
+            });
+        }
+        Ok(info)
+    }
+
+    fn bytes(&mut self, info: &TensorInfo) -> Result<Vec<u8>> {
+        let len = usize::try_from(info.size).map_err(|_| Error::LimitExceeded {
+            what: format!("tensor `{}`", info.name),
+            needed: info.size,
+            available: usize::MAX as u64,
+        })?;
+        self.src.read_range(info.offset, len)
+    }
+
+    /// A weight matrix `[rows, k]` as stored (any format the loader knows).
+    fn matrix(&mut self, name: &str, rows: usize, k: usize) -> Result<Tensor> {
+        let info = self.info(name, &[rows, k])?.clone();
+        load_tensor(self.gpu, self.src, self.header, &info)
+    }
+
+    /// Several `[rows_i, k]` matrices of one format stacked along rows.
+    fn fused_matrix(&mut self, names: &[String], rows: &[usize], k: usize) -> Result<Tensor> {
+        let mut bytes = Vec::new();
+        let mut dtype = None;
+        for (name, &r) in names.iter().zip(rows) {
+            let info = self.info(name, &[r, k])?.clone();
+            if dtype.is_some_and(|d| d != info.dtype) {
+                return Err(Error::UnsupportedFormat {
+                    op: "FLUX weights",
+                    format: info.dtype.name().into(),
+                    why: format!("`{name}` differs in format from the projections it is fused with ({})", names.join(", ")),
+                });
+            }
+            dtype = Some(info.dtype);
+            bytes.extend(self.bytes(&info)?);
+        }
+        let total: usize = rows.iter().sum();
+        let name = names.join("+");
+        let info = TensorInfo {
+            name: name.clone(),
+            shape: vec![total as u64, k as u64],
+            dtype: dtype.unwrap_or(FileDType::Gpu(DType::F32)),
+            offset: 0,
+            size: bytes.len() as u64,
+        };
+        let mut mem = MemSource { name: name.clone(), bytes };
+        load_tensor_chunked(self.gpu, &mut mem, &self.header.file, &info, CHUNK_BYTES)
+    }
+
+    /// A vector (bias, norm scale) as F32 values on the CPU.
+    fn vector_values(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let info = self.info(name, &[len])?.clone();
+        let b = self.bytes(&info)?;
+        let pairs = |f: fn([u8; 2]) -> f32| b.chunks_exact(2).map(|c| f([c[0], c[1]])).collect();
+        Ok(match info.dtype {
+            FileDType::Gpu(DType::F32) => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            FileDType::Gpu(DType::F16) => pairs(|c| f16::from_le_bytes(c).to_f32()),
+            FileDType::Gpu(DType::BF16) => pairs(|c| bf16::from_le_bytes(c).to_f32()),
+            FileDType::F8E4M3 => b.iter().map(|&v| f8_e4m3_to_f32(v)).collect(),
+            FileDType::F8E5M2 => b.iter().map(|&v| f8_e5m2_to_f32(v)).collect(),
+            other => {
+                return Err(Error::UnsupportedFormat {
+                    op: "FLUX weights",
+                    format: other.name().into(),
+                    why: format!("`{name}` is a bias or norm scale; those must be F32, F16, BF16 or F8"),
+                })
+            }
+        })
+    }
+
+    fn vector(&mut self, names: &[String], lens: &[usize]) -> Result<Tensor> {
+        let mut v = Vec::new();
+        for (name, &len) in names.iter().zip(lens) {
+            v.extend(self.vector_values(name, len)?);
+        }
+        self.gpu.upload_f32(&[v.len()], &v)
+    }
+
+    fn key(&self, d: &str, b: &str) -> String {
+        self.scheme.key(d, b)
+    }
+
+    /// `{name}.weight` `[n, k]` and `{name}.bias` `[n]`, `name` in diffusers or BFL form.
+    fn linear(&mut self, d: &str, b: &str, n: usize, k: usize) -> Result<Linear> {
+        let name = self.key(d, b);
+        Ok(Linear { w: self.matrix(&format!("{name}.weight"), n, k)?, b: self.vector(&[format!("{name}.bias")], &[n])? })
+    }
+
+    /// A fused projection: BFL stores it as `bfl` `[Σ rows, k]`; diffusers as the parts `parts`.
+    fn fused(&mut self, parts: &[&str], bfl: &str, rows: &[usize], k: usize) -> Result<Linear> {
+        match self.scheme.clone() {
+            KeyScheme::Bfl { .. } => self.linear("", bfl, rows.iter().sum(), k),
+            KeyScheme::Diffusers { prefix } => {
+                let names = |s: &str| parts.iter().map(|p| format!("{prefix}{p}.{s}")).collect::<Vec<_>>();
+                Ok(Linear { w: self.fused_matrix(&names("weight"), rows, k)?, b: self.vector(&names("bias"), rows)? })
+            }
+        }
+    }
+
+    fn scale(&mut self, d: &str, b: &str, len: usize) -> Result<Tensor> {
+        let name = self.key(d, b);
+        self.vector(&[name], &[len])
+    }
+
+    fn embedder(&mut self, d: &str, b: &str, k: usize, h: usize) -> Result<MlpEmbedder> {
+        Ok(MlpEmbedder {
+            linear_1: self.linear(&format!("{d}.linear_1"), &format!("{b}.in_layer"), h, k)?,
+            linear_2: self.linear(&format!("{d}.linear_2"), &format!("{b}.out_layer"), h, h)?,
+        })
+    }
+
+    fn double(&mut self, i: usize, c: &FluxConfig) -> Result<DoubleBlock> {
+        let (h, m, hd) = (c.hidden(), c.mlp_hidden, c.head_dim);
+        let (d, b) = (format!("transformer_blocks.{i}."), format!("double_blocks.{i}."));
+        let (dk, bk) = (|s: &str| format!("{d}{s}"), |s: &str| format!("{b}{s}"));
+        Ok(DoubleBlock {
+            img_mod: self.linear(&dk("norm1.linear"), &bk("img_mod.lin"), 6 * h, h)?,
+            txt_mod: self.linear(&dk("norm1_context.linear"), &bk("txt_mod.lin"), 6 * h, h)?,
+            img_qkv: self.fused(&[&dk("attn.to_q"), &dk("attn.to_k"), &dk("attn.to_v")], &bk("img_attn.qkv"), &[h; 3], h)?,
+            txt_qkv: self.fused(
+                &[&dk("attn.add_q_proj"), &dk("attn.add_k_proj"), &dk("attn.add_v_proj")],
+                &bk("txt_attn.qkv"),
+                &[h; 3],
+                h,
+            )?,
+            img_norm_q: self.scale(&dk("attn.norm_q.weight"), &bk("img_attn.norm.query_norm.scale"), hd)?,
+            img_norm_k: self.scale(&dk("attn.norm_k.weight"), &bk("img_attn.norm.key_norm.scale"), hd)?,
+            txt_norm_q: self.scale(&dk("attn.norm_added_q.weight"), &bk("txt_attn.norm.query_norm.scale"), hd)?,
+            txt_norm_k: self.scale(&dk("attn.norm_added_k.weight"), &bk("txt_attn.norm.key_norm.scale"), hd)?,
+            img_proj: self.linear(&dk("attn.to_out.0"), &bk("img_attn.proj"), h, h)?,
+            txt_proj: self.linear(&dk("attn.to_add_out"), &bk("txt_attn.proj"), h, h)?,
+            img_mlp_0: self.linear(&dk("ff.net.0.proj"), &bk("img_mlp.0"), m, h)?,
+            img_mlp_2: self.linear(&dk("ff.net.2"), &bk("img_mlp.2"), h, m)?,
+            txt_mlp_0: self.linear(&dk("ff_context.net.0.proj"), &bk("txt_mlp.0"), m, h)?,
+            txt_mlp_2: self.linear(&dk("ff_context.net.2"), &bk("txt_mlp.2"), h, m)?,
+        })
+    }
+
+    fn single(&mut self, i: usize, c: &FluxConfig) -> Result<SingleBlock> {
+        let (h, m, hd) = (c.hidden(), c.mlp_hidden, c.head_dim);
+        let (d, b) = (format!("single_transformer_blocks.{i}."), format!("single_blocks.{i}."));
+        let (dk, bk) = (|s: &str| format!("{d}{s}"), |s: &str| format!("{b}{s}"));
+        Ok(SingleBlock {
+            modulation: self.linear(&dk("norm.linear"), &bk("modulation.lin"), 3 * h, h)?,
+            linear1: self.fused(
+                &[&dk("attn.to_q"), &dk("attn.to_k"), &dk("attn.to_v"), &dk("proj_mlp")],
+                &bk("linear1"),
+                &[h, h, h, m],
+                h,
+            )?,
+            norm_q: self.scale(&dk("attn.norm_q.weight"), &bk("norm.query_norm.scale"), hd)?,
+            norm_k: self.scale(&dk("attn.norm_k.weight"), &bk("norm.key_norm.scale"), hd)?,
+            linear2: self.linear(&dk("proj_out"), &bk("linear2"), h, h + m)?,
+        })
+    }
+}
+
+impl FluxWeights {
+    /// Loads every tensor `config` calls for from `src` (whose parsed header is `header`), in
+    /// diffusers or BFL names (detected). A missing tensor is `Error::MissingTensor`, a tensor of
+    /// another shape than the config implies `Error::TensorShape`, both naming the tensor.
+    pub fn load(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &FluxConfig) -> Result<FluxWeights> {
+        c.validate()?;
+        let scheme = KeyScheme::detect(header)?;
+        let diffusers = matches!(scheme, KeyScheme::Diffusers { .. });
+        let mut l = Loader { gpu, src, header, scheme };
+        let h = c.hidden();
+        let tte = "time_text_embed.";
+        let time_text_embed = TimeTextEmbed {
+            timestep: l.embedder(&format!("{tte}timestep_embedder"), "time_in", 256, h)?,
+            guidance: if c.guidance { Some(l.embedder(&format!("{tte}guidance_embedder"), "guidance_in", 256, h)?) } else { None },
+            text: l.embedder(&format!("{tte}text_embedder"), "vector_in", c.pooled_dim, h)?,
+        };
+        Ok(FluxWeights {
+            x_embedder: l.linear("x_embedder", "img_in", h, c.in_channels)?,
+            context_embedder: l.linear("context_embedder", "txt_in", h, c.context_dim)?,
+            time_text_embed,
+            transformer_blocks: (0..c.double_blocks).map(|i| l.double(i, c)).collect::<Result<_>>()?,
+            single_transformer_blocks: (0..c.single_blocks).map(|i| l.single(i, c)).collect::<Result<_>>()?,
+            norm_out: NormOut {
+                linear: l.linear("norm_out.linear", "final_layer.adaLN_modulation.1", 2 * h, h)?,
+                shift_at: if diffusers { h } else { 0 },
+                scale_at: if diffusers { 0 } else { h },
+            },
+            proj_out: l.linear("proj_out", "final_layer.linear", c.out_channels, h)?,
+        })
+    }
+}

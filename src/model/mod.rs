@@ -1,0 +1,4 @@
+//! Models built from the kernels: each takes its weights through `weights::load` and runs on the
+//! GPU only through `kernels` (no wgpu here).
+
+pub mod flux;
