@@ -1,7 +1,7 @@
 //! iclora command-line tool (native): adapter info and benchmarks.
 //!
 //!   iclora info
-//!   iclora inspect FILE
+//!   iclora inspect FILE|URL
 //!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16] [--kernels matmul,...]
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -23,7 +23,7 @@ mod cli {
 
     const USAGE: &str = "usage:
   iclora info                       print the GPU adapter, its features and limits
-  iclora inspect FILE               list a safetensors/GGUF file's metadata and tensors
+  iclora inspect FILE|URL           list a safetensors/GGUF file's metadata and tensors (URL: http(s), Range requests)
   iclora bench kernels [options]    time kernels at FLUX shapes
       --scale S      fraction of FLUX's 4608 tokens to use (default 1.0; ~0.1 on software adapters)
       --iters N      timed runs per case, median reported (default 5)
@@ -64,9 +64,14 @@ mod cli {
 
     /// `iclora inspect <file>`: format, metadata (long arrays cut) and one line per tensor.
     fn inspect(path: &str) -> Result<(), String> {
-        use iclora::weights::load::{read_header, FileSource};
-        let mut src = FileSource::open(path).map_err(|e| e.to_string())?;
-        let h = read_header(&mut src).map_err(|e| e.to_string())?;
+        use iclora::weights::http::HttpSource;
+        use iclora::weights::load::{read_header, ByteSource, FileSource};
+        let mut src: Box<dyn ByteSource> = if path.starts_with("http://") || path.starts_with("https://") {
+            Box::new(HttpSource::open(path).map_err(|e| e.to_string())?)
+        } else {
+            Box::new(FileSource::open(path).map_err(|e| e.to_string())?)
+        };
+        let h = read_header(src.as_mut()).map_err(|e| e.to_string())?;
         let total: u64 = h.tensors.iter().map(|t| t.size).sum();
         println!("{}: {} file, {} bytes, data section at byte {}", h.file, h.format, h.file_len, h.data_start);
         println!("metadata ({} keys):", h.metadata.len());

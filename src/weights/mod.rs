@@ -5,3 +5,5 @@ pub mod tensor_info;
 pub mod safetensors;
 pub mod gguf;
 pub mod load;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod http;

@@ -1,0 +1,366 @@
+//! `HttpSource` against a loopback HTTP/1.1 server (127.0.0.1 only) that
+//! serves generated GGUF/safetensors files with Range support and injects a
+//! scripted fault per request: truncated bodies, stalls past the client's
+//! read timeout, dropped and reset connections, 503s. Loads must complete
+//! with the file's exact bytes (GPU readback compared with tolerance 0);
+//! hosts without Range support, 404s and endless faults give typed errors.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use common::{assert_close, gpu, run, Rng};
+use iclora::gpu::DType;
+use iclora::kernels::embedding::dequantize as gpu_dequantize;
+use iclora::reference::quant::dequantize;
+use iclora::reference::random::weight_bytes;
+use iclora::weights::gguf::write_gguf;
+use iclora::weights::http::{parse_content_range, HttpOptions, HttpSource, Progress};
+use iclora::weights::load::{load_tensor_chunked, read_header, ByteSource};
+use iclora::weights::safetensors::write_safetensors;
+use iclora::weights::tensor_info::{FileDType, MetaValue, TensorData};
+use iclora::Error;
+
+/// What the server does with one request.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Answer normally.
+    None,
+    /// Send the headers and `k` body bytes, then close (FIN).
+    Truncate(usize),
+    /// Send the headers and `k` body bytes, then sleep past the client's read timeout.
+    Stall(usize),
+    /// Read only part of the request and close: unread bytes make the kernel send a RST.
+    Reset,
+    /// Answer 503.
+    Unavailable,
+}
+
+/// One request the server saw: path and `Range` header.
+#[derive(Clone, Debug)]
+struct Seen {
+    path: String,
+    range: Option<String>,
+    /// Whether the fault changed the answer (a truncation past the body's end does not).
+    hurt: bool,
+}
+
+struct Server {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The stall a `Fault::Stall` makes: longer than `TIMEOUT` below.
+const STALL: Duration = Duration::from_millis(700);
+const TIMEOUT: Duration = Duration::from_millis(250);
+/// Bytes `open` fetches (small, so that later reads go over the network).
+const HEAD: usize = 256;
+/// Connections the server accepts at most (it stops by itself after that).
+const MAX_CONNECTIONS: usize = 400;
+
+impl Server {
+    /// Serves `file` at `/f`, without Range support at `/norange`, a 302 to
+    /// `/f` at `/redirect`, and 404 elsewhere. Request `i` (counting those
+    /// to `/f` and `/redirect`) gets `faults[i]`, or no fault past the end.
+    fn start(file: Vec<u8>, faults: Vec<Fault>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, seen2, file) = (stop.clone(), seen.clone(), Arc::new(file));
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming().take(MAX_CONNECTIONS) {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (file, seen, faults) = (file.clone(), seen2.clone(), faults.clone());
+                std::thread::spawn(move || serve(conn, &file, &seen, &faults));
+            }
+        });
+        Server { port, stop, seen, thread: Some(thread) }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Handles one connection: one request, then close (`Connection: close`).
+fn serve(mut conn: TcpStream, file: &[u8], seen: &Mutex<Vec<Seen>>, faults: &[Fault]) {
+    conn.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    // Peek the whole request without consuming it, so that `Reset` can leave it unread.
+    let mut buf = [0u8; 4096];
+    let mut n = 0;
+    for _ in 0..50 {
+        n = conn.peek(&mut buf).unwrap_or(0);
+        if n == 0 || buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let req = String::from_utf8_lossy(&buf[..n]).to_string();
+    let mut lines = req.lines();
+    let path = lines.next().and_then(|l| l.split(' ').nth(1)).unwrap_or("").to_string();
+    let range = lines.find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("range").then(|| v.trim().to_string())
+    });
+    if path.is_empty() {
+        return; // the Drop wake-up, or a client that gave up
+    }
+    let (fault, me) = {
+        let mut s = seen.lock().unwrap();
+        s.push(Seen { path: path.clone(), range: range.clone(), hurt: false });
+        let me = s.len() - 1;
+        let scripted = |p: &str| p == "/f" || p == "/redirect";
+        let i = s.iter().filter(|x| scripted(&x.path)).count();
+        (if scripted(&path) { faults.get(i - 1).copied().unwrap_or(Fault::None) } else { Fault::None }, me)
+    };
+    let hurt = |s: &Mutex<Vec<Seen>>| s.lock().unwrap()[me].hurt = true;
+    if let Fault::Reset = fault {
+        hurt(seen);
+        let _ = conn.read(&mut [0u8; 8]);
+        return; // dropped with unread request bytes → RST
+    }
+    let _ = conn.read(&mut buf[..n]); // consume the request
+    let total = file.len();
+    let (status, headers, body): (&str, String, &[u8]) = match (path.as_str(), fault) {
+        (_, Fault::Unavailable) => ("503 Service Unavailable", String::new(), b""),
+        ("/redirect", _) => ("302 Found", "Location: /f\r\n".into(), b""),
+        ("/norange", _) => ("200 OK", String::new(), file),
+        ("/f", _) => match range.as_deref().and_then(parse_range) {
+            Some((a, b)) if a < total => {
+                let b = b.unwrap_or(total - 1).min(total - 1);
+                ("206 Partial Content", format!("Content-Range: bytes {a}-{b}/{total}\r\n"), &file[a..=b])
+            }
+            Some(_) => ("416 Range Not Satisfiable", format!("Content-Range: bytes */{total}\r\n"), b""),
+            None => ("200 OK", String::new(), file),
+        },
+        _ => ("404 Not Found", String::new(), b""),
+    };
+    match fault {
+        Fault::Truncate(k) | Fault::Stall(k) if k < body.len() => hurt(seen),
+        Fault::Unavailable => hurt(seen),
+        _ => {}
+    }
+    let head = format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let _ = conn.write_all(head.as_bytes());
+    let _ = match fault {
+        Fault::Truncate(k) => conn.write_all(&body[..k.min(body.len())]),
+        Fault::Stall(k) => {
+            let _ = conn.write_all(&body[..k.min(body.len())]);
+            let _ = conn.flush();
+            std::thread::sleep(STALL);
+            Ok(())
+        }
+        _ => conn.write_all(body),
+    };
+    let _ = conn.shutdown(Shutdown::Write);
+}
+
+/// `bytes=a-b` / `bytes=a-` → `(a, Some(b) / None)`.
+fn parse_range(v: &str) -> Option<(usize, Option<usize>)> {
+    let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
+    Some((a.parse().ok()?, if b.is_empty() { None } else { Some(b.parse().ok()?) }))
+}
+
+fn opts() -> HttpOptions {
+    HttpOptions { connect_timeout: TIMEOUT, read_timeout: TIMEOUT, retries: 3, backoff: Duration::from_millis(5), max_backoff: Duration::from_millis(40), head_bytes: HEAD, ..HttpOptions::default() }
+}
+
+/// A GGUF of every GPU weight format (≈ 60 KB), deterministic.
+fn gguf_file() -> (Vec<u8>, Vec<TensorData>) {
+    let mut rng = Rng::new(71);
+    let mut tensors = Vec::new();
+    for d in DType::WEIGHT_FORMATS {
+        let numel = if d.is_quantized() { 2 * 3072 } else { 3 * 7 };
+        let shape = if d.is_quantized() { vec![2, 3072] } else { vec![3, 7] };
+        tensors.push(TensorData { name: format!("w.{d}"), shape, dtype: FileDType::Gpu(d), data: weight_bytes(&mut rng, d, numel, 1.0, 0.1) });
+    }
+    let meta = vec![("general.architecture".to_string(), MetaValue::Str("flux".into()))];
+    (write_gguf(&meta, &tensors).unwrap(), tensors)
+}
+
+fn gpu_format(t: &TensorData) -> DType {
+    match t.dtype {
+        FileDType::Gpu(d) => d,
+        other => panic!("{other} is not a GPU format"),
+    }
+}
+
+#[test]
+fn content_range_parsing() {
+    assert_eq!(parse_content_range("bytes 0-9/100"), Some((Some((0, 9)), 100)));
+    assert_eq!(parse_content_range("bytes */0"), Some((None, 0)));
+    for bad in ["bytes 0-9/*", "bytes 9-0/100", "bytes 0-100/100", "items 0-1/2", "bytes 0-x/5"] {
+        assert_eq!(parse_content_range(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn every_gguf_tensor_loads_exactly_through_faults() {
+    let (file, tensors) = gguf_file();
+    // Request 0 is `open`; every later request gets a fault in turn, then a clean one.
+    let mut faults = vec![Fault::None];
+    for _ in 0..3 {
+        // At most 2 failures without progress in a row (retries = 3).
+        faults.extend([Fault::Truncate(1000), Fault::Reset, Fault::Stall(100), Fault::Unavailable, Fault::Truncate(0), Fault::None]);
+    }
+    let server = Server::start(file.clone(), faults.clone());
+    let mut src = HttpSource::open_with(&server.url("/f"), opts(), None).unwrap();
+    let header = read_header(&mut src).unwrap();
+    assert_eq!(header.tensors.len(), tensors.len());
+    for t in &tensors {
+        let info = header.tensor(&t.name).unwrap();
+        // 4 KiB chunks: several requests per tensor, so faults land inside tensors.
+        let loaded = load_tensor_chunked(gpu(), &mut src, &header.file, info, 4096).unwrap();
+        let (rows, inner) = (loaded.rows(), loaded.dim_rev(0));
+        let got = run(|g, b| gpu_dequantize(g, b, &loaded.reshape(&[rows, inner])?));
+        assert_close(&t.name, &got, &dequantize(gpu_format(t), &t.data).unwrap(), 0.0);
+    }
+    // Every injected fault cost exactly one retry.
+    let seen = server.seen();
+    let injected = seen.iter().filter(|s| s.hurt).count();
+    assert!(injected >= 10, "only {injected} faults were reached in {} requests", seen.len());
+    assert_eq!(src.retries(), injected as u64);
+    // Resume: after a truncation at 1000 bytes the next request starts 1000 bytes later.
+    let starts: Vec<usize> = seen.iter().filter_map(|s| parse_range(s.range.as_deref()?)).map(|r| r.0).collect();
+    assert!(starts.windows(2).any(|w| w[1] == w[0] + 1000), "no resumed request in {starts:?}");
+}
+
+#[test]
+fn bytes_are_identical_through_faults_and_progress_is_reported() {
+    let mut rng = Rng::new(72);
+    let tensors: Vec<TensorData> = (0..6)
+        .map(|i| TensorData { name: format!("t{i}"), shape: vec![5000], dtype: FileDType::Gpu(DType::F16), data: rng.bytes(10000) })
+        .collect();
+    let file = write_safetensors(&[], &tensors).unwrap();
+    let faults = vec![Fault::None, Fault::Truncate(3333), Fault::Truncate(1), Fault::Stall(0), Fault::Reset, Fault::Stall(5000), Fault::Unavailable];
+    let server = Server::start(file.clone(), faults);
+    let events: Arc<Mutex<Vec<Progress>>> = Arc::default();
+    let ev = events.clone();
+    let mut src = HttpSource::open_with(&server.url("/f"), opts(), Some(Box::new(move |p| ev.lock().unwrap().push(p)))).unwrap();
+    assert_eq!(src.len(), file.len() as u64);
+    let header = read_header(&mut src).unwrap();
+    for t in &tensors {
+        let info = header.tensor(&t.name).unwrap();
+        let got = src.read_range(info.offset, info.size as usize).unwrap();
+        assert!(got == t.data, "{} differs from the file", t.name);
+    }
+    let whole = src.read_range(0, file.len()).unwrap();
+    assert!(whole == file, "whole file differs");
+    let events = events.lock().unwrap();
+    assert!(events.windows(2).all(|w| w[1].bytes_done > w[0].bytes_done), "bytes_done grows");
+    let last = events.last().unwrap();
+    assert_eq!(last.total, file.len() as u64);
+    assert_eq!(last.bytes_done, src.bytes_done());
+    // open + read_header (whole small file) + the tensors + the whole file, each byte once.
+    assert_eq!(last.bytes_done, (HEAD + 2 * file.len() + 6 * 10000) as u64, "every byte counted once");
+    assert!(last.rate > 0.0);
+}
+
+#[test]
+fn parallel_ranges_match_the_file() {
+    let mut rng = Rng::new(73);
+    let file = write_safetensors(&[], &[TensorData { name: "x".into(), shape: vec![40000], dtype: FileDType::Gpu(DType::F32), data: rng.bytes(160000) }]).unwrap();
+    let faults = vec![Fault::None, Fault::Truncate(500), Fault::Reset, Fault::None, Fault::Stall(10)];
+    let server = Server::start(file.clone(), faults);
+    let src = HttpSource::open_with(&server.url("/f"), HttpOptions { parallel: 3, ..opts() }, None).unwrap();
+    let ranges: Vec<(u64, usize)> = (0..9).map(|i| (i * 17000 + 3, 16999)).collect();
+    let got = src.read_ranges(&ranges).unwrap();
+    for (&(o, n), g) in ranges.iter().zip(&got) {
+        assert!(g[..] == file[o as usize..o as usize + n], "range at {o}");
+    }
+    assert!(src.read_ranges(&[(0, 10), (file.len() as u64, 1)]).is_err(), "a read past the end fails");
+}
+
+#[test]
+fn redirect_is_followed_with_the_range() {
+    let (file, _) = gguf_file();
+    let server = Server::start(file.clone(), vec![]);
+    let mut src = HttpSource::open_with(&server.url("/redirect"), opts(), None).unwrap();
+    let header = read_header(&mut src).unwrap();
+    assert_eq!(header.file_len, file.len() as u64);
+    let n = file.len() - 2100;
+    assert!(src.read_range(2000, n).unwrap() == file[2000..2000 + n]);
+    let want = format!("bytes=2000-{}", 2000 + n - 1);
+    let seen = server.seen();
+    assert_eq!(seen[0].path, "/redirect");
+    assert!(seen.iter().any(|s| s.path == "/f" && s.range.as_deref() == Some(want.as_str())), "{seen:?}");
+}
+
+#[test]
+fn no_range_support_and_not_found_are_typed_errors() {
+    let (file, _) = gguf_file();
+    let server = Server::start(file, vec![]);
+    let url = server.url("/norange");
+    match HttpSource::open_with(&url, opts(), None) {
+        Err(e @ Error::NoRangeSupport { .. }) => {
+            assert!(e.to_string().contains(&url) && e.to_string().contains("Range"), "{e}");
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("a host without ranges was accepted"),
+    }
+    let url = server.url("/missing.gguf");
+    match HttpSource::open_with(&url, opts(), None) {
+        Err(e @ Error::Http { status: 404, .. }) => assert!(e.to_string().contains(&url) && e.to_string().contains("check the URL"), "{e}"),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("a 404 was accepted"),
+    }
+}
+
+#[test]
+fn endless_faults_give_up_after_the_retries() {
+    let (file, _) = gguf_file();
+    for (fault, what) in [(Fault::Stall(0), "timeout"), (Fault::Reset, "reset"), (Fault::Unavailable, "503"), (Fault::Truncate(0), "empty body")] {
+        let server = Server::start(file.clone(), vec![fault; 10]);
+        let t0 = std::time::Instant::now();
+        let result = HttpSource::open_with(&server.url("/f"), opts(), None);
+        let requests = server.seen().len();
+        assert_eq!(requests, 4, "{what}: 1 try + 3 retries");
+        assert!(t0.elapsed() < Duration::from_secs(3), "{what}: took {:?}", t0.elapsed());
+        match (fault, result) {
+            (Fault::Stall(_), Err(Error::Timeout { url, .. })) => assert!(url.ends_with("/f")),
+            (Fault::Unavailable, Err(Error::Http { status: 503, .. })) => {}
+            (Fault::Reset | Fault::Truncate(_), Err(Error::Io { file, .. })) => assert!(file.ends_with("/f")),
+            (_, Err(e)) => panic!("{what}: wrong error {e:?}"),
+            (_, Ok(_)) => panic!("{what}: succeeded"),
+        }
+    }
+}
+
+#[test]
+fn files_smaller_than_the_first_fetch_and_empty_files() {
+    let mut rng = Rng::new(74);
+    for n in [0, 1, HEAD - 1, HEAD, HEAD + 1] {
+        let file = rng.bytes(n);
+        let server = Server::start(file.clone(), vec![Fault::None, Fault::Truncate(HEAD / 2)]);
+        let mut src = HttpSource::open_with(&server.url("/f"), opts(), None).unwrap();
+        assert_eq!(src.len(), n as u64, "size of a {n}-byte file");
+        assert!(src.read_range(0, n).unwrap() == file, "{n}-byte file");
+        assert!(src.read_range(n as u64, 1).is_err(), "a read past the end of a {n}-byte file fails");
+    }
+}
