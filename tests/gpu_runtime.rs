@@ -79,3 +79,21 @@ fn limits_give_typed_errors() {
     // A quantized tensor must hold whole blocks.
     assert!(matches!(g.empty(&[33], DType::Q8_0), Err(Error::ShapeMismatch { .. })));
 }
+
+#[test]
+fn flushing_a_batch_submits_and_releases_its_buffers() {
+    // A device of its own so the pool is not shared with parallel tests.
+    let g = &iclora::gpu::Gpu::new_blocking(&Default::default()).unwrap();
+    let y = g.empty(&[3], DType::F32).unwrap();
+    let mut b = g.batch();
+    let t = g.empty(&[777], DType::F32).unwrap();
+    b.dispatch(g, &TINY, "main", &[("V", 5.0)], &[Binding::Tensor(&t)], [1, 1, 1]).unwrap();
+    drop(t);
+    // Still referenced by the unsubmitted batch: not back in the pool yet.
+    assert_eq!(g.pooled_bytes(), 0);
+    b.flush(g).unwrap();
+    assert_eq!(g.pooled_bytes(), 777 * 4, "flush released the batch's buffers to the pool");
+    b.dispatch(g, &TINY, "main", &[("V", 7.0)], &[Binding::Tensor(&y)], [3, 1, 1]).unwrap();
+    g.submit(b).unwrap();
+    assert_eq!(g.read_f32_blocking(&y).unwrap(), vec![7.0, 8.0, 9.0]);
+}

@@ -50,6 +50,15 @@ impl Batch {
         self.dispatches
     }
 
+    /// Submits what has been recorded so far and keeps recording into a fresh
+    /// encoder. Buffers the batch was holding go back to the pool, so a long
+    /// forward pass (57 FLUX blocks) that flushes after each block needs the
+    /// memory of one block's intermediates, not of all of them.
+    pub fn flush(&mut self, gpu: &Gpu) -> Result<()> {
+        let done = std::mem::replace(self, gpu.batch());
+        gpu.submit(done)
+    }
+
     /// Records one dispatch of `entry` in `spec` with `bindings` at @group(0).
     pub fn dispatch(
         &mut self,
