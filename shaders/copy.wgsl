@@ -35,3 +35,17 @@ fn copy_2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let c = i - r * p.cols;
     dst[p.dst_offset + r * p.dst_stride + c] = src[p.src_offset + r * p.src_stride + c];
 }
+
+// Transpose of a whole `[rows, cols]` matrix into `[cols, rows]`: dst[c · rows + r] = src[r · cols + c].
+// The VAE's mid-block attention (FLUX_REFERENCE.md §4.2) works on `[H·W, C]` token rows while the
+// convolutions keep `[C, H, W]`. One invocation per element, indexed by the destination so that writes
+// are contiguous; src_stride/dst_stride/offsets are unused (whole tensors are bound).
+@compute @workgroup_size(WG)
+fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
+    if (i >= p.rows * p.cols) { return; }
+    let c = i / p.rows;
+    let r = i - c * p.rows;
+    dst[i] = src[r * p.cols + c];
+}

@@ -61,6 +61,18 @@ pub enum Error {
 
     #[error("`{file}`: tensor `{name}` has shape {got}, but the model config expects {expected}; the weights and the config do not belong together")]
     TensorShape { file: String, name: String, expected: String, got: String },
+
+    #[error("`{file}` has no tensor `{name}`, which the {model} needs; is it a complete {model} checkpoint (Hugging Face transformers names)?")]
+    MissingModelTensor { model: &'static str, file: String, name: String },
+
+    #[error("tokenizer file `{file}`: {message}")]
+    Tokenizer { file: String, message: String },
+
+    /// A LoRA that cannot be applied to the loaded model: an unsupported kind (DoRA, LoKr,
+    /// full-delta `.diff` keys), a module the model does not have or of another shape (a LoRA
+    /// for another base model). `key` is the first offending key; the base model is unchanged.
+    #[error("LoRA `{file}`: key `{key}`: {why}")]
+    Lora { file: String, key: String, why: String },
 }
 
 /// What a user can do about an HTTP status.

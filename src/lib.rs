@@ -10,6 +10,7 @@ pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod lora;
 pub mod model;
 pub mod pipeline;
 pub mod reference;

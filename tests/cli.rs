@@ -36,3 +36,20 @@ fn bad_arguments_are_refused_with_usage() {
     let (ok, _, err) = iclora(&["frobnicate"]);
     assert!(!ok && err.contains("usage:"), "{err}");
 }
+
+/// `bench flux-step` end to end on a narrowed FLUX (2 heads × 64 instead of 24 × 128: a full-width
+/// block takes tens of seconds on lavapipe), one block of each kind, 32 tokens.
+#[test]
+fn bench_flux_step_runs_a_tiny_step() {
+    let args = ["bench", "flux-step", "--tokens", "32", "--double", "1", "--single", "1", "--iters", "1", "--heads", "2", "--head-dim", "64", "--format", "Q4_0"];
+    let (ok, out, err) = iclora(&args);
+    assert!(ok, "{err}");
+    assert!(out.contains("32 tokens (3 text + 29 image), Q4_0 weights, hidden 128"), "{out}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains("median_ms=")).collect();
+    let kinds: Vec<&str> = rows.iter().filter_map(|r| r.split_whitespace().next()).collect();
+    assert_eq!(kinds, ["rest", "double", "single", "step", "step(est)"], "{out}");
+    let gflops = |r: &str| r.split_whitespace().find_map(|w| w.strip_prefix("gflops=")).and_then(|v| v.parse::<f64>().ok());
+    assert!(rows.iter().all(|r| gflops(r).is_some_and(|g| g > 0.0)), "{out}");
+    let (ok, _, err) = iclora(&["bench", "flux-step", "--format", "Q6_K"]);
+    assert!(!ok && err.contains("not one of Q4_0, Q8_0, F16"), "{err}");
+}

@@ -150,3 +150,25 @@ fn bad_shapes_and_formats_are_typed_errors() {
     let view = dst.reshape(&[6, 4]).unwrap();
     assert!(matches!(kc::copy_into(g, &mut b, &dst, (0, 0), &view, Block { cols: 4, ..blk }), Err(Error::InvalidArgument(_))));
 }
+
+/// Transpose: awkward sizes, the VAE mid-block's real width (512 channels, few pixels) and the tiny
+/// VAE's; exact (tolerance 0). Wrong rank and format are typed errors.
+#[test]
+fn transpose_matches_reference() {
+    let mut rng = Rng::new(44);
+    for (rows, cols) in [(1, 1), (1, 7), (7, 1), (3, 33), (17, 31), (512, 20), (30, 64), (257, 129)] {
+        let t = rng.vec(rows * cols, -1.0, 1.0);
+        let got = run(|g, b| {
+            let y = kc::transpose(g, b, &g.upload_f32(&[rows, cols], &t)?)?;
+            assert_eq!(y.shape(), [cols, rows]);
+            Ok(y)
+        });
+        assert_close(&format!("transpose [{rows}, {cols}]"), &got, &reference::transpose(&t, rows, cols), 0.0);
+    }
+    let g = gpu();
+    let mut b = g.batch();
+    let r3 = kc::transpose(g, &mut b, &g.upload_f32(&[2, 2, 2], &[0.0; 8]).unwrap());
+    assert!(matches!(r3, Err(Error::ShapeMismatch { .. })), "{r3:?}");
+    let h = kc::transpose(g, &mut b, &g.upload_half(&[2, 2], &[0.0; 4], DType::F16).unwrap());
+    assert!(matches!(h, Err(Error::UnsupportedFormat { .. })), "{h:?}");
+}

@@ -3,6 +3,7 @@
 //!   iclora info
 //!   iclora inspect FILE|URL
 //!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16] [--kernels matmul,...]
+//!   iclora bench flux-step [--tokens N] [--format Q4_0|Q8_0|F16] [--double K] [--single K] [--iters N] [--heads H] [--head-dim D]
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
@@ -24,6 +25,13 @@ mod cli {
     const USAGE: &str = "usage:
   iclora info                       print the GPU adapter, its features and limits
   iclora inspect FILE|URL           list a safetensors/GGUF file's metadata and tensors (URL: http(s), Range requests)
+  iclora bench flux-step [options]  time one denoising step of a FLUX.1 transformer with random weights
+      --tokens N     joint tokens, 1/9 of them text (default 4608 = 1024² + 512 text; 256 on CPU adapters)
+      --format F     weight format Q4_0, Q8_0 or F16 (default Q8_0)
+      --double K     double blocks to run (default 19; 1 on CPU adapters); blocks share weights
+      --single K     single blocks to run (default 38; 1 on CPU adapters)
+      --iters N      timed runs, median reported (default 3)
+      --heads H, --head-dim D   narrower model for smoke tests only (FLUX.1: 24 × 128)
   iclora bench kernels [options]    time kernels at FLUX shapes
       --scale S      fraction of FLUX's 4608 tokens to use (default 1.0; ~0.1 on software adapters)
       --iters N      timed runs per case, median reported (default 5)
@@ -37,6 +45,7 @@ mod cli {
             ["info"] => info(),
             ["inspect", path] => inspect(path),
             ["bench", "kernels", rest @ ..] => bench(rest),
+            ["bench", "flux-step", rest @ ..] => bench_flux(rest),
             [] | ["help"] | ["--help"] | ["-h"] => {
                 println!("{USAGE}");
                 Ok(())
@@ -124,5 +133,48 @@ mod cli {
         println!("{}", describe(&gpu));
         println!("scale {} ({} tokens), {} timed runs per case, median; precision {:?}", opts.scale, ((4608.0 * opts.scale).ceil() as usize).max(1), opts.iters, opts.precision);
         bench_kernels(&gpu, &opts, |row| println!("{row}")).map_err(|e| e.to_string())
+    }
+
+    /// `iclora bench flux-step`: time per block type and GFLOP/s of one step (iclora::bench).
+    fn bench_flux(args: &[&str]) -> Result<(), String> {
+        use iclora::bench::{bench_flux_step, FluxStepOpts};
+        let gpu = open()?;
+        let software = gpu.info().device_type == "Cpu";
+        let mut opts = FluxStepOpts::defaults(software);
+        let mut it = args.iter();
+        while let Some(&a) = it.next() {
+            let v = it.next().copied().ok_or_else(|| format!("{a} needs a value"))?;
+            let num = |v: &str| v.parse::<usize>().map_err(|e| format!("{a}: {e}"));
+            match a {
+                "--tokens" => opts.tokens = num(v)?,
+                "--double" => opts.double = num(v)?,
+                "--single" => opts.single = num(v)?,
+                "--iters" => opts.iters = num(v)?,
+                "--heads" => opts.heads = num(v)?,
+                "--head-dim" => opts.head_dim = num(v)?,
+                "--format" => {
+                    opts.format = DType::parse(v)
+                        .filter(|d| [DType::Q4_0, DType::Q8_0, DType::F16].contains(d))
+                        .ok_or_else(|| format!("--format: {v} is not one of Q4_0, Q8_0, F16"))?
+                }
+                other => return Err(format!("unknown option {other}\n{USAGE}")),
+            }
+        }
+        if opts.tokens < 2 || opts.double + opts.single == 0 || opts.heads == 0 || opts.head_dim < 16 || !opts.head_dim.is_multiple_of(16) {
+            return Err("need --tokens >= 2, at least one block, --heads >= 1 and --head-dim a multiple of 16".into());
+        }
+        println!("{}", describe(&gpu));
+        let (txt, img) = opts.split();
+        let full = opts.double == 19 && opts.single == 38 && opts.heads * opts.head_dim == 3072;
+        println!(
+            "flux-step: {} tokens ({txt} text + {img} image), {} weights, hidden {} ({} heads × {}), {} double + {} single blocks{}, {} timed runs, median",
+            opts.tokens, opts.format, opts.heads * opts.head_dim, opts.heads, opts.head_dim, opts.double, opts.single,
+            if full { "" } else { " (a subset/narrowed FLUX.1: step(est) extrapolates to 19 + 38 blocks)" },
+            opts.iters
+        );
+        if software && opts.tokens < 4608 {
+            println!("note: CPU adapter: defaults are 256 tokens and 1 + 1 blocks (set --tokens, --double, --single to change)");
+        }
+        bench_flux_step(&gpu, &opts, |row| println!("{row}")).map_err(|e| e.to_string())
     }
 }

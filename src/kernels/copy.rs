@@ -31,7 +31,10 @@ struct Params {
 const WG: u32 = 256;
 
 pub fn variants() -> Vec<Variant> {
-    vec![Variant::new("copy_2d", &[("WG", WG as f64)])]
+    vec![
+        Variant::new("copy_2d", &[("WG", WG as f64)]),
+        Variant::new("transpose", &[("WG", WG as f64)]),
+    ]
 }
 
 /// A rectangular block of a matrix: `rows × cols` starting at `(row0, col0)`.
@@ -193,5 +196,32 @@ pub fn concat_cols(gpu: &Gpu, batch: &mut Batch, a: &Tensor, b: &Tensor) -> Resu
     let out = gpu.empty(&[ra, ca + cb], a.dtype())?;
     copy_into(gpu, batch, &out, (0, 0), a, Block::all(a)?)?;
     copy_into(gpu, batch, &out, (0, ca), b, Block::all(b)?)?;
+    Ok(out)
+}
+
+/// `t` `[rows, cols]` → `[cols, rows]` (the VAE attention's `[C, H·W]` ⇄ `[H·W, C]`, FLUX_REFERENCE.md
+/// §4.2). Whole tensors are bound: one larger than the storage binding limit gives `LimitExceeded`.
+pub fn transpose(gpu: &Gpu, batch: &mut Batch, t: &Tensor) -> Result<Tensor> {
+    const OP: &str = "transpose";
+    let (rows, cols) = matrix(OP, t)?;
+    let n = u32::try_from(rows * cols).map_err(|_| shape_err(OP, "fewer than 2^32 elements", t.shape()))?;
+    let limit = gpu.info().max_storage_binding;
+    if t.gpu_bytes() > limit {
+        return Err(Error::LimitExceeded { what: format!("{OP}: {t:?} in one storage binding (bytes)"), needed: t.gpu_bytes(), available: limit });
+    }
+    let out = gpu.empty(&[cols, rows], t.dtype())?;
+    if n == 0 {
+        return Ok(out);
+    }
+    let p = Params { rows: rows as u32, cols: cols as u32, src_stride: 0, src_offset: 0, dst_stride: 0, dst_offset: 0, _pad: [0; 2] };
+    let (wg, grid) = launch_1d(gpu, rows * cols, WG);
+    batch.dispatch(
+        gpu,
+        &SHADER,
+        "transpose",
+        &[("WG", wg as f64)],
+        &[Binding::Uniform(bytemuck::bytes_of(&p)), Binding::Tensor(t), Binding::Tensor(&out)],
+        grid,
+    )?;
     Ok(out)
 }

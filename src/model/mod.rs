@@ -2,3 +2,8 @@
 //! GPU only through `kernels` (no wgpu here).
 
 pub mod flux;
+pub mod clip;
+pub mod t5;
+pub mod text_weights;
+pub mod tokenize;
+pub mod vae;

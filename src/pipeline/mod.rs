@@ -4,3 +4,4 @@
 
 pub mod schedule;
 pub mod seed;
+pub mod sampler;

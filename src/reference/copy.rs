@@ -36,3 +36,8 @@ pub fn concat_rows(a: &[f32], b: &[f32]) -> Vec<f32> {
 pub fn concat_cols(a: &[f32], ca: usize, b: &[f32], cb: usize) -> Vec<f32> {
     a.chunks(ca).zip(b.chunks(cb)).flat_map(|(x, y)| x.iter().chain(y).copied()).collect()
 }
+
+/// `[rows, cols]` → `[cols, rows]`.
+pub fn transpose(t: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols * rows).map(|i| t[(i % rows) * cols + i / rows]).collect()
+}

@@ -9,3 +9,4 @@ pub mod weights;
 pub use config::{FluxConfig, KeyScheme};
 pub use model::{timestep_embedding, FluxInputs, FluxModel};
 pub use weights::{DoubleBlock, FluxWeights, SingleBlock};
+pub mod random;

@@ -16,10 +16,13 @@ use crate::gpu::{DType, Gpu, Tensor};
 use crate::weights::load::{f8_e4m3_to_f32, f8_e5m2_to_f32, load_tensor, load_tensor_chunked, ByteSource, MemSource, CHUNK_BYTES};
 use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
 
-/// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`.
+/// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`; plus `lora`, the run-time
+/// LoRA adapters on this weight (src/lora/, `FluxModel::set_loras`), never merged into `w`.
+#[derive(Clone)]
 pub struct Linear {
     pub w: Tensor,
     pub b: Tensor,
+    pub lora: Option<crate::kernels::matmul::LoraStack>,
 }
 
 /// Linear → SiLU → Linear (the time, guidance and pooled-text embedders, §1.3).
@@ -36,6 +39,7 @@ pub struct TimeTextEmbed {
 }
 
 /// Double-stream block (§1.5); `*_qkv` are fused `[3·hidden, hidden]`.
+#[derive(Clone)]
 pub struct DoubleBlock {
     pub img_mod: Linear,
     pub txt_mod: Linear,
@@ -54,6 +58,7 @@ pub struct DoubleBlock {
 }
 
 /// Single-stream block (§1.7); `linear1` is fused `[3·hidden + mlp, hidden]` (q | k | v | mlp).
+#[derive(Clone)]
 pub struct SingleBlock {
     pub modulation: Linear,
     pub linear1: Linear,
@@ -183,7 +188,7 @@ impl Loader<'_> {
     /// `{name}.weight` `[n, k]` and `{name}.bias` `[n]`, `name` in diffusers or BFL form.
     fn linear(&mut self, d: &str, b: &str, n: usize, k: usize) -> Result<Linear> {
         let name = self.key(d, b);
-        Ok(Linear { w: self.matrix(&format!("{name}.weight"), n, k)?, b: self.vector(&[format!("{name}.bias")], &[n])? })
+        Ok(Linear { w: self.matrix(&format!("{name}.weight"), n, k)?, b: self.vector(&[format!("{name}.bias")], &[n])?, lora: None })
     }
 
     /// A fused projection: BFL stores it as `bfl` `[Σ rows, k]`; diffusers as the parts `parts`.
@@ -192,7 +197,7 @@ impl Loader<'_> {
             KeyScheme::Bfl { .. } => self.linear("", bfl, rows.iter().sum(), k),
             KeyScheme::Diffusers { prefix } => {
                 let names = |s: &str| parts.iter().map(|p| format!("{prefix}{p}.{s}")).collect::<Vec<_>>();
-                Ok(Linear { w: self.fused_matrix(&names("weight"), rows, k)?, b: self.vector(&names("bias"), rows)? })
+                Ok(Linear { w: self.fused_matrix(&names("weight"), rows, k)?, b: self.vector(&names("bias"), rows)?, lora: None })
             }
         }
     }

@@ -1,0 +1,296 @@
+//! LoRA safetensors → modules on our BFL weights (FLUX_REFERENCE.md §6.2): every key is
+//! classified (format, module, role), checked against the model config, and the factors are read
+//! to f32 on the CPU (they are small: rank × width).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use half::{bf16, f16};
+
+use super::targets::{Target, Targets};
+use crate::error::{Error, Result};
+use crate::gpu::DType;
+use crate::model::flux::FluxConfig;
+use crate::weights::load::{f8_e4m3_to_f32, f8_e5m2_to_f32, read_header, ByteSource};
+use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
+
+/// The key scheme a LoRA file was written in (§6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LoraFormat {
+    /// `transformer.<diffusers module>.lora_A/B.weight` (also `base_model.model.` or no prefix).
+    Diffusers,
+    /// `lora_unet_<bfl path>.lora_down/up.weight` + `.alpha` (also `lora_transformer_` "mixture").
+    Kohya,
+    /// `[diffusion_model.]<bfl path>.lora_A/B.weight`.
+    BflNative,
+    /// `double_blocks.{i}.processor.qkv_lora1.down/up.weight`.
+    XLabs,
+}
+
+/// One low-rank delta on rows `target.n0 .. + target.len` of the BFL Linear `target.bfl`:
+/// `Δy = (alpha / rank) · (x·Aᵀ)·Bᵀ` (§6.1). `b` is in BFL row order (a diffusers final-layer
+/// module has its halves swapped when applied, see `apply`).
+#[derive(Debug, Clone)]
+pub struct LoraModule {
+    /// The module name as in the file (prefix and suffix removed).
+    pub key: String,
+    pub target: Target,
+    pub rank: usize,
+    /// `[rank, k]` row-major.
+    pub a: Vec<f32>,
+    /// `[len, rank]` row-major.
+    pub b: Vec<f32>,
+    pub alpha: f32,
+}
+
+impl LoraModule {
+    pub fn scale(&self) -> f32 {
+        self.alpha / self.rank as f32
+    }
+}
+
+/// What a LoRA file holds and what of it is used.
+#[derive(Debug, Clone, Default)]
+pub struct LoraReport {
+    pub file: String,
+    /// Formats seen (one for every ordinary file).
+    pub formats: Vec<LoraFormat>,
+    /// Distinct ranks, ascending.
+    pub ranks: Vec<usize>,
+    /// BFL Linears the adapter changes, in file order of first appearance.
+    pub layers: Vec<String>,
+    /// `(key, why)` for every key not applied to the transformer.
+    pub ignored: Vec<(String, String)>,
+}
+
+/// A parsed LoRA: modules on the transformer, plus the CLIP text-encoder part kept aside.
+#[derive(Debug, Clone)]
+pub struct LoraAdapter {
+    pub modules: Vec<LoraModule>,
+    /// CLIP-L (`lora_te1_…` / `text_encoder.…`) tensors `(key, shape, values)`, for the CLIP encoder.
+    pub clip: Vec<(String, Vec<usize>, Vec<f32>)>,
+    pub report: LoraReport,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Down,
+    Up,
+    Alpha,
+}
+
+/// Longest suffixes first: `.lora.down.weight` must not be read as XLabs' `.down.weight`.
+const SUFFIXES: &[(&str, Role)] = &[
+    (".lora.down.weight", Role::Down),
+    (".lora.up.weight", Role::Up),
+    (".lora_down.weight", Role::Down),
+    (".lora_up.weight", Role::Up),
+    (".lora_A.weight", Role::Down),
+    (".lora_B.weight", Role::Up),
+    (".down.weight", Role::Down),
+    (".up.weight", Role::Up),
+    (".alpha", Role::Alpha),
+];
+
+const PREFIXES: &[&str] = &["base_model.model.", "transformer.", "model.diffusion_model.", "diffusion_model."];
+
+enum Class {
+    Flux(Target, LoraFormat, String, Role),
+    Clip,
+    T5,
+}
+
+fn lora_err(file: &str, key: &str, why: impl Into<String>) -> Error {
+    Error::Lora { file: file.into(), key: key.into(), why: why.into() }
+}
+
+/// Kinds this engine does not apply; they would change the output if skipped.
+fn unsupported_kind(key: &str) -> Option<&'static str> {
+    if key.contains("dora_scale") {
+        Some("DoRA (`dora_scale`) adapters are not supported; use a plain LoRA")
+    } else if key.contains("lokr_") {
+        Some("LoKr adapters are not supported; use a plain LoRA")
+    } else if key.contains(".hada_") {
+        Some("LoHa adapters are not supported; use a plain LoRA")
+    } else if key.ends_with(".diff") || key.ends_with(".diff_b") {
+        Some("full-delta (`.diff`) keys are not supported; use a plain LoRA")
+    } else if key.ends_with(".lora_B.bias") || key.ends_with(".lora_up.bias") {
+        Some("LoRA biases (BFL control LoRAs) are not supported")
+    } else {
+        None
+    }
+}
+
+fn classify(t: &Targets, file: &str, key: &str) -> Result<Class> {
+    if let Some(why) = unsupported_kind(key) {
+        return Err(lora_err(file, key, why));
+    }
+    if ["lora_te1_", "lora_te_", "text_encoder.", "text_encoders.clip_l."].iter().any(|p| key.starts_with(p)) {
+        return Ok(Class::Clip);
+    }
+    if ["lora_te2_", "text_encoder_2.", "text_encoders.t5xxl."].iter().any(|p| key.starts_with(p)) {
+        return Ok(Class::T5);
+    }
+    let (module, role) = SUFFIXES
+        .iter()
+        .find_map(|(s, r)| key.strip_suffix(s).map(|m| (m, *r)))
+        .ok_or_else(|| lora_err(file, key, "not a LoRA factor (`lora_A/B`, `lora_down/up`, `down/up` or `alpha`)"))?;
+    let found = if let Some(m) = module.strip_prefix("lora_unet_") {
+        t.kohya.get(m).map(|x| (x, LoraFormat::Kohya))
+    } else if let Some(m) = module.strip_prefix("lora_transformer_") {
+        t.diffusers_underscored.get(m).map(|x| (x, LoraFormat::Kohya))
+    } else {
+        let mut m = module;
+        while let Some(p) = PREFIXES.iter().find(|p| m.starts_with(*p)) {
+            m = &m[p.len()..];
+        }
+        if m.contains(".processor.") {
+            t.xlabs.get(m).map(|x| (x, LoraFormat::XLabs))
+        } else if let Some(x) = t.diffusers.get(m) {
+            Some((x, LoraFormat::Diffusers))
+        } else {
+            t.bfl.get(m).map(|x| (x, LoraFormat::BflNative))
+        }
+    };
+    match found {
+        Some((target, format)) => Ok(Class::Flux(target.clone(), format, module.to_string(), role)),
+        None => Err(lora_err(file, key, "no such Linear in this FLUX model (a LoRA for another base model or block count?)")),
+    }
+}
+
+/// A tensor as f32 values (F32, F16, BF16, F8).
+fn values(src: &mut dyn ByteSource, h: &WeightsHeader, info: &TensorInfo) -> Result<Vec<f32>> {
+    let len = usize::try_from(info.size).map_err(|_| lora_err(&h.file, &info.name, "tensor too large"))?;
+    let b = src.read_range(info.offset, len)?; // absolute offset (see `TensorInfo`)
+    let pairs = |f: fn([u8; 2]) -> f32| b.chunks_exact(2).map(|c| f([c[0], c[1]])).collect();
+    Ok(match info.dtype {
+        FileDType::Gpu(DType::F32) => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        FileDType::Gpu(DType::F16) => pairs(|c| f16::from_le_bytes(c).to_f32()),
+        FileDType::Gpu(DType::BF16) => pairs(|c| bf16::from_le_bytes(c).to_f32()),
+        FileDType::F8E4M3 => b.iter().map(|&v| f8_e4m3_to_f32(v)).collect(),
+        FileDType::F8E5M2 => b.iter().map(|&v| f8_e5m2_to_f32(v)).collect(),
+        other => return Err(lora_err(&h.file, &info.name, format!("LoRA factors must be F32, F16, BF16 or F8, not {}", other.name()))),
+    })
+}
+
+/// `lora_alpha` (and `alpha_pattern`) from diffusers' `__metadata__["lora_adapter_metadata"]`.
+struct MetaAlpha {
+    alpha: Option<f32>,
+    pattern: Vec<(String, f32)>,
+}
+
+impl MetaAlpha {
+    fn new(h: &WeightsHeader) -> Result<MetaAlpha> {
+        let Some(json) = h.meta("lora_adapter_metadata").and_then(|v| v.as_str()) else {
+            return Ok(MetaAlpha { alpha: None, pattern: Vec::new() });
+        };
+        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| lora_err(&h.file, "__metadata__.lora_adapter_metadata", format!("not JSON: {e}")))?;
+        let pattern = v
+            .get("alpha_pattern")
+            .and_then(|p| p.as_object())
+            .map(|o| o.iter().filter_map(|(k, a)| a.as_f64().map(|a| (k.clone(), a as f32))).collect())
+            .unwrap_or_default();
+        Ok(MetaAlpha { alpha: v.get("lora_alpha").and_then(|a| a.as_f64()).map(|a| a as f32), pattern })
+    }
+
+    fn get(&self, module: &str) -> Option<f32> {
+        let m = PREFIXES.iter().fold(module, |m, p| m.strip_prefix(p).unwrap_or(m));
+        self.pattern.iter().find(|(p, _)| m == p || m.ends_with(&format!(".{p}"))).map(|p| p.1).or(self.alpha)
+    }
+}
+
+#[derive(Default)]
+struct Parts<'a> {
+    target: Option<(Target, LoraFormat)>,
+    down: Option<&'a TensorInfo>,
+    up: Option<&'a TensorInfo>,
+    alpha: Option<&'a TensorInfo>,
+}
+
+fn dims(info: &TensorInfo) -> Vec<usize> {
+    info.shape.iter().map(|&d| d as usize).collect()
+}
+
+impl LoraAdapter {
+    /// Reads the header and every factor of a LoRA file from `src`, for a model of config `c`.
+    pub fn load(src: &mut dyn ByteSource, c: &FluxConfig) -> Result<LoraAdapter> {
+        let header = read_header(src)?;
+        LoraAdapter::from_header(src, &header, c)
+    }
+
+    /// Like [`load`](Self::load) with the header already parsed. Errors (typed, naming the first
+    /// offending key): unsupported kinds, unknown modules, shapes that do not fit `c`.
+    pub fn from_header(src: &mut dyn ByteSource, h: &WeightsHeader, c: &FluxConfig) -> Result<LoraAdapter> {
+        let t = Targets::new(c);
+        let file = h.file.as_str();
+        let meta = MetaAlpha::new(h)?;
+        let mut report = LoraReport { file: file.into(), ..Default::default() };
+        let mut groups: BTreeMap<String, (usize, Parts)> = BTreeMap::new();
+        let mut clip = Vec::new();
+        for (order, info) in h.tensors.iter().enumerate() {
+            match classify(&t, file, &info.name)? {
+                Class::Clip => {
+                    report.ignored.push((info.name.clone(), "CLIP text-encoder LoRA: kept aside for the CLIP encoder".into()));
+                    clip.push((info.name.clone(), dims(info), values(src, h, info)?));
+                }
+                Class::T5 => report.ignored.push((info.name.clone(), "T5 text-encoder LoRA: not applied (diffusers drops it too)".into())),
+                Class::Flux(target, format, module, role) => {
+                    let g = &mut groups.entry(module).or_insert_with(|| (order, Parts::default())).1;
+                    g.target = Some((target, format));
+                    match role {
+                        Role::Down => g.down = Some(info),
+                        Role::Up => g.up = Some(info),
+                        Role::Alpha => g.alpha = Some(info),
+                    }
+                }
+            }
+        }
+        let mut ordered: Vec<(String, (usize, Parts))> = groups.into_iter().collect();
+        ordered.sort_by_key(|(_, (o, _))| *o);
+        let (mut formats, mut ranks, mut layers) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
+        let mut modules = Vec::new();
+        for (module, (_, p)) in ordered {
+            let Some((target, format)) = p.target else { continue };
+            let (Some(down), Some(up)) = (p.down, p.up) else {
+                let key = p.down.or(p.up).or(p.alpha).map_or(module.clone(), |i| i.name.clone());
+                return Err(lora_err(file, &key, "a LoRA module needs both its down (A) and up (B) matrix"));
+            };
+            let (ds, us) = (dims(down), dims(up));
+            let rank = ds.first().copied().unwrap_or(0);
+            let shape_err = |info: &TensorInfo, expected: String, got: &[usize]| Error::TensorShape {
+                file: file.into(),
+                name: info.name.clone(),
+                expected,
+                got: format!("{got:?}"),
+            };
+            if ds.len() != 2 || rank == 0 || ds[1] != target.k {
+                return Err(shape_err(down, format!("[rank, {}] (LoRA down/A for `{}`; a LoRA for another base model?)", target.k, target.bfl), &ds));
+            }
+            if us != [target.len, rank] {
+                return Err(shape_err(up, format!("[{}, {rank}] (LoRA up/B for `{}`)", target.len, target.bfl), &us));
+            }
+            let alpha = match p.alpha {
+                Some(a) => *values(src, h, a)?.first().ok_or_else(|| lora_err(file, &a.name, "empty alpha"))?,
+                // XLabs LoRAs are alpha-free (§6.2.4); otherwise alpha = r unless the metadata says.
+                None if format == LoraFormat::XLabs => rank as f32,
+                None => meta.get(&module).unwrap_or(rank as f32),
+            };
+            if !alpha.is_finite() {
+                return Err(lora_err(file, &module, format!("alpha {alpha} is not finite")));
+            }
+            formats.insert(format);
+            ranks.insert(rank);
+            if !layers.contains(&target.bfl) {
+                layers.push(target.bfl.clone());
+            }
+            let (a, b) = (values(src, h, down)?, values(src, h, up)?);
+            modules.push(LoraModule { key: module, target, rank, a, b, alpha });
+        }
+        if modules.is_empty() && clip.is_empty() {
+            return Err(lora_err(file, "", "no LoRA modules for the FLUX transformer or CLIP in this file"));
+        }
+        report.formats = formats.into_iter().collect();
+        report.ranks = ranks.into_iter().collect();
+        report.layers = layers;
+        Ok(LoraAdapter { modules, clip, report })
+    }
+}

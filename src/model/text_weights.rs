@@ -1,0 +1,182 @@
+//! Loading the text encoders' tensors by name (T5, CLIP: FLUX_REFERENCE.md §5), with errors that
+//! name the model, the file and the tensor, and embedding tables split into row ranges so that a
+//! table larger than one storage binding (T5-XXL's `[32128, 4096]`: 526 MB in F32, 263 MB in
+//! BF16) is gathered in pieces instead of rejected.
+
+use half::{bf16, f16};
+
+use crate::error::{Error, Result};
+use crate::gpu::{Batch, DType, Gpu, Tensor};
+use crate::kernels::elementwise::add;
+use crate::kernels::embedding::embedding;
+use crate::weights::load::{f8_e4m3_to_f32, f8_e5m2_to_f32, load_tensor, ByteSource};
+use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
+
+/// Loads tensors of `header` (read from `src`) by name, checking shapes.
+pub struct TensorLoader<'a> {
+    pub gpu: &'a Gpu,
+    pub src: &'a mut dyn ByteSource,
+    pub header: &'a WeightsHeader,
+    /// Names the model in errors, e.g. "T5 text encoder".
+    pub model: &'static str,
+}
+
+impl TensorLoader<'_> {
+    /// The first of `names` the file has (`Error::MissingModelTensor` naming all of them if none).
+    pub fn find(&self, names: &[&str]) -> Result<&TensorInfo> {
+        names
+            .iter()
+            .find_map(|n| self.header.tensor(n))
+            .ok_or_else(|| Error::MissingModelTensor {
+                model: self.model,
+                file: self.header.file.clone(),
+                name: names.join("` or `"),
+            })
+    }
+
+    /// `name` (or its first present alias) with shape `expected`.
+    pub fn info(&self, names: &[&str], expected: &[usize]) -> Result<TensorInfo> {
+        let info = self.find(names)?;
+        if info
+            .shape
+            .iter()
+            .map(|&d| d as usize)
+            .ne(expected.iter().copied())
+        {
+            return Err(Error::TensorShape {
+                file: self.header.file.clone(),
+                name: info.name.clone(),
+                expected: format!("{expected:?}"),
+                got: format!("{:?}", info.shape),
+            });
+        }
+        Ok(info.clone())
+    }
+
+    /// A weight matrix `[rows, k]` in its stored format (the matmul dequantizes).
+    pub fn matrix(&mut self, name: &str, rows: usize, k: usize) -> Result<Tensor> {
+        let info = self.info(&[name], &[rows, k])?;
+        load_tensor(self.gpu, self.src, self.header, &info)
+    }
+
+    /// A tensor's values as F32 on the CPU (norm scales, biases, small tables); any float format.
+    pub fn values(&mut self, names: &[&str], shape: &[usize]) -> Result<Vec<f32>> {
+        let info = self.info(names, shape)?;
+        let len = usize::try_from(info.size).map_err(|_| Error::LimitExceeded {
+            what: format!("tensor `{}`", info.name),
+            needed: info.size,
+            available: usize::MAX as u64,
+        })?;
+        let b = self.src.read_range(info.offset, len)?;
+        let pairs = |f: fn([u8; 2]) -> f32| b.chunks_exact(2).map(|c| f([c[0], c[1]])).collect();
+        Ok(match info.dtype {
+            FileDType::Gpu(DType::F32) => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            FileDType::Gpu(DType::F16) => pairs(|c| f16::from_le_bytes(c).to_f32()),
+            FileDType::Gpu(DType::BF16) => pairs(|c| bf16::from_le_bytes(c).to_f32()),
+            FileDType::F8E4M3 => b.iter().map(|&v| f8_e4m3_to_f32(v)).collect(),
+            FileDType::F8E5M2 => b.iter().map(|&v| f8_e5m2_to_f32(v)).collect(),
+            other => return Err(Error::UnsupportedFormat {
+                op: self.model,
+                format: other.name().into(),
+                why: format!(
+                    "`{}` is a bias, norm scale or bias table; those must be F32, F16, BF16 or F8",
+                    info.name
+                ),
+            }),
+        })
+    }
+
+    /// A vector `[len]` as an F32 GPU tensor.
+    pub fn vector(&mut self, name: &str, len: usize) -> Result<Tensor> {
+        let v = self.values(&[name], &[len])?;
+        self.gpu.upload_f32(&[len], &v)
+    }
+
+    /// An embedding table `[rows, k]` (first present of `names`), in row ranges of at most
+    /// `max_bytes` each on the GPU (at least one row per range).
+    pub fn embedding_table(
+        &mut self,
+        names: &[&str],
+        rows: usize,
+        k: usize,
+        max_bytes: u64,
+    ) -> Result<EmbeddingTable> {
+        let info = self.info(names, &[rows, k])?;
+        let row_bytes = info.size / rows.max(1) as u64;
+        if rows == 0 || row_bytes * rows as u64 != info.size {
+            return Err(Error::UnsupportedFormat {
+                op: self.model,
+                format: info.dtype.name().into(),
+                why: format!(
+                    "`{}`: rows of {k} values are not whole blocks of this format",
+                    info.name
+                ),
+            });
+        }
+        // The GPU copy may be wider than the file's rows (F8 → F16): size the ranges by the GPU's bytes.
+        let gpu_row = row_bytes
+            * if matches!(info.dtype, FileDType::F8E4M3 | FileDType::F8E5M2) {
+                2
+            } else {
+                1
+            };
+        let per_part = (max_bytes / gpu_row.max(1)).max(1) as usize;
+        let mut parts = Vec::new();
+        for start in (0..rows).step_by(per_part) {
+            let n = per_part.min(rows - start);
+            let part = TensorInfo {
+                name: format!("{}[{start}..{}]", info.name, start + n),
+                shape: vec![n as u64, k as u64],
+                dtype: info.dtype,
+                offset: info.offset + start as u64 * row_bytes,
+                size: n as u64 * row_bytes,
+            };
+            parts.push((start, load_tensor(self.gpu, self.src, self.header, &part)?));
+        }
+        Ok(EmbeddingTable { rows, k, parts })
+    }
+}
+
+/// An embedding table held as row ranges `(first row, [n, k] tensor)`.
+pub struct EmbeddingTable {
+    pub rows: usize,
+    pub k: usize,
+    pub parts: Vec<(usize, Tensor)>,
+}
+
+impl EmbeddingTable {
+    /// Rows `ids` as F32 `[ids.len(), k]`: one gather per range, ids outside a range read as zero
+    /// rows there (the kernel's rule for out-of-range ids), and the partial results summed.
+    pub fn gather(&self, gpu: &Gpu, b: &mut Batch, ids: &[u32]) -> Result<Tensor> {
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.rows) {
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the embedding table of {} rows",
+                self.rows
+            )));
+        }
+        let mut out: Option<Tensor> = None;
+        for (start, t) in &self.parts {
+            let (start, n) = (*start as u32, t.shape()[0] as u32);
+            let local: Vec<u32> = ids
+                .iter()
+                .map(|&i| {
+                    if i >= start && i - start < n {
+                        i - start
+                    } else {
+                        u32::MAX
+                    }
+                })
+                .collect();
+            let ids_t = gpu.upload_u32(&[local.len()], &local)?;
+            let part = embedding(gpu, b, t, &ids_t)?;
+            out = Some(match out {
+                None => part,
+                Some(acc) => add(gpu, b, &acc, &part)?,
+            });
+        }
+        out.ok_or_else(|| Error::InvalidArgument("empty embedding table".into()))
+    }
+}

@@ -1,0 +1,14 @@
+//! The FLUX VAE (`AutoencoderKL`, 16 latent channels, FLUX_REFERENCE.md §4): config, weights
+//! (diffusers or BFL names), encoder and decoder on the kernels, and band-tiled decoding for
+//! canvases whose activations exceed one storage binding (memory notes in [`tiled`]).
+
+pub mod blocks;
+pub mod config;
+pub mod model;
+pub mod tiled;
+pub mod weights;
+
+pub use config::{VaeConfig, VaeKeys};
+pub use model::Vae;
+pub use tiled::{plan_bands, TileOptions};
+pub use weights::{Decoder, Encoder, VaeParts};

@@ -1,0 +1,292 @@
+//! The VAE's weights on the GPU, a struct tree mirroring diffusers' `AutoencoderKL` (FLUX_REFERENCE.md
+//! §4.2-4.4), loaded by name from diffusers or BFL (`ae.safetensors`) keys.
+//!
+//! Conv and attention weights stay F16 when the file stores F16 (the conv and matmul kernels read F16
+//! weights) and become F32 otherwise (BF16, F8, F32); biases and GroupNorm affines become F32. BFL's
+//! attention projections are 1×1 convs `[C, C, 1, 1]`, diffusers' are Linear `[C, C]`: the same numbers,
+//! both accepted and uploaded as `[C, C]`.
+
+use half::{bf16, f16};
+
+use super::config::{VaeConfig, VaeKeys};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu, Tensor};
+use crate::weights::load::{f8_e4m3_to_f32, f8_e5m2_to_f32, ByteSource};
+use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
+
+/// A convolution: `w` `[O, I, kh, kw]` (F32 or F16), `b` F32 `[O]`.
+pub struct Conv {
+    pub w: Tensor,
+    pub b: Tensor,
+}
+
+/// `y = x·Wᵀ + b` over channels: `w` `[C_out, C_in]` (F32 or F16), `b` F32 `[C_out]`.
+pub struct Linear {
+    pub w: Tensor,
+    pub b: Tensor,
+}
+
+/// GroupNorm affine, F32 `[C]` each.
+pub struct GroupNorm {
+    pub w: Tensor,
+    pub b: Tensor,
+}
+
+/// `ResnetBlock2D` (§4.2); `conv_shortcut` (BFL `nin_shortcut`) is a 1×1 conv iff cin ≠ cout.
+pub struct Resnet {
+    pub norm1: GroupNorm,
+    pub conv1: Conv,
+    pub norm2: GroupNorm,
+    pub conv2: Conv,
+    pub conv_shortcut: Option<Conv>,
+}
+
+/// Single-head mid-block attention (§4.2): diffusers `group_norm, to_q, to_k, to_v, to_out.0`.
+pub struct Attention {
+    pub group_norm: GroupNorm,
+    pub to_q: Linear,
+    pub to_k: Linear,
+    pub to_v: Linear,
+    pub to_out: Linear,
+}
+
+/// `resnets.0`, `attentions.0` (when configured), `resnets.1`.
+pub struct MidBlock {
+    pub resnet_0: Resnet,
+    pub attention: Option<Attention>,
+    pub resnet_1: Resnet,
+}
+
+/// An encoder level: resnets, then a stride-2 conv (all levels but the last).
+pub struct DownBlock {
+    pub resnets: Vec<Resnet>,
+    pub downsampler: Option<Conv>,
+}
+
+/// A decoder level in execution order: resnets, then nearest ×2 + conv (all levels but the last).
+pub struct UpBlock {
+    pub resnets: Vec<Resnet>,
+    pub upsampler: Option<Conv>,
+}
+
+pub struct Encoder {
+    pub conv_in: Conv,
+    pub down_blocks: Vec<DownBlock>,
+    pub mid_block: MidBlock,
+    pub conv_norm_out: GroupNorm,
+    pub conv_out: Conv,
+}
+
+pub struct Decoder {
+    pub conv_in: Conv,
+    pub mid_block: MidBlock,
+    /// Execution order (diffusers `up_blocks.{i}` = BFL `up.{levels − 1 − i}`).
+    pub up_blocks: Vec<UpBlock>,
+    pub conv_norm_out: GroupNorm,
+    pub conv_out: Conv,
+}
+
+/// Loads tensors by name, checking each against the shape the config implies.
+struct Loader<'a> {
+    gpu: &'a Gpu,
+    src: &'a mut dyn ByteSource,
+    header: &'a WeightsHeader,
+    keys: VaeKeys,
+}
+
+impl Loader<'_> {
+    /// The tensor `name` as F32 values, checked to have one of the `shapes` (all the same size).
+    fn values(&mut self, name: &str, shapes: &[&[usize]]) -> Result<(Vec<f32>, FileDType)> {
+        let file = &self.header.file;
+        let info: TensorInfo =
+            self.header.tensor(name).ok_or_else(|| Error::MissingTensor { file: file.clone(), name: name.into() })?.clone();
+        let got: Vec<usize> = info.shape.iter().map(|&d| d as usize).collect();
+        if !shapes.contains(&got.as_slice()) {
+            let expected = shapes.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" or ");
+            return Err(Error::TensorShape { file: file.clone(), name: name.into(), expected, got: format!("{got:?}") });
+        }
+        let len = usize::try_from(info.size)
+            .map_err(|_| Error::LimitExceeded { what: format!("tensor `{name}`"), needed: info.size, available: usize::MAX as u64 })?;
+        let b = self.src.read_range(info.offset, len)?;
+        let pairs = |f: fn([u8; 2]) -> f32| b.chunks_exact(2).map(|c| f([c[0], c[1]])).collect();
+        let v: Vec<f32> = match info.dtype {
+            FileDType::Gpu(DType::F32) => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            FileDType::Gpu(DType::F16) => pairs(|c| f16::from_le_bytes(c).to_f32()),
+            FileDType::Gpu(DType::BF16) => pairs(|c| bf16::from_le_bytes(c).to_f32()),
+            FileDType::F8E4M3 => b.iter().map(|&v| f8_e4m3_to_f32(v)).collect(),
+            FileDType::F8E5M2 => b.iter().map(|&v| f8_e5m2_to_f32(v)).collect(),
+            other => {
+                return Err(Error::UnsupportedFormat {
+                    op: "VAE weights",
+                    format: other.name().into(),
+                    why: format!("`{name}`: VAE tensors must be F32, F16, BF16 or F8"),
+                })
+            }
+        };
+        if v.len() != got.iter().product::<usize>() {
+            return Err(Error::TensorShape { file: file.clone(), name: name.into(), expected: format!("{got:?} elements"), got: format!("{} values", v.len()) });
+        }
+        Ok((v, info.dtype))
+    }
+
+    /// A weight uploaded as `shape`: F16 when stored as F16 (exact), else F32.
+    fn weight(&mut self, name: &str, accepted: &[&[usize]], shape: &[usize]) -> Result<Tensor> {
+        let (v, dtype) = self.values(name, accepted)?;
+        match dtype {
+            FileDType::Gpu(DType::F16) => self.gpu.upload_half(shape, &v, DType::F16),
+            _ => self.gpu.upload_f32(shape, &v),
+        }
+    }
+
+    fn vector(&mut self, name: &str, len: usize) -> Result<Tensor> {
+        let (v, _) = self.values(name, &[&[len]])?;
+        self.gpu.upload_f32(&[len], &v)
+    }
+
+    fn key(&self, d: &str, b: &str) -> String {
+        self.keys.key(d, b)
+    }
+
+    fn conv(&mut self, d: &str, b: &str, cout: usize, cin: usize, k: usize) -> Result<Conv> {
+        let p = self.key(d, b);
+        let shape = [cout, cin, k, k];
+        Ok(Conv { w: self.weight(&format!("{p}.weight"), &[&shape], &shape)?, b: self.vector(&format!("{p}.bias"), cout)? })
+    }
+
+    fn linear(&mut self, d: &str, b: &str, c: usize) -> Result<Linear> {
+        let p = self.key(d, b);
+        let w = self.weight(&format!("{p}.weight"), &[&[c, c], &[c, c, 1, 1]], &[c, c])?;
+        Ok(Linear { w, b: self.vector(&format!("{p}.bias"), c)? })
+    }
+
+    fn norm(&mut self, d: &str, b: &str, c: usize) -> Result<GroupNorm> {
+        let p = self.key(d, b);
+        Ok(GroupNorm { w: self.vector(&format!("{p}.weight"), c)?, b: self.vector(&format!("{p}.bias"), c)? })
+    }
+
+    /// A resnet at diffusers prefix `d` / BFL prefix `b`.
+    fn resnet(&mut self, d: &str, b: &str, cin: usize, cout: usize) -> Result<Resnet> {
+        let s = |x: &str, y: &str| (format!("{d}.{x}"), format!("{b}.{y}"));
+        let k = |x: &str| s(x, x);
+        let (n1, c1, n2, c2, sc) = (k("norm1"), k("conv1"), k("norm2"), k("conv2"), s("conv_shortcut", "nin_shortcut"));
+        Ok(Resnet {
+            norm1: self.norm(&n1.0, &n1.1, cin)?,
+            conv1: self.conv(&c1.0, &c1.1, cout, cin, 3)?,
+            norm2: self.norm(&n2.0, &n2.1, cout)?,
+            conv2: self.conv(&c2.0, &c2.1, cout, cout, 3)?,
+            conv_shortcut: if cin != cout { Some(self.conv(&sc.0, &sc.1, cout, cin, 1)?) } else { None },
+        })
+    }
+
+    fn mid(&mut self, part: &str, c: usize, attention: bool) -> Result<MidBlock> {
+        let (d, b) = (format!("{part}.mid_block"), format!("{part}.mid"));
+        let attention = if attention {
+            let s = |x: &str, y: &str| (format!("{d}.attentions.0.{x}"), format!("{b}.attn_1.{y}"));
+            let (n, q, k, v, o) = (s("group_norm", "norm"), s("to_q", "q"), s("to_k", "k"), s("to_v", "v"), s("to_out.0", "proj_out"));
+            Some(Attention {
+                group_norm: self.norm(&n.0, &n.1, c)?,
+                to_q: self.linear(&q.0, &q.1, c)?,
+                to_k: self.linear(&k.0, &k.1, c)?,
+                to_v: self.linear(&v.0, &v.1, c)?,
+                to_out: self.linear(&o.0, &o.1, c)?,
+            })
+        } else {
+            None
+        };
+        Ok(MidBlock {
+            resnet_0: self.resnet(&format!("{d}.resnets.0"), &format!("{b}.block_1"), c, c)?,
+            attention,
+            resnet_1: self.resnet(&format!("{d}.resnets.1"), &format!("{b}.block_2"), c, c)?,
+        })
+    }
+
+    fn encoder(&mut self, c: &VaeConfig) -> Result<Encoder> {
+        let boc = &c.block_out_channels;
+        let n = boc.len();
+        let conv_in = self.conv("encoder.conv_in", "encoder.conv_in", boc[0], c.in_channels, 3)?;
+        let mut down_blocks = Vec::with_capacity(n);
+        for (i, &out) in boc.iter().enumerate() {
+            let mut cin = if i == 0 { boc[0] } else { boc[i - 1] };
+            let mut resnets = Vec::with_capacity(c.layers_per_block);
+            for j in 0..c.layers_per_block {
+                resnets.push(self.resnet(&format!("encoder.down_blocks.{i}.resnets.{j}"), &format!("encoder.down.{i}.block.{j}"), cin, out)?);
+                cin = out;
+            }
+            let downsampler = if i + 1 < n {
+                Some(self.conv(&format!("encoder.down_blocks.{i}.downsamplers.0.conv"), &format!("encoder.down.{i}.downsample.conv"), out, out, 3)?)
+            } else {
+                None
+            };
+            down_blocks.push(DownBlock { resnets, downsampler });
+        }
+        let top = c.mid_channels();
+        Ok(Encoder {
+            conv_in,
+            down_blocks,
+            mid_block: self.mid("encoder", top, c.mid_block_attention)?,
+            conv_norm_out: self.norm("encoder.conv_norm_out", "encoder.norm_out", top)?,
+            conv_out: self.conv("encoder.conv_out", "encoder.conv_out", 2 * c.latent_channels, top, 3)?,
+        })
+    }
+
+    fn decoder(&mut self, c: &VaeConfig) -> Result<Decoder> {
+        let rev: Vec<usize> = c.block_out_channels.iter().rev().copied().collect();
+        let n = rev.len();
+        let conv_in = self.conv("decoder.conv_in", "decoder.conv_in", rev[0], c.latent_channels, 3)?;
+        let mid_block = self.mid("decoder", rev[0], c.mid_block_attention)?;
+        let mut up_blocks = Vec::with_capacity(n);
+        for (i, &out) in rev.iter().enumerate() {
+            let level = n - 1 - i;
+            let mut cin = if i == 0 { rev[0] } else { rev[i - 1] };
+            let mut resnets = Vec::with_capacity(c.layers_per_block + 1);
+            for j in 0..=c.layers_per_block {
+                resnets.push(self.resnet(&format!("decoder.up_blocks.{i}.resnets.{j}"), &format!("decoder.up.{level}.block.{j}"), cin, out)?);
+                cin = out;
+            }
+            let upsampler = if i + 1 < n {
+                Some(self.conv(&format!("decoder.up_blocks.{i}.upsamplers.0.conv"), &format!("decoder.up.{level}.upsample.conv"), out, out, 3)?)
+            } else {
+                None
+            };
+            up_blocks.push(UpBlock { resnets, upsampler });
+        }
+        Ok(Decoder {
+            conv_in,
+            mid_block,
+            up_blocks,
+            conv_norm_out: self.norm("decoder.conv_norm_out", "decoder.norm_out", rev[n - 1])?,
+            conv_out: self.conv("decoder.conv_out", "decoder.conv_out", c.out_channels, rev[n - 1], 3)?,
+        })
+    }
+}
+
+/// Which halves to load (the encoder is only needed for image-conditioned sets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VaeParts {
+    pub encoder: bool,
+    pub decoder: bool,
+}
+
+impl VaeParts {
+    pub const BOTH: VaeParts = VaeParts { encoder: true, decoder: true };
+    pub const DECODER: VaeParts = VaeParts { encoder: false, decoder: true };
+    pub const ENCODER: VaeParts = VaeParts { encoder: true, decoder: false };
+}
+
+/// Loads `parts` of the VAE `config` describes from `src` (parsed header `header`), in diffusers or
+/// BFL names (detected). A missing tensor is `Error::MissingTensor`, one of another shape than the
+/// config implies `Error::TensorShape`, both naming the tensor and the file.
+pub fn load_vae(
+    gpu: &Gpu,
+    src: &mut dyn ByteSource,
+    header: &WeightsHeader,
+    config: &VaeConfig,
+    parts: VaeParts,
+) -> Result<(Option<Encoder>, Option<Decoder>)> {
+    config.validate()?;
+    let keys = VaeKeys::detect(header)?;
+    let mut l = Loader { gpu, src, header, keys };
+    let encoder = if parts.encoder { Some(l.encoder(config)?) } else { None };
+    let decoder = if parts.decoder { Some(l.decoder(config)?) } else { None };
+    Ok((encoder, decoder))
+}
