@@ -4,14 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use half::{bf16, f16};
-
 use super::targets::{Target, Targets};
 use crate::error::{Error, Result};
-use crate::gpu::DType;
 use crate::model::flux::FluxConfig;
-use crate::weights::load::{f8_e4m3_to_f32, f8_e5m2_to_f32, read_header, ByteSource};
-use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
+use crate::weights::load::{read_floats, read_header, ByteSource};
+use crate::weights::tensor_info::{TensorInfo, WeightsHeader};
 
 /// The key scheme a LoRA file was written in (§6.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -159,16 +156,8 @@ fn classify(t: &Targets, file: &str, key: &str) -> Result<Class> {
 
 /// A tensor as f32 values (F32, F16, BF16, F8).
 fn values(src: &mut dyn ByteSource, h: &WeightsHeader, info: &TensorInfo) -> Result<Vec<f32>> {
-    let len = usize::try_from(info.size).map_err(|_| lora_err(&h.file, &info.name, "tensor too large"))?;
-    let b = src.read_range(info.offset, len)?; // absolute offset (see `TensorInfo`)
-    let pairs = |f: fn([u8; 2]) -> f32| b.chunks_exact(2).map(|c| f([c[0], c[1]])).collect();
-    Ok(match info.dtype {
-        FileDType::Gpu(DType::F32) => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        FileDType::Gpu(DType::F16) => pairs(|c| f16::from_le_bytes(c).to_f32()),
-        FileDType::Gpu(DType::BF16) => pairs(|c| bf16::from_le_bytes(c).to_f32()),
-        FileDType::F8E4M3 => b.iter().map(|&v| f8_e4m3_to_f32(v)).collect(),
-        FileDType::F8E5M2 => b.iter().map(|&v| f8_e5m2_to_f32(v)).collect(),
-        other => return Err(lora_err(&h.file, &info.name, format!("LoRA factors must be F32, F16, BF16 or F8, not {}", other.name()))),
+    read_floats(src, info)?.ok_or_else(|| {
+        lora_err(&h.file, &info.name, format!("LoRA factors must be F32, F16, BF16 or F8, not {}", info.dtype.name()))
     })
 }
 

@@ -3,13 +3,12 @@
 //! table larger than one storage binding (T5-XXL's `[32128, 4096]`: 526 MB in F32, 263 MB in
 //! BF16) is gathered in pieces instead of rejected.
 
-use half::{bf16, f16};
 
 use crate::error::{Error, Result};
-use crate::gpu::{Batch, DType, Gpu, Tensor};
+use crate::gpu::{Batch, Gpu, Tensor};
 use crate::kernels::elementwise::add;
 use crate::kernels::embedding::embedding;
-use crate::weights::load::{f8_e4m3_to_f32, f8_e5m2_to_f32, load_tensor, ByteSource};
+use crate::weights::load::{load_tensor, read_floats, ByteSource};
 use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
 
 /// Loads tensors of `header` (read from `src`) by name, checking shapes.
@@ -62,30 +61,10 @@ impl TensorLoader<'_> {
     /// A tensor's values as F32 on the CPU (norm scales, biases, small tables); any float format.
     pub fn values(&mut self, names: &[&str], shape: &[usize]) -> Result<Vec<f32>> {
         let info = self.info(names, shape)?;
-        let len = usize::try_from(info.size).map_err(|_| Error::LimitExceeded {
-            what: format!("tensor `{}`", info.name),
-            needed: info.size,
-            available: usize::MAX as u64,
-        })?;
-        let b = self.src.read_range(info.offset, len)?;
-        let pairs = |f: fn([u8; 2]) -> f32| b.chunks_exact(2).map(|c| f([c[0], c[1]])).collect();
-        Ok(match info.dtype {
-            FileDType::Gpu(DType::F32) => b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            FileDType::Gpu(DType::F16) => pairs(|c| f16::from_le_bytes(c).to_f32()),
-            FileDType::Gpu(DType::BF16) => pairs(|c| bf16::from_le_bytes(c).to_f32()),
-            FileDType::F8E4M3 => b.iter().map(|&v| f8_e4m3_to_f32(v)).collect(),
-            FileDType::F8E5M2 => b.iter().map(|&v| f8_e5m2_to_f32(v)).collect(),
-            other => return Err(Error::UnsupportedFormat {
-                op: self.model,
-                format: other.name().into(),
-                why: format!(
-                    "`{}` is a bias, norm scale or bias table; those must be F32, F16, BF16 or F8",
-                    info.name
-                ),
-            }),
+        read_floats(self.src, &info)?.ok_or_else(|| Error::UnsupportedFormat {
+            op: self.model,
+            format: info.dtype.name().into(),
+            why: format!("`{}` is a bias, norm scale or bias table; those must be F32, F16, BF16 or F8", info.name),
         })
     }
 

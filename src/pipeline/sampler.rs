@@ -3,16 +3,13 @@
 //! FluxPipeline with `FlowMatchEulerDiscreteScheduler` does it. One command submission per step
 //! and no read-back: the final packed latents stay on the GPU for the VAE (or a test) to read.
 
-use half::{bf16, f16};
-
 use super::schedule::{flux_sigmas, FluxVariant};
 use super::seed::latent_hw;
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Gpu, Tensor};
+use crate::gpu::{Gpu, Tensor};
 use crate::kernels::elementwise::gated_add;
 use crate::model::flux::{FluxInputs, FluxModel};
-use crate::weights::load::{read_header, ByteSource};
-use crate::weights::tensor_info::FileDType;
+use crate::weights::load::{read_floats, read_header, ByteSource};
 
 /// What one sampler run does besides its inputs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -106,20 +103,10 @@ pub fn noise_from_source(src: &mut dyn ByteSource, name: Option<&str>) -> Result
             }
         },
     };
-    let len = usize::try_from(info.size).map_err(|_| Error::InvalidArgument(format!("noise tensor `{}` is too large", info.name)))?;
-    let b = src.read_range(info.offset, len)?;
-    let pairs = |f: fn([u8; 2]) -> f32| b.chunks_exact(2).map(|c| f([c[0], c[1]])).collect();
-    Ok(match info.dtype {
-        FileDType::Gpu(DType::F32) => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        FileDType::Gpu(DType::F16) => pairs(|c| f16::from_le_bytes(c).to_f32()),
-        FileDType::Gpu(DType::BF16) => pairs(|c| bf16::from_le_bytes(c).to_f32()),
-        other => {
-            return Err(Error::UnsupportedFormat {
-                op: "sampler noise",
-                format: other.name().into(),
-                why: format!("`{}`: noise must be F32, F16 or BF16", info.name),
-            })
-        }
+    read_floats(src, &info)?.ok_or_else(|| Error::UnsupportedFormat {
+        op: "sampler noise",
+        format: info.dtype.name().into(),
+        why: format!("`{}`: noise must be a float tensor (F32, F16, BF16 or F8)", info.name),
     })
 }
 

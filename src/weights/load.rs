@@ -217,3 +217,29 @@ pub fn f8_to_f16(dtype: FileDType, bytes: &[u8]) -> Vec<u8> {
     out.resize(out.len().div_ceil(4) * 4, 0);
     out
 }
+
+/// Reads a float tensor (F32, F16, BF16, F8_E4M3, F8_E5M2) whole, as f32 values, for the small
+/// tensors models keep on the CPU side (biases, norm scales, LoRA factors, noise). `Ok(None)` for
+/// any other dtype (quantized, integer), which the caller reports in its own terms.
+pub fn read_floats(src: &mut dyn ByteSource, info: &TensorInfo) -> Result<Option<Vec<f32>>> {
+    let half = |b: &[u8], f: fn([u8; 2]) -> f32| -> Vec<f32> { b.chunks_exact(2).map(|c| f([c[0], c[1]])).collect() };
+    let decode = |b: &[u8]| -> Option<Vec<f32>> {
+        Some(match info.dtype {
+            FileDType::Gpu(DType::F32) => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            FileDType::Gpu(DType::F16) => half(b, |c| f16::from_le_bytes(c).to_f32()),
+            FileDType::Gpu(DType::BF16) => half(b, |c| half::bf16::from_le_bytes(c).to_f32()),
+            FileDType::F8E4M3 => b.iter().map(|&v| f8_e4m3_to_f32(v)).collect(),
+            FileDType::F8E5M2 => b.iter().map(|&v| f8_e5m2_to_f32(v)).collect(),
+            _ => return None,
+        })
+    };
+    if decode(&[]).is_none() {
+        return Ok(None);
+    }
+    let len = usize::try_from(info.size).map_err(|_| Error::LimitExceeded {
+        what: format!("tensor `{}`", info.name),
+        needed: info.size,
+        available: usize::MAX as u64,
+    })?;
+    Ok(decode(&src.read_range(info.offset, len)?))
+}

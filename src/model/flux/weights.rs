@@ -8,12 +8,11 @@
 //! tensor's bytes in memory at a time (a few hundred MB for FLUX.1 in F32) — acceptable for now;
 //! a per-part upload into one GPU tensor is the later fix. Biases and norm scales become F32.
 
-use half::{bf16, f16};
 
 use super::config::{FluxConfig, KeyScheme};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
-use crate::weights::load::{f8_e4m3_to_f32, f8_e5m2_to_f32, load_tensor, load_tensor_chunked, ByteSource, MemSource, CHUNK_BYTES};
+use crate::weights::load::{load_tensor, load_tensor_chunked, read_floats, ByteSource, MemSource, CHUNK_BYTES};
 use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
 
 /// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`; plus `lora`, the run-time
@@ -155,21 +154,10 @@ impl Loader<'_> {
     /// A vector (bias, norm scale) as F32 values on the CPU.
     fn vector_values(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
         let info = self.info(name, &[len])?.clone();
-        let b = self.bytes(&info)?;
-        let pairs = |f: fn([u8; 2]) -> f32| b.chunks_exact(2).map(|c| f([c[0], c[1]])).collect();
-        Ok(match info.dtype {
-            FileDType::Gpu(DType::F32) => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            FileDType::Gpu(DType::F16) => pairs(|c| f16::from_le_bytes(c).to_f32()),
-            FileDType::Gpu(DType::BF16) => pairs(|c| bf16::from_le_bytes(c).to_f32()),
-            FileDType::F8E4M3 => b.iter().map(|&v| f8_e4m3_to_f32(v)).collect(),
-            FileDType::F8E5M2 => b.iter().map(|&v| f8_e5m2_to_f32(v)).collect(),
-            other => {
-                return Err(Error::UnsupportedFormat {
-                    op: "FLUX weights",
-                    format: other.name().into(),
-                    why: format!("`{name}` is a bias or norm scale; those must be F32, F16, BF16 or F8"),
-                })
-            }
+        read_floats(self.src, &info)?.ok_or_else(|| Error::UnsupportedFormat {
+            op: "FLUX weights",
+            format: info.dtype.name().into(),
+            why: format!("`{name}` is a bias or norm scale; those must be F32, F16, BF16 or F8"),
         })
     }
 

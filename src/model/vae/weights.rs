@@ -6,12 +6,11 @@
 //! attention projections are 1×1 convs `[C, C, 1, 1]`, diffusers' are Linear `[C, C]`: the same numbers,
 //! both accepted and uploaded as `[C, C]`.
 
-use half::{bf16, f16};
 
 use super::config::{VaeConfig, VaeKeys};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
-use crate::weights::load::{f8_e4m3_to_f32, f8_e5m2_to_f32, ByteSource};
+use crate::weights::load::{read_floats, ByteSource};
 use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
 
 /// A convolution: `w` `[O, I, kh, kw]` (F32 or F16), `b` F32 `[O]`.
@@ -105,24 +104,11 @@ impl Loader<'_> {
             let expected = shapes.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" or ");
             return Err(Error::TensorShape { file: file.clone(), name: name.into(), expected, got: format!("{got:?}") });
         }
-        let len = usize::try_from(info.size)
-            .map_err(|_| Error::LimitExceeded { what: format!("tensor `{name}`"), needed: info.size, available: usize::MAX as u64 })?;
-        let b = self.src.read_range(info.offset, len)?;
-        let pairs = |f: fn([u8; 2]) -> f32| b.chunks_exact(2).map(|c| f([c[0], c[1]])).collect();
-        let v: Vec<f32> = match info.dtype {
-            FileDType::Gpu(DType::F32) => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            FileDType::Gpu(DType::F16) => pairs(|c| f16::from_le_bytes(c).to_f32()),
-            FileDType::Gpu(DType::BF16) => pairs(|c| bf16::from_le_bytes(c).to_f32()),
-            FileDType::F8E4M3 => b.iter().map(|&v| f8_e4m3_to_f32(v)).collect(),
-            FileDType::F8E5M2 => b.iter().map(|&v| f8_e5m2_to_f32(v)).collect(),
-            other => {
-                return Err(Error::UnsupportedFormat {
-                    op: "VAE weights",
-                    format: other.name().into(),
-                    why: format!("`{name}`: VAE tensors must be F32, F16, BF16 or F8"),
-                })
-            }
-        };
+        let v: Vec<f32> = read_floats(self.src, &info)?.ok_or_else(|| Error::UnsupportedFormat {
+            op: "VAE weights",
+            format: info.dtype.name().into(),
+            why: format!("`{name}`: VAE tensors must be F32, F16, BF16 or F8"),
+        })?;
         if v.len() != got.iter().product::<usize>() {
             return Err(Error::TensorShape { file: file.clone(), name: name.into(), expected: format!("{got:?} elements"), got: format!("{} values", v.len()) });
         }
