@@ -73,6 +73,11 @@ pub enum Error {
     /// for another base model). `key` is the first offending key; the base model is unchanged.
     #[error("LoRA `{file}`: key `{key}`: {why}")]
     Lora { file: String, key: String, why: String },
+
+    /// A pipeline component (`iclora generate`: transformer, VAE, text encoders, tokenizers) that
+    /// is missing or cannot be loaded; `file` is the file (or folder) it was looked for in.
+    #[error("{component}: `{file}`: {message}")]
+    Component { component: String, file: String, message: String },
 }
 
 /// What a user can do about an HTTP status.

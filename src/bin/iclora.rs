@@ -2,6 +2,7 @@
 //!
 //!   iclora info
 //!   iclora inspect FILE|URL
+//!   iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
 //!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16] [--kernels matmul,...]
 //!   iclora bench flux-step [--tokens N] [--format Q4_0|Q8_0|F16] [--double K] [--single K] [--iters N] [--heads H] [--head-dim D]
 
@@ -32,6 +33,11 @@ mod cli {
       --single K     single blocks to run (default 38; 1 on CPU adapters)
       --iters N      timed runs, median reported (default 3)
       --heads H, --head-dim D   narrower model for smoke tests only (FLUX.1: 24 × 128)
+  iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
+      [--transformer F] [--vae F] [--t5 F] [--clip F] [--t5-tokenizer F] [--clip-tokenizer F]
+      [--lora F[:SCALE]]... [--max-sequence-length L]
+                     text to image as diffusers' FluxPipeline (diffusers-layout folder or URL root; each F, a
+                     path or URL, overrides that component; progress on stderr)
   iclora bench kernels [options]    time kernels at FLUX shapes
       --scale S      fraction of FLUX's 4608 tokens to use (default 1.0; ~0.1 on software adapters)
       --iters N      timed runs per case, median reported (default 5)
@@ -46,6 +52,7 @@ mod cli {
             ["inspect", path] => inspect(path),
             ["bench", "kernels", rest @ ..] => bench(rest),
             ["bench", "flux-step", rest @ ..] => bench_flux(rest),
+            ["generate", rest @ ..] => generate(rest),
             [] | ["help"] | ["--help"] | ["-h"] => {
                 println!("{USAGE}");
                 Ok(())
@@ -176,5 +183,62 @@ mod cli {
             println!("note: CPU adapter: defaults are 256 tokens and 1 + 1 blocks (set --tokens, --double, --single to change)");
         }
         bench_flux_step(&gpu, &opts, |row| println!("{row}")).map_err(|e| e.to_string())
+    }
+    /// `iclora generate`: text to image (iclora::pipeline::generate), PNG to `--out`.
+    fn generate(args: &[&str]) -> Result<(), String> {
+        use iclora::pipeline::generate::{encode_png, generate, GenerateOptions, ModelPaths};
+        let mut paths = ModelPaths::default();
+        let (mut prompt, mut out, mut loras) = (None, None, Vec::new());
+        let (mut width, mut height, mut steps, mut guidance, mut seed, mut max_len) = (None, None, None, None, None, None);
+        let mut it = args.iter();
+        while let Some(&a) = it.next() {
+            let v = it.next().map(|s| s.to_string()).ok_or_else(|| format!("{a} needs a value"))?;
+            let num = |v: &str| v.parse::<usize>().map_err(|e| format!("{a} {v}: {e}"));
+            match a {
+                "--model" => paths.model = Some(v),
+                "--transformer" => paths.transformer = Some(v),
+                "--vae" => paths.vae = Some(v),
+                "--t5" => paths.t5 = Some(v),
+                "--clip" => paths.clip = Some(v),
+                "--t5-tokenizer" => paths.t5_tokenizer = Some(v),
+                "--clip-tokenizer" => paths.clip_tokenizer = Some(v),
+                "--prompt" => prompt = Some(v),
+                "--out" => out = Some(v),
+                "--width" => width = Some(num(&v)?),
+                "--height" => height = Some(num(&v)?),
+                "--steps" => steps = Some(num(&v)?),
+                "--max-sequence-length" => max_len = Some(num(&v)?),
+                "--guidance" => guidance = Some(v.parse::<f32>().map_err(|e| format!("--guidance {v}: {e}"))?),
+                "--seed" => seed = Some(v.parse::<u64>().map_err(|e| format!("--seed {v}: {e}"))?),
+                "--lora" => {
+                    // `F:SCALE` when what follows the last colon is a number (a URL's `https:` is not).
+                    let (file, scale) = match v.rsplit_once(':').map(|(f, s)| (f, s.parse::<f32>())) {
+                        Some((f, Ok(s))) if !f.is_empty() => (f.to_string(), s),
+                        _ => (v.clone(), 1.0),
+                    };
+                    loras.push((file, scale));
+                }
+                other => return Err(format!("unknown option {other}\n{USAGE}")),
+            }
+        }
+        let need = |name: &str| format!("generate needs {name}\n{USAGE}");
+        let opts = GenerateOptions {
+            prompt: prompt.ok_or_else(|| need("--prompt"))?,
+            width: width.ok_or_else(|| need("--width"))?,
+            height: height.ok_or_else(|| need("--height"))?,
+            steps: steps.ok_or_else(|| need("--steps"))?,
+            guidance: guidance.ok_or_else(|| need("--guidance"))?,
+            seed: seed.ok_or_else(|| need("--seed"))?,
+            max_sequence_length: max_len,
+            loras,
+        };
+        let out = out.ok_or_else(|| need("--out"))?;
+        let gpu = open()?;
+        eprintln!("{}", gpu.info().name);
+        let image = generate(&gpu, &paths, &opts, &mut |line| eprintln!("{line}")).map_err(|e| e.to_string())?;
+        let png = encode_png(&image).map_err(|e| e.to_string())?;
+        std::fs::write(&out, png).map_err(|e| format!("writing `{out}`: {e}"))?;
+        eprintln!("wrote {out} ({}×{})", image.width, image.height);
+        Ok(())
     }
 }

@@ -5,3 +5,7 @@
 pub mod schedule;
 pub mod seed;
 pub mod sampler;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod components;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod generate;

@@ -1,0 +1,254 @@
+//! Where the pieces of a FLUX pipeline come from: a diffusers-layout model directory or URL root
+//! (`model_index.json`, `transformer/`, `vae/`, `text_encoder/` (CLIP), `text_encoder_2/` (T5),
+//! `tokenizer/`, `tokenizer_2/`, `scheduler/`) and per-component overrides (a weights file, a
+//! component folder, or a tokenizer file, each a path or URL). Weights are one file or shards
+//! listed by a `*.safetensors.index.json` (`weight_map`), read through one [`ShardedSource`].
+//! Every error names the component and the file (`Error::Component`).
+
+use std::collections::BTreeSet;
+
+use crate::error::{Error, Result};
+use crate::weights::http::HttpSource;
+use crate::weights::load::{read_header, ByteSource, FileSource};
+use crate::weights::tensor_info::WeightsHeader;
+
+/// A path or an http(s) URL.
+pub fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// `root` + `/` + `rel` for URLs and paths alike.
+pub fn join(root: &str, rel: &str) -> String {
+    if is_url(root) {
+        format!("{}/{rel}", root.trim_end_matches('/'))
+    } else {
+        std::path::Path::new(root).join(rel).display().to_string()
+    }
+}
+
+/// The folder holding `file` (for the `tokenizer_config.json` next to a `tokenizer.json`).
+fn parent(file: &str) -> String {
+    if is_url(file) {
+        file.rsplit_once('/').map(|(p, _)| p.to_string()).unwrap_or_default()
+    } else {
+        std::path::Path::new(file).parent().map(|p| p.display().to_string()).unwrap_or_default()
+    }
+}
+
+/// Wraps `e` with the component it happened in, unless it already names one.
+pub fn in_component(component: &str, file: &str, e: Error) -> Error {
+    match e {
+        Error::Component { .. } => e,
+        other => Error::Component { component: component.into(), file: file.into(), message: other.to_string() },
+    }
+}
+
+fn open(location: &str) -> Result<Box<dyn ByteSource>> {
+    Ok(if is_url(location) { Box::new(HttpSource::open(location)?) } else { Box::new(FileSource::open(location)?) })
+}
+
+/// Whether `location` exists: a local path is checked, a URL is asked for (404/410 is absence).
+fn exists(location: &str) -> Result<bool> {
+    if !is_url(location) {
+        return Ok(std::path::Path::new(location).is_file());
+    }
+    match HttpSource::open(location) {
+        Ok(_) => Ok(true),
+        Err(Error::Http { status: 404 | 410, .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_dir(location: &str) -> bool {
+    !is_url(location) && std::path::Path::new(location).is_dir()
+}
+
+/// A small file (config, tokenizer) whole.
+pub fn read_all(component: &str, location: &str) -> Result<Vec<u8>> {
+    let read = || -> Result<Vec<u8>> {
+        if is_url(location) {
+            let mut s = open(location)?;
+            let len = s.len() as usize;
+            s.read_range(0, len)
+        } else {
+            std::fs::read(location).map_err(|e| Error::Io { file: location.into(), message: e.to_string() })
+        }
+    };
+    read().map_err(|e| in_component(component, location, e))
+}
+
+/// A small file when it exists, `None` when it does not.
+pub fn read_optional(component: &str, location: &str) -> Result<Option<Vec<u8>>> {
+    if exists(location).map_err(|e| in_component(component, location, e))? {
+        read_all(component, location).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Several shard files seen as one: shard `i` occupies `[base_i, base_i + len_i)` of a virtual
+/// address space, and [`ShardedSource::header`] shifts each shard's tensor offsets by its base,
+/// so the model loaders read sharded checkpoints unchanged. A read never spans two shards (a
+/// tensor lies in one file).
+pub struct ShardedSource {
+    name: String,
+    shards: Vec<(u64, Box<dyn ByteSource>)>,
+    len: u64,
+}
+
+impl ShardedSource {
+    /// Opens `files` (in order) and returns the source with the merged header; `name` (the index
+    /// file) names the whole in errors. A tensor in two shards is an error.
+    pub fn open(name: &str, files: &[String]) -> Result<(ShardedSource, WeightsHeader)> {
+        let mut shards = Vec::new();
+        let mut merged: Option<WeightsHeader> = None;
+        let mut seen = BTreeSet::new();
+        let mut base = 0u64;
+        for f in files {
+            let mut src = open(f)?;
+            let h = read_header(src.as_mut())?;
+            for t in &h.tensors {
+                if !seen.insert(t.name.clone()) {
+                    return Err(Error::Malformed { file: f.clone(), what: format!("tensor `{}` is also in another shard of `{name}`", t.name) });
+                }
+            }
+            let mut tensors = h.tensors.clone();
+            tensors.iter_mut().for_each(|t| t.offset += base);
+            match merged.as_mut() {
+                None => merged = Some(WeightsHeader { file: name.into(), tensors, ..h }),
+                Some(m) => m.tensors.extend(tensors),
+            }
+            let len = src.len();
+            shards.push((base, src));
+            base += len;
+        }
+        let mut header = merged.ok_or_else(|| Error::Malformed { file: name.into(), what: "its weight_map lists no shard".into() })?;
+        header.file_len = base;
+        Ok((ShardedSource { name: name.into(), shards, len: base }, header))
+    }
+}
+
+impl ByteSource for ShardedSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let at = self.shards.partition_point(|(b, _)| *b <= offset).saturating_sub(1);
+        let name = self.name.clone();
+        let (base, src) = self.shards.get_mut(at).ok_or_else(|| Error::Io { file: name, message: format!("no shard holds byte {offset}") })?;
+        src.read_range(offset - *base, len)
+    }
+}
+
+/// The shard files of a `*.safetensors.index.json` (its `weight_map` values, in sorted order),
+/// resolved next to the index.
+pub fn shard_files(index: &str, json: &[u8]) -> Result<Vec<String>> {
+    let bad = |what: String| Error::Malformed { file: index.into(), what };
+    let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("no `weight_map` object".into()))?;
+    let names: BTreeSet<&str> = map.values().filter_map(|f| f.as_str()).collect();
+    if names.is_empty() || names.iter().any(|n| n.contains("..") || n.starts_with('/')) {
+        return Err(bad("`weight_map` must name shard files next to the index".into()));
+    }
+    let dir = parent(index);
+    Ok(names.into_iter().map(|n| join(&dir, n)).collect())
+}
+
+/// An opened weights location: one file, or shards behind an index.
+pub struct Weights {
+    pub source: Box<dyn ByteSource>,
+    pub header: WeightsHeader,
+    /// The file (or index) opened, for messages.
+    pub file: String,
+}
+
+/// Opens weights at `location`: an `*.index.json` (sharded) or a single safetensors/GGUF file.
+pub fn open_weights(component: &str, location: &str) -> Result<Weights> {
+    let wrap = |e| in_component(component, location, e);
+    if location.ends_with(".index.json") {
+        let json = read_all(component, location)?;
+        let files = shard_files(location, &json).map_err(wrap)?;
+        let (src, header) = ShardedSource::open(location, &files).map_err(wrap)?;
+        return Ok(Weights { source: Box::new(src), header, file: location.into() });
+    }
+    let mut src = open(location).map_err(wrap)?;
+    let header = read_header(src.as_mut()).map_err(wrap)?;
+    Ok(Weights { source: src, header, file: location.into() })
+}
+
+/// A model component: its weights and `config.json` text (when it has one).
+pub struct Component {
+    pub weights: Weights,
+    pub config: Option<String>,
+}
+
+/// Resolves a component from its folder `dir` (diffusers layout: `config.json` and `{stem}.safetensors`
+/// or `{stem}.safetensors.index.json`) or from an explicit `file` (a weights file or an index: no
+/// config, it is inferred from the tensors; or a component folder).
+pub fn resolve(component: &str, dir: Option<&str>, file: Option<&str>, stem: &str) -> Result<Component> {
+    let dir = match (file, dir) {
+        (Some(f), _) if !is_dir(f) => return Ok(Component { weights: open_weights(component, f)?, config: None }),
+        (Some(f), _) => f.to_string(),
+        (None, Some(d)) => d.to_string(),
+        (None, None) => {
+            return Err(Error::Component { component: component.into(), file: "(none)".into(), message: "no --model and no file given for it".into() })
+        }
+    };
+    let single = join(&dir, &format!("{stem}.safetensors"));
+    let index = join(&dir, &format!("{stem}.safetensors.index.json"));
+    let location = if exists(&single).map_err(|e| in_component(component, &single, e))? {
+        single
+    } else if exists(&index).map_err(|e| in_component(component, &index, e))? {
+        index
+    } else {
+        return Err(Error::Component {
+            component: component.into(),
+            file: single,
+            message: format!("not found (nor `{index}`); is the model folder complete?"),
+        });
+    };
+    let config_file = join(&dir, "config.json");
+    let config = read_optional(component, &config_file)?
+        .map(|b| String::from_utf8(b).map_err(|_| Error::Component { component: component.into(), file: config_file.clone(), message: "not UTF-8".into() }))
+        .transpose()?;
+    Ok(Component { weights: open_weights(component, &location)?, config })
+}
+
+/// Tokenizer files: `tokenizer.json`, or (CLIP) `vocab.json` + `merges.txt`; plus
+/// `tokenizer_config.json` when present.
+pub struct TokenizerFiles {
+    pub location: String,
+    pub tokenizer_json: Option<Vec<u8>>,
+    pub vocab_merges: Option<(Vec<u8>, Vec<u8>)>,
+    pub config: Option<Vec<u8>>,
+}
+
+/// Tokenizer files from a folder (`dir`) or an explicit file (a `tokenizer.json`, with the
+/// `tokenizer_config.json` next to it if any; or a folder).
+pub fn resolve_tokenizer(component: &str, dir: Option<&str>, file: Option<&str>) -> Result<TokenizerFiles> {
+    let (dir, json_file) = match (file, dir) {
+        (Some(f), _) if !is_dir(f) => (parent(f), Some(f.to_string())),
+        (Some(f), _) => (f.to_string(), None),
+        (None, Some(d)) => (d.to_string(), None),
+        (None, None) => {
+            return Err(Error::Component { component: component.into(), file: "(none)".into(), message: "no --model and no file given for it".into() })
+        }
+    };
+    let config = read_optional(component, &join(&dir, "tokenizer_config.json"))?;
+    let json_file = json_file.unwrap_or_else(|| join(&dir, "tokenizer.json"));
+    if let Some(j) = read_optional(component, &json_file)? {
+        return Ok(TokenizerFiles { location: json_file, tokenizer_json: Some(j), vocab_merges: None, config });
+    }
+    let (vocab, merges) = (join(&dir, "vocab.json"), join(&dir, "merges.txt"));
+    match (read_optional(component, &vocab)?, read_optional(component, &merges)?) {
+        (Some(v), Some(m)) => Ok(TokenizerFiles { location: dir, tokenizer_json: None, vocab_merges: Some((v, m)), config }),
+        _ => Err(Error::Component {
+            component: component.into(),
+            file: json_file,
+            message: format!("not found (nor `{vocab}` + `{merges}`); is the model folder complete?"),
+        }),
+    }
+}
