@@ -36,24 +36,34 @@ struct Params {
     pad_left: u32,  // zero columns before the (upsampled) input; right/bottom padding is implied by ho/wo
     pad_top: u32,   // zero rows above the (upsampled) input
     up_shift: u32,  // 1: the input is upsampled ×2 nearest first (read at coordinate >> 1); 0: as is
+    // Split dispatches (tensors over one storage binding; see the wrapper): this dispatch sees input
+    // channels [ci0, ci0 + cin) and output channels [o0, o0 + cout), each bound as its own range.
+    k0: u32,        // ci0 · kh · kw: first weight column of these input channels
+    ktot: u32,      // weight row length (all input channels · kh · kw)
+    o0: u32,        // first output channel (indexes bias)
+    x_off: u32,     // element offsets of the data inside each bound range (ranges start aligned)
+    w_off: u32,     // in weight elements (f16: halves)
+    res_off: u32,
+    y_off: u32,
+    accumulate: u32, // 1: add to y (a later input-channel chunk); 0: write bias (+ residual) + sum
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;          // (cin, h, w)
-@group(0) @binding(2) var<storage, read> wt: array<u32>;         // (cout, cin, kh, kw): f32 bits, or f16 pairs
-@group(0) @binding(3) var<storage, read> bias: array<f32>;       // (cout)
-@group(0) @binding(4) var<storage, read> res: array<f32>;        // (cout, ho, wo) if RESIDUAL, else unused
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;    // (cout, ho, wo)
+@group(0) @binding(1) var<storage, read> x: array<f32>;          // (cin, h, w) from x_off
+@group(0) @binding(2) var<storage, read> wt: array<u32>;         // (cout, ktot) from w_off: f32 bits, or f16 pairs
+@group(0) @binding(3) var<storage, read> bias: array<f32>;       // (all output channels), from o0
+@group(0) @binding(4) var<storage, read> res: array<f32>;        // (cout, ho, wo) from res_off if RESIDUAL, else unused
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;    // (cout, ho, wo) from y_off
 
 var<workgroup> ws: array<vec4<f32>, TK * WGO>;  // (TK, TO / 4): weight slice, transposed
 var<workgroup> xs: array<vec4<f32>, TK * WGP>;  // (TK, TP / 4): im2col slice
 
-// W[o, k] (k < kdim), or 0 past the last output channel.
+// W[o, k0 + k] (k < kdim), or 0 past the last output channel.
 fn weight(o: u32, k: u32, kdim: u32) -> f32 {
     if (o >= p.cout) {
         return 0.0;
     }
-    let e = o * kdim + k;
+    let e = p.w_off + o * p.ktot + p.k0 + k;
     if (FORMAT == 1u) {
         return unpack2x16float(wt[e >> 1u])[e & 1u];
     }
@@ -116,7 +126,7 @@ fn conv2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
                 let iy = gy0 + i32(ky);
                 let ix = gx0 + i32(t - ky * kw);
                 if (iy >= 0 && iy < hu && ix >= 0 && ix < wu) {
-                    v = x[(ci * p.h + (u32(iy) >> p.up_shift)) * p.w + (u32(ix) >> p.up_shift)];
+                    v = x[p.x_off + (ci * p.h + (u32(iy) >> p.up_shift)) * p.w + (u32(ix) >> p.up_shift)];
                 }
             }
             xs[kk * WGP + gp / 4u][gp % 4u] = v;
@@ -147,11 +157,16 @@ fn store(o: u32, pix: u32, npix: u32, v: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         if (pix + j < npix) {
             let idx = o * npix + pix + j;
-            var r = v[j] + bias[o];
-            if (RESIDUAL) {
-                r += res[idx];
+            var r = v[j];
+            if (p.accumulate != 0u) {
+                r += y[p.y_off + idx];
+            } else {
+                r += bias[p.o0 + o];
+                if (RESIDUAL) {
+                    r += res[p.res_off + idx];
+                }
             }
-            y[idx] = r;
+            y[p.y_off + idx] = r;
         }
     }
 }

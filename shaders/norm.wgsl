@@ -29,7 +29,7 @@ struct Params {
     shift_off: u32,  // layer_norm + MODULATE: element offsets of shift and scale inside m
     scale_off: u32,
     hw: u32,         // group_norm: elements per channel (H·W)
-    _pad: u32,
+    g0: u32,         // group_norm: first group of this dispatch (global, for the affine); split tensors
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -144,7 +144,7 @@ fn group_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     // A group is C/G whole channels of H·W elements: one contiguous run of n elements.
     let io = bases(g);
     let st = moments(lid.x, io.x, true);
-    let first_channel = g * (p.n / p.hw);
+    let first_channel = (p.g0 + g) * (p.n / p.hw);
     for (var i = lid.x; i < p.n; i += WG) {
         let c = first_channel + i / p.hw;
         var v = ((ld(io.x + i) - st.x) - st.y) * st.z * w[c] + b[c];

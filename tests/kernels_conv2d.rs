@@ -3,7 +3,8 @@
 //! compared with the reference run on the same f16-rounded weights, so the same tolerance holds.
 
 mod common;
-use common::{assert_close, gpu, run, Rng};
+use common::{assert_close, gpu, Rng};
+use iclora::gpu::{Batch, Gpu, GpuOptions, Tensor};
 use half::f16;
 use iclora::gpu::DType;
 use iclora::kernels::conv2d::{self as kc, Conv2d, Padding};
@@ -43,6 +44,10 @@ const CASES: &[Case] = &[
 ];
 
 fn check(rng: &mut Rng, c: &Case, format: DType) {
+    check_on(gpu(), rng, c, format)
+}
+
+fn check_on(g: &Gpu, rng: &mut Rng, c: &Case, format: DType) {
     let (ch, h, w) = c.chw;
     let (kh, kw) = c.k;
     let kdim = ch * kh * kw;
@@ -58,13 +63,17 @@ fn check(rng: &mut Rng, c: &Case, format: DType) {
     let res_ref = c.residual.then_some(res.as_slice());
     let (expected, eh, ew) = reference::conv2d(&x, c.chw, &wt, (c.out, kh, kw), &bias, c.conv, res_ref);
     assert_eq!((eh, ew), (ho, wo));
-    let got = run(|g, b| {
+    let got = run_on(g, |g, b| {
         let xt = g.upload_f32(&[ch, h, w], &x)?;
         let wshape = [c.out, ch, kh, kw];
         let wt = if format == DType::F16 { g.upload_half(&wshape, &wt, DType::F16)? } else { g.upload_f32(&wshape, &wt)? };
         let bt = g.upload_f32(&[c.out], &bias)?;
         let rt = if c.residual { Some(g.upload_f32(&[c.out, ho, wo], &res)?) } else { None };
         let y = kc::conv2d(g, b, &xt, &wt, &bt, c.conv, rt.as_ref())?;
+        // Over the binding limit the wrapper must split (several dispatches), not bind whole.
+        let wbytes = wt.numel() * if format == DType::F16 { 2 } else { 4 };
+        let largest = [xt.numel() * 4, wbytes, y.numel() * 4].into_iter().max().unwrap_or(0);
+        assert_eq!(b.dispatches() > 1, largest as u64 > g.info().max_storage_binding, "split dispatches");
         assert_eq!(y.shape(), [c.out, ho, wo]);
         Ok(y)
     });
@@ -74,6 +83,36 @@ fn check(rng: &mut Rng, c: &Case, format: DType) {
         c.chw, c.out, c.conv.stride, pad.left, pad.right, pad.top, pad.bottom, c.conv.upsample, c.residual
     );
     assert_close(&what, &got, &expected, RTOL);
+}
+
+/// `common::run` on a given device.
+fn run_on(g: &Gpu, f: impl FnOnce(&Gpu, &mut Batch) -> iclora::Result<Tensor>) -> Vec<f32> {
+    let mut b = g.batch();
+    let t = f(g, &mut b).unwrap_or_else(|e| panic!("kernel failed: {e}"));
+    g.submit(b).unwrap_or_else(|e| panic!("submit failed: {e}"));
+    g.read_f32_blocking(&t).unwrap_or_else(|e| panic!("readback failed: {e}"))
+}
+
+/// Storage bindings capped at 64 KiB: these cases' inputs, outputs, residuals and weights exceed
+/// one binding and are split into channel runs (input chunks accumulating), at unaligned offsets.
+const SPLIT_CASES: &[Case] = &[
+    case((40, 23, 19), 37, 3, Conv2d::same(1), true),  // input 70 KB, weight 53 KB, odd planes
+    case((24, 13, 11), 30, 3, Conv2d::UPSAMPLE, false), // output 68 KB, fused ×2 upsample
+    case((33, 25, 21), 64, 1, Conv2d::same(0), true),   // weight rows of 33 (odd in f16), output 134 KB
+    case((70, 17, 15), 9, 3, Conv2d::DOWNSAMPLE, false), // 70 input channels in 4 chunks, few outputs
+];
+
+#[test]
+fn conv2d_split_over_small_bindings_matches_reference() {
+    let opts = GpuOptions { max_storage_binding: Some(64 << 10), ..GpuOptions::default() };
+    let g = Gpu::new_blocking(&opts).expect("a GPU adapter");
+    assert_eq!(g.info().max_storage_binding, 64 << 10);
+    let mut rng = Rng::new(12);
+    for c in SPLIT_CASES {
+        for format in [DType::F32, DType::F16] {
+            check_on(&g, &mut rng, c, format);
+        }
+    }
 }
 
 #[test]
@@ -107,7 +146,7 @@ fn rank4_batch1_input_keeps_its_rank() {
     let mut rng = Rng::new(12);
     let (x, wt, bias) = (rng.vec(4 * 5 * 6, -1.0, 1.0), rng.vec(6 * 4 * 9, -0.3, 0.3), rng.vec(6, -1.0, 1.0));
     let (expected, _, _) = reference::conv2d(&x, (4, 5, 6), &wt, (6, 3, 3), &bias, Conv2d::same(1), None);
-    let got = run(|g, b| {
+    let got = run_on(gpu(), |g, b| {
         let y = kc::conv2d(
             g,
             b,

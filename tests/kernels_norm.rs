@@ -142,6 +142,34 @@ fn group_norm_matches_reference() {
     }
 }
 
+/// Storage bindings capped at 64 KiB: tensors over it are split into runs of whole groups bound at
+/// unaligned offsets; statistics stay per whole group, so the reference is unchanged (1e-5).
+#[test]
+fn group_norm_split_over_small_bindings_matches_reference() {
+    let opts = iclora::gpu::GpuOptions { max_storage_binding: Some(64 << 10), ..Default::default() };
+    let g = iclora::gpu::Gpu::new_blocking(&opts).expect("a GPU adapter");
+    let mut rng = Rng::new(17);
+    // (C, H, W, groups): 76 KB with odd planes; 290 KB with 8 groups of 36 KB; 32 channels of 23×29.
+    for (c, h, w, groups) in [(64usize, 17usize, 17usize, 32usize), (96, 29, 26, 8), (32, 23, 29, 32)] {
+        let hw = h * w;
+        let x: Vec<f32> = (0..c * hw).map(|i| rng.uniform(-2.0, 2.0) + (i / hw) as f32 * 0.37).collect();
+        let (wv, bv) = (rng.vec(c, -2.0, 2.0), rng.vec(c, -1.0, 1.0));
+        for silu in [false, true] {
+            let mut bt = g.batch();
+            let y = (|| {
+                let (wt, bb) = (g.upload_f32(&[c], &wv)?, g.upload_f32(&[c], &bv)?);
+                norm::group_norm(&g, &mut bt, &g.upload_f32(&[c, h, w], &x)?, groups, &wt, &bb, EPS_FLUX, silu)
+            })()
+            .expect("group_norm");
+            assert!(bt.dispatches() > 1, "a tensor over the binding limit is split");
+            g.submit(bt).expect("submit");
+            let got = g.read_f32_blocking(&y).expect("readback");
+            let expected = reference::group_norm(&x, c, hw, groups, &wv, &bv, EPS_FLUX, silu);
+            assert_close(&format!("split group_norm [{c}, {h}, {w}] / {groups} silu {silu}"), &got, &expected, RTOL);
+        }
+    }
+}
+
 #[test]
 fn bad_shapes_offsets_and_formats_are_typed_errors() {
     let g = gpu();

@@ -79,6 +79,14 @@ struct Params {
     pad_left: u32,
     pad_top: u32,
     up_shift: u32,
+    k0: u32,
+    ktot: u32,
+    o0: u32,
+    x_off: u32,
+    w_off: u32,
+    res_off: u32,
+    y_off: u32,
+    accumulate: u32,
 }
 
 /// Each invocation computes 4 output channels × 4 output pixels (fixed in the shader).
@@ -144,9 +152,10 @@ fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {
 ///
 /// `x`: F32 `[C, H, W]` or `[1, C, H, W]`; `weight`: F32 or F16 `[O, C, kh, kw]` (PyTorch layout);
 /// `bias`: F32 `[O]`. Returns F32 `[O, Ho, Wo]` with the rank of `x`, sizes from [`Conv2d::output_size`].
-/// Every tensor is bound whole: one larger than the device's storage binding limit (a 128-channel
-/// 1024² activation is 512 MiB) gives `LimitExceeded`, so full-resolution VAE passes must be tiled by
-/// the caller. Measured at the VAE decoder's 3×3 convs: ~13 TFLOP/s f32 on an H200 (Vulkan).
+/// Tensors larger than one storage binding (a 128-channel 1024² activation is 512 MiB) are split
+/// into runs of whole channels, each bound as its own range (see `split`): output-channel chunks are
+/// separate dispatches, input-channel chunks accumulate into the output. Only one channel plane
+/// (plus 256 bytes) must fit a binding. Measured at the VAE decoder's 3×3 convs: ~13 TFLOP/s f32 on an H200 (Vulkan).
 pub fn conv2d(
     gpu: &Gpu,
     batch: &mut Batch,
@@ -185,7 +194,7 @@ pub fn conv2d(
         }
     }
     let pad = conv.padding;
-    let params = Params {
+    let base = Params {
         cin: u32_of(OP, "channels", cin)?,
         h: u32_of(OP, "height", h)?,
         w: u32_of(OP, "width", w)?,
@@ -198,33 +207,104 @@ pub fn conv2d(
         pad_left: u32_of(OP, "padding", pad.left)?,
         pad_top: u32_of(OP, "padding", pad.top)?,
         up_shift: conv.upsample as u32,
+        ktot: u32_of(OP, "weight row", cin * kh * kw)?,
+        ..Params::zeroed()
     };
     u32_of(OP, "output elements", cout * ho * wo)?;
     u32_of(OP, "weight elements", weight.numel())?;
     u32_of(OP, "input elements (upsampled)", cin * h * w * 4)?;
 
+    // Channel chunks (see `split`): input planes, output planes (+ residual) and weight rows.
+    let welem = weight.dtype().gpu_bytes(2) / 2; // bytes per weight element (F32 4, F16 2)
+    let wrow = welem * cin * kh * kw;
+    let (ci_chunk, co_chunk) = split(gpu, (cin, h * w * 4), (cout, (ho * wo * 4).max(wrow)))?;
     let tile = fit_tile(gpu, if cout <= 16 { SMALL } else { WIDE })?;
-    let grid = [(ho * wo).div_ceil((tile.1 * BLOCK) as usize), cout.div_ceil((tile.0 * BLOCK) as usize), 1];
-    let grid = grid.map(|g| g.min(u32::MAX as usize) as u32);
     let y = gpu.empty(&out_shape, DType::F32)?;
-    batch.dispatch(
-        gpu,
-        &SHADER,
-        "conv2d",
-        &overrides(tile, weight.dtype(), residual.is_some(), kernel_override(kh, kw)),
-        &[
-            Binding::Uniform(bytemuck::bytes_of(&params)),
-            Binding::Tensor(x),
-            Binding::Tensor(weight),
-            Binding::Tensor(bias),
-            // The shader declares the residual binding in every variant; without one, any
-            // read-only buffer stands in (it is never read).
-            Binding::Tensor(residual.unwrap_or(bias)),
-            Binding::Tensor(&y),
-        ],
-        grid,
-    )?;
+    let ov = overrides(tile, weight.dtype(), residual.is_some(), kernel_override(kh, kw));
+    let (plane_in, plane_out) = (h * w, ho * wo);
+    for o0 in (0..cout).step_by(co_chunk) {
+        let oc = co_chunk.min(cout - o0);
+        let grid = [plane_out.div_ceil((tile.1 * BLOCK) as usize), oc.div_ceil((tile.0 * BLOCK) as usize), 1];
+        let grid = grid.map(|g| g.min(u32::MAX as usize) as u32);
+        for c0 in (0..cin).step_by(ci_chunk) {
+            let cc = ci_chunk.min(cin - c0);
+            let (xb, x_off) = span(gpu, x, c0 * plane_in * 4, cc * plane_in * 4);
+            let (yb, y_off) = span(gpu, &y, o0 * plane_out * 4, oc * plane_out * 4);
+            let (wb, w_off) = span(gpu, weight, o0 * wrow, oc * wrow);
+            let (rb, res_off) = match residual {
+                Some(r) => span(gpu, r, o0 * plane_out * 4, oc * plane_out * 4),
+                // The shader declares the residual binding in every variant; without one, any
+                // read-only buffer stands in (it is never read).
+                None => (Binding::Tensor(bias), 0),
+            };
+            let params = Params {
+                cin: cc as u32,
+                cout: oc as u32,
+                k0: (c0 * kh * kw) as u32,
+                o0: o0 as u32,
+                x_off: (x_off / 4) as u32,
+                w_off: (w_off / welem as u64) as u32,
+                res_off: (res_off / 4) as u32,
+                y_off: (y_off / 4) as u32,
+                accumulate: (c0 > 0) as u32,
+                ..base
+            };
+            batch.dispatch(
+                gpu,
+                &SHADER,
+                "conv2d",
+                &ov,
+                &[
+                    Binding::Uniform(bytemuck::bytes_of(&params)),
+                    xb,
+                    wb,
+                    Binding::Tensor(bias),
+                    rb,
+                    yb,
+                ],
+                grid,
+            )?;
+        }
+    }
     Ok(y)
+}
+
+/// The bytes `[byte0, byte0 + bytes)` of `t` as a binding: the whole buffer when it fits one storage
+/// binding (offset 0), else a range starting at the aligned offset at or below `byte0`. Returns the
+/// binding and the byte offset of `byte0` inside it (`byte0` itself, or < the offset alignment).
+/// Callers check that element offsets fit u32 (the shaders index with u32).
+pub(crate) fn span<'a>(gpu: &Gpu, t: &'a Tensor, byte0: usize, bytes: usize) -> (Binding<'a>, u64) {
+    let info = gpu.info();
+    let total = t.buffer().size();
+    if total <= info.max_storage_binding {
+        return (Binding::Tensor(t), byte0 as u64);
+    }
+    let align = info.storage_offset_alignment.max(4) as u64;
+    let start = byte0 as u64 / align * align;
+    let lead = byte0 as u64 - start;
+    let size = ((lead + bytes as u64).div_ceil(4) * 4).min(total - start);
+    (Binding::Range(t, start, size), lead)
+}
+
+/// Channels per dispatch for the input (`(channels, bytes per channel)`) and the output (bytes per
+/// output channel: the larger of its plane and its weight row). Every operand is laid out channel-major,
+/// so a run of whole channels is one contiguous byte range: a chunk of `n` channels binds
+/// `n · bytes + < alignment` bytes ([`span`]). Whole extents when every tensor fits one binding.
+/// Input chunks accumulate into the output (`accumulate`), so only one plane must fit a binding.
+fn split(gpu: &Gpu, (cin, in_bytes): (usize, usize), (cout, out_bytes): (usize, usize)) -> Result<(usize, usize)> {
+    let info = gpu.info();
+    let limit = info.max_storage_binding as usize;
+    let room = limit.saturating_sub(info.storage_offset_alignment as usize);
+    let fit = |n: usize, per: usize, what: &str| -> Result<usize> {
+        if n * per <= limit {
+            return Ok(n);
+        }
+        match room / per {
+            0 => Err(Error::LimitExceeded { what: format!("conv2d: one {what} channel in a storage binding"), needed: per as u64, available: room as u64 }),
+            k => Ok(k.min(n)),
+        }
+    };
+    Ok((fit(cin, in_bytes, "input")?, fit(cout, out_bytes, "output")?))
 }
 
 /// Shrinks a tile's workgroup (pixels first; channels down to the 4 the shader needs) until it fits

@@ -7,6 +7,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::conv2d::span;
 use super::{expect_f32, shape_err, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, Batch, Binding, Gpu, ShaderSpec, Tensor};
@@ -81,7 +82,7 @@ struct Params {
     shift_off: u32,
     scale_off: u32,
     hw: u32,
-    _pad: u32,
+    g0: u32, // group_norm: first group of this dispatch (indexes the affine), for split tensors
 }
 
 /// Workgroup sizes the wrappers may pick (powers of two: the shader's tree reduction needs one).
@@ -297,6 +298,8 @@ fn rms_params(
 
 /// GroupNorm of `x` `[C, H, W]` (or `[1, C, H, W]`) with `groups` groups, affine `w`, `b` `[C]`,
 /// then SiLU when `silu` (the VAE's `silu(GN(x))`, FLUX_REFERENCE.md §4.1-4.2: 32 groups, eps 1e-6).
+/// `x` larger than one storage binding is normalised in runs of whole groups (one dispatch each), so
+/// only one group must fit a binding (`LimitExceeded` otherwise).
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm(
     gpu: &Gpu,
@@ -333,6 +336,23 @@ pub fn group_norm(
         ..Params::default()
     };
     let y = gpu.empty(s, x.dtype())?;
-    dispatch(gpu, batch, "group_norm", &[("SILU", silu as u32 as f64)], p, &[x, &y, w, b])?;
+    // A tensor over one storage binding is split into runs of whole groups (each group is n
+    // contiguous elements), bound as ranges: every group's statistics still cover the whole group,
+    // so the result is that of one dispatch. Needs one group (+ the offset alignment) to fit a binding.
+    let info = gpu.info();
+    let room = (info.max_storage_binding as usize).saturating_sub(info.storage_offset_alignment as usize);
+    let per = if x.numel() * 4 <= info.max_storage_binding as usize { groups } else { room / (n * 4) };
+    if per == 0 {
+        return Err(Error::LimitExceeded { what: "group_norm: one group in a storage binding".into(), needed: (n * 4) as u64, available: room as u64 });
+    }
+    let overrides = [("WG", workgroup_for(gpu, n) as f64), ("SILU", silu as u32 as f64)];
+    for g0 in (0..groups).step_by(per) {
+        let gc = per.min(groups - g0);
+        let (xb, x_off) = span(gpu, x, g0 * n * 4, gc * n * 4);
+        let (yb, y_off) = span(gpu, &y, g0 * n * 4, gc * n * 4);
+        let q = Params { groups: gc as u32, in_off: (x_off / 4) as u32, out_off: (y_off / 4) as u32, g0: g0 as u32, ..p };
+        let bindings = [Binding::Uniform(bytemuck::bytes_of(&q)), xb, yb, Binding::Tensor(w), Binding::Tensor(b)];
+        batch.dispatch(gpu, &SHADER, "group_norm", &overrides, &bindings, grid_1d(q.groups, info.max_workgroups_per_dim))?;
+    }
     Ok(y)
 }

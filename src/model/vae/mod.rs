@@ -1,6 +1,7 @@
 //! The FLUX VAE (`AutoencoderKL`, 16 latent channels, FLUX_REFERENCE.md §4): config, weights
-//! (diffusers or BFL names), encoder and decoder on the kernels, and band-tiled decoding for
-//! canvases whose activations exceed one storage binding (memory notes in [`tiled`]).
+//! (diffusers or BFL names), encoder and decoder on the kernels (tensors over one storage binding
+//! are split inside the kernels), and band-tiled decoding for canvases whose activations exceed one
+//! buffer (memory notes in [`tiled`]).
 
 pub mod blocks;
 pub mod config;

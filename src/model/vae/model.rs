@@ -5,8 +5,9 @@
 //! global attention; decoder: with the denormalisation and `conv_in`, encoder: with `conv_norm_out`
 //! and `conv_out`) runs on the whole latent, which is small (`mid_channels · h · w` floats: 64 MiB
 //! for a 2048×1024 canvas); the *pixel stage* (decoder up-blocks, encoder `conv_in` + down-blocks)
-//! grows with the square of the downsampling factor and is tiled by [`Vae::decode_tiled`] /
-//! [`Vae::encode_tiled`] (module `tiled`).
+//! grows with the square of the downsampling factor; it runs whole while its activations fit one
+//! buffer (the kernels split them over storage bindings), and [`Vae::decode_tiled`] /
+//! [`Vae::encode_tiled`] fall back to bands beyond that (module `tiled`).
 
 use super::blocks::{conv, dims, down_block, mid_block, norm, up_block};
 use super::config::VaeConfig;
@@ -77,15 +78,19 @@ impl Vae {
         let mut x = x.clone();
         for u in &d.up_blocks {
             x = up_block(gpu, b, &x, u, self.groups())?;
+            // Submit per level: the level's intermediates go back to the pool, so a whole-canvas
+            // decode holds about one level's activations, not all of them (memory: module `tiled`).
+            b.flush(gpu)?;
         }
         let x = norm(gpu, b, &x, &d.conv_norm_out, self.groups(), true)?;
         conv(gpu, b, &x, &d.conv_out, Conv2d::same(1), None)
     }
 
     /// A normalised latent `z` `[latent_channels, h, w]` (what the sampler produces) → image
-    /// `[out_channels, f·h, f·w]` in [−1, 1] (f = 8 for FLUX), untiled: every activation is bound
-    /// whole, so canvases whose largest activation exceeds the storage binding limit give
-    /// `LimitExceeded` here; use [`decode_tiled`](Self::decode_tiled) for those.
+    /// `[out_channels, f·h, f·w]` in [−1, 1] (f = 8 for FLUX), untiled: activations over the storage
+    /// binding limit are split over bindings inside the kernels (conv2d, group_norm), so this works
+    /// while every activation fits one buffer (`max_buffer_size`) and one GroupNorm group fits a
+    /// binding; [`decode_tiled`](Self::decode_tiled) picks bands only beyond that.
     pub fn decode(&self, gpu: &Gpu, b: &mut Batch, z: &Tensor) -> Result<Tensor> {
         let x = self.decode_latent_stage(gpu, b, z)?;
         self.decode_pixel_stage(gpu, b, &x)
@@ -99,6 +104,7 @@ impl Vae {
         let mut x = conv(gpu, b, image, &e.conv_in, Conv2d::same(1), None)?;
         for d in &e.down_blocks {
             x = down_block(gpu, b, &x, d, self.groups())?;
+            b.flush(gpu)?; // as in decode_pixel_stage
         }
         Ok(x)
     }

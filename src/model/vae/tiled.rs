@@ -1,4 +1,5 @@
-//! Decoding and encoding large canvases in horizontal bands with overlap and a linear blend
+//! Decoding and encoding large canvases: whole-canvas when the activations fit one buffer (the
+//! kernels split them over storage bindings), else in horizontal bands with overlap and a linear blend
 //! (FLUX_REFERENCE.md §4, issue 5: IC-LoRA canvases reach 2048×1024 and beyond).
 //!
 //! # How memory scales
@@ -9,28 +10,34 @@
 //! * pixel stage (up-blocks), the part that grows: the largest activation is the 256-channel output of
 //!   the third level's upsampler, `256 · 8h · 8w` floats = **64 KiB per latent pixel** (1 GiB at 1024²,
 //!   over any storage binding limit). [`pixel_stage_bytes_per_latent_pixel`] computes it for a config.
-//! * tiled: a band of `r` latent rows holds `64 KiB · r · w` in its largest tensor; `r` is chosen so that
-//!   this fits one storage binding (`r = 16` at 1024 px wide and a 128 MiB limit, 8 at 2048 px). Each
-//!   band is submitted on its own, so its activations return to the pool before the next band; the peak
-//!   is the latent stage + ~3 band activations + the output image (`3 · 64 · h · w` floats).
+//! * whole canvas (the default, [`Vae::decode_tiled`] with `tile_rows: None`): the pixel stage runs
+//!   on the whole latent whenever its largest activation (`64 KiB · h · w`) fits one buffer
+//!   (`max_buffer_size`: 2 GiB on lavapipe, 1 GiB in Chromium) and one GroupNorm group of it (1/32)
+//!   fits one storage binding. The kernels split tensors over the binding limit into runs of whole
+//!   channels / groups bound as ranges (`kernels::conv2d`, `kernels::norm::group_norm`), so the
+//!   result equals an unsplit decode: no seams. The pixel stage submits after each level, so the
+//!   peak is about one level's activations: ~6 tensors of the level's size (input, norms, conv
+//!   outputs, shortcut), i.e. ~6 · 64 KiB per latent pixel at the last level (6 GiB at 1024²).
+//! * banded (fallback, or `tile_rows: Some(r)`): beyond `max_buffer_size`, bands of `r` latent rows
+//!   hold `64 KiB · r · w` in their largest tensor, `r` the most that fit one buffer. Each band is
+//!   submitted on its own, so its activations return to the pool before the next band; the peak is
+//!   the latent stage + one band's level activations + the output image (`3 · 64 · h · w` floats).
 //! * encoder: the pixel stage (`conv_in`, down-blocks) peaks at the 128-channel full-resolution
 //!   activations, **32 KiB per latent pixel** ([`encoder_bytes_per_latent_pixel`]; 512 MiB for a 1024²
-//!   image); bands of image rows (multiples of 8) bound it the same way, and the latent stage runs whole.
-//! * every band is bound whole by the kernels, so a band of one latent row must fit one binding:
-//!   `64 KiB · w` (decoder) ≤ 128 MiB up to w = 2048 latent columns (16384 px wide).
+//!   image); it runs whole under the same conditions, else in bands of image rows (multiples of 8),
+//!   and the latent stage runs whole.
 //!
 //! # Seams
 //!
-//! The mid-block attention is global, so it runs untiled in the latent stage: every band sees the
+//! A whole-canvas decode has none. In the banded fallback:
+//! the mid-block attention is global, so it runs untiled in the latent stage: every band sees the
 //! same attention output. What remains local per band is (a) the zero padding of the 3×3 convs at the
 //! band's cut edges and (b) the GroupNorm statistics, computed over the band instead of the canvas.
 //! Bands overlap by `overlap` latent rows and are cross-faded linearly over those `8·overlap` pixel
 //! rows, which hides (a) (its reach decays within a few latent rows) and smooths the tone steps of (b).
 //! This is what diffusers' `enable_tiling()` does; the difference to an untiled decode is measured in
-//! `tests/model_vae.rs`. Exact tiling would need canvas-wide GroupNorm statistics, i.e. a GroupNorm
-//! that takes precomputed per-group mean/variance and a pass that accumulates them band by band —
-//! which, layer after layer, means holding every band's activations at once (memory of the untiled
-//! decode, split over bindings) or recomputing: not done.
+//! `tests/model_vae.rs`. Exact banding would need canvas-wide GroupNorm statistics, i.e. holding
+//! every band's activations at once — which is the whole-canvas decode above.
 
 use super::blocks::dims;
 use super::model::Vae;
@@ -110,10 +117,15 @@ fn cut(gpu: &Gpu, b: &mut Batch, t: &Tensor, col0: usize, cols: usize) -> Result
     Ok(out)
 }
 
-/// `(tile, overlap)` in latent rows: the caller's, checked, or the most that fit one binding.
-fn band_rows(gpu: &Gpu, opts: &TileOptions, bytes_per_row: usize, what: &str) -> Result<(usize, usize)> {
-    let limit = gpu.info().max_storage_binding;
-    let fit = limit as usize / bytes_per_row.max(1);
+/// `(tile, overlap)` in latent rows: the caller's, checked, or (automatic) the most latent rows whose
+/// largest activation (`bytes_per_row` per latent row) fits one buffer (`max_buffer_size`) and whose
+/// largest GroupNorm group (a `1/groups` share of it) fits one storage binding; the kernels split
+/// everything else over bindings. A result ≥ the latent height means one band: the whole canvas.
+fn band_rows(gpu: &Gpu, opts: &TileOptions, bytes_per_row: usize, groups: usize, what: &str) -> Result<(usize, usize)> {
+    let info = gpu.info();
+    let room = info.max_storage_binding.saturating_sub(info.storage_offset_alignment as u64) as usize;
+    let bpr = bytes_per_row.max(1);
+    let fit = (info.max_buffer_size as usize / bpr).min(room.saturating_mul(groups.max(1)) / bpr);
     match opts.tile_rows {
         // A middle band cross-fades at both ends; the two fades must not intersect.
         Some(t) if t >= 2 * opts.overlap && t > 0 => Ok((t, opts.overlap)),
@@ -122,9 +134,9 @@ fn band_rows(gpu: &Gpu, opts: &TileOptions, bytes_per_row: usize, what: &str) ->
             opts.overlap
         ))),
         None if fit == 0 => Err(Error::LimitExceeded {
-            what: format!("VAE {what}: one latent row of the pixel stage in one storage binding (bytes)"),
+            what: format!("VAE {what}: one latent row of the pixel stage in one buffer (bytes)"),
             needed: bytes_per_row as u64,
-            available: limit,
+            available: info.max_buffer_size.min(room as u64 * groups.max(1) as u64),
         }),
         None => Ok((fit, opts.overlap.min(fit / 2))),
     }
@@ -202,7 +214,7 @@ impl Vae {
         let m = self.decode_latent_stage(gpu, &mut b, z)?;
         gpu.submit(b)?;
         let (_, h, w) = dims(&m)?;
-        let (tile, overlap) = band_rows(gpu, opts, pixel_stage_bytes_per_latent_pixel(self) * w, "decode")?;
+        let (tile, overlap) = band_rows(gpu, opts, pixel_stage_bytes_per_latent_pixel(self) * w, self.config.norm_num_groups, "decode")?;
         let stage = |g: &Gpu, b: &mut Batch, x: &Tensor| self.decode_pixel_stage(g, b, x);
         if tile >= h {
             let mut b = gpu.batch();
@@ -225,7 +237,7 @@ impl Vae {
             return Err(Error::InvalidArgument(format!("VAE tiled encode: image {hi}×{wi} must have sides that are multiples of {f}")));
         }
         let (h, w) = (hi / f, wi / f);
-        let (tile, overlap) = band_rows(gpu, opts, encoder_bytes_per_latent_pixel(self) * w, "encode")?;
+        let (tile, overlap) = band_rows(gpu, opts, encoder_bytes_per_latent_pixel(self) * w, self.config.norm_num_groups, "encode")?;
         let stage = |g: &Gpu, b: &mut Batch, x: &Tensor| self.encode_pixel_stage(g, b, x);
         let features = if tile >= h {
             let mut b = gpu.batch();
