@@ -2,6 +2,8 @@
 // (flash-style) softmax: the [Lq, Lk] score matrix is never materialized, so memory is linear
 // in the token count (FLUX at 1024² has 4608 tokens, IC-LoRA canvases 12k+; FLUX_REFERENCE.md §1.10).
 // Reference: src/reference/attention.rs. Wrapper: src/kernels/attention.rs.
+// Two entries: `attention` (any D, bias, causal mask) and `attention_tiled` (register-tiled, D = 64
+// or 128, no bias or mask; chosen by the wrapper where it applies, see the end of this file).
 //
 // Layout (FLUX_REFERENCE.md §1.5): q, k, v are row-major [L, cols] matrices holding the heads side
 // by side; head h of q is columns q_off + h*D .. q_off + h*D + D-1. The offsets and row strides let
@@ -196,5 +198,166 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
             // l > 0 whenever a key is visible (the wrapper rejects lk = 0; causal rows see key 0).
             o[qi * o_stride + h * D + e % D] = select(0.0, acc[r] / l, l > 0.0);
         }
+    }
+}
+
+// ---- Register-tiled path for D ∈ {64, 128} without bias or mask (FLUX joint attention) ----
+// The general kernel above does about one FMA per workgroup-memory load. Here a 16×16 workgroup
+// owns TQ = 64 queries; invocation (tx, ty) holds queries 4ty..4ty+3 against keys tx and tx+16 of
+// each TK = 32-key tile as two vec4 score accumulators (named vectors, not arrays: arrays of
+// accumulators spill on NVIDIA), and the O block of its 4 queries × columns 4tx.. (+64 for D = 128)
+// as named vec4s. Per tile:
+//   1. S = Q·Kᵀ over the head dim in chunks of DC: Q and K chunks staged in xs as vec4 rows, so one
+//      pass of the inner loop is 6 vec4 loads for 32 FMAs;
+//   2. scaled scores -> ps (key-major: the 4 queries of one invocation are one vec4); every
+//      invocation reads its rows' scores and updates its own copy of the running max m (identical
+//      across the 16 invocations of a row, so no reduction pass is needed) and rescales O and l;
+//   3. p = exp(s − m) -> ps; V in chunks of KV keys through xs; O += p·V and l += p.
+// One workgroup array xs serves every phase: the Q and K chunks (864 vec4) during 1, then the
+// scores/probabilities (ps, 512 vec4 at the start) and a V chunk (256 vec4 after them): 13.5 KiB.
+const TQ: u32 = 64u;                // queries per workgroup (16 invocation rows × 4)
+const TK: u32 = 32u;                // keys per tile (16 invocation columns × 2)
+const DC: u32 = 32u;                // head-dim chunk of Q and K staged per step
+const CS: u32 = DC / 4u + 1u;       // chunk row stride in vec4, padded against bank conflicts
+const XS: u32 = (TQ + TK) * CS;     // Q chunk + K chunk, or ps + V chunk (512 + KV*D/4 = 768 <= XS)
+const PS: u32 = 0u;                 // ps: (TK, TQ/4) scores, then probabilities, of key j for queries 4t..4t+3 at PS + j*16 + t
+const VS: u32 = TK * TQ / 4u;       // V chunk: (KV, D/4) after ps
+override KV: u32 = 1024u / D;       // keys per staged V chunk (8 for D = 128, 16 for D = 64)
+
+var<workgroup> xs: array<vec4<f32>, XS>;
+
+fn store4(qi: u32, col: u32, x: vec4<f32>) {
+    if (qi < p.lq) {
+        let base = qi * p.heads * D + col;
+        o[base] = x.x;
+        o[base + 1u] = x.y;
+        o[base + 2u] = x.z;
+        o[base + 3u] = x.w;
+    }
+}
+
+@compute @workgroup_size(256) // 16×16 logical: tx = tid % 16, ty = tid / 16
+fn attention_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) tid: u32) {
+    let blk = wid.y * nwg.x + wid.x;
+    if (blk >= p.qblocks * p.heads) { return; } // uniform: the 2-D grid may overshoot
+    let h = blk / p.qblocks;
+    let q0 = (blk % p.qblocks) * TQ;
+    let tx = tid % 16u;
+    let ty = tid / 16u;
+    let hq = p.q_off + h * D;
+    let hk = p.k_off + h * D;
+    let hv = p.v_off + h * D;
+    let vs = D / 4u; // V chunk row stride in vec4
+
+    var m = vec4<f32>(NEG);  // running max of queries 4ty..4ty+3
+    var l = vec4<f32>(0.0);  // running denominators
+    var o0 = vec4<f32>(0.0); // query 4ty+r, columns 4tx..4tx+3 (o0..o3) and 64+4tx.. (o4..o7, D = 128)
+    var o1 = vec4<f32>(0.0);
+    var o2 = vec4<f32>(0.0);
+    var o3 = vec4<f32>(0.0);
+    var o4 = vec4<f32>(0.0);
+    var o5 = vec4<f32>(0.0);
+    var o6 = vec4<f32>(0.0);
+    var o7 = vec4<f32>(0.0);
+
+    for (var key0 = 0u; key0 < p.lk; key0 += TK) {
+        let kn = min(TK, p.lk - key0); // keys of this tile; later ones are never read from ps
+        var s0 = vec4<f32>(0.0); // key tx
+        var s1 = vec4<f32>(0.0); // key tx + 16
+        for (var d0 = 0u; d0 < D; d0 += DC) {
+            for (var e = tid; e < (TQ + TK) * DC; e += 256u) {
+                let row = e / DC;
+                let d = e % DC;
+                var x = 0.0;
+                if (row < TQ) {
+                    if (q0 + row < p.lq) { x = q[(q0 + row) * p.q_stride + hq + d0 + d]; }
+                } else if (key0 + row - TQ < p.lk) {
+                    x = k[(key0 + row - TQ) * p.k_stride + hk + d0 + d];
+                }
+                xs[row * CS + d / 4u][d % 4u] = x;
+            }
+            workgroupBarrier();
+            for (var c = 0u; c < DC / 4u; c++) {
+                let qa = xs[(4u * ty) * CS + c];
+                let qb = xs[(4u * ty + 1u) * CS + c];
+                let qc = xs[(4u * ty + 2u) * CS + c];
+                let qd = xs[(4u * ty + 3u) * CS + c];
+                let ka = xs[(TQ + tx) * CS + c];
+                let kb = xs[(TQ + tx + 16u) * CS + c];
+                s0 += vec4<f32>(dot(qa, ka), dot(qb, ka), dot(qc, ka), dot(qd, ka));
+                s1 += vec4<f32>(dot(qa, kb), dot(qb, kb), dot(qc, kb), dot(qd, kb));
+            }
+            workgroupBarrier(); // the next chunk (or ps) overwrites xs
+        }
+        s0 *= p.scale;
+        s1 *= p.scale;
+        xs[PS + tx * 16u + ty] = s0;
+        xs[PS + (tx + 16u) * 16u + ty] = s1;
+        workgroupBarrier();
+
+        var mn = m;
+        for (var j = 0u; j < kn; j++) {
+            mn = max(mn, xs[PS + j * 16u + ty]);
+        }
+        let alpha = exp(m - mn);
+        m = mn;
+        l *= alpha;
+        o0 *= alpha.x;
+        o1 *= alpha.y;
+        o2 *= alpha.z;
+        o3 *= alpha.w;
+        if (D > 64u) {
+            o4 *= alpha.x;
+            o5 *= alpha.y;
+            o6 *= alpha.z;
+            o7 *= alpha.w;
+        }
+        workgroupBarrier(); // all maxima read before ps is overwritten
+        xs[PS + tx * 16u + ty] = exp(s0 - m);
+        xs[PS + (tx + 16u) * 16u + ty] = exp(s1 - m);
+
+        for (var j0 = 0u; j0 < kn; j0 += KV) {
+            let jn = min(KV, kn - j0);
+            for (var e = tid; e < KV * D; e += 256u) {
+                let j = e / D;
+                let d = e % D;
+                var x = 0.0;
+                if (j < jn) { x = v[(key0 + j0 + j) * p.v_stride + hv + d]; }
+                xs[VS + j * vs + d / 4u][d % 4u] = x;
+            }
+            workgroupBarrier(); // also publishes the probabilities in ps
+            for (var j = 0u; j < jn; j++) {
+                let pj = xs[PS + (j0 + j) * 16u + ty];
+                l += pj;
+                let va = xs[VS + j * vs + tx];
+                o0 += pj.x * va;
+                o1 += pj.y * va;
+                o2 += pj.z * va;
+                o3 += pj.w * va;
+                if (D > 64u) {
+                    let vb = xs[VS + j * vs + 16u + tx];
+                    o4 += pj.x * vb;
+                    o5 += pj.y * vb;
+                    o6 += pj.z * vb;
+                    o7 += pj.w * vb;
+                }
+            }
+            workgroupBarrier(); // the next V chunk, or the next tile's Q/K chunk, overwrites xs
+        }
+    }
+
+    // l > 0: the wrapper rejects lk = 0 and every row sees all keys.
+    let qi = q0 + 4u * ty;
+    let col = h * D + 4u * tx;
+    store4(qi, col, o0 / l.x);
+    store4(qi + 1u, col, o1 / l.y);
+    store4(qi + 2u, col, o2 / l.z);
+    store4(qi + 3u, col, o3 / l.w);
+    if (D > 64u) {
+        store4(qi, col + 64u, o4 / l.x);
+        store4(qi + 1u, col + 64u, o5 / l.y);
+        store4(qi + 2u, col + 64u, o6 / l.z);
+        store4(qi + 3u, col + 64u, o7 / l.w);
     }
 }

@@ -277,3 +277,99 @@ fn bad_shapes_and_formats_are_typed_errors() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// `check` through an explicit kernel choice: the register-tiled path (head dims 64/128, no bias,
+/// no mask) where `Auto` applies, and the general kernel forced on the same inputs.
+fn check_paths(c: &Case) {
+    for path in [attn::AttnPath::Auto, attn::AttnPath::General] {
+        let expected = reference::attention(
+            c.q.at(c.offs[0]),
+            c.k.at(c.offs[1]),
+            c.v.at(c.offs[2]),
+            c.heads,
+            c.d,
+            c.scale,
+            false,
+            None,
+        );
+        let got = run(|g, b| {
+            let up = |m: &Mat| g.upload_f32(&[m.rows, m.cols], &m.data);
+            let (q, k, v) = (up(c.q)?, up(c.k)?, up(c.v)?);
+            let opts = AttnOptions { scale: c.scale, causal: false, bias: None };
+            assert!(attn::tiled_applies(g, c.d, &opts), "{}: the tiled path should apply on lavapipe", c.name);
+            let out = attn::attention_with(
+                g,
+                b,
+                AttnInput::new(&q, c.offs[0]),
+                AttnInput::new(&k, c.offs[1]),
+                AttnInput::new(&v, c.offs[2]),
+                c.heads,
+                c.d,
+                &opts,
+                path,
+            )?;
+            assert_eq!(out.shape(), [c.q.rows, c.heads * c.d]);
+            Ok(out)
+        });
+        assert_close(&format!("{} ({path:?})", c.name), &got, &expected, RTOL);
+    }
+}
+
+#[test]
+fn tiled_path_awkward_lengths_cross_and_fused_views() {
+    let mut rng = Rng::new(17);
+    // Lengths around the 64-query block and 32-key tile: 1, 7, 63, 65, 130, 333; Lq != Lk too.
+    let lens = [(1, 1), (7, 7), (63, 63), (65, 65), (130, 130), (333, 333), (65, 7), (7, 65), (1, 130), (130, 33)];
+    for (heads, d) in [(3, 64), (2, 128)] {
+        for (lq, lk) in lens {
+            let (oq, ok) = (rng.below(5), rng.below(5));
+            let q = Mat::new(&mut rng, lq, heads * d + oq + 3, oq, 1.0);
+            let k = Mat::new(&mut rng, lk, heads * d + ok, ok, 1.0);
+            let v = Mat::new(&mut rng, lk, heads * d + 2, 0, 2.0);
+            check_paths(&Case {
+                name: format!("tiled: heads {heads} × D {d}, Lq {lq}, Lk {lk}"),
+                heads,
+                d,
+                offs: [q.off, k.off, v.off],
+                q: &q,
+                k: &k,
+                v: &v,
+                scale: 1.0 / (d as f32).sqrt(),
+                causal: false,
+                bias: None,
+            });
+        }
+    }
+    // Fused qkv views at FLUX width (24 × 128) with an awkward length, and T5/CLIP width (12 × 64).
+    for (heads, d, l) in [(24, 128, 70), (12, 64, 77)] {
+        let w = heads * d;
+        let qkv = Mat::new(&mut rng, l, 3 * w + 5, 0, 1.5);
+        check_paths(&Case {
+            name: format!("tiled: fused qkv [{l}, {}], {heads} × {d}", 3 * w + 5),
+            heads,
+            d,
+            offs: [1, w + 2, 2 * w + 5],
+            q: &qkv,
+            k: &qkv,
+            v: &qkv,
+            scale: 1.0 / (d as f32).sqrt(),
+            causal: false,
+            bias: None,
+        });
+    }
+}
+
+#[test]
+fn tiled_path_only_where_it_applies() {
+    let g = gpu();
+    let plain = AttnOptions::for_head_dim(64);
+    assert!(attn::tiled_applies(g, 64, &plain) && attn::tiled_applies(g, 128, &plain));
+    // Other head dims, a mask or a bias go to the general kernel.
+    for d in [3, 40, 512] {
+        assert!(!attn::tiled_applies(g, d, &plain), "{d}");
+    }
+    assert!(!attn::tiled_applies(g, 64, &AttnOptions { causal: true, ..plain }));
+    let bias = g.upload_f32(&[1, 1, 1], &[0.0]).unwrap();
+    assert!(!attn::tiled_applies(g, 64, &AttnOptions { bias: Some(&bias), ..plain }));
+    assert!(attn::TILED_WORKGROUP_BYTES <= MAX_WORKGROUP_BYTES);
+}

@@ -129,9 +129,38 @@ struct Params {
     _pad: u32,
 }
 
-/// The model head dims × {bias, causal}, at the default workgroup size.
+/// Head dims of the register-tiled entry `attention_tiled` (FLUX 128, CLIP/T5 64).
+pub const TILED_HEAD_DIMS: [usize; 2] = [64, 128];
+/// Workgroup memory of `attention_tiled`: xs, (64 + 32) rows × 9 vec4s.
+pub const TILED_WORKGROUP_BYTES: u64 = (64 + 32) * 9 * 16;
+const TILED_WG: u32 = 256;
+/// Queries per workgroup of `attention_tiled` (`TQ` in the shader).
+const TILED_BQ: usize = 64;
+
+/// Which kernel runs: `Auto` takes `attention_tiled` where it applies (head dim 64/128, no bias,
+/// no mask, 256 invocations and its workgroup memory available) and the general kernel
+/// otherwise; `General` forces the general kernel (A/B benchmarks, tests of the fallback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttnPath {
+    #[default]
+    Auto,
+    General,
+}
+
+/// Whether `attention` runs the register-tiled kernel for this head dim and these options on `gpu`.
+pub fn tiled_applies(gpu: &Gpu, head_dim: usize, opts: &AttnOptions) -> bool {
+    let info = gpu.info();
+    TILED_HEAD_DIMS.contains(&head_dim)
+        && opts.bias.is_none()
+        && !opts.causal
+        && gpu.workgroup_size(TILED_WG) == TILED_WG
+        && TILED_WORKGROUP_BYTES <= MAX_WORKGROUP_BYTES.min(info.max_workgroup_storage as u64)
+}
+
+/// The model head dims × {bias, causal}, at the default workgroup size, plus the tiled entry.
 pub fn variants() -> Vec<Variant> {
-    let mut v = Vec::new();
+    let mut v: Vec<Variant> =
+        TILED_HEAD_DIMS.iter().map(|&d| Variant { entry: "attention_tiled", overrides: vec![("D", d as f64)] }).collect();
     for d in MODEL_HEAD_DIMS {
         if let Ok(c) = AttnConfig::choose(d, WG, MAX_WORKGROUP_BYTES) {
             for (bias, causal) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -181,6 +210,22 @@ pub fn attention(
     head_dim: usize,
     opts: &AttnOptions,
 ) -> Result<Tensor> {
+    attention_with(gpu, batch, q, k, v, heads, head_dim, opts, AttnPath::Auto)
+}
+
+/// [`attention`] with the kernel choice made explicit.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_with(
+    gpu: &Gpu,
+    batch: &mut Batch,
+    q: AttnInput,
+    k: AttnInput,
+    v: AttnInput,
+    heads: usize,
+    head_dim: usize,
+    opts: &AttnOptions,
+    path: AttnPath,
+) -> Result<Tensor> {
     const OP: &str = "attention";
     if heads == 0 || head_dim == 0 {
         return Err(shape_err(OP, "heads >= 1 and head_dim >= 1", (heads, head_dim)));
@@ -206,10 +251,16 @@ pub fn attention(
     }
     let info = gpu.info();
     let max_bytes = MAX_WORKGROUP_BYTES.min(info.max_workgroup_storage as u64);
-    let cfg = AttnConfig::choose(head_dim, gpu.workgroup_size(WG), max_bytes)?;
+    let tiled = path == AttnPath::Auto && tiled_applies(gpu, head_dim, opts);
+    let (entry, overrides, bq) = if tiled {
+        ("attention_tiled", vec![("D", head_dim as f64)], TILED_BQ)
+    } else {
+        let cfg = AttnConfig::choose(head_dim, gpu.workgroup_size(WG), max_bytes)?;
+        ("attention", cfg.overrides(opts.bias.is_some(), opts.causal), cfg.bq as usize)
+    };
 
     let out = gpu.empty(&[lq, width], DType::F32)?;
-    let qblocks = lq.div_ceil(cfg.bq as usize);
+    let qblocks = lq.div_ceil(bq);
     let p = Params {
         lq: to_u32("query rows", lq)?,
         lk: to_u32("key rows", lk)?,
@@ -235,20 +286,16 @@ pub fn attention(
     let grid = grid_1d(groups, info.max_workgroups_per_dim);
     // Without a bias the binding still needs a buffer; q is bound read-only a second time.
     let bias = opts.bias.unwrap_or(q.t);
-    batch.dispatch(
-        gpu,
-        &SHADER,
-        "attention",
-        &cfg.overrides(opts.bias.is_some(), opts.causal),
-        &[
-            Binding::Uniform(bytemuck::bytes_of(&p)),
-            Binding::Tensor(q.t),
-            Binding::Tensor(k.t),
-            Binding::Tensor(v.t),
-            Binding::Tensor(&out),
-            Binding::Tensor(bias),
-        ],
-        grid,
-    )?;
+    let bindings = [
+        Binding::Uniform(bytemuck::bytes_of(&p)),
+        Binding::Tensor(q.t),
+        Binding::Tensor(k.t),
+        Binding::Tensor(v.t),
+        Binding::Tensor(&out),
+        Binding::Tensor(bias),
+    ];
+    // The tiled entry never reads the bias, so its layout (derived from the shader) lacks binding 5.
+    let used = if tiled { &bindings[..5] } else { &bindings[..] };
+    batch.dispatch(gpu, &SHADER, entry, &overrides, used, grid)?;
     Ok(out)
 }
