@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::error::Result;
 use crate::gpu::{Batch, DType, Gpu, Tensor};
-use crate::kernels::attention::{attention, AttnInput, AttnOptions};
+use crate::kernels::attention::{attention_with, AttnInput, AttnOptions, AttnPath};
 use crate::kernels::conv2d::{conv2d, Conv2d};
 use crate::kernels::matmul::{matmul, Epilogue, Precision};
 use crate::reference::random::{weight_bytes, Rng};
@@ -131,9 +131,14 @@ pub fn bench_attention(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(Bench
     let qkv_data: Vec<f32> = (0..l * 3 * heads * d).map(|_| unit(&mut rng)).collect();
     let qkv = gpu.upload_f32(&[l, 3 * heads * d], &qkv_data)?;
     let opts_a = AttnOptions::for_head_dim(d);
+    // ICLORA_ATTN_GENERAL=1 forces the general kernel, for A/B runs against the tiled one.
+    let path = match std::env::var("ICLORA_ATTN_GENERAL") {
+        Ok(s) if s == "1" => AttnPath::General,
+        _ => AttnPath::Auto,
+    };
     let ms = time_median(gpu, opts.iters, || {
         let mut b = gpu.batch();
-        let _o = attention(
+        let _o = attention_with(
             gpu,
             &mut b,
             AttnInput::new(&qkv, 0),
@@ -142,6 +147,7 @@ pub fn bench_attention(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(Bench
             heads,
             d,
             &opts_a,
+            path,
         )?;
         gpu.submit(b)
     })?;
@@ -150,7 +156,8 @@ pub fn bench_attention(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(Bench
     report(BenchRow {
         kernel: "attention".into(),
         format: "F32".into(),
-        shape: format!("{l}tok x{heads}h x{d}"),
+        // Marked so that an A/B run (ICLORA_ATTN_GENERAL=1) cannot be mistaken for the default path.
+        shape: format!("{l}tok x{heads}h x{d}{}", if path == AttnPath::General { " general" } else { "" }),
         median_ms: ms,
         gflops: flops / ms / 1e6,
         gbs: bytes / ms / 1e6,
@@ -226,6 +233,10 @@ pub struct FluxStepOpts {
     /// Width overrides for quick smoke runs (FLUX.1: 24 heads × 128 = 3072, MLP 4×).
     pub heads: usize,
     pub head_dim: usize,
+    /// Random LoRA adapters attached at run time (`FluxModel::set_loras`, `LoraAdapter::random`:
+    /// every attention/MLP Linear of the blocks), each of rank `lora_rank`.
+    pub loras: usize,
+    pub lora_rank: usize,
 }
 
 impl FluxStepOpts {
@@ -233,7 +244,7 @@ impl FluxStepOpts {
     /// 256 tokens and one block of each kind instead.
     pub fn defaults(software: bool) -> FluxStepOpts {
         let (tokens, double, single) = if software { (256, 1, 1) } else { (4608, 19, 38) };
-        FluxStepOpts { tokens, format: DType::Q8_0, double, single, iters: 3, heads: 24, head_dim: 128 }
+        FluxStepOpts { tokens, format: DType::Q8_0, double, single, iters: 3, heads: 24, head_dim: 128, loras: 0, lora_rank: 16 }
     }
 
     /// FLUX.1-dev's config with this run's widths and block counts.
@@ -286,7 +297,16 @@ pub fn bench_flux_step(gpu: &Gpu, opts: &FluxStepOpts, mut report: impl FnMut(Be
     let (img, txt, pooled) = (input(li, c.in_channels)?, input(lt, c.context_dim)?, input(1, c.pooled_dim)?);
     // Block inputs: the streams and silu(vec) (values do not matter for timing).
     let (txt_h, img_h, joint, svec) = (input(lt, h)?, input(li, h)?, input(lt + li, h)?, input(1, h)?);
-    let mut w = FluxWeights::random(gpu, &c, opts.format, 13)?;
+    let mut full = FluxModel { config: c.clone(), weights: FluxWeights::random(gpu, &c, opts.format, 13)? };
+    if opts.loras > 0 {
+        use crate::lora::LoraAdapter;
+        let adapters = (0..opts.loras).map(|i| LoraAdapter::random(&c, opts.lora_rank, 100 + i as u64)).collect::<Result<Vec<_>>>()?;
+        let refs: Vec<(&LoraAdapter, f32)> = adapters.iter().map(|a| (a, 1.0)).collect();
+        let applied = full.set_loras(gpu, &refs)?;
+        let note = format!("{} adapters of rank {} on {} weights ({} stack slices)", opts.loras, opts.lora_rank, applied.weights, applied.slices);
+        report(BenchRow { kernel: "lora".into(), format: opts.format.to_string(), shape: String::new(), median_ms: 0.0, gflops: 0.0, gbs: 0.0, note });
+    }
+    let mut w = full.weights;
     let (doubles, singles) = (std::mem::take(&mut w.transformer_blocks), std::mem::take(&mut w.single_transformer_blocks));
     let rest_model = FluxModel { config: c.clone(), weights: w };
     let rope = rest_model.rope_tables(gpu, lt, rows, cols)?;

@@ -53,3 +53,19 @@ fn bench_flux_step_runs_a_tiny_step() {
     let (ok, _, err) = iclora(&["bench", "flux-step", "--format", "Q6_K"]);
     assert!(!ok && err.contains("not one of Q4_0, Q8_0, F16"), "{err}");
 }
+
+/// `bench flux-step --loras N --rank R` on the narrowed tiny step: the adapters are attached (a
+/// `lora` line names them) and every timed row is still reported; a zero rank is refused.
+#[test]
+fn bench_flux_step_with_loras() {
+    let args = ["bench", "flux-step", "--tokens", "32", "--double", "1", "--single", "1", "--iters", "1", "--heads", "2", "--head-dim", "64", "--format", "Q8_0", "--loras", "3", "--rank", "4"];
+    let (ok, out, err) = iclora(&args);
+    assert!(ok, "{err}");
+    assert!(out.contains("loras: 3 random adapters of rank 4"), "{out}");
+    // 1 double block (8 attention/MLP Linears) + 1 single block (linear1, linear2) = 10 weights.
+    assert!(out.lines().any(|l| l.starts_with("lora") && l.contains("3 adapters of rank 4 on 10 weights")), "{out}");
+    let kinds: Vec<&str> = out.lines().filter(|l| l.contains("median_ms=")).filter_map(|r| r.split_whitespace().next()).collect();
+    assert_eq!(kinds, ["rest", "double", "single", "step", "step(est)"], "{out}");
+    let (ok, _, err) = iclora(&["bench", "flux-step", "--loras", "1", "--rank", "0"]);
+    assert!(!ok && err.contains("--rank must be at least 1"), "{err}");
+}

@@ -4,7 +4,7 @@
 //!   iclora inspect FILE|URL
 //!   iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
 //!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16] [--kernels matmul,...]
-//!   iclora bench flux-step [--tokens N] [--format Q4_0|Q8_0|F16] [--double K] [--single K] [--iters N] [--heads H] [--head-dim D]
+//!   iclora bench flux-step [--tokens N] [--format Q4_0|Q8_0|F16] [--double K] [--single K] [--iters N] [--heads H] [--head-dim D] [--loras N] [--rank R]
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
@@ -33,6 +33,9 @@ mod cli {
       --single K     single blocks to run (default 38; 1 on CPU adapters)
       --iters N      timed runs, median reported (default 3)
       --heads H, --head-dim D   narrower model for smoke tests only (FLUX.1: 24 × 128)
+      --loras N      attach N random LoRA adapters at run time (default 0), each on every attention/MLP
+                     Linear of the blocks (q/k/v separately, as IC-LoRA's); gflops count base matmuls only
+      --rank R       rank of each adapter (default 16)
   iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
       [--transformer F] [--vae F] [--t5 F] [--clip F] [--t5-tokenizer F] [--clip-tokenizer F]
       [--lora F[:SCALE]]... [--max-sequence-length L]
@@ -159,6 +162,8 @@ mod cli {
                 "--iters" => opts.iters = num(v)?,
                 "--heads" => opts.heads = num(v)?,
                 "--head-dim" => opts.head_dim = num(v)?,
+                "--loras" => opts.loras = num(v)?,
+                "--rank" => opts.lora_rank = num(v)?,
                 "--format" => {
                     opts.format = DType::parse(v)
                         .filter(|d| [DType::Q4_0, DType::Q8_0, DType::F16].contains(d))
@@ -170,6 +175,9 @@ mod cli {
         if opts.tokens < 2 || opts.double + opts.single == 0 || opts.heads == 0 || opts.head_dim < 16 || !opts.head_dim.is_multiple_of(16) {
             return Err("need --tokens >= 2, at least one block, --heads >= 1 and --head-dim a multiple of 16".into());
         }
+        if opts.loras > 0 && opts.lora_rank == 0 {
+            return Err("--rank must be at least 1".into());
+        }
         println!("{}", describe(&gpu));
         let (txt, img) = opts.split();
         let full = opts.double == 19 && opts.single == 38 && opts.heads * opts.head_dim == 3072;
@@ -179,6 +187,9 @@ mod cli {
             if full { "" } else { " (a subset/narrowed FLUX.1: step(est) extrapolates to 19 + 38 blocks)" },
             opts.iters
         );
+        if opts.loras > 0 {
+            println!("loras: {} random adapters of rank {} (unmerged, applied by the matmuls)", opts.loras, opts.lora_rank);
+        }
         if software && opts.tokens < 4608 {
             println!("note: CPU adapter: defaults are 256 tokens and 1 + 1 blocks (set --tokens, --double, --single to change)");
         }

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod parse;
+pub mod random;
 pub mod targets;
 
 pub use apply::LoraApplied;

@@ -173,12 +173,14 @@ impl MetaAlpha {
             return Ok(MetaAlpha { alpha: None, pattern: Vec::new() });
         };
         let v: serde_json::Value = serde_json::from_str(json).map_err(|e| lora_err(&h.file, "__metadata__.lora_adapter_metadata", format!("not JSON: {e}")))?;
-        let pattern = v
-            .get("alpha_pattern")
+        // A raw peft config has `lora_alpha`; `FluxPipeline.save_lora_weights` writes it per
+        // component, `transformer.lora_alpha` (diffusers' `_pack_dict_with_prefix`).
+        let field = |name: &str| v.get(format!("transformer.{name}")).or_else(|| v.get(name));
+        let pattern = field("alpha_pattern")
             .and_then(|p| p.as_object())
             .map(|o| o.iter().filter_map(|(k, a)| a.as_f64().map(|a| (k.clone(), a as f32))).collect())
             .unwrap_or_default();
-        Ok(MetaAlpha { alpha: v.get("lora_alpha").and_then(|a| a.as_f64()).map(|a| a as f32), pattern })
+        Ok(MetaAlpha { alpha: field("lora_alpha").and_then(|a| a.as_f64()).map(|a| a as f32), pattern })
     }
 
     fn get(&self, module: &str) -> Option<f32> {

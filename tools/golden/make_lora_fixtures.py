@@ -69,16 +69,23 @@ def add_random_adapter(model, name, r, alpha, targets, seed):
 
 
 def fused_parts(sd, module, parts):
-    """Stacked A's and block-diagonal B of `parts` (diffusers names under `module`)."""
+    """Stacked A's and block-diagonal B of `parts` (diffusers names under `module`); None when the
+    adapter has none of them."""
+    parts = [p for p in parts if f"{module}{p}.lora_A.weight" in sd]
+    if not parts:
+        return None
     a = [sd[f"{module}{p}.lora_A.weight"].float() for p in parts]
     b = [sd[f"{module}{p}.lora_B.weight"].float() for p in parts]
     return torch.cat(a, 0).half(), torch.block_diag(*b).half(), len(parts)
 
 
 def to_bfl_modules(sd, n_double, n_single):
-    """diffusers module LoRAs → {bfl module: (down, up, rank multiplier)} (FLUX_REFERENCE.md §6.3)."""
+    """diffusers module LoRAs → {bfl module: (down, up, rank multiplier)} (FLUX_REFERENCE.md §6.3);
+    modules the adapter does not have are left out. A fused form of only some parts (e.g. q and v)
+    stacks just those: its rows then do not line up with the fused weight, so every adapter converted
+    here must have all parts of a fused weight or none."""
     out = {}
-    one = lambda m: (sd[f"{m}.lora_A.weight"], sd[f"{m}.lora_B.weight"], 1)
+    one = lambda m: (sd[f"{m}.lora_A.weight"], sd[f"{m}.lora_B.weight"], 1) if f"{m}.lora_A.weight" in sd else None
     for i in range(n_double):
         d, b = f"transformer_blocks.{i}.", f"double_blocks.{i}."
         out[b + "img_attn.qkv"] = fused_parts(sd, d + "attn.", ["to_q", "to_k", "to_v"])
@@ -92,11 +99,26 @@ def to_bfl_modules(sd, n_double, n_single):
         out[b + "linear1"] = fused_parts(sd, d, ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"])
         out[b + "linear2"] = one(d + "proj_out")
         out[b + "modulation.lin"] = one(d + "norm.linear")
-    down, up, _ = one("norm_out.linear")
-    half = up.shape[0] // 2
-    out["final_layer.adaLN_modulation.1"] = (down, torch.cat([up[half:], up[:half]], 0).contiguous(), 1)
+    if one("norm_out.linear") is not None:
+        down, up, _ = one("norm_out.linear")
+        half = up.shape[0] // 2
+        out["final_layer.adaLN_modulation.1"] = (down, torch.cat([up[half:], up[:half]], 0).contiguous(), 1)
     out["final_layer.linear"] = one("proj_out")
-    return out
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def kohya_and_native(sd, alpha, n_double, n_single):
+    """A diffusers-named adapter (`sd`, lora_alpha `alpha`) as kohya (`lora_unet_<bfl path>`) and
+    BFL-native (`diffusion_model.<bfl path>`, PEFT suffixes) state dicts with per-module `.alpha`;
+    alpha scales with the stacked rank of fused forms so that alpha/r is unchanged."""
+    kohya, native = {}, {}
+    for mod, (down, up, mult) in to_bfl_modules(sd, n_double, n_single).items():
+        a = torch.tensor(float(alpha) * mult, dtype=torch.float16)
+        k = "lora_unet_" + mod.replace(".", "_")
+        kohya.update({f"{k}.lora_down.weight": down.contiguous(), f"{k}.lora_up.weight": up.contiguous(), f"{k}.alpha": a})
+        n = "diffusion_model." + mod
+        native.update({f"{n}.lora_A.weight": down.contiguous(), f"{n}.lora_B.weight": up.contiguous(), f"{n}.alpha": a})
+    return kohya, native
 
 
 def main():
@@ -125,14 +147,7 @@ def main():
     save_file({f"transformer.{k}": v for k, v in sd_a.items()}, os.path.join(OUT, "lora_a_diffusers.safetensors"),
               metadata={**meta, "lora_adapter_metadata": ad_meta})
     # The same adapter in kohya and BFL-native names; alpha scales with the stacked rank.
-    bfl = to_bfl_modules(sd_a, cfg.num_layers, cfg.num_single_layers)
-    kohya, native = {}, {}
-    for mod, (down, up, mult) in bfl.items():
-        alpha = torch.tensor(8.0 * mult, dtype=torch.float16)
-        k = "lora_unet_" + mod.replace(".", "_")
-        kohya.update({f"{k}.lora_down.weight": down.contiguous(), f"{k}.lora_up.weight": up.contiguous(), f"{k}.alpha": alpha})
-        n = "diffusion_model." + mod
-        native.update({f"{n}.lora_A.weight": down.contiguous(), f"{n}.lora_B.weight": up.contiguous(), f"{n}.alpha": alpha})
+    kohya, native = kohya_and_native(sd_a, 8, cfg.num_layers, cfg.num_single_layers)
     save_file(kohya, os.path.join(OUT, "lora_a_kohya.safetensors"), metadata=meta)
     save_file(native, os.path.join(OUT, "lora_a_bfl.safetensors"), metadata=meta)
     # B as raw PEFT names with per-module alpha keys.
