@@ -4,6 +4,8 @@
 //! missing components and bad LoRAs give errors naming the component and file; a prompt longer than
 //! the T5 sequence length is truncated with a warning.
 
+mod common;
+use common::psnr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -35,16 +37,6 @@ fn case_args(c: &serde_json::Value, out: &Path) -> Vec<String> {
     }
     a.extend(["--out".into(), out.display().to_string()]);
     a
-}
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len(), "image sizes differ");
-    let mse = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.len() as f64;
-    if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (255.0f64 * 255.0 / mse).log10()
-    }
 }
 
 #[test]

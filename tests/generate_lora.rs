@@ -4,6 +4,8 @@
 //! adapter A (diffusers as `save_lora_weights` writes it, kohya, BFL-native), and the three formats
 //! of A give identical bytes.
 
+mod common;
+use common::psnr;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -12,16 +14,6 @@ const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden
 /// The issue's bar.
 const MIN_PSNR_DB: f64 = 40.0;
 const FORMATS: [&str; 3] = ["diffusers", "kohya", "bfl"];
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len(), "image sizes differ");
-    let mse = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.len() as f64;
-    if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (255.0f64 * 255.0 / mse).log10()
-    }
-}
 
 /// Runs `iclora generate` with the fixture's settings and `loras` (`FILE:SCALE`); the RGB bytes.
 fn generate(g: &serde_json::Value, loras: &[String], out: &str) -> Vec<u8> {

@@ -40,3 +40,14 @@ where
     g.submit(b).unwrap_or_else(|e| panic!("submit failed: {e}"));
     g.read_f32_blocking(&t).unwrap_or_else(|e| panic!("readback failed: {e}"))
 }
+
+/// Peak signal-to-noise ratio of two 8-bit images in dB (∞ when identical).
+pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len(), "image sizes differ");
+    let mse = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.len() as f64;
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
+}
