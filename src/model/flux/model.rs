@@ -78,7 +78,8 @@ impl FluxModel {
     /// Like [`forward`](Self::forward), calling `trace(name, tensor)` with intermediate results:
     /// `"temb"` `[1, hidden]`, `"double{i}/txt"`, `"double{i}/img"` after each double block,
     /// `"single{i}"` (joint `[L_txt + L_img, hidden]`, text first) after each single block. The
-    /// tensors are written by commands recorded in `b`; read them after submitting it.
+    /// tensors are written by commands recorded in `b` (flushed after every block); read them after
+    /// submitting it.
     pub fn forward_traced(&self, gpu: &Gpu, b: &mut Batch, inp: &FluxInputs, trace: &mut dyn FnMut(&str, &Tensor)) -> Result<Tensor> {
         let (c, w) = (&self.config, &self.weights);
         self.check_inputs(inp)?;
@@ -104,12 +105,17 @@ impl FluxModel {
             (txt, img) = blk.forward(gpu, b, c, &txt, &img, &svec, inp.rope)?;
             trace(&format!("double{i}/txt"), &txt);
             trace(&format!("double{i}/img"), &img);
+            // Submit block by block: the block's intermediates go back to the pool, so a step
+            // needs the memory of one block's activations, not of all 57 (hundreds of MB each
+            // at 1024²).
+            b.flush(gpu)?;
         }
         // §1.7 single blocks on the joint sequence, text first; then keep the image tokens.
         let mut x = concat_rows(gpu, b, &txt, &img)?;
         for (i, blk) in w.single_transformer_blocks.iter().enumerate() {
             x = blk.forward(gpu, b, c, &x, &svec, inp.rope)?;
             trace(&format!("single{i}"), &x);
+            b.flush(gpu)?;
         }
         let img = slice_rows(gpu, b, &x, lt, li)?;
 
