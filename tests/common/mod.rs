@@ -2,6 +2,8 @@
 //! RNG, and a comparison that reports the first bad index.
 #![allow(dead_code)]
 
+pub mod text;
+
 use std::sync::OnceLock;
 
 use iclora::gpu::{Gpu, GpuOptions};
