@@ -7,6 +7,8 @@ import sys
 import torch
 from diffusers import FluxTransformer2DModel
 
+from torch_matmul_peer import median_ms  # same directory: one timing helper for both peers
+
 def main():
     tokens = int(sys.argv[1]) if len(sys.argv) > 1 else 4608
     iters = int(sys.argv[2]) if len(sys.argv) > 2 else 3
@@ -37,14 +39,7 @@ def main():
             model(hidden_states=hidden, encoder_hidden_states=enc, pooled_projections=pooled, timestep=t,
                   guidance=g, img_ids=img_ids, txt_ids=txt_ids, return_dict=False)
 
-    step(); torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); step(); b.record(); torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    times.sort()
-    ms = times[len(times) // 2]
+    ms = median_ms(step, iters)
     print(f"peer diffusers FluxTransformer2DModel bf16 {tokens} tokens ({txt} text): step median_ms={ms:.1f} "
           f"on {torch.cuda.get_device_name(0)} (torch {torch.__version__})")
 
