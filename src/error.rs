@@ -74,6 +74,10 @@ pub enum Error {
     #[error("LoRA `{file}`: key `{key}`: {why}")]
     Lora { file: String, key: String, why: String },
 
+    /// The user stopped the run (a generation's Cancel button, a cancelled download).
+    #[error("cancelled")]
+    Cancelled,
+
     /// A pipeline component (`iclora generate`: transformer, VAE, text encoders, tokenizers) that
     /// is missing or cannot be loaded; `file` is the file (or folder) it was looked for in.
     #[error("{component}: `{file}`: {message}")]

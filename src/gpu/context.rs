@@ -208,6 +208,21 @@ impl Gpu {
         self.pool.pooled_bytes()
     }
 
+    /// Resolves once the GPU has finished the work submitted so far: natively this waits (as
+    /// [`Gpu::wait_idle`]); in browsers it awaits `queue.onSubmittedWorkDone`, so the event loop
+    /// keeps running (progress messages, cancel requests) while the GPU works.
+    pub async fn done(&self) -> Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            self.queue.on_submitted_work_done(move || {
+                let _ = tx.send(());
+            });
+            let _ = rx.await;
+        }
+        self.wait_idle()
+    }
+
     /// Waits until the GPU has finished all submitted work (native only; a no-op in browsers).
     pub fn wait_idle(&self) -> Result<()> {
         #[cfg(not(target_arch = "wasm32"))]

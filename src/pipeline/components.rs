@@ -8,14 +8,11 @@
 use std::collections::BTreeSet;
 
 use crate::error::{Error, Result};
-use crate::weights::http::HttpSource;
-use crate::weights::load::{read_header, ByteSource, FileSource};
+use crate::weights::load::{read_header, ByteSource};
 use crate::weights::tensor_info::WeightsHeader;
 
-/// A path or an http(s) URL.
-pub fn is_url(s: &str) -> bool {
-    s.starts_with("http://") || s.starts_with("https://")
-}
+pub use crate::weights::source::is_url;
+use crate::weights::source::{exists, is_dir, open};
 
 /// `root` + `/` + `rel` for URLs and paths alike.
 pub fn join(root: &str, rel: &str) -> String {
@@ -43,38 +40,9 @@ pub fn in_component(component: &str, file: &str, e: Error) -> Error {
     }
 }
 
-fn open(location: &str) -> Result<Box<dyn ByteSource>> {
-    Ok(if is_url(location) { Box::new(HttpSource::open(location)?) } else { Box::new(FileSource::open(location)?) })
-}
-
-/// Whether `location` exists: a local path is checked, a URL is asked for (404/410 is absence).
-fn exists(location: &str) -> Result<bool> {
-    if !is_url(location) {
-        return Ok(std::path::Path::new(location).is_file());
-    }
-    match HttpSource::open(location) {
-        Ok(_) => Ok(true),
-        Err(Error::Http { status: 404 | 410, .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-fn is_dir(location: &str) -> bool {
-    !is_url(location) && std::path::Path::new(location).is_dir()
-}
-
 /// A small file (config, tokenizer) whole.
 pub fn read_all(component: &str, location: &str) -> Result<Vec<u8>> {
-    let read = || -> Result<Vec<u8>> {
-        if is_url(location) {
-            let mut s = open(location)?;
-            let len = s.len() as usize;
-            s.read_range(0, len)
-        } else {
-            std::fs::read(location).map_err(|e| Error::Io { file: location.into(), message: e.to_string() })
-        }
-    };
-    read().map_err(|e| in_component(component, location, e))
+    crate::weights::source::read_all(location).map_err(|e| in_component(component, location, e))
 }
 
 /// A small file when it exists, `None` when it does not.

@@ -5,12 +5,11 @@
 //! (`components`). Models are loaded one after the other and dropped when done, so at most one of
 //! text encoders / transformer / VAE holds GPU memory at a time.
 
-use std::time::Instant;
-
-use super::components::{in_component, is_url, join, read_optional, resolve, resolve_tokenizer, Component, TokenizerFiles};
+use super::components::{in_component, join, read_optional, resolve, resolve_tokenizer, Component, TokenizerFiles};
 use super::sampler::{sample, SampleOptions};
 use super::schedule::FluxVariant;
 use super::seed::{flux_noise, latent_hw};
+use crate::clock::Stopwatch;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::pack::unpack;
@@ -20,8 +19,8 @@ use crate::model::flux::{FluxConfig, FluxModel};
 use crate::model::t5::{T5Config, T5Encoder};
 use crate::model::tokenize::{PromptTokenizer, T5_MAX_LEN_DEV, T5_MAX_LEN_SCHNELL};
 use crate::model::vae::{TileOptions, Vae, VaeConfig, VaeParts};
-use crate::weights::http::HttpSource;
-use crate::weights::load::{ByteSource, FileSource};
+use crate::weights::load::ByteSource;
+use crate::weights::source::open;
 
 /// Where the components are: `model` is a diffusers-layout folder or URL root; each other field,
 /// when set, overrides that component (a weights file or `*.index.json`, or a component folder;
@@ -62,10 +61,6 @@ pub struct RgbImage {
 
 fn sub(paths: &ModelPaths, folder: &str) -> Option<String> {
     paths.model.as_deref().map(|m| join(m, folder))
-}
-
-fn open_source(location: &str) -> Result<Box<dyn ByteSource>> {
-    Ok(if is_url(location) { Box::new(HttpSource::open(location)?) } else { Box::new(FileSource::open(location)?) })
 }
 
 /// Dev (dynamic shift) or schnell: `scheduler/scheduler_config.json`'s `use_dynamic_shifting` when
@@ -131,20 +126,78 @@ fn load_component<T>(component: &str, c: &mut Component, f: impl FnOnce(&mut dyn
     f(c.weights.source.as_mut(), &c.weights.header).map_err(|e| in_component(component, &file, e))
 }
 
-/// Text → image. `log` receives the progress lines (load, encode, each step with its time,
-/// decode) and warnings (`warning: ...`, e.g. a truncated prompt).
+/// The stages of a run, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Load,
+    Encode,
+    Denoise,
+    Decode,
+}
+
+/// What a run reports while it works.
+pub enum Event<'a> {
+    /// A progress line (what the CLI prints): load, encode, each step with its time, decode.
+    Line(&'a str),
+    /// Something the user should know (a truncated prompt, a rounded size).
+    Warning(&'a str),
+    /// A stage begins; `what` names it for people ("loading the transformer").
+    Stage { stage: Stage, what: &'a str },
+    /// Step `index` (from 0) of `steps` finished on the GPU in `seconds`.
+    Step { index: usize, steps: usize, seconds: f64 },
+}
+
+/// Receives a run's [`Event`]s and may cancel it (checked between stages and steps).
+pub trait Observer {
+    fn event(&mut self, e: Event<'_>);
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// An observer that hands every progress line and warning (`warning: …`) to a function.
+pub struct Lines<F: FnMut(&str)>(pub F);
+
+impl<F: FnMut(&str)> Observer for Lines<F> {
+    fn event(&mut self, e: Event<'_>) {
+        match e {
+            Event::Line(l) => (self.0)(l),
+            Event::Warning(w) => (self.0)(&format!("warning: {w}")),
+            Event::Stage { .. } | Event::Step { .. } => {}
+        }
+    }
+}
+
+fn check(obs: &dyn Observer) -> Result<()> {
+    if obs.cancelled() {
+        Err(Error::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+/// Text → image, blocking (native). `log` receives the progress lines (load, encode, each step
+/// with its time, decode) and warnings (`warning: ...`, e.g. a truncated prompt).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn generate(gpu: &Gpu, paths: &ModelPaths, opts: &GenerateOptions, log: &mut dyn FnMut(&str)) -> Result<RgbImage> {
-    let t0 = Instant::now();
+    pollster::block_on(run(gpu, paths, opts, &mut Lines(log)))
+}
+
+/// Text → image. Awaits the GPU between stages and after every step, so in a browser the event
+/// loop keeps running; `obs` gets the progress and is asked whether to stop.
+pub async fn run(gpu: &Gpu, paths: &ModelPaths, opts: &GenerateOptions, obs: &mut dyn Observer) -> Result<RgbImage> {
+    let t0 = Stopwatch::start();
     let (lh, lw) = latent_hw(opts.height, opts.width);
     if lh == 0 || lw == 0 || opts.steps == 0 {
         return Err(Error::InvalidArgument(format!("--width and --height must be at least 16 and --steps at least 1 (got {}×{}, {} steps)", opts.width, opts.height, opts.steps)));
     }
     let (height, width) = (lh * 8, lw * 8);
     if (height, width) != (opts.height, opts.width) {
-        log(&format!("warning: {}×{} is not a multiple of 16; generating {width}×{height} as diffusers does", opts.width, opts.height));
+        obs.event(Event::Warning(&format!("{}×{} is not a multiple of 16; generating {width}×{height} as diffusers does", opts.width, opts.height)));
     }
 
     // The transformer's header and config first: they decide dev/schnell and the T5 length.
+    obs.event(Event::Stage { stage: Stage::Load, what: "reading the model's headers" });
     let mut transformer = resolve("transformer", sub(paths, "transformer").as_deref(), paths.transformer.as_deref(), "diffusion_pytorch_model")?;
     let tfile = transformer.weights.file.clone();
     let config = match &transformer.config {
@@ -161,54 +214,67 @@ pub fn generate(gpu: &Gpu, paths: &ModelPaths, opts: &GenerateOptions, log: &mut
     let t5_ids = t5_tok.encode(&opts.prompt)?;
     let clip_ids = clip_tok.encode(&opts.prompt)?;
     for w in [clip_ids.warning("CLIP"), t5_ids.warning("T5")].into_iter().flatten() {
-        log(&format!("warning: {w}"));
+        obs.event(Event::Warning(&w));
     }
+    check(obs)?;
     let (txt, pooled) = {
+        obs.event(Event::Stage { stage: Stage::Load, what: "loading the text encoders" });
         let mut t5c = resolve("T5 text encoder", sub(paths, "text_encoder_2").as_deref(), paths.t5.as_deref(), "model")?;
         let mut clipc = resolve("CLIP text encoder", sub(paths, "text_encoder").as_deref(), paths.clip.as_deref(), "model")?;
         let (t5f, clipf) = (t5c.weights.file.clone(), clipc.weights.file.clone());
         let t5cfg = t5c.config.as_deref().map(|j| T5Config::from_json(&t5f, j)).transpose().map_err(|e| in_component("T5 text encoder", &t5f, e))?;
         let clipcfg = clipc.config.as_deref().map(|j| ClipConfig::from_json(&clipf, j)).transpose().map_err(|e| in_component("CLIP text encoder", &clipf, e))?;
-        let t = Instant::now();
+        let t = Stopwatch::start();
         let t5 = load_component("T5 text encoder", &mut t5c, |s, h| T5Encoder::load(gpu, s, h, t5cfg))?;
         let clip = load_component("CLIP text encoder", &mut clipc, |s, h| ClipTextEncoder::load(gpu, s, h, clipcfg))?;
-        log(&format!("load: text encoders ({t5f}, {clipf}) in {:.2}s", t.elapsed().as_secs_f64()));
-        let t = Instant::now();
+        obs.event(Event::Line(&format!("load: text encoders ({t5f}, {clipf}) in {:.2}s", t.secs())));
+        check(obs)?;
+        obs.event(Event::Stage { stage: Stage::Encode, what: "encoding the prompt" });
+        let t = Stopwatch::start();
         let mut b = gpu.batch();
         let txt = t5.forward(gpu, &mut b, &t5_ids.ids).map_err(|e| in_component("T5 text encoder", &t5f, e))?;
         let pooled = clip.forward(gpu, &mut b, &clip_ids.ids, clip_tok.eos_id()).map_err(|e| in_component("CLIP text encoder", &clipf, e))?.pooled;
         gpu.submit(b)?;
-        gpu.wait_idle()?;
-        log(&format!("encode: T5 {} tokens, CLIP {} tokens in {:.2}s", t5_ids.ids.len(), clip_ids.ids.len(), t.elapsed().as_secs_f64()));
+        gpu.done().await?;
+        obs.event(Event::Line(&format!("encode: T5 {} tokens, CLIP {} tokens in {:.2}s", t5_ids.ids.len(), clip_ids.ids.len(), t.secs())));
         (txt, pooled)
     };
+    check(obs)?;
 
     // Denoise.
     let latents = {
-        let t = Instant::now();
+        obs.event(Event::Stage { stage: Stage::Load, what: "loading the transformer" });
+        let t = Stopwatch::start();
         let mut model = load_component("transformer", &mut transformer, |s, h| FluxModel::load(gpu, s, h, Some(config.clone())))?;
         drop(transformer);
-        log(&format!("load: transformer ({tfile}) in {:.2}s", t.elapsed().as_secs_f64()));
+        obs.event(Event::Line(&format!("load: transformer ({tfile}) in {:.2}s", t.secs())));
         if !opts.loras.is_empty() {
             let mut adapters = Vec::new();
             for (file, scale) in &opts.loras {
-                let mut src = open_source(file).map_err(|e| in_component("LoRA", file, e))?;
+                let mut src = open(file).map_err(|e| in_component("LoRA", file, e))?;
                 adapters.push((LoraAdapter::load(src.as_mut(), &model.config).map_err(|e| in_component("LoRA", file, e))?, *scale));
             }
             let refs: Vec<(&LoraAdapter, f32)> = adapters.iter().map(|(a, s)| (a, *s)).collect();
             let applied = model.set_loras(gpu, &refs)?;
-            log(&format!("load: {} LoRA(s) on {} weights", refs.len(), applied.weights));
+            obs.event(Event::Line(&format!("load: {} LoRA(s) on {} weights", refs.len(), applied.weights)));
         }
+        check(obs)?;
+        obs.event(Event::Stage { stage: Stage::Denoise, what: "denoising" });
         let noise = flux_noise(opts.seed, height, width);
         let sopts = SampleOptions { height, width, steps: opts.steps, guidance: Some(opts.guidance), variant };
-        let mut last = Instant::now();
+        // (until the sampler is a stepper the caller drives, steps are reported after the loop)
+        let mut times = Vec::new();
+        let mut last = Stopwatch::start();
         let latents = sample(gpu, &model, &txt, &pooled, &noise, &sopts, &mut |s| {
-            // Wait for the step so that its time is the GPU's; a device error here surfaces at the
-            // next submission or read-back.
             let _ = gpu.wait_idle();
-            log(&format!("step {}/{}: sigma {:.4} → {:.4} in {:.2}s", s.index + 1, s.steps, s.sigma, s.sigma_next, last.elapsed().as_secs_f64()));
-            last = Instant::now();
+            times.push((s.index, s.steps, s.sigma, s.sigma_next, last.secs()));
+            last = Stopwatch::start();
         })?;
+        for (index, steps, sigma, sigma_next, secs) in times {
+            obs.event(Event::Line(&format!("step {}/{steps}: sigma {sigma:.4} → {sigma_next:.4} in {secs:.2}s", index + 1)));
+            obs.event(Event::Step { index, steps, seconds: secs });
+        }
+        check(obs)?;
         let mut b = gpu.batch();
         let z = unpack(gpu, &mut b, &latents, model.config.in_channels / 4, lh, lw)?;
         gpu.submit(b)?;
@@ -216,15 +282,17 @@ pub fn generate(gpu: &Gpu, paths: &ModelPaths, opts: &GenerateOptions, log: &mut
     };
 
     // Decode.
-    let t = Instant::now();
+    obs.event(Event::Stage { stage: Stage::Load, what: "loading the VAE" });
+    let t = Stopwatch::start();
     let mut vaec = resolve("VAE", sub(paths, "vae").as_deref(), paths.vae.as_deref(), "diffusion_pytorch_model")?;
     let vfile = vaec.weights.file.clone();
     let vcfg = vaec.config.as_deref().map(VaeConfig::from_diffusers_json).transpose().map_err(|e| in_component("VAE", &vfile, e))?;
     let vae = load_component("VAE", &mut vaec, |s, h| Vae::load(gpu, s, h, vcfg, VaeParts::DECODER))?;
-    log(&format!("load: VAE ({vfile}) in {:.2}s", t.elapsed().as_secs_f64()));
-    let t = Instant::now();
+    obs.event(Event::Line(&format!("load: VAE ({vfile}) in {:.2}s", t.secs())));
+    obs.event(Event::Stage { stage: Stage::Decode, what: "decoding the image" });
+    let t = Stopwatch::start();
     let image = vae.decode_tiled(gpu, &latents, &TileOptions::default()).map_err(|e| in_component("VAE", &vfile, e))?;
-    let values = gpu.read_f32_blocking(&image)?;
-    log(&format!("decode: {width}×{height} in {:.2}s (total {:.2}s)", t.elapsed().as_secs_f64(), t0.elapsed().as_secs_f64()));
+    let values = gpu.read_f32(&image).await?;
+    obs.event(Event::Line(&format!("decode: {width}×{height} in {:.2}s (total {:.2}s)", t.secs(), t0.secs())));
     to_rgb8(&values, height, width)
 }

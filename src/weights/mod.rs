@@ -5,5 +5,6 @@ pub mod tensor_info;
 pub mod safetensors;
 pub mod gguf;
 pub mod load;
+pub mod source;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod http;

@@ -1,0 +1,74 @@
+//! Opening a weights or config location, a local path or an http(s) URL, on either platform.
+//! Natively: files and [`super::http::HttpSource`]. In the browser (a dedicated worker, where
+//! synchronous reads are allowed): the OPFS cache when the file was prepared there, else
+//! synchronous Range requests (`super::browser`). Everything above this module (component
+//! resolution, loaders) is the same code on both.
+
+use super::load::ByteSource;
+use crate::error::{Error, Result};
+
+/// A path or an http(s) URL.
+pub fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// Random access to `location`'s bytes.
+pub fn open(location: &str) -> Result<Box<dyn ByteSource>> {
+    #[cfg(not(target_arch = "wasm32"))]
+    return Ok(if is_url(location) {
+        Box::new(super::http::HttpSource::open(location)?)
+    } else {
+        Box::new(super::load::FileSource::open(location)?)
+    });
+    #[cfg(target_arch = "wasm32")]
+    return Err(not_yet(location));
+}
+
+/// Whether `location` exists: a local path is checked, a URL is asked for (404/410 is absence).
+pub fn exists(location: &str) -> Result<bool> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        if !is_url(location) {
+            return Ok(std::path::Path::new(location).is_file());
+        }
+        match super::http::HttpSource::open(location) {
+            Ok(_) => Ok(true),
+            Err(Error::Http { status: 404 | 410, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
+    return Err(not_yet(location));
+}
+
+/// Whether `location` is a local directory (never for URLs, nor in browsers).
+pub fn is_dir(location: &str) -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    return !is_url(location) && std::path::Path::new(location).is_dir();
+    #[cfg(target_arch = "wasm32")]
+    return {
+        let _ = location;
+        false
+    };
+}
+
+/// A small file (config, tokenizer, index) whole.
+pub fn read_all(location: &str) -> Result<Vec<u8>> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        if is_url(location) {
+            let mut s = open(location)?;
+            let len = usize::try_from(s.len()).map_err(|_| Error::Io { file: location.into(), message: "too large to read whole".into() })?;
+            return s.read_range(0, len);
+        }
+        std::fs::read(location).map_err(|e| Error::Io { file: location.into(), message: e.to_string() })
+    }
+    #[cfg(target_arch = "wasm32")]
+    return Err(not_yet(location));
+}
+
+// Until the browser sources land (src/weights/browser).
+#[cfg(target_arch = "wasm32")]
+fn not_yet(location: &str) -> Error {
+    Error::Io { file: location.into(), message: "loading in the browser is not available yet".into() }
+}
