@@ -32,8 +32,8 @@ fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     y[i] = activate(a[i], OP);
 }
 
-@group(0) @binding(3) var<storage, read> b: array<f32>;        // binary: (b_len); gated_add: (n)
-@group(0) @binding(4) var<storage, read> gate: array<f32>;     // gated_add: (b_len)
+@group(0) @binding(3) var<storage, read> b: array<f32>;        // binary: (b_len); gated_add: (n); masked_blend: target (rows, b_len)
+@group(0) @binding(4) var<storage, read> gate: array<f32>;     // gated_add: (b_len); masked_blend: row thresholds (rows)
 
 @compute @workgroup_size(WG)
 fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -55,4 +55,24 @@ fn gated_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
     y[i] = a[i] + gate[i % p.b_len] * b[i];
+}
+
+@group(0) @binding(5) var<storage, read> noise: array<f32>;    // masked_blend: (rows, b_len)
+@group(0) @binding(6) var<storage, read> sigma: array<f32>;    // masked_blend: (1), the noise level to impose
+
+// RePaint-style re-imposition of known content (IC-LoRA reference panels, FLUX_REFERENCE.md §3:
+// x_sigma = (1 − sigma)·x0 + sigma·noise): rows (tokens of b_len features) whose threshold is
+// ≤ sigma are replaced by the target noised to sigma, the others keep a. A threshold of 0 imposes
+// at every sigma (exactly the target at sigma = 0); one above 1 never imposes.
+@compute @workgroup_size(WG)
+fn masked_blend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let s = sigma[0];
+    if (s >= gate[i / p.b_len]) {
+        y[i] = (1.0 - s) * b[i] + s * noise[i];
+    } else {
+        y[i] = a[i];
+    }
 }

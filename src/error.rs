@@ -78,10 +78,53 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
 
+    /// A cross-origin weights URL whose server does not send CORS headers (the browser hides the
+    /// answer, so this is also what a network failure to another origin looks like).
+    #[error("the server at {} does not allow this page to read `{url}` (CORS); use a host that sends Access-Control-Allow-Origin, e.g. huggingface.co resolve URLs, or download the file and drop it on the page (if the host does send CORS headers, check the network connection)", url_host(url))]
+    Cors { url: String },
+
+    /// The browser's storage quota (OPFS) is too small for a file being cached.
+    #[error("the browser's storage is full: caching `{url}` ({needed} bytes) exceeded its quota ({available} bytes available to this site); delete cached models or free disk space — the model is streamed without caching meanwhile")]
+    Quota { url: String, needed: u64, available: u64 },
+
     /// A pipeline component (`iclora generate`: transformer, VAE, text encoders, tokenizers) that
     /// is missing or cannot be loaded; `file` is the file (or folder) it was looked for in.
     #[error("{component}: `{file}`: {message}")]
     Component { component: String, file: String, message: String },
+
+    /// A recipe (share link, PNG metadata, form) with a value the engine cannot run: `field` names
+    /// it as the form does (`width`, `steps`, `adapters[1].url`, ...).
+    #[error("recipe: `{field}` {why}")]
+    InvalidRecipe { field: String, why: String },
+
+    /// A recipe written by a newer (or unknown) version of the app.
+    #[error("this recipe has format version {found}, but this app reads version {supported}; open the link with a newer version of the app")]
+    RecipeVersion { found: u64, supported: u64 },
+
+    /// A `#r=...` link that is not a recipe (cut off when copied, or edited by hand).
+    #[error("the share link is damaged ({0}); copy the whole link again")]
+    BadShareLink(String),
+
+    /// An image file that cannot be read (a truncated or corrupt PNG).
+    #[error("not a valid {format} image: {why}")]
+    BadImage { format: &'static str, why: String },
+
+    /// An IC-LoRA panel grid that does not fit the canvas: panels must be whole multiples of 16 px
+    /// (the 2×2-patch packed latent tokens, FLUX_REFERENCE.md §2) so that each panel owns whole tokens.
+    #[error("a {rows}×{cols} panel grid on a {width}×{height} canvas: {why}")]
+    PanelGrid { rows: usize, cols: usize, width: usize, height: usize, why: String },
+
+    /// A reference image for a panel the layout does not have.
+    #[error("reference for panel {index}, but the layout has {panels} panels (numbered from 0, row by row)")]
+    PanelIndex { index: usize, panels: usize },
+
+    /// A reference's SDEdit strength outside (0, 1).
+    #[error("panel {panel}: reference strength {strength} must lie strictly between 0 and 1 (near 0: keep the reference; near 1: ignore it)")]
+    ReferenceStrength { panel: usize, strength: f32 },
+
+    /// Reference panels were given but the VAE was not loaded with its encoder.
+    #[error("reference panels need the VAE encoder; load the VAE with its encoder (VaeParts::ENCODER or VaeParts::BOTH)")]
+    NoVaeEncoder,
 }
 
 /// What a user can do about an HTTP status.
@@ -94,6 +137,14 @@ fn http_hint(status: u16) -> &'static str {
         500..=599 => "the server failed; try again later",
         _ => "unexpected answer to a byte-range GET",
     }
+}
+
+/// The `host[:port]` part of a URL, for messages (the whole string when it has no scheme).
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    host.rsplit_once('@').map_or(host, |(_, h)| h)
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

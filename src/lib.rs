@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod lora;
 pub mod model;
 pub mod pipeline;
+pub mod recipe;
 pub mod reference;
 pub mod selftest;
 pub mod weights;

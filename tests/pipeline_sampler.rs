@@ -9,7 +9,7 @@ mod common;
 use common::{assert_close, gpu};
 use iclora::gpu::Tensor;
 use iclora::model::flux::FluxModel;
-use iclora::pipeline::sampler::{noise_from_file, sample, SampleOptions};
+use iclora::pipeline::sampler::{noise_from_file, sample, SampleOptions, Sampler};
 use iclora::pipeline::schedule::FluxVariant;
 use iclora::pipeline::seed::flux_noise;
 use iclora::weights::load::{read_header, FileSource};
@@ -123,4 +123,26 @@ fn wrong_noise_length_and_bad_canvas_are_refused() {
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
     let none = SampleOptions { steps: 0, ..opts };
     assert!(sample(gpu(), &m, &txt, &pooled, &noise, &none, &mut |_| {}).is_err());
+}
+
+/// The stepper the browser drives ([`Sampler`]) against diffusers every step, and bit for bit
+/// against [`sample`] (which is a loop over it).
+#[test]
+fn stepper_matches_diffusers_and_sample() {
+    let (g, m, case) = (gpu(), model("dev"), "dev_48x80");
+    let (opts, noise) = (options(case), our_noise(case));
+    let (txt, pooled) = (upload(&format!("{case}/txt")), upload(&format!("{case}/pooled")));
+    let mut looped = Vec::new();
+    sample(g, &m, &txt, &pooled, &noise, &opts, &mut |s| looped.push(g.read_f32_blocking(s.latents).unwrap())).unwrap();
+    let mut s = Sampler::new(g, &m, &txt, &pooled, &noise, &opts, None).unwrap();
+    assert_eq!((s.steps(), s.done(), s.sigmas().len()), (opts.steps, 0, opts.steps + 1));
+    while let Some(info) = s.step(g).unwrap() {
+        assert_eq!((info.index, info.steps, s.done()), (s.done() - 1, opts.steps, info.index + 1));
+        let got = g.read_f32_blocking(s.latents()).unwrap();
+        assert_close(&format!("stepper step {}", info.index), &got, &fixture(&format!("{case}/step{}", info.index)).1, STEP_RTOL);
+        assert_eq!(got, looped[info.index], "step {}: the stepper must equal sample() bit for bit", info.index);
+    }
+    assert_eq!(s.done(), opts.steps);
+    assert!(s.step(g).unwrap().is_none());
+    assert_eq!(g.read_f32_blocking(&s.into_latents()).unwrap(), *looped.last().unwrap());
 }

@@ -117,3 +117,100 @@ pub fn query_has(name: &str) -> bool {
     let search = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
     search.trim_start_matches('?').split('&').any(|kv| kv.split('=').next() == Some(name))
 }
+
+/// The `<input>` with `id`.
+pub fn input(id: &str) -> AppResult<web_sys::HtmlInputElement> {
+    by_id(id)?.dyn_into().map_err(|_| AppError::Browser(format!("#{id} is not an <input>")))
+}
+
+/// The value of the form control (`input`, `select`, `textarea`) with `id`.
+pub fn value(id: &str) -> AppResult<String> {
+    let e = by_id(id)?;
+    if let Some(i) = e.dyn_ref::<web_sys::HtmlInputElement>() {
+        return Ok(i.value());
+    }
+    if let Some(s) = e.dyn_ref::<web_sys::HtmlSelectElement>() {
+        return Ok(s.value());
+    }
+    if let Some(t) = e.dyn_ref::<web_sys::HtmlTextAreaElement>() {
+        return Ok(t.value());
+    }
+    Err(AppError::Browser(format!("#{id} is not a form control")))
+}
+
+/// Sets the value of the form control with `id`.
+pub fn set_value(id: &str, v: &str) -> AppResult<()> {
+    let e = by_id(id)?;
+    if let Some(i) = e.dyn_ref::<web_sys::HtmlInputElement>() {
+        i.set_value(v);
+    } else if let Some(s) = e.dyn_ref::<web_sys::HtmlSelectElement>() {
+        s.set_value(v);
+    } else if let Some(t) = e.dyn_ref::<web_sys::HtmlTextAreaElement>() {
+        t.set_value(v);
+    } else {
+        return Err(AppError::Browser(format!("#{id} is not a form control")));
+    }
+    Ok(())
+}
+
+/// Runs `f` on every `event` at `target`, for the life of the page.
+pub fn on<E: JsCast + 'static>(target: &impl AsRef<web_sys::EventTarget>, event: &str, f: impl FnMut(E) + 'static) -> AppResult<()> {
+    let mut f = f;
+    let c = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
+        if let Ok(e) = e.dyn_into::<E>() {
+            f(e);
+        }
+    });
+    target.as_ref().add_event_listener_with_callback(event, c.as_ref().unchecked_ref())?;
+    c.forget();
+    Ok(())
+}
+
+/// Shows or hides the element with `id` (the `hidden` attribute).
+pub fn show(id: &str, visible: bool) -> AppResult<()> {
+    let e: HtmlElement = by_id(id)?.dyn_into().map_err(|_| AppError::Browser(format!("#{id} is not an HTML element")))?;
+    e.set_hidden(!visible);
+    Ok(())
+}
+
+/// Sets the text of the element with `id`.
+pub fn set_text(id: &str, text: &str) -> AppResult<()> {
+    by_id(id)?.set_text_content(Some(text));
+    Ok(())
+}
+
+/// Enables or disables the button with `id`.
+pub fn enable(id: &str, on: bool) -> AppResult<()> {
+    let b: web_sys::HtmlButtonElement = by_id(id)?.dyn_into().map_err(|_| AppError::Browser(format!("#{id} is not a <button>")))?;
+    b.set_disabled(!on);
+    Ok(())
+}
+
+/// `n` bytes for people (KiB/MiB/GiB, one decimal).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Seconds for people: `42 s`, `3 min 05 s`, `1 h 02 min`.
+pub fn human_secs(s: f64) -> String {
+    if !s.is_finite() || s < 0.0 {
+        return "—".into();
+    }
+    let s = s.round() as u64;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
+    }
+}

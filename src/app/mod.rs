@@ -1,13 +1,21 @@
-//! The browser app (wasm32 only). Today it is the foundation's front page:
-//! it detects WebGPU, opens the engine's [`Gpu`], describes the adapter, and
-//! runs the kernel self-test (`?selftest` in the URL, or the button), which
-//! checks every WGSL kernel against its CPU reference on this browser's GPU.
+//! The browser app (wasm32 only): detects WebGPU, starts the IC-LoRA studio
+//! (`studio`; its engine runs in a Web Worker, `worker`, speaking `protocol`),
+//! describes the adapter, and runs the kernel self-test (`?selftest` in the
+//! URL, or the button), which checks every WGSL kernel against its CPU
+//! reference on this browser's GPU.
 //!
 //! index.html provides the elements by id; this code only fills them in,
 //! always through `textContent`.
 
+mod client;
 mod dom;
+mod protocol;
+mod run;
 mod selftest;
+mod studio;
+mod worker;
+
+pub use worker::worker_main;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -17,12 +25,16 @@ use wasm_bindgen::JsCast;
 use web_sys::HtmlButtonElement;
 
 use crate::gpu::{Gpu, GpuOptions};
-use dom::{add, by_id, clear, query_has, window, AppError, AppResult};
+use dom::{add, by_id, clear, document, query_has, window, AppError, AppResult};
 
 /// Entry point, called by the wasm-bindgen glue once the module is loaded.
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();
+    // The same module runs the engine in web/worker.js, which calls `worker_main` instead.
+    if worker::in_worker() {
+        return;
+    }
     wasm_bindgen_futures::spawn_local(async {
         if let Err(e) = boot().await {
             fatal(&e);
@@ -48,10 +60,16 @@ async fn boot() -> AppResult<()> {
     if let Some(why) = webgpu_missing()? {
         return Err(AppError::Unsupported(why));
     }
-    status.set_text_content(Some("WebGPU found; opening the GPU device…"));
+    status.set_text_content(Some("WebGPU found; starting the engine…"));
+    // The studio (its engine runs in a worker) lives as long as the page.
+    std::mem::forget(studio::start()?);
+    if query_has("selftest") {
+        if let Some(d) = document()?.query_selector("details.gpu")?.and_then(|d| d.dyn_into::<web_sys::HtmlDetailsElement>().ok()) {
+            d.set_open(true);
+        }
+    }
+    // A device of the page's own for the adapter table and the kernel self-test.
     let gpu = Rc::new(Gpu::new(&GpuOptions::default()).await?);
-    status.set_class_name("status ok");
-    status.set_text_content(Some("GPU ready."));
     show_adapter(&gpu, browser_adapter_label().await)?;
 
     let button: HtmlButtonElement = by_id("selftest-run")?.dyn_into().map_err(|_| AppError::Browser("#selftest-run is not a <button>".into()))?;

@@ -3,6 +3,7 @@
 //!   iclora info
 //!   iclora inspect FILE|URL
 //!   iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
+//!       [--lora FILE|URL[:SCALE]]... [--layout ROWSxCOLS --reference PANEL=IMAGE.png[:STRENGTH]]...
 //!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16] [--kernels matmul,...]
 //!   iclora bench flux-step [--tokens N] [--format Q4_0|Q8_0|F16] [--double K] [--single K] [--iters N] [--heads H] [--head-dim D] [--loras N] [--rank R]
 
@@ -39,6 +40,9 @@ mod cli {
   iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
       [--transformer F] [--vae F] [--t5 F] [--clip F] [--t5-tokenizer F] [--clip-tokenizer F]
       [--lora F[:SCALE]]... [--max-sequence-length L]
+      [--layout ROWSxCOLS] [--reference PANEL=IMAGE.png[:STRENGTH]]...
+                     reference panels (counted from 1, row by row) are kept as given (RePaint) or, with a
+                     strength in (0,1), imposed while sigma ≥ strength (SDEdit-like); needs --layout
                      text to image as diffusers' FluxPipeline (diffusers-layout folder or URL root; each F, a
                      path or URL, overrides that component; progress on stderr)
   iclora bench kernels [options]    time kernels at FLUX shapes
@@ -195,11 +199,28 @@ mod cli {
         }
         bench_flux_step(&gpu, &opts, |row| println!("{row}")).map_err(|e| e.to_string())
     }
+    /// `--reference PANEL=IMAGE.png[:STRENGTH]` (panels counted from 1, row by row; without a
+    /// strength the panel is kept).
+    fn reference(v: &str) -> Result<iclora::pipeline::conditioning::Reference, String> {
+        use iclora::pipeline::conditioning::{RefMode, Reference};
+        let (panel, rest) = v.split_once('=').ok_or_else(|| format!("--reference {v}: expected PANEL=IMAGE[:STRENGTH]"))?;
+        let panel: usize = panel.parse().map_err(|_| format!("--reference {v}: the panel must be a number from 1"))?;
+        let (file, mode) = match rest.rsplit_once(':').map(|(f, s)| (f, s.parse::<f32>())) {
+            Some((f, Ok(s))) => (f, RefMode::Guide { strength: s }),
+            _ => (rest, RefMode::Keep),
+        };
+        let bytes = std::fs::read(file).map_err(|e| format!("--reference: reading `{file}`: {e}"))?;
+        let img = image::load_from_memory(&bytes).map_err(|e| format!("--reference: `{file}` is not a PNG image: {e}"))?.to_rgb8();
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let image = iclora::pipeline::image::RgbImage { width: w, height: h, pixels: img.into_raw() };
+        Ok(Reference { panel: panel.checked_sub(1).ok_or("--reference: panels are counted from 1")?, image, mode })
+    }
+
     /// `iclora generate`: text to image (iclora::pipeline::generate), PNG to `--out`.
     fn generate(args: &[&str]) -> Result<(), String> {
         use iclora::pipeline::generate::{encode_png, generate, GenerateOptions, ModelPaths};
         let mut paths = ModelPaths::default();
-        let (mut prompt, mut out, mut loras) = (None, None, Vec::new());
+        let (mut prompt, mut out, mut loras, mut layout, mut refs) = (None, None, Vec::new(), None, Vec::new());
         let (mut width, mut height, mut steps, mut guidance, mut seed, mut max_len) = (None, None, None, None, None, None);
         let mut it = args.iter();
         while let Some(&a) = it.next() {
@@ -229,6 +250,11 @@ mod cli {
                     };
                     loras.push((file, scale));
                 }
+                "--layout" => {
+                    let (r, c) = v.split_once(['x', '×']).ok_or_else(|| format!("--layout {v}: expected ROWSxCOLS, e.g. 3x1"))?;
+                    layout = Some(iclora::pipeline::panels::Layout::new(num(r)?, num(c)?));
+                }
+                "--reference" => refs.push(reference(&v)?),
                 other => return Err(format!("unknown option {other}\n{USAGE}")),
             }
         }
@@ -242,6 +268,8 @@ mod cli {
             seed: seed.ok_or_else(|| need("--seed"))?,
             max_sequence_length: max_len,
             loras,
+            layout,
+            references: refs,
         };
         let out = out.ok_or_else(|| need("--out"))?;
         let gpu = open()?;

@@ -42,6 +42,7 @@ pub fn variants() -> Vec<Variant> {
     v.push(Variant::new("binary", &[("WG", WG as f64), ("OP", 0.0)]));
     v.push(Variant::new("binary", &[("WG", WG as f64), ("OP", 1.0)]));
     v.push(Variant::new("gated_add", &[("WG", WG as f64)]));
+    v.push(Variant::new("masked_blend", &[("WG", WG as f64)]));
     v
 }
 
@@ -123,6 +124,59 @@ pub fn gated_add(gpu: &Gpu, batch: &mut Batch, a: &Tensor, gate: &Tensor, b: &Te
             Binding::Tensor(&y),
             Binding::Tensor(b),
             Binding::Tensor(gate),
+        ],
+        grid,
+    )?;
+    Ok(y)
+}
+
+/// Rows whose [`masked_blend`] threshold is this are never imposed (sigmas never exceed 1).
+pub const NEVER_IMPOSED: f32 = f32::MAX;
+
+/// RePaint-style re-imposition (IC-LoRA reference panels): row `r` of `x` `[rows, C]` becomes
+/// `(1 − σ)·target[r] + σ·noise[r]` when `thresholds[r] ≤ σ`, else stays `x[r]`; `σ` is the
+/// one-element tensor `sigma` (so a sampler records it without re-uploading the rest). Threshold
+/// 0 imposes at every σ, [`NEVER_IMPOSED`] never. `target` and `noise` have `x`'s shape,
+/// `thresholds` one value per row.
+pub fn masked_blend(
+    gpu: &Gpu,
+    batch: &mut Batch,
+    x: &Tensor,
+    thresholds: &Tensor,
+    target: &Tensor,
+    noise: &Tensor,
+    sigma: &Tensor,
+) -> Result<Tensor> {
+    for t in [x, thresholds, target, noise, sigma] {
+        expect_f32("masked_blend", t)?;
+    }
+    for (what, t) in [("target", target), ("noise", noise)] {
+        if t.shape() != x.shape() {
+            return Err(shape_err("masked_blend", format!("{what} of shape {:?}", x.shape()), t.shape()));
+        }
+    }
+    if thresholds.numel() != x.rows() {
+        return Err(shape_err("masked_blend", format!("{} row thresholds for x {:?}", x.rows(), x.shape()), thresholds.shape()));
+    }
+    if sigma.numel() != 1 {
+        return Err(shape_err("masked_blend", "a one-element sigma", sigma.shape()));
+    }
+    let y = gpu.empty(x.shape(), x.dtype())?;
+    let p = params(x.numel(), x.dim_rev(0))?;
+    let (wg, grid) = launch_1d(gpu, x.numel(), WG);
+    batch.dispatch(
+        gpu,
+        &SHADER,
+        "masked_blend",
+        &[("WG", wg as f64)],
+        &[
+            Binding::Uniform(bytemuck::bytes_of(&p)),
+            Binding::Tensor(x),
+            Binding::Tensor(&y),
+            Binding::Tensor(target),
+            Binding::Tensor(thresholds),
+            Binding::Tensor(noise),
+            Binding::Tensor(sigma),
         ],
         grid,
     )?;

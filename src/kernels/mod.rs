@@ -16,6 +16,7 @@ pub mod attention;
 pub mod softmax;
 pub mod norm;
 pub mod rope;
+pub mod quantize;
 
 /// One pipeline a wrapper may create: an entry point and its override values.
 #[derive(Debug, Clone)]
@@ -46,6 +47,7 @@ pub fn all_shaders() -> Vec<(&'static ShaderSpec, Vec<Variant>)> {
         (&softmax::SHADER, softmax::variants()),
         (&norm::SHADER, norm::variants()),
         (&rope::SHADER, rope::variants()),
+        (&quantize::SHADER, quantize::variants()),
     ]
 }
 

@@ -1,12 +1,18 @@
-//! LoRA adapters for the FLUX transformer (FLUX_REFERENCE.md §6): parsed from safetensors in
-//! the diffusers/PEFT, kohya, BFL-native and XLabs key formats (`parse`), mapped onto our fused
-//! BFL weights with row slices (`targets`), and applied at run time through the LoRA-augmented
-//! matmul without touching the base weights (`apply`: `FluxModel::set_loras`).
+//! LoRA adapters for the FLUX transformer and the CLIP text encoder (FLUX_REFERENCE.md §6):
+//! parsed from safetensors in the diffusers/PEFT, kohya, BFL-native and XLabs key formats
+//! (`parse`), mapped onto our fused BFL weights with row slices (`targets`) or onto CLIP's Linears
+//! (`clip`), grouped per weight (`stack`), and applied at run time through the LoRA-augmented
+//! matmul without touching the base weights (`apply`: `FluxModel::set_loras`; `clip`:
+//! `ClipTextEncoder::set_loras`), or merged into F32/F16 transformer weights (`merge`:
+//! `FluxModel::merge_loras` / `unmerge_loras`).
 
 pub mod apply;
+pub mod clip;
+pub mod merge;
 pub mod parse;
 pub mod random;
+pub(crate) mod stack;
 pub mod targets;
 
-pub use apply::LoraApplied;
+pub use stack::LoraApplied;
 pub use parse::{LoraAdapter, LoraFormat, LoraModule, LoraReport};

@@ -1,9 +1,12 @@
 //! LoRA safetensors → modules on our BFL weights (FLUX_REFERENCE.md §6.2): every key is
 //! classified (format, module, role), checked against the model config, and the factors are read
-//! to f32 on the CPU (they are small: rank × width).
+//! to f32 on the CPU (they are small: rank × width). CLIP-L text-encoder modules (`lora_te1_…`,
+//! `text_encoder.…`) become modules on the CLIP Linears (`lora::clip`), checked against the CLIP
+//! config when applied; T5 parts are reported as ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::clip::clip_linear_name;
 use super::targets::{Target, Targets};
 use crate::error::{Error, Result};
 use crate::model::flux::FluxConfig;
@@ -55,16 +58,20 @@ pub struct LoraReport {
     pub ranks: Vec<usize>,
     /// BFL Linears the adapter changes, in file order of first appearance.
     pub layers: Vec<String>,
-    /// `(key, why)` for every key not applied to the transformer.
+    /// CLIP text-encoder Linears it changes (HF names, `text_model.encoder.layers.{i}.self_attn.q_proj`),
+    /// in file order; applied by `ClipTextEncoder::set_loras`.
+    pub clip_layers: Vec<String>,
+    /// `(key, why)` for every key not applied (T5 text-encoder parts).
     pub ignored: Vec<(String, String)>,
 }
 
-/// A parsed LoRA: modules on the transformer, plus the CLIP text-encoder part kept aside.
+/// A parsed LoRA: modules on the transformer and on the CLIP text encoder.
 #[derive(Debug, Clone)]
 pub struct LoraAdapter {
     pub modules: Vec<LoraModule>,
-    /// CLIP-L (`lora_te1_…` / `text_encoder.…`) tensors `(key, shape, values)`, for the CLIP encoder.
-    pub clip: Vec<(String, Vec<usize>, Vec<f32>)>,
+    /// CLIP-L modules (`lora_te1_…` / `text_encoder.…`); `target.bfl` is the CLIP Linear's HF name
+    /// and `target.len`/`target.k` come from the file (checked when applied).
+    pub clip: Vec<LoraModule>,
     pub report: LoraReport,
 }
 
@@ -91,8 +98,8 @@ const SUFFIXES: &[(&str, Role)] = &[
 const PREFIXES: &[&str] = &["base_model.model.", "transformer.", "model.diffusion_model.", "diffusion_model."];
 
 enum Class {
-    Flux(Target, LoraFormat, String, Role),
-    Clip,
+    /// A factor of a module on `target` (FLUX, or CLIP when `clip`).
+    Module { target: Target, format: LoraFormat, module: String, role: Role, clip: bool },
     T5,
 }
 
@@ -121,9 +128,6 @@ fn classify(t: &Targets, file: &str, key: &str) -> Result<Class> {
     if let Some(why) = unsupported_kind(key) {
         return Err(lora_err(file, key, why));
     }
-    if ["lora_te1_", "lora_te_", "text_encoder.", "text_encoders.clip_l."].iter().any(|p| key.starts_with(p)) {
-        return Ok(Class::Clip);
-    }
     if ["lora_te2_", "text_encoder_2.", "text_encoders.t5xxl."].iter().any(|p| key.starts_with(p)) {
         return Ok(Class::T5);
     }
@@ -131,6 +135,16 @@ fn classify(t: &Targets, file: &str, key: &str) -> Result<Class> {
         .iter()
         .find_map(|(s, r)| key.strip_suffix(s).map(|m| (m, *r)))
         .ok_or_else(|| lora_err(file, key, "not a LoRA factor (`lora_A/B`, `lora_down/up`, `down/up` or `alpha`)"))?;
+    // Raw PEFT saves of the text encoder alone start at its `text_model.` (FLUX has none).
+    if ["lora_te1_", "lora_te_", "text_encoder.", "text_encoders.clip_l.", "base_model.model.text_model."].iter().any(|p| key.starts_with(p)) {
+        let name = clip_linear_name(module).ok_or_else(|| {
+            lora_err(file, key, "no such Linear in the CLIP text encoder (LoRAs on its encoder layers' q/k/v/out projections and MLP are supported)")
+        })?;
+        let format = if module.starts_with("lora_te") { LoraFormat::Kohya } else { LoraFormat::Diffusers };
+        // n and k are those of the file's factors, set when both are read.
+        let target = Target { bfl: name, n0: 0, len: 0, k: 0, diffusers_halves: false };
+        return Ok(Class::Module { target, format, module: module.to_string(), role, clip: true });
+    }
     let found = if let Some(m) = module.strip_prefix("lora_unet_") {
         t.kohya.get(m).map(|x| (x, LoraFormat::Kohya))
     } else if let Some(m) = module.strip_prefix("lora_transformer_") {
@@ -149,7 +163,7 @@ fn classify(t: &Targets, file: &str, key: &str) -> Result<Class> {
         }
     };
     match found {
-        Some((target, format)) => Ok(Class::Flux(target.clone(), format, module.to_string(), role)),
+        Some((target, format)) => Ok(Class::Module { target: target.clone(), format, module: module.to_string(), role, clip: false }),
         None => Err(lora_err(file, key, "no such Linear in this FLUX model (a LoRA for another base model or block count?)")),
     }
 }
@@ -161,21 +175,23 @@ fn values(src: &mut dyn ByteSource, h: &WeightsHeader, info: &TensorInfo) -> Res
     })
 }
 
-/// `lora_alpha` (and `alpha_pattern`) from diffusers' `__metadata__["lora_adapter_metadata"]`.
+/// `lora_alpha` (and `alpha_pattern`) from diffusers' `__metadata__["lora_adapter_metadata"]`,
+/// for the transformer or the text encoder.
 struct MetaAlpha {
     alpha: Option<f32>,
     pattern: Vec<(String, f32)>,
 }
 
 impl MetaAlpha {
-    fn new(h: &WeightsHeader) -> Result<MetaAlpha> {
+    /// `component`: `transformer` or `text_encoder`.
+    fn new(h: &WeightsHeader, component: &str) -> Result<MetaAlpha> {
         let Some(json) = h.meta("lora_adapter_metadata").and_then(|v| v.as_str()) else {
             return Ok(MetaAlpha { alpha: None, pattern: Vec::new() });
         };
         let v: serde_json::Value = serde_json::from_str(json).map_err(|e| lora_err(&h.file, "__metadata__.lora_adapter_metadata", format!("not JSON: {e}")))?;
         // A raw peft config has `lora_alpha`; `FluxPipeline.save_lora_weights` writes it per
-        // component, `transformer.lora_alpha` (diffusers' `_pack_dict_with_prefix`).
-        let field = |name: &str| v.get(format!("transformer.{name}")).or_else(|| v.get(name));
+        // component, `transformer.lora_alpha`, `text_encoder.lora_alpha` (`_pack_dict_with_prefix`).
+        let field = |name: &str| v.get(format!("{component}.{name}")).or_else(|| v.get(name));
         let pattern = field("alpha_pattern")
             .and_then(|p| p.as_object())
             .map(|o| o.iter().filter_map(|(k, a)| a.as_f64().map(|a| (k.clone(), a as f32))).collect())
@@ -192,6 +208,7 @@ impl MetaAlpha {
 #[derive(Default)]
 struct Parts<'a> {
     target: Option<(Target, LoraFormat)>,
+    clip: bool,
     down: Option<&'a TensorInfo>,
     up: Option<&'a TensorInfo>,
     alpha: Option<&'a TensorInfo>,
@@ -213,20 +230,16 @@ impl LoraAdapter {
     pub fn from_header(src: &mut dyn ByteSource, h: &WeightsHeader, c: &FluxConfig) -> Result<LoraAdapter> {
         let t = Targets::new(c);
         let file = h.file.as_str();
-        let meta = MetaAlpha::new(h)?;
+        let (meta, clip_meta) = (MetaAlpha::new(h, "transformer")?, MetaAlpha::new(h, "text_encoder")?);
         let mut report = LoraReport { file: file.into(), ..Default::default() };
         let mut groups: BTreeMap<String, (usize, Parts)> = BTreeMap::new();
-        let mut clip = Vec::new();
         for (order, info) in h.tensors.iter().enumerate() {
             match classify(&t, file, &info.name)? {
-                Class::Clip => {
-                    report.ignored.push((info.name.clone(), "CLIP text-encoder LoRA: kept aside for the CLIP encoder".into()));
-                    clip.push((info.name.clone(), dims(info), values(src, h, info)?));
-                }
                 Class::T5 => report.ignored.push((info.name.clone(), "T5 text-encoder LoRA: not applied (diffusers drops it too)".into())),
-                Class::Flux(target, format, module, role) => {
+                Class::Module { target, format, module, role, clip } => {
                     let g = &mut groups.entry(module).or_insert_with(|| (order, Parts::default())).1;
                     g.target = Some((target, format));
+                    g.clip = clip;
                     match role {
                         Role::Down => g.down = Some(info),
                         Role::Up => g.up = Some(info),
@@ -237,15 +250,19 @@ impl LoraAdapter {
         }
         let mut ordered: Vec<(String, (usize, Parts))> = groups.into_iter().collect();
         ordered.sort_by_key(|(_, (o, _))| *o);
-        let (mut formats, mut ranks, mut layers) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
-        let mut modules = Vec::new();
+        let (mut formats, mut ranks, mut layers, mut clip_layers) = (BTreeSet::new(), BTreeSet::new(), Vec::new(), Vec::new());
+        let (mut modules, mut clip) = (Vec::new(), Vec::new());
         for (module, (_, p)) in ordered {
-            let Some((target, format)) = p.target else { continue };
+            let Some((mut target, format)) = p.target else { continue };
             let (Some(down), Some(up)) = (p.down, p.up) else {
                 let key = p.down.or(p.up).or(p.alpha).map_or(module.clone(), |i| i.name.clone());
                 return Err(lora_err(file, &key, "a LoRA module needs both its down (A) and up (B) matrix"));
             };
             let (ds, us) = (dims(down), dims(up));
+            if p.clip {
+                // CLIP's widths are checked against its config when applied.
+                (target.k, target.len) = (ds.get(1).copied().unwrap_or(0), us.first().copied().unwrap_or(0));
+            }
             let rank = ds.first().copied().unwrap_or(0);
             let shape_err = |info: &TensorInfo, expected: String, got: &[usize]| Error::TensorShape {
                 file: file.into(),
@@ -263,18 +280,19 @@ impl LoraAdapter {
                 Some(a) => *values(src, h, a)?.first().ok_or_else(|| lora_err(file, &a.name, "empty alpha"))?,
                 // XLabs LoRAs are alpha-free (§6.2.4); otherwise alpha = r unless the metadata says.
                 None if format == LoraFormat::XLabs => rank as f32,
-                None => meta.get(&module).unwrap_or(rank as f32),
+                None => if p.clip { &clip_meta } else { &meta }.get(&module).unwrap_or(rank as f32),
             };
             if !alpha.is_finite() {
                 return Err(lora_err(file, &module, format!("alpha {alpha} is not finite")));
             }
             formats.insert(format);
             ranks.insert(rank);
-            if !layers.contains(&target.bfl) {
-                layers.push(target.bfl.clone());
+            let (names, list) = if p.clip { (&mut clip_layers, &mut clip) } else { (&mut layers, &mut modules) };
+            if !names.contains(&target.bfl) {
+                names.push(target.bfl.clone());
             }
             let (a, b) = (values(src, h, down)?, values(src, h, up)?);
-            modules.push(LoraModule { key: module, target, rank, a, b, alpha });
+            list.push(LoraModule { key: module, target, rank, a, b, alpha });
         }
         if modules.is_empty() && clip.is_empty() {
             return Err(lora_err(file, "", "no LoRA modules for the FLUX transformer or CLIP in this file"));
@@ -282,6 +300,7 @@ impl LoraAdapter {
         report.formats = formats.into_iter().collect();
         report.ranks = ranks.into_iter().collect();
         report.layers = layers;
+        report.clip_layers = clip_layers;
         Ok(LoraAdapter { modules, clip, report })
     }
 }

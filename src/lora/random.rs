@@ -50,7 +50,7 @@ impl LoraAdapter {
             }
             modules.push(LoraModule { key, target, rank, a, b, alpha: rank as f32 });
         }
-        let report = LoraReport { file: format!("random-r{rank}-s{seed}"), formats: vec![LoraFormat::Diffusers], ranks: vec![rank], layers, ignored: Vec::new() };
+        let report = LoraReport { file: format!("random-r{rank}-s{seed}"), formats: vec![LoraFormat::Diffusers], ranks: vec![rank], layers, ..Default::default() };
         Ok(LoraAdapter { modules, clip: Vec::new(), report })
     }
 }

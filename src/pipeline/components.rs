@@ -14,6 +14,13 @@ use crate::weights::tensor_info::WeightsHeader;
 pub use crate::weights::source::is_url;
 use crate::weights::source::{exists, is_dir, open};
 
+/// A local directory, or a URL that names no file (no `.safetensors` / `.gguf` / `.json` /
+/// `.txt` ending): a folder of a diffusers-layout repository, such as `…/resolve/main/tokenizer`.
+fn is_folder(location: &str) -> bool {
+    let file_like = [".safetensors", ".gguf", ".json", ".txt", ".bin", ".sft"].iter().any(|e| location.ends_with(e));
+    is_dir(location) || (is_url(location) && !file_like)
+}
+
 /// `root` + `/` + `rel` for URLs and paths alike.
 pub fn join(root: &str, rel: &str) -> String {
     if is_url(root) {
@@ -32,10 +39,21 @@ fn parent(file: &str) -> String {
     }
 }
 
-/// Wraps `e` with the component it happened in, unless it already names one.
+/// Wraps `e` with the component it happened in, unless it already names one. Errors that name
+/// their URL or file themselves and that a user acts on by kind (network, storage, GPU memory,
+/// a refused LoRA, cancel) stay as they are, so the app can say what to do.
 pub fn in_component(component: &str, file: &str, e: Error) -> Error {
     match e {
-        Error::Component { .. } => e,
+        Error::Component { .. }
+        | Error::Http { .. }
+        | Error::Cors { .. }
+        | Error::Quota { .. }
+        | Error::NoRangeSupport { .. }
+        | Error::Timeout { .. }
+        | Error::Lora { .. }
+        | Error::OutOfMemory(_)
+        | Error::DeviceLost(_)
+        | Error::Cancelled => e,
         other => Error::Component { component: component.into(), file: file.into(), message: other.to_string() },
     }
 }
@@ -131,6 +149,9 @@ pub struct Weights {
     pub header: WeightsHeader,
     /// The file (or index) opened, for messages.
     pub file: String,
+    /// The files holding the bytes (the file itself, or every shard) with their sizes: what a
+    /// browser downloads into its cache before loading.
+    pub files: Vec<(String, u64)>,
 }
 
 /// Opens weights at `location`: an `*.index.json` (sharded) or a single safetensors/GGUF file.
@@ -140,11 +161,13 @@ pub fn open_weights(component: &str, location: &str) -> Result<Weights> {
         let json = read_all(component, location)?;
         let files = shard_files(location, &json).map_err(wrap)?;
         let (src, header) = ShardedSource::open(location, &files).map_err(wrap)?;
-        return Ok(Weights { source: Box::new(src), header, file: location.into() });
+        let files = files.into_iter().zip(src.shards.iter().map(|(_, s)| s.len())).collect();
+        return Ok(Weights { source: Box::new(src), header, file: location.into(), files });
     }
     let mut src = open(location).map_err(wrap)?;
     let header = read_header(src.as_mut()).map_err(wrap)?;
-    Ok(Weights { source: src, header, file: location.into() })
+    let files = vec![(location.to_string(), src.len())];
+    Ok(Weights { source: src, header, file: location.into(), files })
 }
 
 /// A model component: its weights and `config.json` text (when it has one).
@@ -158,7 +181,7 @@ pub struct Component {
 /// config, it is inferred from the tensors; or a component folder).
 pub fn resolve(component: &str, dir: Option<&str>, file: Option<&str>, stem: &str) -> Result<Component> {
     let dir = match (file, dir) {
-        (Some(f), _) if !is_dir(f) => return Ok(Component { weights: open_weights(component, f)?, config: None }),
+        (Some(f), _) if !is_folder(f) => return Ok(Component { weights: open_weights(component, f)?, config: None }),
         (Some(f), _) => f.to_string(),
         (None, Some(d)) => d.to_string(),
         (None, None) => {
@@ -198,7 +221,7 @@ pub struct TokenizerFiles {
 /// `tokenizer_config.json` next to it if any; or a folder).
 pub fn resolve_tokenizer(component: &str, dir: Option<&str>, file: Option<&str>) -> Result<TokenizerFiles> {
     let (dir, json_file) = match (file, dir) {
-        (Some(f), _) if !is_dir(f) => (parent(f), Some(f.to_string())),
+        (Some(f), _) if !is_folder(f) => (parent(f), Some(f.to_string())),
         (Some(f), _) => (f.to_string(), None),
         (None, Some(d)) => (d.to_string(), None),
         (None, None) => {

@@ -6,7 +6,10 @@
 //! text encoders / transformer / VAE holds GPU memory at a time.
 
 use super::components::{in_component, join, read_optional, resolve, resolve_tokenizer, Component, TokenizerFiles};
-use super::sampler::{sample, SampleOptions};
+use super::conditioning::{Conditioning, Reference};
+use super::panels::Layout;
+use super::preview::latent_preview;
+use super::sampler::{SampleOptions, Sampler};
 use super::schedule::FluxVariant;
 use super::seed::{flux_noise, latent_hw};
 use crate::clock::Stopwatch;
@@ -49,15 +52,13 @@ pub struct GenerateOptions {
     pub max_sequence_length: Option<usize>,
     /// LoRA files (path or URL) with their strengths.
     pub loras: Vec<(String, f32)>,
+    /// The panel grid (IC-LoRA canvases); needed with `references`.
+    pub layout: Option<Layout>,
+    /// Reference panels kept (or guided) while the rest is generated in context.
+    pub references: Vec<Reference>,
 }
 
-/// 8-bit RGB, rows top to bottom, `[height, width, 3]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RgbImage {
-    pub width: usize,
-    pub height: usize,
-    pub pixels: Vec<u8>,
-}
+pub use super::image::RgbImage;
 
 fn sub(paths: &ModelPaths, folder: &str) -> Option<String> {
     paths.model.as_deref().map(|m| join(m, folder))
@@ -126,6 +127,36 @@ fn load_component<T>(component: &str, c: &mut Component, f: impl FnOnce(&mut dyn
     f(c.weights.source.as_mut(), &c.weights.header).map_err(|e| in_component(component, &file, e))
 }
 
+/// One file a run reads its weights from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightFile {
+    pub component: &'static str,
+    pub location: String,
+    pub bytes: u64,
+}
+
+/// Every weights file a run with `paths` and `loras` will read (shards included), found by
+/// resolving the components as [`run`] does, reading only headers, configs and indexes: what a
+/// browser downloads (and caches) first, and what the page shows before a download starts.
+pub fn weight_files(paths: &ModelPaths, loras: &[(String, f32)]) -> Result<Vec<WeightFile>> {
+    let mut out = Vec::new();
+    let components = [
+        ("transformer", "transformer", paths.transformer.as_deref(), "diffusion_pytorch_model"),
+        ("T5 text encoder", "text_encoder_2", paths.t5.as_deref(), "model"),
+        ("CLIP text encoder", "text_encoder", paths.clip.as_deref(), "model"),
+        ("VAE", "vae", paths.vae.as_deref(), "diffusion_pytorch_model"),
+    ];
+    for (component, folder, file, stem) in components {
+        let c = resolve(component, sub(paths, folder).as_deref(), file, stem)?;
+        out.extend(c.weights.files.into_iter().map(|(location, bytes)| WeightFile { component, location, bytes }));
+    }
+    for (file, _) in loras {
+        let src = open(file).map_err(|e| in_component("LoRA", file, e))?;
+        out.push(WeightFile { component: "LoRA", location: file.clone(), bytes: src.len() });
+    }
+    Ok(out)
+}
+
 /// The stages of a run, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -145,6 +176,8 @@ pub enum Event<'a> {
     Stage { stage: Stage, what: &'a str },
     /// Step `index` (from 0) of `steps` finished on the GPU in `seconds`.
     Step { index: usize, steps: usize, seconds: f64 },
+    /// A cheap look at the latents after step `index` (latent resolution, 1/8 of the canvas).
+    Preview { index: usize, image: &'a RgbImage },
 }
 
 /// Receives a run's [`Event`]s and may cancel it (checked between stages and steps).
@@ -152,6 +185,10 @@ pub trait Observer {
     fn event(&mut self, e: Event<'_>);
     fn cancelled(&self) -> bool {
         false
+    }
+    /// Steps between previews (0: none); each costs a read-back of the latents.
+    fn preview_every(&self) -> usize {
+        0
     }
 }
 
@@ -163,7 +200,7 @@ impl<F: FnMut(&str)> Observer for Lines<F> {
         match e {
             Event::Line(l) => (self.0)(l),
             Event::Warning(w) => (self.0)(&format!("warning: {w}")),
-            Event::Stage { .. } | Event::Step { .. } => {}
+            Event::Stage { .. } | Event::Step { .. } | Event::Preview { .. } => {}
         }
     }
 }
@@ -174,6 +211,18 @@ fn check(obs: &dyn Observer) -> Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// Loads the VAE's `parts`; returns it with the file it came from.
+fn load_vae(gpu: &Gpu, paths: &ModelPaths, parts: VaeParts, obs: &mut dyn Observer) -> Result<(Vae, String)> {
+    obs.event(Event::Stage { stage: Stage::Load, what: "loading the VAE" });
+    let t = Stopwatch::start();
+    let mut vaec = resolve("VAE", sub(paths, "vae").as_deref(), paths.vae.as_deref(), "diffusion_pytorch_model")?;
+    let vfile = vaec.weights.file.clone();
+    let vcfg = vaec.config.as_deref().map(VaeConfig::from_diffusers_json).transpose().map_err(|e| in_component("VAE", &vfile, e))?;
+    let vae = load_component("VAE", &mut vaec, |s, h| Vae::load(gpu, s, h, vcfg, parts))?;
+    obs.event(Event::Line(&format!("load: VAE ({vfile}) in {:.2}s", t.secs())));
+    Ok((vae, vfile))
 }
 
 /// Text → image, blocking (native). `log` receives the progress lines (load, encode, each step
@@ -208,6 +257,14 @@ pub async fn run(gpu: &Gpu, paths: &ModelPaths, opts: &GenerateOptions, obs: &mu
     let variant = variant(paths, &config)?;
     let t5_len = opts.max_sequence_length.unwrap_or(if variant == FluxVariant::Dev { T5_MAX_LEN_DEV } else { T5_MAX_LEN_SCHNELL });
 
+    // Adapters first: their CLIP parts apply to the text encoder, the rest to the transformer.
+    let mut adapters = Vec::new();
+    for (file, scale) in &opts.loras {
+        let mut src = open(file).map_err(|e| in_component("LoRA", file, e))?;
+        adapters.push((LoraAdapter::load(src.as_mut(), &config).map_err(|e| in_component("LoRA", file, e))?, *scale));
+    }
+    let lora_refs: Vec<(&LoraAdapter, f32)> = adapters.iter().map(|(a, s)| (a, *s)).collect();
+
     // Text: tokenize and encode, then free the encoders.
     let t5_tok = tokenizer("T5 tokenizer", resolve_tokenizer("T5 tokenizer", sub(paths, "tokenizer_2").as_deref(), paths.t5_tokenizer.as_deref())?, Some(t5_len))?;
     let clip_tok = tokenizer("CLIP tokenizer", resolve_tokenizer("CLIP tokenizer", sub(paths, "tokenizer").as_deref(), paths.clip_tokenizer.as_deref())?, None)?;
@@ -226,8 +283,12 @@ pub async fn run(gpu: &Gpu, paths: &ModelPaths, opts: &GenerateOptions, obs: &mu
         let clipcfg = clipc.config.as_deref().map(|j| ClipConfig::from_json(&clipf, j)).transpose().map_err(|e| in_component("CLIP text encoder", &clipf, e))?;
         let t = Stopwatch::start();
         let t5 = load_component("T5 text encoder", &mut t5c, |s, h| T5Encoder::load(gpu, s, h, t5cfg))?;
-        let clip = load_component("CLIP text encoder", &mut clipc, |s, h| ClipTextEncoder::load(gpu, s, h, clipcfg))?;
+        let mut clip = load_component("CLIP text encoder", &mut clipc, |s, h| ClipTextEncoder::load(gpu, s, h, clipcfg))?;
         obs.event(Event::Line(&format!("load: text encoders ({t5f}, {clipf}) in {:.2}s", t.secs())));
+        if lora_refs.iter().any(|(a, _)| !a.clip.is_empty()) {
+            let applied = clip.set_loras(gpu, &lora_refs).map_err(|e| in_component("CLIP text encoder", &clipf, e))?;
+            obs.event(Event::Line(&format!("load: LoRA on {} CLIP weights", applied.weights)));
+        }
         check(obs)?;
         obs.event(Event::Stage { stage: Stage::Encode, what: "encoding the prompt" });
         let t = Stopwatch::start();
@@ -241,6 +302,20 @@ pub async fn run(gpu: &Gpu, paths: &ModelPaths, opts: &GenerateOptions, obs: &mu
     };
     check(obs)?;
 
+    // Reference panels need the VAE's encoder before the sampler; the VAE then stays for decoding.
+    let mut vae_slot = None;
+    let cond = if opts.references.is_empty() {
+        None
+    } else {
+        let layout = opts.layout.ok_or_else(|| Error::InvalidArgument("reference panels need a panel layout (rows × columns)".into()))?;
+        let (vae, vfile) = load_vae(gpu, paths, VaeParts::BOTH, obs)?;
+        obs.event(Event::Stage { stage: Stage::Encode, what: "encoding the reference panels" });
+        let c = Conditioning::new(gpu, Some(&vae), &layout, width, height, &opts.references).map_err(|e| in_component("VAE", &vfile, e))?;
+        gpu.done().await?;
+        vae_slot = Some((vae, vfile));
+        Some(c)
+    };
+
     // Denoise.
     let latents = {
         obs.event(Event::Stage { stage: Stage::Load, what: "loading the transformer" });
@@ -248,47 +323,41 @@ pub async fn run(gpu: &Gpu, paths: &ModelPaths, opts: &GenerateOptions, obs: &mu
         let mut model = load_component("transformer", &mut transformer, |s, h| FluxModel::load(gpu, s, h, Some(config.clone())))?;
         drop(transformer);
         obs.event(Event::Line(&format!("load: transformer ({tfile}) in {:.2}s", t.secs())));
-        if !opts.loras.is_empty() {
-            let mut adapters = Vec::new();
-            for (file, scale) in &opts.loras {
-                let mut src = open(file).map_err(|e| in_component("LoRA", file, e))?;
-                adapters.push((LoraAdapter::load(src.as_mut(), &model.config).map_err(|e| in_component("LoRA", file, e))?, *scale));
-            }
-            let refs: Vec<(&LoraAdapter, f32)> = adapters.iter().map(|(a, s)| (a, *s)).collect();
-            let applied = model.set_loras(gpu, &refs)?;
-            obs.event(Event::Line(&format!("load: {} LoRA(s) on {} weights", refs.len(), applied.weights)));
+        if !lora_refs.is_empty() {
+            let applied = model.set_loras(gpu, &lora_refs)?;
+            obs.event(Event::Line(&format!("load: {} LoRA(s) on {} weights", lora_refs.len(), applied.weights)));
         }
         check(obs)?;
         obs.event(Event::Stage { stage: Stage::Denoise, what: "denoising" });
         let noise = flux_noise(opts.seed, height, width);
         let sopts = SampleOptions { height, width, steps: opts.steps, guidance: Some(opts.guidance), variant };
-        // (until the sampler is a stepper the caller drives, steps are reported after the loop)
-        let mut times = Vec::new();
-        let mut last = Stopwatch::start();
-        let latents = sample(gpu, &model, &txt, &pooled, &noise, &sopts, &mut |s| {
-            let _ = gpu.wait_idle();
-            times.push((s.index, s.steps, s.sigma, s.sigma_next, last.secs()));
-            last = Stopwatch::start();
-        })?;
-        for (index, steps, sigma, sigma_next, secs) in times {
-            obs.event(Event::Line(&format!("step {}/{steps}: sigma {sigma:.4} → {sigma_next:.4} in {secs:.2}s", index + 1)));
-            obs.event(Event::Step { index, steps, seconds: secs });
+        let mut stepper = Sampler::new(gpu, &model, &txt, &pooled, &noise, &sopts, cond)?;
+        let every = obs.preview_every();
+        loop {
+            let t = Stopwatch::start();
+            let Some(s) = stepper.step(gpu)? else { break };
+            // Wait for the step so that its time is the GPU's (and a browser's event loop runs).
+            gpu.done().await?;
+            let secs = t.secs();
+            obs.event(Event::Line(&format!("step {}/{}: sigma {:.4} → {:.4} in {secs:.2}s", s.index + 1, s.steps, s.sigma, s.sigma_next)));
+            obs.event(Event::Step { index: s.index, steps: s.steps, seconds: secs });
+            if every > 0 && (s.index + 1) % every == 0 && s.index + 1 < s.steps {
+                let packed = gpu.read_f32(stepper.latents()).await?;
+                obs.event(Event::Preview { index: s.index, image: &latent_preview(&packed, lh, lw)? });
+            }
+            check(obs)?;
         }
-        check(obs)?;
         let mut b = gpu.batch();
-        let z = unpack(gpu, &mut b, &latents, model.config.in_channels / 4, lh, lw)?;
+        let z = unpack(gpu, &mut b, stepper.latents(), model.config.in_channels / 4, lh, lw)?;
         gpu.submit(b)?;
         z
     };
 
     // Decode.
-    obs.event(Event::Stage { stage: Stage::Load, what: "loading the VAE" });
-    let t = Stopwatch::start();
-    let mut vaec = resolve("VAE", sub(paths, "vae").as_deref(), paths.vae.as_deref(), "diffusion_pytorch_model")?;
-    let vfile = vaec.weights.file.clone();
-    let vcfg = vaec.config.as_deref().map(VaeConfig::from_diffusers_json).transpose().map_err(|e| in_component("VAE", &vfile, e))?;
-    let vae = load_component("VAE", &mut vaec, |s, h| Vae::load(gpu, s, h, vcfg, VaeParts::DECODER))?;
-    obs.event(Event::Line(&format!("load: VAE ({vfile}) in {:.2}s", t.secs())));
+    let (vae, vfile) = match vae_slot {
+        Some(v) => v,
+        None => load_vae(gpu, paths, VaeParts::DECODER, obs)?,
+    };
     obs.event(Event::Stage { stage: Stage::Decode, what: "decoding the image" });
     let t = Stopwatch::start();
     let image = vae.decode_tiled(gpu, &latents, &TileOptions::default()).map_err(|e| in_component("VAE", &vfile, e))?;

@@ -7,7 +7,9 @@
 pub mod schedule;
 pub mod seed;
 pub mod sampler;
-#[cfg(not(target_arch = "wasm32"))]
+pub mod image;
+pub mod panels;
+pub mod conditioning;
+pub mod preview;
 pub mod components;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod generate;

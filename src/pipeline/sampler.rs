@@ -2,12 +2,15 @@
 //! `v = model(x, sigma_t)` then `x ← x + (sigma_{t+1} − sigma_t)·v`, exactly as diffusers'
 //! FluxPipeline with `FlowMatchEulerDiscreteScheduler` does it. One command submission per step
 //! and no read-back: the final packed latents stay on the GPU for the VAE (or a test) to read.
+//! [`Sampler`] is the loop as a stepper (the browser awaits between steps); [`sample`] runs it whole.
 
+use super::conditioning::Conditioning;
 use super::schedule::{flux_sigmas, FluxVariant};
 use super::seed::latent_hw;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::elementwise::gated_add;
+use crate::kernels::rope::RopeTables;
 use crate::model::flux::{FluxInputs, FluxModel};
 use crate::weights::load::{read_floats, read_header, ByteSource};
 
@@ -36,9 +39,134 @@ pub struct Step<'a> {
     pub latents: &'a Tensor,
 }
 
+/// What [`Sampler::step`] reports: `index` counts from 0 to `steps − 1`; the step went from
+/// `sigma` to `sigma_next`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepInfo {
+    pub index: usize,
+    pub steps: usize,
+    pub sigma: f32,
+    pub sigma_next: f32,
+}
+
+/// The denoising loop as a stepper the caller drives, one step (one submission) per call, so that
+/// a browser can await between steps (progress, cancel). Optional reference [`Conditioning`] is
+/// re-imposed inside each step's submission.
+pub struct Sampler<'a> {
+    model: &'a FluxModel,
+    txt: &'a Tensor,
+    pooled: &'a Tensor,
+    guidance: Option<f32>,
+    sigmas: Vec<f32>,
+    rope: RopeTables,
+    /// The initial packed noise, kept on the GPU for re-imposing references (never written again:
+    /// every step writes a fresh tensor).
+    noise: Tensor,
+    x: Tensor,
+    cond: Option<Conditioning>,
+    done: usize,
+}
+
+impl<'a> Sampler<'a> {
+    /// Prepares a run from `noise` (packed `[L_img·64]` values, e.g. `seed::flux_noise` or
+    /// [`noise_from_source`]) with text conditioning `txt` `[L_txt, context_dim]` and `pooled`
+    /// `[pooled_dim]`; `cond` must be built for the same canvas (its token grid).
+    pub fn new(
+        gpu: &Gpu,
+        model: &'a FluxModel,
+        txt: &'a Tensor,
+        pooled: &'a Tensor,
+        noise: &[f32],
+        opts: &SampleOptions,
+        cond: Option<Conditioning>,
+    ) -> Result<Sampler<'a>> {
+        let (h, w) = latent_hw(opts.height, opts.width);
+        let (rows, cols) = (h / 2, w / 2);
+        let channels = model.config.in_channels;
+        if rows == 0 || cols == 0 || opts.steps == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "sampler: canvas {}×{} with {} steps; both sides must be at least 16 px and steps at least 1",
+                opts.height, opts.width, opts.steps
+            )));
+        }
+        if noise.len() != rows * cols * channels {
+            return Err(Error::ShapeMismatch {
+                op: "sampler noise",
+                expected: format!("{} values ([{}, {channels}] packed latents for {}×{} px)", rows * cols * channels, rows * cols, opts.height, opts.width),
+                got: format!("{} values", noise.len()),
+            });
+        }
+        if let Some(c) = &cond {
+            if c.token_grid() != (rows, cols) || c.channels() != channels {
+                return Err(Error::ShapeMismatch {
+                    op: "sampler conditioning",
+                    expected: format!("{rows}×{cols} tokens of {channels} features ({}×{} px)", opts.width, opts.height),
+                    got: format!("{}×{} tokens of {} features", c.token_grid().0, c.token_grid().1, c.channels()),
+                });
+            }
+        }
+        let sigmas = flux_sigmas(opts.steps, rows * cols, opts.variant);
+        let rope = model.rope_tables(gpu, txt.rows(), rows, cols)?;
+        let guidance = if model.config.guidance { opts.guidance } else { None };
+        let x = gpu.upload_f32(&[rows * cols, channels], noise)?;
+        Ok(Sampler { model, txt, pooled, guidance, sigmas, rope, noise: x.clone(), x, cond, done: 0 })
+    }
+
+    /// Total steps.
+    pub fn steps(&self) -> usize {
+        self.sigmas.len().saturating_sub(1)
+    }
+
+    /// Steps run so far.
+    pub fn done(&self) -> usize {
+        self.done
+    }
+
+    /// The schedule, `steps + 1` sigmas ending with 0.
+    pub fn sigmas(&self) -> &[f32] {
+        &self.sigmas
+    }
+
+    /// Records and submits one step; `None` once all steps have run. The latents after it are
+    /// [`latents`](Self::latents), valid once the GPU has run the submission. On error the state is
+    /// that of the previous step.
+    pub fn step(&mut self, gpu: &Gpu) -> Result<Option<StepInfo>> {
+        let i = self.done;
+        let (Some(&sigma), Some(&sigma_next)) = (self.sigmas.get(i), self.sigmas.get(i + 1)) else {
+            return Ok(None);
+        };
+        // FluxPipeline passes `t / 1000` with `t = sigma·1000` (both f32), not sigma itself.
+        let timestep = (sigma * 1000.0) / 1000.0;
+        // The scheduler's step `x + dt·v` with dt rounded to f32 (schedule::euler_step), done as
+        // a gated residual whose one-element gate is dt.
+        let dt = gpu.upload_f32(&[1], &[sigma_next - sigma])?;
+        let mut b = gpu.batch();
+        let inp = FluxInputs { img: &self.x, txt: self.txt, pooled: self.pooled, timestep, guidance: self.guidance, rope: &self.rope };
+        let v = self.model.forward(gpu, &mut b, &inp)?;
+        let mut next = gated_add(gpu, &mut b, &self.x, &dt, &v)?;
+        if let Some(c) = &self.cond {
+            next = c.impose(gpu, &mut b, &next, &self.noise, sigma_next)?;
+        }
+        gpu.submit(b)?;
+        self.x = next;
+        self.done += 1;
+        Ok(Some(StepInfo { index: i, steps: self.steps(), sigma, sigma_next }))
+    }
+
+    /// The packed latents `[L_img, in_channels]` after the steps run so far.
+    pub fn latents(&self) -> &Tensor {
+        &self.x
+    }
+
+    pub fn into_latents(self) -> Tensor {
+        self.x
+    }
+}
+
 /// Runs the sampler from `noise` (packed `[L_img·64]` values, e.g. `seed::flux_noise` or
 /// [`noise_from_source`]) with text conditioning `txt` `[L_txt, context_dim]` and `pooled`
-/// `[pooled_dim]`; returns the final packed latents `[L_img, in_channels]` on the GPU.
+/// `[pooled_dim]`; returns the final packed latents `[L_img, in_channels]` on the GPU. A loop over
+/// [`Sampler`] without conditioning.
 pub fn sample(
     gpu: &Gpu,
     model: &FluxModel,
@@ -48,42 +176,11 @@ pub fn sample(
     opts: &SampleOptions,
     progress: &mut dyn FnMut(Step),
 ) -> Result<Tensor> {
-    let (h, w) = latent_hw(opts.height, opts.width);
-    let (rows, cols) = (h / 2, w / 2);
-    let channels = model.config.in_channels;
-    if rows == 0 || cols == 0 || opts.steps == 0 {
-        return Err(Error::InvalidArgument(format!(
-            "sampler: canvas {}×{} with {} steps; both sides must be at least 16 px and steps at least 1",
-            opts.height, opts.width, opts.steps
-        )));
+    let mut s = Sampler::new(gpu, model, txt, pooled, noise, opts, None)?;
+    while let Some(info) = s.step(gpu)? {
+        progress(Step { index: info.index, steps: info.steps, sigma: info.sigma, sigma_next: info.sigma_next, latents: s.latents() });
     }
-    if noise.len() != rows * cols * channels {
-        return Err(Error::ShapeMismatch {
-            op: "sampler noise",
-            expected: format!("{} values ([{}, {channels}] packed latents for {}×{} px)", rows * cols * channels, rows * cols, opts.height, opts.width),
-            got: format!("{} values", noise.len()),
-        });
-    }
-    let sigmas = flux_sigmas(opts.steps, rows * cols, opts.variant);
-    let rope = model.rope_tables(gpu, txt.rows(), rows, cols)?;
-    let guidance = if model.config.guidance { opts.guidance } else { None };
-    let mut x = gpu.upload_f32(&[rows * cols, channels], noise)?;
-    for (i, pair) in sigmas.windows(2).enumerate() {
-        let (sigma, sigma_next) = (pair[0], pair[1]);
-        // FluxPipeline passes `t / 1000` with `t = sigma·1000` (both f32), not sigma itself.
-        let timestep = (sigma * 1000.0) / 1000.0;
-        // The scheduler's step `x + dt·v` with dt rounded to f32 (schedule::euler_step), done as
-        // a gated residual whose one-element gate is dt.
-        let dt = gpu.upload_f32(&[1], &[sigma_next - sigma])?;
-        let mut b = gpu.batch();
-        let inp = FluxInputs { img: &x, txt, pooled, timestep, guidance, rope: &rope };
-        let v = model.forward(gpu, &mut b, &inp)?;
-        let next = gated_add(gpu, &mut b, &x, &dt, &v)?;
-        gpu.submit(b)?;
-        x = next;
-        progress(Step { index: i, steps: opts.steps, sigma, sigma_next, latents: &x });
-    }
-    Ok(x)
+    Ok(s.into_latents())
 }
 
 /// Initial noise stored in a safetensors/GGUF file: tensor `name`, or the file's only tensor
@@ -103,7 +200,7 @@ pub fn noise_from_source(src: &mut dyn ByteSource, name: Option<&str>) -> Result
             }
         },
     };
-    read_floats(src, &info)?.ok_or_else(|| Error::UnsupportedFormat {
+    read_floats(src, info)?.ok_or_else(|| Error::UnsupportedFormat {
         op: "sampler noise",
         format: info.dtype.name().into(),
         why: format!("`{}`: noise must be a float tensor (F32, F16, BF16 or F8)", info.name),

@@ -46,3 +46,11 @@ pub fn mul(a: &[f32], b: &[f32]) -> Vec<f32> {
 pub fn gated_add(a: &[f32], gate: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).enumerate().map(|(i, (&x, &y))| x + gate[i % gate.len()] * y).collect()
 }
+
+/// RePaint re-imposition: row `r` (of `cols` values) of `x` becomes `(1 − σ)·target + σ·noise`
+/// when `thresholds[r] ≤ σ`, else stays (the kernel's f32 formula, so results match to rounding).
+pub fn masked_blend(x: &[f32], thresholds: &[f32], target: &[f32], noise: &[f32], sigma: f32, cols: usize) -> Vec<f32> {
+    (0..x.len())
+        .map(|i| if sigma >= thresholds[i / cols] { (1.0 - sigma) * target[i] + sigma * noise[i] } else { x[i] })
+        .collect()
+}

@@ -15,3 +15,4 @@ pub mod attention;
 pub mod softmax;
 pub mod norm;
 pub mod rope;
+pub mod quantize;

@@ -8,6 +8,20 @@
 //! tensor or model size; each chunk's staged GPU write is flushed (an empty
 //! submit) before the next is read, so wgpu's staging memory is bounded by
 //! the same chunk. Reading a header holds the header bytes (≤ `MAX_HEADER_BYTES`).
+//!
+//! Conversion while loading (`load_tensor_as`, [`Convert`]): a float tensor can
+//! become F16, Q8_0 or Q4_0 on the GPU (`kernels::quantize`, bit-identical to
+//! ggml's reference quantizers), so a 24 GB BF16 checkpoint takes ~13.5 GB as
+//! Q8_0 or ~7.5 GB as Q4_0 on the GPU (blocks padded to words: 36 and 20 bytes
+//! per 32 weights) and is never resident in its source format. Chunks
+//! are whole rows (whole blocks or element pairs when one row exceeds a chunk);
+//! each is uploaded in its source format (F8 widened to F16 on the CPU first)
+//! into a scratch tensor and converted by one kernel dispatch into its place in
+//! the destination, then submitted before the next chunk is read. The bound is
+//! then the destination tensor plus ~2 chunks: on the CPU the file bytes and
+//! their repacked/widened copy (≤ 3 × `CHUNK_BYTES` for F8), on the GPU one
+//! scratch chunk (≤ 2 × `CHUNK_BYTES`) plus wgpu's staging copy of it; the
+//! scratch buffer returns to the pool and is reused by the next chunk.
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -19,6 +33,7 @@ use super::safetensors::parse_safetensors_header;
 use super::tensor_info::{malformed, unsupported, FileDType, Parsed, TensorInfo, WeightsHeader};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
+use crate::kernels::quantize::quantize_into;
 
 /// Largest read issued while loading a tensor.
 pub const CHUNK_BYTES: usize = 16 << 20;
@@ -181,6 +196,127 @@ pub fn load_tensor_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info
         gpu.submit(gpu.batch())?;
         dst += converted.len() as u64;
         done += n as u64;
+    }
+    Ok(t)
+}
+
+/// What [`load_tensor_as`] does with a tensor's element format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Convert {
+    /// As stored (F8 becomes F16), exactly [`load_tensor`].
+    #[default]
+    Keep,
+    /// Float sources (F32, BF16) to F16, on the GPU.
+    F16,
+    /// Float sources quantized to Q8_0 (ggml `quantize_row_q8_0_ref`), on the GPU.
+    Q8_0,
+    /// Float sources quantized to Q4_0 (ggml `quantize_row_q4_0_ref`), on the GPU.
+    Q4_0,
+}
+
+impl Convert {
+    /// The GPU format the conversion produces (`None` for `Keep`).
+    pub fn target(self) -> Option<DType> {
+        match self {
+            Convert::Keep => None,
+            Convert::F16 => Some(DType::F16),
+            Convert::Q8_0 => Some(DType::Q8_0),
+            Convert::Q4_0 => Some(DType::Q4_0),
+        }
+    }
+
+    /// The conversion a model loader should apply to `info` when the user asked for `requested`:
+    /// only 2-D matrices stored as floats (F32, F16, BF16, F8) are converted. Q8_0/Q4_0 go to
+    /// matrices whose rows are whole 32-element blocks; other matrices (an embedder of width 24, say)
+    /// become F16 instead. Vectors and other ranks (biases, norm scales) and already-quantized
+    /// tensors are kept as stored.
+    pub fn for_tensor(info: &TensorInfo, requested: Convert) -> Convert {
+        let float = matches!(info.dtype, FileDType::Gpu(DType::F32 | DType::F16 | DType::BF16) | FileDType::F8E4M3 | FileDType::F8E5M2);
+        match (info.shape.as_slice(), requested) {
+            (_, Convert::Keep) => Convert::Keep,
+            ([_, _], _) if !float => Convert::Keep,
+            ([_, k], Convert::Q8_0 | Convert::Q4_0) if k % 32 != 0 => Convert::F16,
+            ([_, _], c) => c,
+            _ => Convert::Keep,
+        }
+    }
+}
+
+/// Options of model loaders (e.g. `FluxModel::load_with`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadOptions {
+    /// Applied per tensor through [`Convert::for_tensor`].
+    pub convert: Convert,
+}
+
+/// Loads one tensor converted as `convert` asks (see the module doc for streaming and memory):
+/// - `Keep`, or a target equal to what the tensor loads as anyway (F16 from F16 or F8): [`load_tensor`].
+/// - F32/F16/BF16/F8 sources to F16 (same shape) or to Q8_0/Q4_0 (shape `[rows, innermost]`, the
+///   loader's shape for quantized weights); Q8_0/Q4_0 need an innermost dimension that is a
+///   multiple of 32, else `Error::ShapeMismatch` naming the tensor ([`Convert::for_tensor`] never asks).
+/// - Already-quantized sources (GGUF Q4_0…Q6_K) are kept as stored whatever `convert` says:
+///   re-quantizing would only lose precision, and dequantizing to F16 would only cost memory.
+pub fn load_tensor_as(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, info: &TensorInfo, convert: Convert) -> Result<Tensor> {
+    load_tensor_as_chunked(gpu, src, &header.file, info, convert, CHUNK_BYTES)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// [`load_tensor_as`] with reads of at most `chunk_bytes` file bytes (at least one block or element pair).
+pub fn load_tensor_as_chunked(
+    gpu: &Gpu,
+    src: &mut dyn ByteSource,
+    file: &str,
+    info: &TensorInfo,
+    convert: Convert,
+    chunk_bytes: usize,
+) -> Result<Tensor> {
+    let (shape, stored) = gpu_layout(file, info)?;
+    let target = match convert.target() {
+        Some(t) if !stored.is_quantized() && t != stored => t,
+        _ => return load_tensor_chunked(gpu, src, file, info, chunk_bytes),
+    };
+    // What one chunk is uploaded as, and file bytes per element.
+    let (source, eb) = match info.dtype {
+        FileDType::Gpu(d) => (d, if d == DType::F32 { 4 } else { 2 }),
+        _ => (DType::F16, 1),
+    };
+    let row = shape.last().copied().unwrap_or(1).max(1);
+    let numel: usize = shape.iter().product();
+    let (out_shape, unit) = if target.is_quantized() {
+        if !row.is_multiple_of(target.block_elems()) {
+            return Err(Error::ShapeMismatch {
+                op: "load_tensor_as",
+                expected: format!("rows of whole {}-element blocks to make {target}", target.block_elems()),
+                got: format!("`{}` {:?} in `{file}`", info.name, info.shape),
+            });
+        }
+        (vec![numel / row, row], target.block_elems())
+    } else {
+        (shape, 2)
+    };
+    let t = gpu.empty(&out_shape, target)?;
+    let rows_unit = row / gcd(row, unit) * unit;
+    let chunk = if rows_unit * eb <= chunk_bytes { chunk_bytes / (rows_unit * eb) * rows_unit } else { (chunk_bytes / (unit * eb)).max(1) * unit };
+    let mut done = 0;
+    while done < numel {
+        let n = chunk.min(numel - done);
+        let bytes = src.read_range(info.offset + (done * eb) as u64, n * eb)?;
+        let staged = match info.dtype {
+            FileDType::Gpu(d) => repack(d, &bytes)?,
+            f8 => f8_to_f16(f8, &bytes),
+        };
+        let scratch = gpu.upload_raw(&[n], source, &staged)?;
+        let mut batch = gpu.batch();
+        quantize_into(gpu, &mut batch, &scratch, &t, done)?;
+        gpu.submit(batch)?;
+        done += n;
     }
     Ok(t)
 }

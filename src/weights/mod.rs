@@ -8,3 +8,5 @@ pub mod load;
 pub mod source;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod http;
+#[cfg(target_arch = "wasm32")]
+pub mod browser;

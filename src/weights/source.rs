@@ -5,7 +5,9 @@
 //! resolution, loaders) is the same code on both.
 
 use super::load::ByteSource;
-use crate::error::{Error, Result};
+use crate::error::Result;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::error::Error;
 
 /// A path or an http(s) URL.
 pub fn is_url(s: &str) -> bool {
@@ -21,7 +23,7 @@ pub fn open(location: &str) -> Result<Box<dyn ByteSource>> {
         Box::new(super::load::FileSource::open(location)?)
     });
     #[cfg(target_arch = "wasm32")]
-    return Err(not_yet(location));
+    return super::browser::opfs::open(location);
 }
 
 /// Whether `location` exists: a local path is checked, a URL is asked for (404/410 is absence).
@@ -38,7 +40,7 @@ pub fn exists(location: &str) -> Result<bool> {
         }
     }
     #[cfg(target_arch = "wasm32")]
-    return Err(not_yet(location));
+    return super::browser::xhr::exists(location);
 }
 
 /// Whether `location` is a local directory (never for URLs, nor in browsers).
@@ -64,11 +66,6 @@ pub fn read_all(location: &str) -> Result<Vec<u8>> {
         std::fs::read(location).map_err(|e| Error::Io { file: location.into(), message: e.to_string() })
     }
     #[cfg(target_arch = "wasm32")]
-    return Err(not_yet(location));
+    return super::browser::xhr::read_all(location);
 }
 
-// Until the browser sources land (src/weights/browser).
-#[cfg(target_arch = "wasm32")]
-fn not_yet(location: &str) -> Error {
-    Error::Io { file: location.into(), message: "loading in the browser is not available yet".into() }
-}

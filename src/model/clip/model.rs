@@ -62,6 +62,7 @@ fn linear(
         &l.w,
         &Epilogue {
             bias: Some(&l.b),
+            lora: l.lora.as_ref(),
             act,
             ..Default::default()
         },

@@ -32,10 +32,12 @@ pub fn key_prefix(header: &WeightsHeader) -> Result<String> {
         })
 }
 
-/// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`.
+/// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`; plus `lora`, the run-time
+/// LoRA adapters on this weight (src/lora/clip.rs, `ClipTextEncoder::set_loras`).
 pub struct Linear {
     pub w: Tensor,
     pub b: Tensor,
+    pub lora: Option<crate::kernels::matmul::LoraStack>,
 }
 
 /// LayerNorm scale and shift, F32.
@@ -70,6 +72,7 @@ fn linear(l: &mut TensorLoader, name: &str, n: usize, k: usize) -> Result<Linear
     Ok(Linear {
         w: l.matrix(&format!("{name}.weight"), n, k)?,
         b: l.vector(&format!("{name}.bias"), n)?,
+        lora: None,
     })
 }
 

@@ -10,7 +10,7 @@ use crate::kernels::copy::{concat_rows, slice_rows};
 use crate::kernels::elementwise::{activation, add, Activation};
 use crate::kernels::norm::{layer_norm_modulated, Modulation, EPS_FLUX};
 use crate::kernels::rope::{flux_position_ids, RopeTables};
-use crate::weights::load::ByteSource;
+use crate::weights::load::{ByteSource, LoadOptions};
 use crate::weights::tensor_info::WeightsHeader;
 
 use super::blocks::linear;
@@ -57,11 +57,23 @@ impl FluxModel {
     /// Loads the weights of `header`/`src` (diffusers or BFL names); the config is `config` when
     /// given (e.g. from `config.json`), else inferred from the tensor shapes.
     pub fn load(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, config: Option<FluxConfig>) -> Result<FluxModel> {
+        FluxModel::load_with(gpu, src, header, config, &LoadOptions::default())
+    }
+
+    /// [`load`](Self::load) with options, e.g. `LoadOptions { convert: Convert::Q8_0 }` to quantize
+    /// the weight matrices on the GPU while they stream (see `FluxWeights::load_with`).
+    pub fn load_with(
+        gpu: &Gpu,
+        src: &mut dyn ByteSource,
+        header: &WeightsHeader,
+        config: Option<FluxConfig>,
+        opts: &LoadOptions,
+    ) -> Result<FluxModel> {
         let config = match config {
             Some(c) => c,
             None => FluxConfig::infer(header)?,
         };
-        let weights = FluxWeights::load(gpu, src, header, &config)?;
+        let weights = FluxWeights::load_with(gpu, src, header, &config, opts)?;
         Ok(FluxModel { config, weights })
     }
 

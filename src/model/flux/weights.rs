@@ -12,11 +12,12 @@
 use super::config::{FluxConfig, KeyScheme};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
-use crate::weights::load::{load_tensor, load_tensor_chunked, read_floats, ByteSource, MemSource, CHUNK_BYTES};
+use crate::weights::load::{load_tensor_as, load_tensor_as_chunked, read_floats, ByteSource, Convert, LoadOptions, MemSource, CHUNK_BYTES};
 use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
 
 /// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`; plus `lora`, the run-time
-/// LoRA adapters on this weight (src/lora/, `FluxModel::set_loras`), never merged into `w`.
+/// LoRA adapters on this weight (src/lora/, `FluxModel::set_loras`), not merged into `w` (merging
+/// is `FluxModel::merge_loras`, which replaces `w`).
 #[derive(Clone)]
 pub struct Linear {
     pub w: Tensor,
@@ -90,6 +91,8 @@ struct Loader<'a> {
     src: &'a mut dyn ByteSource,
     header: &'a WeightsHeader,
     scheme: KeyScheme,
+    /// Requested conversion of weight matrices, applied per tensor by `Convert::for_tensor`.
+    convert: Convert,
 }
 
 impl Loader<'_> {
@@ -116,10 +119,10 @@ impl Loader<'_> {
         self.src.read_range(info.offset, len)
     }
 
-    /// A weight matrix `[rows, k]` as stored (any format the loader knows).
+    /// A weight matrix `[rows, k]` as stored (any format the loader knows), or converted as `convert` asks.
     fn matrix(&mut self, name: &str, rows: usize, k: usize) -> Result<Tensor> {
         let info = self.info(name, &[rows, k])?.clone();
-        load_tensor(self.gpu, self.src, self.header, &info)
+        load_tensor_as(self.gpu, self.src, self.header, &info, Convert::for_tensor(&info, self.convert))
     }
 
     /// Several `[rows_i, k]` matrices of one format stacked along rows.
@@ -148,7 +151,8 @@ impl Loader<'_> {
             size: bytes.len() as u64,
         };
         let mut mem = MemSource { name: name.clone(), bytes };
-        load_tensor_chunked(self.gpu, &mut mem, &self.header.file, &info, CHUNK_BYTES)
+        let convert = Convert::for_tensor(&info, self.convert);
+        load_tensor_as_chunked(self.gpu, &mut mem, &self.header.file, &info, convert, CHUNK_BYTES)
     }
 
     /// A vector (bias, norm scale) as F32 values on the CPU.
@@ -253,10 +257,17 @@ impl FluxWeights {
     /// diffusers or BFL names (detected). A missing tensor is `Error::MissingTensor`, a tensor of
     /// another shape than the config implies `Error::TensorShape`, both naming the tensor.
     pub fn load(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &FluxConfig) -> Result<FluxWeights> {
+        FluxWeights::load_with(gpu, src, header, c, &LoadOptions::default())
+    }
+
+    /// [`load`](Self::load) with options: `opts.convert` converts the weight matrices while they
+    /// stream (e.g. BF16 → Q8_0 on the GPU), per tensor as `Convert::for_tensor` decides; biases
+    /// and norm scales are F32 either way.
+    pub fn load_with(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &FluxConfig, opts: &LoadOptions) -> Result<FluxWeights> {
         c.validate()?;
         let scheme = KeyScheme::detect(header)?;
         let diffusers = matches!(scheme, KeyScheme::Diffusers { .. });
-        let mut l = Loader { gpu, src, header, scheme };
+        let mut l = Loader { gpu, src, header, scheme, convert: opts.convert };
         let h = c.hidden();
         let tte = "time_text_embed.";
         let time_text_embed = TimeTextEmbed {

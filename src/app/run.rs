@@ -1,0 +1,157 @@
+//! One generation in the worker: download (into the OPFS cache, or streamed when the cache is
+//! unavailable), the pipeline run with progress and previews posted to the page, and the finished
+//! set (canvas + panels) kept for exports.
+
+use super::protocol::{FromWorker, GenerateRequest, PlannedFile};
+use super::worker::post;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::pipeline::generate::{run, Event, GenerateOptions, Observer, RgbImage};
+use crate::pipeline::conditioning::{RefMode, Reference};
+use crate::pipeline::panels::Layout;
+use crate::recipe::png::encode_png;
+use crate::recipe::Recipe;
+use crate::weights::browser::{cache, opfs, Cancel, DownloadProgress};
+
+/// A finished set, kept in the worker for exports.
+pub struct Finished {
+    pub image: RgbImage,
+    pub rows: usize,
+    pub cols: usize,
+    pub recipe: Option<Recipe>,
+}
+
+/// Fetches every planned file into the cache (skipping complete entries) and prepares each for
+/// synchronous reads; progress per file and overall goes to the page.
+pub async fn download(job: u32, files: &[PlannedFile], cancel: &Cancel) -> Result<()> {
+    let overall_total: u64 = files.iter().map(|f| f.bytes).sum();
+    let mut done_before = 0u64;
+    for f in files {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let what = format!("{} ({})", f.component, short(&f.location));
+        post(&FromWorker::Stage { job, stage: "download".into(), what }, vec![]);
+        let mut on_progress = |p: &DownloadProgress| {
+            post(
+                &FromWorker::Download {
+                    job,
+                    file: f.location.clone(),
+                    bytes: p.bytes,
+                    total: p.total,
+                    rate: p.rate,
+                    eta: p.eta_s.unwrap_or(f64::NAN),
+                    overall_bytes: done_before + p.bytes,
+                    overall_total,
+                },
+                vec![],
+            )
+        };
+        match cache::ensure_cached(&f.location, &mut on_progress, cancel).await? {
+            cache::CacheStatus::NotCached { reason } => post(
+                &FromWorker::Warning { job, message: format!("{}: not cached ({reason}); it is read from the network while loading", short(&f.location)) },
+                vec![],
+            ),
+            _ => {
+                opfs::prepare(&f.location).await?;
+            }
+        }
+        done_before += f.bytes;
+    }
+    Ok(())
+}
+
+/// The last path segment of a URL, for progress lines.
+fn short(location: &str) -> &str {
+    location.rsplit('/').next().unwrap_or(location)
+}
+
+struct Progress<'a> {
+    job: u32,
+    cancel: &'a Cancel,
+    preview_every: usize,
+}
+
+impl Observer for Progress<'_> {
+    fn event(&mut self, e: Event<'_>) {
+        let job = self.job;
+        let msg = match e {
+            Event::Line(l) => FromWorker::Line { job, line: l.into() },
+            Event::Warning(w) => FromWorker::Warning { job, message: w.into() },
+            Event::Stage { stage, what } => FromWorker::Stage { job, stage: format!("{stage:?}").to_lowercase(), what: what.into() },
+            Event::Step { index, steps, seconds } => FromWorker::Step { job, index, steps, seconds },
+            Event::Preview { index, image } => {
+                post(&FromWorker::Preview { job, step: index, width: image.width, height: image.height }, vec![rgba(image)]);
+                return;
+            }
+        };
+        post(&msg, vec![]);
+    }
+    fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+    fn preview_every(&self) -> usize {
+        self.preview_every
+    }
+}
+
+/// RGB → RGBA (what `ImageData` takes).
+pub fn rgba(img: &RgbImage) -> Vec<u8> {
+    img.pixels.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect()
+}
+
+/// Runs the pipeline for `req` and posts the canvas (RGBA for display, PNG with the recipe).
+pub async fn run_job(gpu: &Gpu, job: u32, req: &GenerateRequest, pixels: Vec<Vec<u8>>, cancel: &Cancel) -> Result<Finished> {
+    let t = crate::clock::Stopwatch::start();
+    if pixels.len() != req.references.len() {
+        return Err(Error::InvalidArgument(format!("{} reference panels but {} images came with them", req.references.len(), pixels.len())));
+    }
+    let references = req
+        .references
+        .iter()
+        .zip(pixels)
+        .map(|(r, rgb)| Reference {
+            panel: r.panel,
+            image: RgbImage { width: r.width, height: r.height, pixels: rgb },
+            mode: match r.strength {
+                Some(strength) => RefMode::Guide { strength },
+                None => RefMode::Keep,
+            },
+        })
+        .collect();
+    let opts = GenerateOptions {
+        prompt: req.prompt.clone(),
+        width: req.width,
+        height: req.height,
+        steps: req.steps,
+        guidance: req.guidance,
+        seed: req.seed,
+        max_sequence_length: None,
+        loras: req.loras.clone(),
+        layout: Some(Layout::new(req.rows, req.cols)),
+        references,
+    };
+    let image = run(gpu, &req.model.paths(), &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;
+    let recipe = Recipe::from_json(&req.recipe).ok();
+    let png = encode_png(image.width as u32, image.height as u32, &image.pixels, recipe.as_ref())?;
+    post(&FromWorker::Done { job, width: image.width, height: image.height, seconds: t.secs() }, vec![rgba(&image), png]);
+    Ok(Finished { image, rows: req.rows, cols: req.cols, recipe })
+}
+
+/// PNGs of the canvas and each panel (named `set-<job>-canvas.png`, `set-<job>-panel-<k>.png`),
+/// or one zip of them.
+pub fn export(f: &Finished, job: u32, zip: bool) -> Result<(Vec<String>, Vec<Vec<u8>>)> {
+    let layout = Layout::new(f.rows, f.cols);
+    let mut names = vec![format!("set-{job}-canvas.png")];
+    let mut files = vec![encode_png(f.image.width as u32, f.image.height as u32, &f.image.pixels, f.recipe.as_ref())?];
+    for (k, rect) in layout.panels(f.image.width, f.image.height)?.iter().enumerate() {
+        let p = crate::pipeline::panels::cut(&f.image, rect)?;
+        names.push(format!("set-{job}-panel-{}.png", k + 1));
+        files.push(encode_png(p.width as u32, p.height as u32, &p.pixels, f.recipe.as_ref())?);
+    }
+    if !zip {
+        return Ok((names, files));
+    }
+    let entries: Vec<(&str, &[u8])> = names.iter().map(|n| n.as_str()).zip(files.iter().map(|f| f.as_slice())).collect();
+    Ok((vec![format!("set-{job}.zip")], vec![crate::recipe::zip::zip(&entries)?]))
+}

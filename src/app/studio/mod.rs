@@ -1,0 +1,276 @@
+//! The IC-LoRA studio: model and task presets, the caption editor, generation with progress
+//! and previews (the engine runs in a worker, `crate::app::worker`), results, the gallery, share
+//! links and PNG recipes.
+
+mod form;
+mod output;
+mod refs;
+mod share;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use wasm_bindgen::JsCast;
+use web_sys::{Event, KeyboardEvent};
+
+use super::client::Client;
+use super::dom::{by_id, document, enable, input, on, set_text, value, AppError, AppResult};
+use super::protocol::{FromWorker, GenerateRequest, ModelSpec, ReferenceSpec, ToWorker};
+use crate::recipe::presets::model_preset;
+use crate::recipe::{ModelSource, ModelUrls, Recipe};
+
+/// A reference image for one panel: RGB pixels at the panel's size.
+pub struct Reference {
+    pub width: usize,
+    pub height: usize,
+    pub rgb: Vec<u8>,
+    pub strength: Option<f32>,
+}
+
+/// A finished set of this visit.
+pub struct SetEntry {
+    pub job: u32,
+    pub recipe: Recipe,
+    pub width: usize,
+    pub height: usize,
+    pub rgba: Vec<u8>,
+    pub png: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub next_job: u32,
+    /// The generation in progress, with its recipe.
+    pub running: Option<(u32, Recipe)>,
+    pub started_ms: f64,
+    pub step_secs: Vec<f64>,
+    pub references: BTreeMap<usize, Reference>,
+    pub sets: Vec<SetEntry>,
+    /// The set shown in #result.
+    pub shown: Option<u32>,
+    /// The plan request whose answer #plan-table shows.
+    pub plan_job: Option<u32>,
+    /// A confirmed share link waits for the engine to be ready.
+    pub pending_generate: bool,
+}
+
+pub struct Studio {
+    pub state: RefCell<State>,
+    pub client: RefCell<Option<Client>>,
+}
+
+pub type App = Rc<Studio>;
+
+impl Studio {
+    pub fn send(&self, msg: &ToWorker, bufs: Vec<Vec<u8>>) -> AppResult<()> {
+        match self.client.borrow().as_ref() {
+            Some(c) => c.send(msg, bufs),
+            None => Err(AppError::Browser("the engine worker is not running".into())),
+        }
+    }
+}
+
+/// Resolves a URL relative to the page (the bundled tiny model is `tiny-flux/`).
+pub fn absolute(url: &str) -> String {
+    let base = document().ok().and_then(|d| d.base_uri().ok().flatten()).unwrap_or_default();
+    web_sys::Url::new_with_base(url, &base).map(|u| u.href()).unwrap_or_else(|_| url.to_string())
+}
+
+/// Where the worker finds the model of `source`.
+pub fn model_spec(source: &ModelSource) -> AppResult<ModelSpec> {
+    let urls: ModelUrls = match source {
+        ModelSource::Preset(id) => model_preset(id).ok_or_else(|| AppError::Browser(format!("unknown model preset `{id}`")))?.model_urls(),
+        ModelSource::Custom(u) => u.clone(),
+    };
+    let abs = |o: &Option<String>| o.as_deref().map(|u| absolute(u).trim_end_matches('/').to_string());
+    let spec = ModelSpec {
+        model: abs(&urls.root),
+        transformer: abs(&urls.transformer),
+        vae: abs(&urls.vae),
+        t5: abs(&urls.t5),
+        clip: abs(&urls.clip),
+        t5_tokenizer: abs(&urls.t5_tokenizer),
+        clip_tokenizer: abs(&urls.clip_tokenizer),
+    };
+    if spec.model.is_none() && (spec.transformer.is_none() || spec.vae.is_none() || spec.t5.is_none() || spec.clip.is_none()) {
+        return Err(AppError::Browser("give a model folder URL, or at least the transformer, T5, CLIP and VAE URLs".into()));
+    }
+    Ok(spec)
+}
+
+/// Builds the page: presets, handlers, the worker; restores a shared recipe from the URL.
+pub fn start() -> AppResult<App> {
+    let app: App = Rc::new(Studio { state: RefCell::default(), client: RefCell::new(None) });
+    form::fill_presets()?;
+    form::set_value_default()?;
+    let a = app.clone();
+    let client = Client::start(move |msg, bufs| {
+        if let Err(e) = on_message(&a, msg, bufs) {
+            output::show_error(&e.to_string(), "error");
+        }
+    })?;
+    *app.client.borrow_mut() = Some(client);
+    app.send(&ToWorker::Init, vec![])?;
+    bind(&app)?;
+    refs::rebuild(&app)?;
+    share::on_load(&app)?;
+    Ok(app)
+}
+
+fn bind(app: &App) -> AppResult<()> {
+    let doc: web_sys::EventTarget = document()?.into();
+    on::<Event>(&by_id("model-preset")?, "change", |_| {
+        let _ = value("model-preset").and_then(|id| form::describe_model(&id));
+        let _ = form::fit_canvas_to_model();
+    })?;
+    on::<Event>(&by_id("task-preset")?, "change", |_| {
+        let _ = value("task-preset").and_then(|id| form::apply_task(&id)).and_then(|_| form::fit_canvas_to_model());
+    })?;
+    let a = app.clone();
+    on::<Event>(&by_id("form")?, "input", move |e| {
+        let id = e.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()).map(|t| t.id()).unwrap_or_default();
+        if id == "prompt" {
+            let _ = input("prompt-auto").map(|c| c.set_checked(false));
+        } else if id == "rows" || id == "cols" {
+            let _ = form::regrid();
+            let _ = refs::rebuild(&a);
+        } else if id == "width" || id == "height" {
+            let _ = refs::rebuild(&a);
+        }
+        let _ = form::rebuild_prompt();
+    })?;
+    on::<Event>(&by_id("prompt-auto")?, "change", |_| {
+        let _ = form::rebuild_prompt();
+    })?;
+    on::<Event>(&by_id("adapter-add")?, "click", |_| {
+        let _ = form::add_adapter_row("", 1.0);
+    })?;
+    let a = app.clone();
+    on::<Event>(&by_id("form")?, "submit", move |e| {
+        e.prevent_default();
+        generate(&a);
+    })?;
+    let a = app.clone();
+    on::<KeyboardEvent>(&doc, "keydown", move |e| {
+        if e.key() == "Enter" && (e.ctrl_key() || e.meta_key()) {
+            e.prevent_default();
+            generate(&a);
+        }
+    })?;
+    let a = app.clone();
+    on::<Event>(&by_id("cancel")?, "click", move |_| {
+        let job = a.state.borrow().running.as_ref().map(|(j, _)| *j);
+        if let Some(job) = job {
+            let _ = a.send(&ToWorker::Cancel { job }, vec![]);
+            let _ = set_text("progress-text", "Cancelling after the current step…");
+        }
+    })?;
+    let a = app.clone();
+    on::<Event>(&by_id("plan-check")?, "click", move |_| {
+        let _ = plan(&a);
+    })?;
+    output::bind(app)?;
+    share::bind(app)?;
+    Ok(())
+}
+
+/// Asks the worker for the download plan of the chosen model and adapters.
+fn plan(app: &App) -> AppResult<()> {
+    let model = model_spec(&form::model_source()?)?;
+    let loras = form::adapters()?.into_iter().map(|a| (absolute(&a.url), a.scale)).collect();
+    set_text("plan-summary", "Asking the servers for file sizes…")?;
+    let job = next_job(app);
+    app.state.borrow_mut().plan_job = Some(job);
+    app.send(&ToWorker::Plan { job, model, loras }, vec![])
+}
+
+fn next_job(app: &App) -> u32 {
+    let mut s = app.state.borrow_mut();
+    s.next_job += 1;
+    s.next_job
+}
+
+/// Starts a generation from the form (ignored while one runs).
+pub fn generate(app: &App) {
+    if app.state.borrow().running.is_some() {
+        return;
+    }
+    if let Err(e) = try_generate(app) {
+        output::show_error(&e.to_string(), "form");
+    }
+}
+
+fn try_generate(app: &App) -> AppResult<()> {
+    if input("seed-random")?.checked() {
+        let seed = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+        form::set_seed(seed)?;
+    }
+    form::rebuild_prompt()?;
+    let references_used = !app.state.borrow().references.is_empty();
+    let recipe = form::recipe(references_used)?;
+    let model = model_spec(&recipe.model)?;
+    let (mut specs, mut bufs) = (Vec::new(), Vec::new());
+    for (panel, r) in app.state.borrow().references.iter() {
+        specs.push(ReferenceSpec { panel: *panel, width: r.width, height: r.height, strength: r.strength });
+        bufs.push(r.rgb.clone());
+    }
+    let request = GenerateRequest {
+        model,
+        prompt: recipe.prompt.clone(),
+        width: recipe.width as usize,
+        height: recipe.height as usize,
+        rows: recipe.layout.rows as usize,
+        cols: recipe.layout.cols as usize,
+        steps: recipe.steps as usize,
+        guidance: recipe.guidance,
+        seed: recipe.seed,
+        loras: recipe.adapters.iter().map(|a| (absolute(&a.url), a.scale)).collect(),
+        references: specs,
+        recipe: recipe.to_json()?,
+        preview_every: 1,
+    };
+    let job = next_job(app);
+    output::started(app, job, recipe)?;
+    app.send(&ToWorker::Generate { job, request }, bufs)
+}
+
+fn on_message(app: &App, msg: FromWorker, bufs: Vec<Vec<u8>>) -> AppResult<()> {
+    match msg {
+        FromWorker::Ready { adapter, shader_f16, .. } => {
+            enable("generate", true)?;
+            let f16 = if shader_f16 { "" } else { " This GPU lacks shader-f16: the f32 path runs, which is slower." };
+            output::status(&format!("Engine ready on {}.{f16}", if adapter.is_empty() { "your GPU" } else { &adapter }), "ok")?;
+            super::dom::set_marker("engine", "ready")?;
+            app.send(&ToWorker::CacheList, vec![])?;
+            if std::mem::take(&mut app.state.borrow_mut().pending_generate) {
+                generate(app);
+            }
+        }
+        FromWorker::Plan { job, files } => {
+            if app.state.borrow().plan_job == Some(job) {
+                output::show_plan(&files)?;
+            }
+        }
+        FromWorker::Cache { files, note } => output::show_cache(app, &files, &note)?,
+        FromWorker::Exported { names, .. } => output::save_files(&names, bufs)?,
+        FromWorker::Error { job, kind, message } => {
+            let running = app.state.borrow().running.as_ref().map(|(j, _)| *j);
+            if running == Some(job) {
+                output::finished(app)?;
+            }
+            if app.state.borrow().plan_job == Some(job) {
+                set_text("plan-summary", "")?;
+            }
+            output::show_error(&message, &kind);
+        }
+        other => output::progress(app, other, bufs)?,
+    }
+    Ok(())
+}
+
+/// Reference specs are only meaningful for the current grid; `refs` keeps them in sync.
+pub fn panel_count() -> usize {
+    let n = |id: &str| value(id).ok().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(1).max(1);
+    n("rows") * n("cols")
+}

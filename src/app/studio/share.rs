@@ -1,0 +1,146 @@
+//! Share links (the recipe in the URL fragment) and PNG recipes. Opening a link restores the
+//! form and, before anything is downloaded, lists the hosts the recipe reads from and waits for
+//! the user's OK; dropping a PNG made here restores its recipe (without generating).
+
+use wasm_bindgen::JsCast;
+use web_sys::{DragEvent, Event, HtmlDialogElement};
+
+use super::output::{show_error, status};
+use super::{form, generate, App};
+use crate::app::dom::{add, by_id, clear, set_text, set_value, window, AppError, AppResult};
+use crate::recipe::png::recipe_from_png;
+use crate::recipe::share::{from_fragment, to_fragment};
+use crate::recipe::{url_host, Recipe};
+
+fn dialog() -> AppResult<HtmlDialogElement> {
+    by_id("confirm")?.dyn_into().map_err(|_| AppError::Browser("#confirm is not a <dialog>".into()))
+}
+
+/// The page URL without its fragment.
+fn page_url() -> AppResult<String> {
+    let href = window()?.location().href()?;
+    Ok(href.split('#').next().unwrap_or(&href).to_string())
+}
+
+/// Puts the share link of `recipe` in #share-link.
+pub fn show_link(recipe: &Recipe) -> AppResult<()> {
+    let link = format!("{}{}", page_url()?, to_fragment(recipe)?);
+    set_value("share-link", &link)?;
+    set_text(
+        "share-note",
+        if recipe.references_used {
+            "This set used reference images. Links never carry images: whoever opens the link gets the same settings and seed, and must drop the same references for the same result."
+        } else {
+            "Opening the link restores these settings; after the visitor confirms the download hosts, the same seed and weights give the same set (up to GPU rounding)."
+        },
+    )
+}
+
+/// Restores a recipe from the page's fragment, if it has one, and asks before downloading.
+pub fn on_load(app: &App) -> AppResult<()> {
+    let hash = window()?.location().hash()?;
+    if !hash.contains("r=") {
+        return Ok(());
+    }
+    match from_fragment(&hash) {
+        Ok(recipe) => {
+            form::restore(&recipe)?;
+            refresh_refs(app);
+            ask(&recipe)
+        }
+        Err(e) => {
+            show_error(&format!("This share link could not be opened: {e}"), "share");
+            Ok(())
+        }
+    }
+}
+
+fn refresh_refs(app: &App) {
+    let _ = super::refs::rebuild(app);
+}
+
+/// Opens the host confirmation dialog for `recipe`.
+fn ask(recipe: &Recipe) -> AppResult<()> {
+    let own = window()?.location().host()?;
+    let list = by_id("confirm-hosts")?;
+    clear(&list);
+    let mut hosts: Vec<String> = recipe
+        .urls()
+        .iter()
+        .map(|u| url_host(u).unwrap_or_else(|| own.clone()))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    for h in hosts {
+        let label = if h == own { format!("{h} (this site)") } else { h };
+        add(&list, "li", "", &label)?;
+    }
+    set_text(
+        "confirm-note",
+        &format!(
+            "{} steps at {}×{}, seed {}.{}",
+            recipe.steps,
+            recipe.width,
+            recipe.height,
+            recipe.seed,
+            if recipe.references_used { " The original set used reference images, which links do not carry." } else { "" }
+        ),
+    )?;
+    dialog()?.show_modal()?;
+    crate::app::dom::set_marker("confirm", "open")
+}
+
+pub fn bind(app: &App) -> AppResult<()> {
+    let a = app.clone();
+    crate::app::dom::on::<Event>(&by_id("confirm-ok")?, "click", move |_| {
+        let _ = dialog().map(|d| d.close());
+        let _ = crate::app::dom::set_marker("confirm", "accepted");
+        if a.client.borrow().is_some() && crate::app::dom::body().ok().and_then(|b| b.dataset().get("engine")).as_deref() == Some("ready") {
+            generate(&a);
+        } else {
+            a.state.borrow_mut().pending_generate = true;
+        }
+    })?;
+    crate::app::dom::on::<Event>(&by_id("confirm-cancel")?, "click", |_| {
+        let _ = dialog().map(|d| d.close());
+        let _ = crate::app::dom::set_marker("confirm", "declined");
+        let _ = status("Recipe restored; nothing was downloaded. Press Generate when you are ready.", "ok");
+    })?;
+    // A PNG dropped anywhere else on the page: restore its recipe.
+    let doc: web_sys::EventTarget = crate::app::dom::document()?.into();
+    crate::app::dom::on::<DragEvent>(&doc, "dragover", |e| e.prevent_default())?;
+    let a = app.clone();
+    crate::app::dom::on::<DragEvent>(&doc, "drop", move |e| {
+        e.prevent_default();
+        let file = e.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0));
+        if let Some(file) = file {
+            let a = a.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Err(e) = restore_png(&a, file).await {
+                    show_error(&e.to_string(), "png");
+                }
+            });
+        }
+    })?;
+    Ok(())
+}
+
+/// The bytes of a user's file.
+pub async fn file_bytes(file: &web_sys::File) -> AppResult<Vec<u8>> {
+    let buf = wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await?;
+    Ok(js_sys::Uint8Array::new(&buf).to_vec())
+}
+
+/// Restores the recipe in a PNG made by this app.
+pub async fn restore_png(app: &App, file: web_sys::File) -> AppResult<()> {
+    let bytes = file_bytes(&file).await?;
+    match recipe_from_png(&bytes)? {
+        Some(r) => {
+            form::restore(&r)?;
+            refresh_refs(app);
+            status(&format!("Recipe restored from {} (seed {}). Press Generate to make it again.", file.name(), r.seed), "ok")?;
+            crate::app::dom::set_marker("restored", &r.seed.to_string())
+        }
+        None => Err(AppError::Browser(format!("{} has no iclora recipe (only PNGs saved by this app carry one)", file.name()))),
+    }
+}

@@ -1,0 +1,122 @@
+//! LoRA on the CLIP-L text encoder (FLUX_REFERENCE.md §6.2: kohya `lora_te1_…`, diffusers/PEFT
+//! `text_encoder.…`): the key names of its Linears, and run-time application through the same
+//! `LoraStack`s the transformer uses (planning shared in `stack`). The base weights are never
+//! changed.
+
+use std::collections::HashMap;
+
+use super::parse::LoraAdapter;
+use super::stack::{install, plan, rescale, LoraApplied, Plan};
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::kernels::matmul::LoraStack;
+use crate::model::clip::{ClipConfig, ClipTextEncoder, ClipWeights};
+
+/// The Linears of one encoder layer: dotted HF name (under `encoder.layers.{i}.`) and kohya's
+/// underscored form.
+const LAYER_LINEARS: [(&str, &str); 6] = [
+    ("self_attn.q_proj", "self_attn_q_proj"),
+    ("self_attn.k_proj", "self_attn_k_proj"),
+    ("self_attn.v_proj", "self_attn_v_proj"),
+    ("self_attn.out_proj", "self_attn_out_proj"),
+    ("mlp.fc1", "mlp_fc1"),
+    ("mlp.fc2", "mlp_fc2"),
+];
+
+/// Prefixes before the text model in the dotted forms: diffusers (`text_encoder.`), ComfyUI
+/// (`text_encoders.clip_l.transformer.`), raw PEFT (`base_model.model.`), transformers 4
+/// (`text_model.`; transformers 5 saves `CLIPTextModel` without it).
+const DOTTED_PREFIXES: [&str; 5] = ["text_encoders.clip_l.transformer.", "text_encoders.clip_l.", "text_encoder.", "base_model.model.", "text_model."];
+
+/// `text_model.encoder.layers.{i}.{linear}` for the module part of a CLIP LoRA key (suffix
+/// removed): kohya `lora_te1_text_model_encoder_layers_{i}_self_attn_q_proj` (also `lora_te_`), or
+/// dotted `text_encoder.text_model.encoder.layers.{i}.self_attn.q_proj` and the prefix variants.
+/// `None` for anything else (embeddings, `text_projection`, ...).
+pub fn clip_linear_name(module: &str) -> Option<String> {
+    let (layer, rest, underscored) = if let Some(k) = module.strip_prefix("lora_te1_").or_else(|| module.strip_prefix("lora_te_")) {
+        let k = k.strip_prefix("text_model_").unwrap_or(k).strip_prefix("encoder_layers_")?;
+        let (i, rest) = k.split_once('_')?;
+        (i, rest, true)
+    } else {
+        let mut m = module;
+        while let Some(p) = DOTTED_PREFIXES.iter().find(|p| m.starts_with(*p)) {
+            m = &m[p.len()..];
+        }
+        let (i, rest) = m.strip_prefix("encoder.layers.")?.split_once('.')?;
+        (i, rest, false)
+    };
+    let i: usize = layer.parse().ok()?;
+    let (dotted, _) = LAYER_LINEARS.iter().find(|(d, u)| if underscored { *u == rest } else { *d == rest })?;
+    Some(format!("text_model.encoder.layers.{i}.{dotted}"))
+}
+
+/// Every Linear of a CLIP text tower of config `c` with its shape `[n, k]`, by the names of
+/// [`clip_linear_name`].
+pub fn clip_linears(c: &ClipConfig) -> Vec<(String, usize, usize)> {
+    let (h, m) = (c.hidden, c.intermediate);
+    (0..c.layers)
+        .flat_map(|i| {
+            LAYER_LINEARS.iter().map(move |(d, _)| {
+                let (n, k) = match *d {
+                    "mlp.fc1" => (m, h),
+                    "mlp.fc2" => (h, m),
+                    _ => (h, h),
+                };
+                (format!("text_model.encoder.layers.{i}.{d}"), n, k)
+            })
+        })
+        .collect()
+}
+
+/// Every Linear's run-time LoRA slot under its [`clip_linear_name`].
+fn lora_slots(w: &mut ClipWeights) -> Vec<(String, &mut Option<LoraStack>)> {
+    let mut v = Vec::new();
+    for (i, l) in w.layers.iter_mut().enumerate() {
+        let a = &mut l.self_attn;
+        let p = format!("text_model.encoder.layers.{i}.");
+        for (name, lin) in [
+            ("self_attn.q_proj", &mut a.q_proj),
+            ("self_attn.k_proj", &mut a.k_proj),
+            ("self_attn.v_proj", &mut a.v_proj),
+            ("self_attn.out_proj", &mut a.out_proj),
+            ("mlp.fc1", &mut l.fc1),
+            ("mlp.fc2", &mut l.fc2),
+        ] {
+            v.push((format!("{p}{name}"), &mut lin.lora));
+        }
+    }
+    v
+}
+
+impl ClipTextEncoder {
+    fn lora_shapes(&self) -> HashMap<String, (usize, usize)> {
+        clip_linears(&self.config).into_iter().map(|(n, r, k)| (n, (r, k))).collect()
+    }
+
+    fn lora_plan<'a>(&self, adapters: &[(&'a LoraAdapter, f32)]) -> Result<Plan<'a>> {
+        plan(adapters, |a| a.clip.as_slice(), &self.lora_shapes(), |_| false)
+    }
+
+    /// Applies the CLIP parts of `adapters` (each with its strength; 1.0 = as trained) at run
+    /// time, replacing any earlier set; adapters without a CLIP part add nothing. On error (a
+    /// module of another width or layer count: `Error::Lora`) nothing changes.
+    pub fn set_loras(&mut self, gpu: &Gpu, adapters: &[(&LoraAdapter, f32)]) -> Result<LoraApplied> {
+        let plan = self.lora_plan(adapters)?;
+        let shapes = self.lora_shapes();
+        install(gpu, adapters, &plan, &shapes, lora_slots(&mut self.weights))
+    }
+
+    /// New strengths for the adapters of the last [`set_loras`](Self::set_loras) (same adapters,
+    /// same order): nothing is uploaded. On error nothing changes.
+    pub fn set_lora_scales(&mut self, adapters: &[(&LoraAdapter, f32)]) -> Result<()> {
+        let plan = self.lora_plan(adapters)?;
+        rescale(&plan, lora_slots(&mut self.weights))
+    }
+
+    /// Removes every LoRA (the encoder computes the base output again).
+    pub fn clear_loras(&mut self) {
+        for (_, slot) in lora_slots(&mut self.weights) {
+            *slot = None;
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Recipe ↔ URL fragment: `#r=` + base64url(raw deflate(positional JSON)).
+//!
+//! Positional JSON (an array, no field names) plus deflate keeps links short: the captions and
+//! the joint prompt repeat each other, which deflate's back-references absorb. The version comes
+//! first so a link from a newer app is reported as such before anything else is parsed. A
+//! fragment never reaches a server, so the recipe stays between the people who share it.
+//!
+//! Wire array, in order: version, model (preset id string, or `[root, transformer, t5, clip, vae,
+//! t5_tokenizer, clip_tokenizer]` with nulls), adapters `[[url, scale], ...]`, task (or null),
+//! overall caption, panel captions, prompt, rows, cols, width, height, steps, guidance, seed,
+//! sampler, references_used (0/1).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Adapter, Captions, Layout, ModelSource, ModelUrls, Recipe, RECIPE_VERSION};
+use crate::error::{Error, Result};
+
+/// The fragment parameter that holds a recipe.
+pub const PARAM: &str = "r";
+/// Inflated size limit: far above any valid recipe, small enough that a hostile link cannot
+/// make the page allocate much.
+const MAX_INFLATED: usize = 1 << 20;
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum WireModel {
+    Preset(String),
+    Custom([Option<String>; 7]),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire(
+    u64,
+    WireModel,
+    Vec<(String, f32)>,
+    Option<String>,
+    String,
+    Vec<String>,
+    String,
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    f32,
+    u64,
+    String,
+    u8,
+);
+
+fn bad(why: impl Into<String>) -> Error {
+    Error::BadShareLink(why.into())
+}
+
+impl Wire {
+    fn from_recipe(r: &Recipe) -> Wire {
+        let model = match &r.model {
+            ModelSource::Preset(id) => WireModel::Preset(id.clone()),
+            ModelSource::Custom(u) => WireModel::Custom([
+                u.root.clone(),
+                u.transformer.clone(),
+                u.t5.clone(),
+                u.clip.clone(),
+                u.vae.clone(),
+                u.t5_tokenizer.clone(),
+                u.clip_tokenizer.clone(),
+            ]),
+        };
+        Wire(
+            r.version,
+            model,
+            r.adapters.iter().map(|a| (a.url.clone(), a.scale)).collect(),
+            r.task.clone(),
+            r.captions.overall.clone(),
+            r.captions.panels.clone(),
+            r.prompt.clone(),
+            r.layout.rows,
+            r.layout.cols,
+            r.width,
+            r.height,
+            r.steps,
+            r.guidance,
+            r.seed,
+            r.sampler.clone(),
+            r.references_used as u8,
+        )
+    }
+
+    fn into_recipe(self) -> Recipe {
+        let Wire(version, model, adapters, task, overall, panels, prompt, rows, cols, width, height, steps, guidance, seed, sampler, refs) =
+            self;
+        let model = match model {
+            WireModel::Preset(id) => ModelSource::Preset(id),
+            WireModel::Custom([root, transformer, t5, clip, vae, t5_tokenizer, clip_tokenizer]) => {
+                ModelSource::Custom(ModelUrls { root, transformer, t5, clip, vae, t5_tokenizer, clip_tokenizer })
+            }
+        };
+        Recipe {
+            version,
+            model,
+            adapters: adapters.into_iter().map(|(url, scale)| Adapter { url, scale }).collect(),
+            task,
+            captions: Captions { overall, panels },
+            prompt,
+            layout: Layout { rows, cols },
+            width,
+            height,
+            steps,
+            guidance,
+            seed,
+            sampler,
+            references_used: refs != 0,
+        }
+    }
+}
+
+/// `#r=...` for a valid recipe (an invalid one is refused: a link that cannot open is useless).
+pub fn to_fragment(recipe: &Recipe) -> Result<String> {
+    recipe.validate()?;
+    let json = serde_json::to_vec(&Wire::from_recipe(recipe)).map_err(|e| bad(e.to_string()))?;
+    let packed = miniz_oxide::deflate::compress_to_vec(&json, 9);
+    Ok(format!("#{PARAM}={}", base64url_encode(&packed)))
+}
+
+/// The recipe in a fragment (`#r=...`, `r=...`, or a whole URL with such a fragment; other
+/// `&`-separated parameters are ignored), validated.
+pub fn from_fragment(fragment: &str) -> Result<Recipe> {
+    let frag = match fragment.split_once('#') {
+        Some((_, f)) => f,
+        None => fragment,
+    };
+    let value = frag
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(PARAM).and_then(|v| v.strip_prefix('=')))
+        .ok_or_else(|| bad("it has no `r=` part"))?;
+    let packed = base64url_decode(value)?;
+    let json = miniz_oxide::inflate::decompress_to_vec_with_limit(&packed, MAX_INFLATED)
+        .map_err(|e| bad(format!("its data does not unpack ({:?})", e.status)))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&json).map_err(|e| bad(format!("its data is not a recipe ({e})")))?;
+    match value.get(0).and_then(|v| v.as_u64()) {
+        Some(RECIPE_VERSION) => {}
+        Some(found) => return Err(Error::RecipeVersion { found, supported: RECIPE_VERSION }),
+        None => return Err(bad("its data has no format version")),
+    }
+    let wire: Wire = serde_json::from_value(value).map_err(|e| bad(format!("its data is not a recipe ({e})")))?;
+    let recipe = wire.into_recipe();
+    recipe.validate()?;
+    Ok(recipe)
+}
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// RFC 4648 §5 base64url without padding.
+pub fn base64url_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        // 2, 3 or 4 characters for 1, 2 or 3 bytes.
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Inverse of [`base64url_encode`]; also accepts trailing `=` padding. Anything else that is not
+/// canonical base64url is an error.
+pub fn base64url_decode(text: &str) -> Result<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    if text.len() % 4 == 1 {
+        return Err(bad("its data was cut off"));
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.as_bytes().chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'-' => 62,
+                b'_' => 63,
+                _ => return Err(bad(format!("it has a character `{}` that links do not use", c as char))),
+            };
+            n |= (v as u32) << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        let keep = chunk.len() - 1;
+        // The unused low bits of the last character must be zero (canonical encoding).
+        if keep < 3 && bytes[keep..].iter().any(|&b| b != 0) {
+            return Err(bad("its data ends in a character that cannot end a link"));
+        }
+        out.extend_from_slice(&bytes[..keep]);
+    }
+    Ok(out)
+}

@@ -1,0 +1,122 @@
+//! Weight files in the browser (wasm32 only), for the engine's Web Worker.
+//!
+//! The model loaders read synchronously through `ByteSource`, so in the worker
+//! every byte must be readable synchronously:
+//! - `cache` (async): downloads a URL into the Origin Private File System
+//!   (`iclora-cache/`) with `fetch` and a streamed body, resuming, retrying,
+//!   timing out stalls, reporting progress, cancellable; keyed by URL + size + ETag.
+//! - `opfs`: `prepare(url)` (async) opens a cached file's sync access handle;
+//!   `open(url)` (sync) then returns it as a `ByteSource` (`OpfsSource`), or an
+//!   `XhrSource` when the file is not cached.
+//! - `xhr`: the no-cache path, synchronous `XMLHttpRequest` range reads.
+//! - `probe`: `#[wasm_bindgen]` hooks for the browser test (tests/e2e/weights.mjs).
+//!
+//! Memory bound: a download holds one body chunk at a time (the browser's
+//! stream chunk, well under `CHUNK_BYTES` = 16 MiB), written to OPFS straight
+//! from the JavaScript buffer, never copied into wasm memory; reading holds the
+//! loader's read (≤ `CHUNK_BYTES`) plus `FIRST_FETCH` (1 MiB) per `XhrSource`.
+
+pub mod cache;
+mod download;
+mod js;
+pub mod opfs;
+pub mod probe;
+pub mod xhr;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use web_sys::AbortController;
+
+use crate::error::Error;
+
+pub use cache::{clear, delete, ensure_cached, ensure_cached_with, list, usage, CacheEntry, CacheStatus, DownloadOptions, StorageUsage};
+pub use opfs::{open, prepare, release, release_all, OpfsSource};
+pub use xhr::{exists, read_all, XhrSource};
+
+/// One progress event of a download.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DownloadProgress {
+    /// Bytes of the file in the cache so far (including what a resumed
+    /// download already had).
+    pub bytes: u64,
+    /// The file's size (0 while unknown: a server that sends neither
+    /// `Content-Range` nor `Content-Length`).
+    pub total: u64,
+    /// Bytes per second received by this call.
+    pub rate: f64,
+    /// Seconds left at `rate` (`None` while the rate or the size is unknown).
+    pub eta_s: Option<f64>,
+    /// Where this call started (> 0 when it resumed a partial file).
+    pub resumed_from: u64,
+    /// Faults recovered from so far (truncated or reset bodies, stalls, 5xx).
+    pub retries: u32,
+}
+
+/// Cancels a download: `cancel()` sets a flag and aborts the request in flight
+/// (its `AbortController`), so the download stops at once, keeping the partial
+/// file for a later resume. Clones share the same flag.
+#[derive(Clone, Default)]
+pub struct Cancel(Rc<CancelInner>);
+
+#[derive(Default)]
+struct CancelInner {
+    flag: Cell<bool>,
+    controller: RefCell<Option<AbortController>>,
+}
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+    pub fn cancel(&self) {
+        self.0.flag.set(true);
+        if let Some(c) = self.0.controller.borrow().as_ref() {
+            c.abort();
+        }
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.flag.get()
+    }
+    /// Lets `cancel()` abort this request (replacing the previous one).
+    fn attach(&self, c: &AbortController) {
+        *self.0.controller.borrow_mut() = Some(c.clone());
+    }
+    fn detach(&self) {
+        self.0.controller.borrow_mut().take();
+    }
+}
+
+/// How a request failed: `Retry` carries the error to report if retries run out.
+enum Fail {
+    Fatal(Error),
+    Retry(Error),
+}
+
+/// A request that got no answer: on another origin that is what a CORS refusal
+/// looks like (the browser hides which), so it is reported as `Cors`.
+fn network_error(url: &str, what: &str) -> Error {
+    if js::is_cross_origin(url) {
+        Error::Cors { url: url.to_string() }
+    } else {
+        Error::Io { file: url.to_string(), message: format!("network error ({what}); the connection failed and retries did not help, check the network") }
+    }
+}
+
+/// A parsed `Content-Range`: the byte range (`None` for `*`) and the file size.
+pub type ContentRange = (Option<(u64, u64)>, u64);
+
+/// `bytes a-b/size` → `(Some((a, b)), size)`; `bytes */size` → `(None, size)`.
+/// An unknown size (`/*`) or anything else → `None`. (The same grammar as
+/// `http::parse_content_range`, which is native-only.)
+pub fn parse_content_range(v: &str) -> Option<ContentRange> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, size) = rest.split_once('/')?;
+    let size = size.trim().parse().ok()?;
+    if range.trim() == "*" {
+        return Some((None, size));
+    }
+    let (a, b) = range.split_once('-')?;
+    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b && b < size).then_some((Some((a, b)), size))
+}

@@ -1,0 +1,243 @@
+//! Synchronous range reads over HTTP in a Web Worker: `XMLHttpRequest` with
+//! `async = false` and `responseType = "arraybuffer"` (allowed in workers only;
+//! on a page's main thread the browser refuses, and that is reported as such).
+//! This is the no-cache path: the loaders' `ByteSource` reads are synchronous.
+//!
+//! The rules are `http.rs`'s (native): every read is one `Range: bytes=a-b`
+//! `GET` that must come back `206` with a `Content-Range` starting where we
+//! asked and naming the same total size (and the same `ETag`, when the server
+//! sends one), else the file changed on the server (fatal). A `200` means the
+//! host ignores ranges: `NoRangeSupport`. Network errors, short bodies and
+//! 408/429/5xx are retried from the last byte received; `retries` bounds the
+//! consecutive attempts that bring no new byte. A worker cannot sleep without
+//! blocking, so the backoff between retries is a short spin (≤ 0.8 s each).
+//!
+//! A network error on another origin is indistinguishable from a CORS refusal
+//! (the browser hides both); once retries run out it is reported as `Cors`.
+//!
+//! Memory: a read holds its own bytes twice at most (the response's
+//! `ArrayBuffer` and the returned `Vec`), plus the `FIRST_FETCH` head kept from
+//! `open`, which serves the header parse without a second request.
+
+use js_sys::{ArrayBuffer, Uint8Array};
+use wasm_bindgen::JsCast;
+use web_sys::{XmlHttpRequest, XmlHttpRequestResponseType};
+
+use super::{js, network_error, parse_content_range, ContentRange, Fail};
+use crate::error::{Error, Result};
+use crate::weights::load::{ByteSource, FIRST_FETCH};
+
+/// Consecutive attempts without a new byte before a read gives up.
+pub const XHR_RETRIES: u32 = 3;
+
+/// One synchronous answer.
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+    /// `Some(None)`: a header that does not parse.
+    content_range: Option<Option<ContentRange>>,
+    etag: Option<String>,
+}
+
+/// One synchronous request; `Retry` for network failures (status 0).
+fn request(method: &str, url: &str, range: Option<&str>) -> std::result::Result<Reply, Fail> {
+    let io = |what: String| Error::Io { file: url.to_string(), message: what };
+    let xhr = XmlHttpRequest::new().map_err(|e| Fail::Fatal(io(format!("XMLHttpRequest is not available: {}", js::error_text(&e)))))?;
+    xhr.open_with_async(method, url, false).map_err(|e| Fail::Fatal(io(format!("not a valid URL ({})", js::error_text(&e)))))?;
+    if let Some(r) = range {
+        xhr.set_request_header("Range", r).map_err(|e| Fail::Fatal(io(js::error_text(&e))))?;
+    }
+    // Throws on a page's main thread (sync binary XHR is worker-only), and the
+    // property setter reports that only through an exception we cannot catch
+    // here, so check the scope first.
+    if js::get(&js::global(), "document").is_some() {
+        return Err(Fail::Fatal(io("synchronous weight reads only work in a Web Worker (the engine's worker), not on the page".into())));
+    }
+    xhr.set_response_type(XmlHttpRequestResponseType::Arraybuffer);
+    if let Err(e) = xhr.send() {
+        let name = js::error_name(&e);
+        return Err(Fail::Retry(network_error(url, &format!("{name} ({})", js::error_text(&e)))));
+    }
+    let status = xhr.status().unwrap_or(0);
+    if status == 0 {
+        return Err(Fail::Retry(network_error(url, "no answer")));
+    }
+    let header = |name: &str| xhr.get_response_header(name).ok().flatten();
+    let body = match xhr.response() {
+        Ok(v) if method != "HEAD" => v.dyn_into::<ArrayBuffer>().map(|ab| Uint8Array::new(&ab).to_vec()).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    Ok(Reply { status, body, content_range: header("content-range").map(|v| parse_content_range(&v)), etag: header("etag") })
+}
+
+/// Busy-waits `ms` (a worker has no synchronous sleep without SharedArrayBuffer).
+fn spin(ms: f64) {
+    let until = js::now_ms() + ms;
+    while js::now_ms() < until {}
+}
+
+/// Runs `attempt` until it succeeds, fails fatally, or fails `retries + 1` times in a row.
+fn with_retries<T>(retries: u32, mut attempt: impl FnMut() -> std::result::Result<T, Fail>) -> Result<T> {
+    let mut failures = 0u32;
+    loop {
+        match attempt() {
+            Ok(v) => return Ok(v),
+            Err(Fail::Fatal(e)) => return Err(e),
+            Err(Fail::Retry(e)) if failures >= retries => return Err(e),
+            Err(Fail::Retry(_)) => {}
+        }
+        failures += 1;
+        spin((100.0 * f64::from(1u32 << failures.min(3))).min(800.0));
+    }
+}
+
+/// Status classes shared by every request: 408/429/5xx are retried, others fatal.
+fn status_fail(url: &str, status: u16) -> Fail {
+    match status {
+        408 | 429 | 500..=599 => Fail::Retry(Error::Http { url: url.to_string(), status }),
+        _ => Fail::Fatal(Error::Http { url: url.to_string(), status }),
+    }
+}
+
+/// A weights file behind a URL, read with synchronous single-range requests.
+pub struct XhrSource {
+    url: String,
+    len: u64,
+    etag: Option<String>,
+    /// The file's first bytes, fetched by `open` (≤ `FIRST_FETCH`).
+    head: Vec<u8>,
+    retries: u32,
+    retried: u64,
+}
+
+impl XhrSource {
+    /// Fetches the first `FIRST_FETCH` bytes (one request): the size (from
+    /// `Content-Range`), the `ETag`, and usually the whole header.
+    pub fn open(url: &str) -> Result<XhrSource> {
+        let mut src = XhrSource { url: url.to_string(), len: 0, etag: None, head: Vec::new(), retries: XHR_RETRIES, retried: 0 };
+        let (head, total) = src.fetch(0, FIRST_FETCH as u64, None)?;
+        src.head = head;
+        src.len = total;
+        Ok(src)
+    }
+
+    /// The `ETag` the server sent, if any (the OPFS cache keys entries by it).
+    pub fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
+    }
+
+    /// Retries made so far (every fault recovered from counts one).
+    pub fn retries(&self) -> u64 {
+        self.retried
+    }
+
+    /// `len` bytes from `offset` (fewer when `total` is unknown and the file ends
+    /// first), resuming after faults. Returns the bytes and the file size.
+    fn fetch(&mut self, offset: u64, len: u64, total: Option<u64>) -> Result<(Vec<u8>, u64)> {
+        let mut total = total;
+        let mut end = offset + len; // exclusive
+        let mut out: Vec<u8> = Vec::new();
+        let mut failures = 0u32;
+        loop {
+            let before = out.len();
+            let last = match self.attempt(offset + before as u64, end, total, &mut out) {
+                Ok(t) => {
+                    total = Some(t);
+                    end = end.min(t);
+                    if offset + out.len() as u64 >= end {
+                        return Ok((out, t));
+                    }
+                    Error::Io { file: self.url.clone(), message: format!("the body ended after {} of {} bytes; retries did not help", out.len(), end - offset) }
+                }
+                Err(Fail::Fatal(e)) => return Err(e),
+                Err(Fail::Retry(e)) => e,
+            };
+            failures = if out.len() > before { 0 } else { failures + 1 };
+            if failures > self.retries {
+                return Err(last);
+            }
+            self.retried += 1;
+            spin((100.0 * f64::from(1u32 << failures.min(3))).min(800.0));
+        }
+    }
+
+    /// One `GET` of `[start, end)`, appending what arrives to `out`. Returns the
+    /// file size from `Content-Range`.
+    fn attempt(&mut self, start: u64, end: u64, total: Option<u64>, out: &mut Vec<u8>) -> std::result::Result<u64, Fail> {
+        let url = self.url.clone();
+        let range = format!("bytes={start}-{}", end.saturating_sub(1));
+        let reply = request("GET", &url, Some(&range))?;
+        match reply.status {
+            206 => {}
+            200 => return Err(Fail::Fatal(Error::NoRangeSupport { url })),
+            // An empty file has no byte 0: `Content-Range: bytes */0`.
+            416 if start == 0 && total.is_none() && matches!(reply.content_range, Some(Some((None, 0)))) => return Ok(0),
+            s => return Err(status_fail(&url, s)),
+        }
+        let bad = |what: String| Fail::Fatal(Error::Io { file: url.clone(), message: what });
+        let (first, size) = match reply.content_range {
+            Some(Some((Some((first, _)), size))) => (first, size),
+            Some(_) => return Err(bad(format!("a 206 answer to `Range: {range}` with an invalid Content-Range header"))),
+            None => return Err(bad(format!(
+                "a 206 answer to `Range: {range}` without a Content-Range header this page may read (a server on another origin must list Content-Range in Access-Control-Expose-Headers)"
+            ))),
+        };
+        if first != start {
+            return Err(bad(format!("asked for bytes from {start}, the server sent bytes from {first}")));
+        }
+        if total.is_some_and(|t| t != size) || (self.etag.is_some() && reply.etag.is_some() && self.etag != reply.etag) {
+            let was = total.map_or("?".into(), |t| t.to_string());
+            return Err(bad(format!("the file changed on the server ({was} bytes, ETag {:?}; now {size} bytes, ETag {:?}); start again", self.etag, reply.etag)));
+        }
+        if self.etag.is_none() {
+            self.etag = reply.etag;
+        }
+        let want = end.min(size).saturating_sub(start) as usize;
+        out.extend_from_slice(&reply.body[..reply.body.len().min(want)]);
+        Ok(size)
+    }
+}
+
+impl ByteSource for XhrSource {
+    fn name(&self) -> &str {
+        &self.url
+    }
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.len => {}
+            _ => return Err(Error::Io { file: self.url.clone(), message: format!("read of {len} bytes at {offset} is past the end ({} bytes)", self.len) }),
+        }
+        if offset + len as u64 <= self.head.len() as u64 {
+            return Ok(self.head[offset as usize..offset as usize + len].to_vec());
+        }
+        Ok(self.fetch(offset, len as u64, Some(self.len))?.0)
+    }
+}
+
+/// A whole small file (a config, a tokenizer), with one plain `GET` (retried on
+/// network errors and 408/429/5xx). Do not use it for weights: it holds the file.
+pub fn read_all(url: &str) -> Result<Vec<u8>> {
+    with_retries(XHR_RETRIES, || {
+        let reply = request("GET", url, None)?;
+        match reply.status {
+            200..=299 => Ok(reply.body),
+            s => Err(status_fail(url, s)),
+        }
+    })
+}
+
+/// Whether `url` exists (a `HEAD`): 2xx → true, 404/410 → false, any other
+/// status or a network/CORS failure → an error.
+pub fn exists(url: &str) -> Result<bool> {
+    with_retries(XHR_RETRIES, || {
+        let reply = request("HEAD", url, None)?;
+        match reply.status {
+            200..=299 => Ok(true),
+            404 | 410 => Ok(false),
+            s => Err(status_fail(url, s)),
+        }
+    })
+}

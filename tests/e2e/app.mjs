@@ -1,0 +1,240 @@
+// Browser end-to-end test of the studio (issue #7): serves dist/ (trunk build
+// --release) and the golden fixtures on 127.0.0.1, drives headless Chromium
+// with software WebGPU, and checks against the native CLI
+// (target/release/iclora, built by `cargo test --release`):
+//   - the bundled tiny model generates a film-storyboard-shaped set whose
+//     canvas matches `iclora generate` on the same recipe (PSNR >= 40 dB);
+//   - no main-thread long task over 200 ms while generating (Long Tasks API);
+//   - the share link, opened in a fresh browser, asks for the hosts, and after
+//     the OK gives the same image; the PNG's recipe restores the form;
+//   - a reference-conditioned run matches the native run with --reference;
+//   - a LoRA by URL matches native --lora; a 404 LoRA and a LoRA for another
+//     model show their errors and the page generates again afterwards.
+// Screenshots of the main states go to tests/e2e/screenshots/. The last line
+// is `app: N passed, M failed`.
+
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { browser, listen, staticHandler } from './lib.mjs';
+
+const dist = path.resolve(process.env.DIST ?? 'dist');
+const cli = path.resolve(process.env.ICLORA ?? 'target/release/iclora');
+const shots = 'tests/e2e/screenshots';
+const tmp = mkdtempSync(path.join(tmpdir(), 'iclora-app-'));
+const TIMEOUT = Number(process.env.APP_TIMEOUT_MS ?? 300_000);
+
+let passed = 0;
+let failed = 0;
+function check(name, ok, detail = '') {
+  console.log(`${ok ? 'ok  ' : 'FAIL'} ${name}${detail ? ': ' + detail : ''}`);
+  ok ? passed++ : failed++;
+  return ok;
+}
+
+/** PSNR in dB of two equal-length RGB(A) byte arrays (alpha ignored when rgba). */
+function psnr(a, b, stride) {
+  let se = 0;
+  let n = 0;
+  for (let i = 0; i < a.length; i += stride) {
+    for (let c = 0; c < 3; c++) {
+      const d = a[i + c] - b[i + c];
+      se += d * d;
+      n++;
+    }
+  }
+  return se === 0 ? Infinity : 10 * Math.log10((255 * 255) / (se / n));
+}
+
+/** The result canvas as RGBA bytes. */
+async function canvasPixels(page) {
+  const b64 = await page.evaluate(() => {
+    const c = document.getElementById('result-canvas');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let s = '';
+    for (let i = 0; i < d.length; i += 8192) s += String.fromCharCode(...d.subarray(i, i + 8192));
+    return btoa(s);
+  });
+  return Buffer.from(b64, 'base64');
+}
+
+/** A PNG file decoded by the page's browser (RGBA). */
+async function pngPixels(page, file) {
+  const b64 = await page.evaluate(async (data) => {
+    const bytes = Uint8Array.from(atob(data), (ch) => ch.charCodeAt(0));
+    const bmp = await createImageBitmap(new Blob([bytes], { type: 'image/png' }));
+    const c = document.createElement('canvas');
+    [c.width, c.height] = [bmp.width, bmp.height];
+    const g = c.getContext('2d');
+    g.drawImage(bmp, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let s = '';
+    for (let i = 0; i < d.length; i += 8192) s += String.fromCharCode(...d.subarray(i, i + 8192));
+    return btoa(s);
+  }, readFileSync(file).toString('base64'));
+  return Buffer.from(b64, 'base64');
+}
+
+/** Clicks Generate and waits for the set (or an error); returns the state and the time window. */
+async function generate(page) {
+  const t0 = await page.evaluate(() => performance.now());
+  await page.evaluate(() => { document.body.dataset.state = ''; });
+  await page.click('#generate');
+  await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state), null, { timeout: TIMEOUT, polling: 100 });
+  const t1 = await page.evaluate(() => performance.now());
+  const state = await page.evaluate(() => ({
+    state: document.body.dataset.state,
+    kind: document.body.dataset.errorKind ?? '',
+    error: document.getElementById('error').textContent,
+  }));
+  return { ...state, t0, t1 };
+}
+
+/** The form's recipe fields as `iclora generate` arguments. */
+async function cliArgs(page) {
+  const f = await page.evaluate(() => Object.fromEntries(['prompt', 'width', 'height', 'steps', 'guidance', 'seed', 'rows', 'cols']
+    .map((id) => [id, document.getElementById(id).value])));
+  return [['--model', 'tests/fixtures/tiny-flux', '--prompt', f.prompt, '--width', f.width, '--height', f.height,
+    '--steps', f.steps, '--guidance', f.guidance, '--seed', f.seed], f];
+}
+
+function native(args, out) {
+  execFileSync(cli, ['generate', ...args, '--out', out], { stdio: ['ignore', 'ignore', 'pipe'] });
+  return out;
+}
+
+async function addAdapter(page, url) {
+  await page.click('#adapter-add');
+  await page.locator('#adapters .adapter-url').last().fill(url);
+}
+
+async function clearAdapters(page) {
+  while (await page.locator('#adapters .adapter-remove').count()) await page.locator('#adapters .adapter-remove').first().click();
+}
+
+async function main() {
+  for (const [what, p] of [['the app (trunk build --release)', path.join(dist, 'index.html')], ['the native CLI (cargo build --release)', cli]]) {
+    if (!existsSync(p)) return check(`${what} is built`, false, `${p} is missing`);
+  }
+  mkdirSync(shots, { recursive: true });
+  const [server, origin] = await listen(staticHandler({ '/': dist, '/fixtures/': 'tests/fixtures/golden' }));
+  const first = await browser();
+  const log = [];
+  try {
+    await first.context.addInitScript(() => {
+      window.__long = [];
+      new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push([e.startTime, e.duration]); })
+        .observe({ type: 'longtask', buffered: true });
+    });
+    const page = first.context.pages()[0] ?? (await first.context.newPage());
+    page.on('console', (m) => m.type() === 'error' && log.push(`console: ${m.text()}`));
+    page.on('pageerror', (e) => log.push(`page error: ${e.message}`));
+    await page.goto(`${origin}/`);
+    await page.waitForFunction(() => document.body.dataset.engine === 'ready', null, { timeout: 120_000 });
+    await page.screenshot({ path: `${shots}/studio.png`, fullPage: true });
+
+    // 1. A film-storyboard set on the bundled tiny model, vs the native CLI.
+    await page.selectOption('#model-preset', 'tiny');
+    await page.selectOption('#task-preset', 'film-storyboard');
+    await page.fill('#seed', '7');
+    const run1 = await generate(page);
+    if (!check('tiny model generates a 3-panel storyboard set', run1.state === 'done', run1.error)) throw new Error('no set');
+    await page.screenshot({ path: `${shots}/result.png`, fullPage: true });
+    const [args, form] = await cliArgs(page);
+    check('the tiny preset scaled the storyboard canvas', form.width === '64' && form.height === '96' && form.rows === '3', `${form.width}×${form.height}, ${form.rows}×${form.cols}`);
+    const pixels1 = await canvasPixels(page);
+    const want1 = await pngPixels(page, native(args, path.join(tmp, 'native.png')));
+    const db1 = psnr(pixels1, want1, 4);
+    check('browser canvas vs `iclora generate` (PSNR >= 40 dB)', pixels1.length === want1.length && db1 >= 40, `${db1.toFixed(1)} dB`);
+    const longs = await page.evaluate(([a, b]) => window.__long.filter(([t]) => t >= a && t <= b).map(([, d]) => d), [run1.t0, run1.t1]);
+    const worst = Math.max(0, ...longs);
+    check('no main-thread task over 200 ms while generating', worst <= 200, `${longs.length} long tasks, longest ${worst.toFixed(0)} ms`);
+
+    // 2. PNG recipe: download the canvas, change the form, drop the PNG back.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-canvas')]);
+    const pngFile = path.join(tmp, 'set.png');
+    await download.saveAs(pngFile);
+    await page.fill('#seed', '12345');
+    await page.evaluate(async (data) => {
+      const bytes = Uint8Array.from(atob(data), (ch) => ch.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([bytes], 'set.png', { type: 'image/png' }));
+      document.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }, readFileSync(pngFile).toString('base64'));
+    await page.waitForFunction(() => document.body.dataset.restored === '7', null, { timeout: 10_000 }).catch(() => {});
+    const restored = await page.evaluate(() => [document.getElementById('seed').value, document.getElementById('prompt').value]);
+    check('a dropped PNG restores its recipe', restored[0] === '7' && restored[1] === form.prompt, `seed ${restored[0]}`);
+
+    // 3. Share link in a fresh browser profile: hosts confirmation, then the same image.
+    const link = await page.inputValue('#share-link');
+    const second = await browser();
+    try {
+      const p2 = second.context.pages()[0] ?? (await second.context.newPage());
+      await p2.goto(link);
+      await p2.waitForFunction(() => document.body.dataset.confirm === 'open', null, { timeout: 60_000 });
+      const hosts = await p2.evaluate(() => [...document.querySelectorAll('#confirm-hosts li')].map((li) => li.textContent));
+      await p2.screenshot({ path: `${shots}/share-confirm.png` });
+      const nothingYet = await p2.evaluate(() => !document.body.dataset.state);
+      check('a share link lists its hosts and waits', nothingYet && hosts.some((h) => h.startsWith('127.0.0.1')), hosts.join(', '));
+      await p2.click('#confirm-ok');
+      await p2.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state), null, { timeout: TIMEOUT });
+      const pixels2 = await canvasPixels(p2);
+      const db2 = psnr(pixels1, pixels2, 4);
+      check('the share link reproduces the set', pixels2.length === pixels1.length && db2 >= 40, `${db2 === Infinity ? 'identical' : db2.toFixed(1) + ' dB'}`);
+    } finally {
+      await second.close();
+    }
+
+    // 4. Reference-conditioned: panel 1 kept from an exported panel, vs native --reference.
+    const [panelDl] = await Promise.all([page.waitForEvent('download'), page.click('#download-panels')]);
+    const refFile = path.join(tmp, 'reference.png');
+    await panelDl.saveAs(refFile);
+    await page.fill('#seed', '11');
+    await page.evaluate(() => { document.getElementById('references-box').open = true; });
+    await page.setInputFiles('.ref-zone[data-panel="0"] .ref-file', refFile);
+    await page.waitForFunction(() => document.body.dataset.references === '1', null, { timeout: 10_000 });
+    const run3 = await generate(page);
+    check('a reference-conditioned set generates', run3.state === 'done', run3.error);
+    await page.screenshot({ path: `${shots}/reference.png`, fullPage: true });
+    const [args3] = await cliArgs(page);
+    const want3 = await pngPixels(page, native([...args3, '--layout', '3x1', '--reference', `1=${refFile}`], path.join(tmp, 'native-ref.png')));
+    const free3 = await pngPixels(page, native(args3, path.join(tmp, 'native-free.png')));
+    const pixels3 = await canvasPixels(page);
+    const db3 = psnr(pixels3, want3, 4);
+    check('reference run vs `iclora generate --reference` (PSNR >= 40 dB)', db3 >= 40, `${db3.toFixed(1)} dB; vs the same seed without reference ${psnr(pixels3, free3, 4).toFixed(1)} dB`);
+    await page.evaluate(() => [...document.querySelectorAll('.ref-zone button')].forEach((b) => b.click()));
+
+    // 5. LoRAs by URL: one that fits (vs native --lora), a 404, one for another model.
+    await addAdapter(page, `${origin}/fixtures/pipe_lora_a_diffusers.safetensors`);
+    const run4 = await generate(page);
+    const [args4] = await cliArgs(page);
+    const want4 = await pngPixels(page, native([...args4, '--lora', 'tests/fixtures/golden/pipe_lora_a_diffusers.safetensors:1'], path.join(tmp, 'native-lora.png')));
+    const db4 = run4.state === 'done' ? psnr(await canvasPixels(page), want4, 4) : 0;
+    check('LoRA by URL vs `iclora generate --lora` (PSNR >= 40 dB)', db4 >= 40, run4.state === 'done' ? `${db4.toFixed(1)} dB` : run4.error);
+    await clearAdapters(page);
+    await addAdapter(page, `${origin}/fixtures/missing.safetensors`);
+    const run5 = await generate(page);
+    await page.screenshot({ path: `${shots}/error.png`, fullPage: true });
+    check('a 404 LoRA URL says so', run5.state === 'error' && run5.kind === 'not-found' && run5.error.includes('404'), run5.error.slice(0, 160));
+    await clearAdapters(page);
+    await addAdapter(page, `${origin}/fixtures/lora_a_diffusers.safetensors`);
+    const run6 = await generate(page);
+    check('a LoRA for another model is refused by name', run6.state === 'error' && run6.kind === 'lora', run6.error.slice(0, 160));
+    await clearAdapters(page);
+    const run7 = await generate(page);
+    check('the page generates again after the errors', run7.state === 'done', run7.error);
+  } finally {
+    if (failed) for (const l of [...new Set(log)].slice(0, 30)) console.log(l);
+    await first.close();
+    server.close();
+  }
+}
+
+try {
+  await main();
+} catch (err) {
+  check('app test driver', false, err?.stack ?? String(err));
+}
+console.log(`app: ${passed} passed, ${failed} failed`);
+process.exit(failed === 0 && passed > 0 ? 0 : 1);
