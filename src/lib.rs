@@ -7,6 +7,8 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench_stream;
 pub mod clock;
 pub mod error;
 pub mod gpu;

@@ -2,6 +2,8 @@
 //! every benchmark case end to end at a tiny scale (figures are not asserted:
 //! speed belongs in BENCHMARKS.md, not in tests); bad arguments are refused.
 
+mod common;
+
 use std::process::Command;
 
 fn iclora(args: &[&str]) -> (bool, String, String) {
@@ -68,4 +70,45 @@ fn bench_flux_step_with_loras() {
     assert_eq!(kinds, ["rest", "double", "single", "step", "step(est)"], "{out}");
     let (ok, _, err) = iclora(&["bench", "flux-step", "--loras", "1", "--rank", "0"]);
     assert!(!ok && err.contains("--rank must be at least 1"), "{err}");
+}
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+/// `inspect` names the component and key scheme (`weights::detect`) on a golden fixture.
+#[test]
+fn inspect_names_component_and_key_scheme() {
+    for (file, want) in [
+        ("golden/flux_odd_bfl.safetensors", "recognized: FLUX transformer, BFL-native names"),
+        ("golden/lora_a_kohya.safetensors", "recognized: LoRA (kohya)"),
+        ("golden/t5_text.safetensors", "recognized: T5 encoder, HF names"),
+    ] {
+        let (ok, out, err) = iclora(&["inspect", &format!("{FIXTURES}/{file}")]);
+        assert!(ok, "{err}");
+        assert!(out.lines().any(|l| l == want), "{file}: {out}");
+    }
+}
+
+/// `generate --convert q8_0` on the tiny pipeline runs, quantizes the transformer's matrices
+/// (every one is whole 32-blocks wide) and gives an image close to, but not the same as, the one
+/// with the weights kept: PSNR in (20 dB, ∞) (measured on lavapipe: printed by the test).
+/// A bad `--convert` value is refused.
+#[test]
+fn generate_with_convert_q8_0_differs_a_little_from_keep() {
+    let dir = std::env::temp_dir().join(format!("iclora-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = |convert: &str| {
+        let out = dir.join(format!("{convert}.png"));
+        let args = ["generate", "--model", &format!("{FIXTURES}/tiny-flux"), "--prompt", "a fox", "--width", "32", "--height", "32",
+            "--steps", "2", "--guidance", "3.5", "--seed", "3", "--max-sequence-length", "16", "--convert", convert, "--out", out.to_str().unwrap()];
+        let (ok, _, err) = iclora(&args);
+        assert!(ok, "--convert {convert}: {err}");
+        image::open(&out).unwrap().to_rgb8().into_raw()
+    };
+    let (keep, q8) = (image("keep"), image("q8_0"));
+    let p = common::psnr(&q8, &keep);
+    println!("generate --convert q8_0 vs keep: PSNR {p:.1} dB");
+    assert!(p > 20.0 && p.is_finite(), "PSNR {p} dB");
+    let (ok, _, err) = iclora(&["generate", "--convert", "q3_k"]);
+    assert!(!ok && err.contains("expected keep, f16, q8_0 or q4_0"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -364,3 +364,28 @@ fn files_smaller_than_the_first_fetch_and_empty_files() {
         assert!(src.read_range(n as u64, 1).is_err(), "a read past the end of a {n}-byte file fails");
     }
 }
+
+/// `bench_stream` (iclora bench stream) over the loopback server on a FLUX-shaped GGUF that
+/// `write_flux_gguf` makes at width 64: the file parses with the planned shapes and formats, its
+/// size is what the header implies, and every tensor streams (file bytes = the tensors' sizes).
+#[test]
+fn bench_stream_loads_a_generated_flux_gguf() {
+    use iclora::bench_stream::{bench_stream, flux_gguf_plan, write_flux_gguf};
+    let path = std::env::temp_dir().join(format!("iclora-stream-{}.gguf", std::process::id()));
+    let len = write_flux_gguf(path.to_str().unwrap(), 400_000, 64).unwrap();
+    let file = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(file.len() as u64, len);
+    let header = read_header(&mut iclora::weights::load::MemSource { name: "flux.gguf".into(), bytes: file.clone() }).unwrap();
+    let plan = flux_gguf_plan(400_000, 64);
+    let got: Vec<(String, Vec<u64>, FileDType)> = header.tensors.iter().map(|t| (t.name.clone(), t.shape.clone(), t.dtype)).collect();
+    let want: Vec<(String, Vec<u64>, FileDType)> = plan.into_iter().map(|(n, s, d)| (n, s, FileDType::Gpu(d))).collect();
+    assert_eq!(got, want);
+    assert!(got.iter().any(|t| t.2 == FileDType::Gpu(DType::Q4_0)) && got.iter().any(|t| t.0 == "double_blocks.1.txt_mlp.2.weight"));
+    let last = header.tensors.iter().map(|t| t.offset + t.size).max().unwrap();
+    assert!(last <= len && len - last < 32, "data ends at {last}, file is {len}");
+    let server = Server::start(file, vec![]);
+    let r = bench_stream(gpu(), &server.url("/f"), iclora::weights::load::Convert::Q8_0, |_, _| {}).unwrap();
+    assert_eq!((r.tensors, r.file_bytes), (header.tensors.len(), header.tensors.iter().map(|t| t.size).sum::<u64>()));
+    assert!(r.gpu_bytes >= r.file_bytes && r.mb_per_s() > 0.0);
+}

@@ -88,6 +88,8 @@ pub enum ToWorker {
     Export { job: u32, zip: bool },
     CacheList,
     CacheDelete { url: String },
+    /// A file the user dropped (a LoRA); its bytes follow. Later requests name it `file:<name>`.
+    AddFile { name: String },
 }
 
 /// A file of a plan.
@@ -119,6 +121,8 @@ pub enum FromWorker {
     Step { job: u32, index: usize, steps: usize, seconds: f64 },
     Line { job: u32, line: String },
     Warning { job: u32, message: String },
+    /// An adapter's report (formats, ranks, layers applied, keys ignored).
+    Adapter { job: u32, summary: String },
     /// RGBA pixels (`width·height·4`) follow.
     Preview { job: u32, step: usize, width: usize, height: usize },
     /// RGBA pixels of the canvas follow, then the canvas PNG (with the recipe).

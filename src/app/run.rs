@@ -30,6 +30,10 @@ pub async fn download(job: u32, files: &[PlannedFile], cancel: &Cancel) -> Resul
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
+        // Dropped files (`file:`) are in memory already.
+        if !crate::weights::source::is_url(&f.location) {
+            continue;
+        }
         let what = format!("{} ({})", f.component, short(&f.location));
         post(&FromWorker::Stage { job, stage: "download".into(), what }, vec![]);
         let mut on_progress = |p: &DownloadProgress| {
@@ -78,6 +82,7 @@ impl Observer for Progress<'_> {
         let msg = match e {
             Event::Line(l) => FromWorker::Line { job, line: l.into() },
             Event::Warning(w) => FromWorker::Warning { job, message: w.into() },
+            Event::Adapter(a) => FromWorker::Adapter { job, summary: a.into() },
             Event::Stage { stage, what } => FromWorker::Stage { job, stage: format!("{stage:?}").to_lowercase(), what: what.into() },
             Event::Step { index, steps, seconds } => FromWorker::Step { job, index, steps, seconds },
             Event::Preview { index, image } => {
@@ -130,6 +135,7 @@ pub async fn run_job(gpu: &Gpu, job: u32, req: &GenerateRequest, pixels: Vec<Vec
         loras: req.loras.clone(),
         layout: Some(Layout::new(req.rows, req.cols)),
         references,
+        convert: crate::weights::load::Convert::Keep,
     };
     let image = run(gpu, &req.model.paths(), &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;
     let recipe = Recipe::from_json(&req.recipe).ok();

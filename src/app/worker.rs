@@ -205,6 +205,11 @@ async fn handle(engine: &Shared, msg: ToWorker, bufs: Vec<Vec<u8>>) {
             };
             send_cache_list(note).await
         }
+        ToWorker::AddFile { name } => {
+            if let Some(bytes) = bufs.into_iter().next() {
+                crate::weights::source::register_dropped(&name, bytes);
+            }
+        }
         ToWorker::Cancel { .. } => {}
     }
 }

@@ -4,7 +4,9 @@
 //!   iclora inspect FILE|URL
 //!   iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
 //!       [--lora FILE|URL[:SCALE]]... [--layout ROWSxCOLS --reference PANEL=IMAGE.png[:STRENGTH]]...
+//!       [--convert keep|f16|q8_0|q4_0]
 //!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16] [--kernels matmul,...]
+//!   iclora bench stream --url URL [--convert keep|f16|q8_0|q4_0] | --make FILE [--gib G] [--hidden H]
 //!   iclora bench flux-step [--tokens N] [--format Q4_0|Q8_0|F16] [--double K] [--single K] [--iters N] [--heads H] [--head-dim D] [--loras N] [--rank R]
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -39,12 +41,17 @@ mod cli {
       --rank R       rank of each adapter (default 16)
   iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
       [--transformer F] [--vae F] [--t5 F] [--clip F] [--t5-tokenizer F] [--clip-tokenizer F]
-      [--lora F[:SCALE]]... [--max-sequence-length L]
+      [--lora F[:SCALE]]... [--max-sequence-length L] [--convert keep|f16|q8_0|q4_0]
       [--layout ROWSxCOLS] [--reference PANEL=IMAGE.png[:STRENGTH]]...
                      reference panels (counted from 1, row by row) are kept as given (RePaint) or, with a
                      strength in (0,1), imposed while sigma ≥ strength (SDEdit-like); needs --layout
                      text to image as diffusers' FluxPipeline (diffusers-layout folder or URL root; each F, a
-                     path or URL, overrides that component; progress on stderr)
+                     path or URL, overrides that component; progress on stderr); --convert converts
+                     the transformer's float weight matrices on the GPU while they load (default keep)
+  iclora bench stream --url URL [--convert C]   stream a weights file over HTTP Range requests into GPU
+                     buffers (each tensor dropped after loading); file MB/s and peak RSS
+  iclora bench stream --make FILE [--gib G] [--hidden H]   write a FLUX-shaped Q8_0/Q4_0 GGUF of ≥ G GiB
+                     (default 1) of blocks of width H (default 3072, FLUX.1; smaller for smoke tests)
   iclora bench kernels [options]    time kernels at FLUX shapes
       --scale S      fraction of FLUX's 4608 tokens to use (default 1.0; ~0.1 on software adapters)
       --iters N      timed runs per case, median reported (default 5)
@@ -59,6 +66,7 @@ mod cli {
             ["inspect", path] => inspect(path),
             ["bench", "kernels", rest @ ..] => bench(rest),
             ["bench", "flux-step", rest @ ..] => bench_flux(rest),
+            ["bench", "stream", rest @ ..] => bench_stream(rest),
             ["generate", rest @ ..] => generate(rest),
             [] | ["help"] | ["--help"] | ["-h"] => {
                 println!("{USAGE}");
@@ -97,6 +105,7 @@ mod cli {
         let h = read_header(src.as_mut()).map_err(|e| e.to_string())?;
         let total: u64 = h.tensors.iter().map(|t| t.size).sum();
         println!("{}: {} file, {} bytes, data section at byte {}", h.file, h.format, h.file_len, h.data_start);
+        println!("recognized: {}", iclora::weights::detect::detect(&h));
         println!("metadata ({} keys):", h.metadata.len());
         for (k, v) in &h.metadata {
             println!("  {k} = {}", v.display_short(8));
@@ -222,6 +231,7 @@ mod cli {
         let mut paths = ModelPaths::default();
         let (mut prompt, mut out, mut loras, mut layout, mut refs) = (None, None, Vec::new(), None, Vec::new());
         let (mut width, mut height, mut steps, mut guidance, mut seed, mut max_len) = (None, None, None, None, None, None);
+        let mut convert = iclora::weights::load::Convert::Keep;
         let mut it = args.iter();
         while let Some(&a) = it.next() {
             let v = it.next().map(|s| s.to_string()).ok_or_else(|| format!("{a} needs a value"))?;
@@ -255,6 +265,7 @@ mod cli {
                     layout = Some(iclora::pipeline::panels::Layout::new(num(r)?, num(c)?));
                 }
                 "--reference" => refs.push(reference(&v)?),
+                "--convert" => convert = parse_convert(&v)?,
                 other => return Err(format!("unknown option {other}\n{USAGE}")),
             }
         }
@@ -270,6 +281,7 @@ mod cli {
             loras,
             layout,
             references: refs,
+            convert,
         };
         let out = out.ok_or_else(|| need("--out"))?;
         let gpu = open()?;
@@ -278,6 +290,63 @@ mod cli {
         let png = encode_png(&image).map_err(|e| e.to_string())?;
         std::fs::write(&out, png).map_err(|e| format!("writing `{out}`: {e}"))?;
         eprintln!("wrote {out} ({}×{})", image.width, image.height);
+        Ok(())
+    }
+
+    /// `--convert keep|f16|q8_0|q4_0` (case-insensitive).
+    fn parse_convert(v: &str) -> Result<iclora::weights::load::Convert, String> {
+        use iclora::weights::load::Convert;
+        Ok(match v.to_ascii_lowercase().as_str() {
+            "keep" => Convert::Keep,
+            "f16" => Convert::F16,
+            "q8_0" => Convert::Q8_0,
+            "q4_0" => Convert::Q4_0,
+            _ => return Err(format!("--convert {v}: expected keep, f16, q8_0 or q4_0")),
+        })
+    }
+
+    /// `iclora bench stream`: `--make FILE [--gib G]` writes the benchmark GGUF; `--url URL
+    /// [--convert C]` streams a file into GPU buffers (iclora::bench_stream) and prints one
+    /// `stream` row with file MB/s and the process's peak RSS.
+    fn bench_stream(args: &[&str]) -> Result<(), String> {
+        use iclora::bench_stream::{bench_stream, peak_rss_kib, write_flux_gguf};
+        let (mut url, mut make, mut gib, mut hidden, mut convert) = (None, None, 1.0f64, 3072u64, iclora::weights::load::Convert::Keep);
+        let mut it = args.iter();
+        while let Some(&a) = it.next() {
+            let v = it.next().copied().ok_or_else(|| format!("{a} needs a value"))?;
+            match a {
+                "--url" => url = Some(v),
+                "--make" => make = Some(v),
+                "--gib" => gib = v.parse().map_err(|e| format!("--gib {v}: {e}"))?,
+                "--hidden" => hidden = v.parse().map_err(|e| format!("--hidden {v}: {e}"))?,
+                "--convert" => convert = parse_convert(v)?,
+                other => return Err(format!("unknown option {other}\n{USAGE}")),
+            }
+        }
+        if let Some(path) = make {
+            if !(gib > 0.0 && gib <= 64.0) || hidden == 0 || hidden % 32 != 0 {
+                return Err("--gib must be in (0, 64] and --hidden a positive multiple of 32".into());
+            }
+            let bytes = write_flux_gguf(path, (gib * (1u64 << 30) as f64) as u64, hidden).map_err(|e| e.to_string())?;
+            println!("wrote {path}: {bytes} bytes ({:.2} GiB)", bytes as f64 / (1u64 << 30) as f64);
+            return Ok(());
+        }
+        let url = url.ok_or_else(|| format!("bench stream needs --url URL or --make FILE\n{USAGE}"))?;
+        let gpu = open()?;
+        println!("adapter: {}", gpu.info().name);
+        let mut last = 0;
+        let r = bench_stream(&gpu, url, convert, |i, n| {
+            if i * 10 / n > last {
+                last = i * 10 / n;
+                eprintln!("stream: {i}/{n} tensors");
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        let rss = peak_rss_kib().map_or("?".to_string(), |k| format!("{:.0}", k as f64 / 1024.0));
+        println!(
+            "stream convert={convert:?} tensors={} file_bytes={} gpu_bytes={} secs={:.3} mb_s={:.1} retries={} pool_mib={:.0} peak_rss_mib={rss}",
+            r.tensors, r.file_bytes, r.gpu_bytes, r.secs, r.mb_per_s(), r.retries, r.pooled_bytes as f64 / (1 << 20) as f64
+        );
         Ok(())
     }
 }

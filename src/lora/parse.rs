@@ -65,6 +65,22 @@ pub struct LoraReport {
     pub ignored: Vec<(String, String)>,
 }
 
+impl LoraReport {
+    /// One line for people: formats, ranks, what it changes and what it leaves out.
+    pub fn summary(&self) -> String {
+        let formats: Vec<String> = self.formats.iter().map(|f| format!("{f:?}")).collect();
+        let ranks: Vec<String> = self.ranks.iter().map(|r| r.to_string()).collect();
+        let mut s = format!("{}: {} format, rank {}, {} transformer layers", self.file, formats.join("+"), ranks.join("/"), self.layers.len());
+        if !self.clip_layers.is_empty() {
+            s += &format!(", {} CLIP layers", self.clip_layers.len());
+        }
+        if let Some((key, why)) = self.ignored.first() {
+            s += &format!("; {} keys ignored (e.g. `{key}`: {why})", self.ignored.len());
+        }
+        s
+    }
+}
+
 /// A parsed LoRA: modules on the transformer and on the CLIP text encoder.
 #[derive(Debug, Clone)]
 pub struct LoraAdapter {

@@ -56,6 +56,8 @@ pub struct GenerateOptions {
     pub layout: Option<Layout>,
     /// Reference panels kept (or guided) while the rest is generated in context.
     pub references: Vec<Reference>,
+    /// Conversion of the transformer's weight matrices while they stream (`Convert::Keep`: as stored).
+    pub convert: crate::weights::load::Convert,
 }
 
 pub use super::image::RgbImage;
@@ -176,6 +178,8 @@ pub enum Event<'a> {
     Stage { stage: Stage, what: &'a str },
     /// Step `index` (from 0) of `steps` finished on the GPU in `seconds`.
     Step { index: usize, steps: usize, seconds: f64 },
+    /// An adapter was read: what it changes and what it leaves out ([`crate::lora::LoraReport::summary`]).
+    Adapter(&'a str),
     /// A cheap look at the latents after step `index` (latent resolution, 1/8 of the canvas).
     Preview { index: usize, image: &'a RgbImage },
 }
@@ -200,6 +204,7 @@ impl<F: FnMut(&str)> Observer for Lines<F> {
         match e {
             Event::Line(l) => (self.0)(l),
             Event::Warning(w) => (self.0)(&format!("warning: {w}")),
+            Event::Adapter(a) => (self.0)(&format!("lora: {a}")),
             Event::Stage { .. } | Event::Step { .. } | Event::Preview { .. } => {}
         }
     }
@@ -261,7 +266,9 @@ pub async fn run(gpu: &Gpu, paths: &ModelPaths, opts: &GenerateOptions, obs: &mu
     let mut adapters = Vec::new();
     for (file, scale) in &opts.loras {
         let mut src = open(file).map_err(|e| in_component("LoRA", file, e))?;
-        adapters.push((LoraAdapter::load(src.as_mut(), &config).map_err(|e| in_component("LoRA", file, e))?, *scale));
+        let adapter = LoraAdapter::load(src.as_mut(), &config).map_err(|e| in_component("LoRA", file, e))?;
+        obs.event(Event::Adapter(&adapter.report.summary()));
+        adapters.push((adapter, *scale));
     }
     let lora_refs: Vec<(&LoraAdapter, f32)> = adapters.iter().map(|(a, s)| (a, *s)).collect();
 
@@ -320,7 +327,9 @@ pub async fn run(gpu: &Gpu, paths: &ModelPaths, opts: &GenerateOptions, obs: &mu
     let latents = {
         obs.event(Event::Stage { stage: Stage::Load, what: "loading the transformer" });
         let t = Stopwatch::start();
-        let mut model = load_component("transformer", &mut transformer, |s, h| FluxModel::load(gpu, s, h, Some(config.clone())))?;
+        let mut model = load_component("transformer", &mut transformer, |s, h| {
+            FluxModel::load_with(gpu, s, h, Some(config.clone()), &crate::weights::load::LoadOptions { convert: opts.convert })
+        })?;
         drop(transformer);
         obs.event(Event::Line(&format!("load: transformer ({tfile}) in {:.2}s", t.secs())));
         if !lora_refs.is_empty() {

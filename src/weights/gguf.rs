@@ -279,16 +279,64 @@ fn parse(r: &mut Reader) -> R<WeightsHeader> {
     }
     check_unique(r.file, &tensors)?;
     check_layout(r.file, &tensors, data_start, r.file_len)?;
+    apply_orig_shapes(r, &metadata, &mut tensors)?;
     Ok(WeightsHeader { format: FileFormat::Gguf, file: r.file.into(), file_len: r.file_len, data_start, metadata, tensors })
+}
+
+/// Metadata key prefix of ComfyUI-GGUF's original shapes (FLUX_REFERENCE.md §7.4).
+pub const ORIG_SHAPE_PREFIX: &str = "comfy.gguf.orig_shape.";
+
+/// Restores the shapes recorded as `comfy.gguf.orig_shape.<name>` (ARRAY of INT32, PyTorch order)
+/// as ComfyUI-GGUF does: the bytes are the original's row-major elements, so only `shape` changes.
+/// Same element count; a block format's innermost dimension must stay whole blocks (the GPU layout
+/// `[rows, innermost]` keeps blocks inside rows). A key naming no tensor is ignored (as ComfyUI).
+fn apply_orig_shapes(r: &Reader, metadata: &[(String, MetaValue)], tensors: &mut [TensorInfo]) -> R<()> {
+    for (key, v) in metadata {
+        let Some(name) = key.strip_prefix(ORIG_SHAPE_PREFIX) else { continue };
+        let Some(t) = tensors.iter_mut().find(|t| t.name == name) else { continue };
+        let bad = |what: String| r.bad(format!("`{key}`: {what}"));
+        let MetaValue::Array(MetaType::I32, items) = v else {
+            return Err(bad(format!("expected an ARRAY of INT32, got {}", v.display_short(4))));
+        };
+        if items.len() > MAX_DIMS as usize {
+            return Err(bad(format!("{} dimensions (at most {MAX_DIMS})", items.len())));
+        }
+        let dims = items.iter().map(|d| if let MetaValue::I32(d @ 0..) = d { Some(*d as u64) } else { None });
+        let shape = dims.collect::<Option<Vec<u64>>>().ok_or_else(|| bad(format!("a negative dimension in {}", v.display_short(8))))?;
+        let numel = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+        if numel != Some(t.numel()) {
+            return Err(bad(format!("shape {shape:?} does not hold the {} elements of `{}` {:?}", t.numel(), t.name, t.shape)));
+        }
+        let be = t.dtype.block_elems();
+        if !shape.last().copied().unwrap_or(1).is_multiple_of(be) {
+            return Err(bad(format!("the innermost dimension of {shape:?} is not whole {}-element {} blocks", be, t.dtype)));
+        }
+        t.shape = shape;
+    }
+    Ok(())
 }
 
 /// Writes a GGUF v3 file: metadata in the given order, tensors in the given
 /// order at aligned offsets (`general.alignment` if given as UINT32, else 32).
 pub fn write_gguf(metadata: &[(String, MetaValue)], tensors: &[TensorData]) -> Result<Vec<u8>> {
+    tensors.iter().try_for_each(|t| t.check("write_gguf"))?;
+    let infos: Vec<_> = tensors.iter().map(|t| (t.name.clone(), t.shape.clone(), t.dtype)).collect();
+    let (mut out, alignment) = write_gguf_header(metadata, &infos)?;
+    for t in tensors {
+        out.resize(out.len().div_ceil(alignment) * alignment, 0);
+        out.extend_from_slice(&t.data);
+    }
+    Ok(out)
+}
+
+/// The header of the file [`write_gguf`] writes for tensors `(name, PyTorch shape, format)`, up to
+/// the start of the data section (padded to the alignment, also returned); the data follows with
+/// each tensor padded to the alignment. For files too large to build in memory (benchmarks).
+pub fn write_gguf_header(metadata: &[(String, MetaValue)], tensors: &[(String, Vec<u64>, FileDType)]) -> Result<(Vec<u8>, usize)> {
     let invalid = |what: String| Error::InvalidArgument(format!("write_gguf: {what}"));
     let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment").map(|(_, v)| v) {
         None => 32,
-        Some(MetaValue::U32(a)) if a.is_power_of_two() => *a as usize,
+        Some(MetaValue::U32(a)) if a.is_power_of_two() => *a as u64,
         Some(v) => return Err(invalid(format!("general.alignment {v:?} is not a UINT32 power of two"))),
     };
     let mut out = Vec::new();
@@ -301,27 +349,25 @@ pub fn write_gguf(metadata: &[(String, MetaValue)], tensors: &[TensorData]) -> R
         out.extend_from_slice(&(v.meta_type() as u32).to_le_bytes());
         put_value(&mut out, v).map_err(|e| invalid(format!("`{k}`: {e}")))?;
     }
-    let mut offset = 0usize;
-    for t in tensors {
-        t.check("write_gguf")?;
-        let id = ggml_type_id(t.dtype).ok_or_else(|| invalid(format!("{} is not a ggml type", t.dtype)))?;
-        if t.shape.len() > MAX_DIMS as usize {
-            return Err(invalid(format!("`{}` has more than {MAX_DIMS} dimensions", t.name)));
+    let mut offset = 0u64;
+    for (name, shape, dtype) in tensors {
+        let id = ggml_type_id(*dtype).ok_or_else(|| invalid(format!("{dtype} is not a ggml type")))?;
+        if shape.len() > MAX_DIMS as usize {
+            return Err(invalid(format!("`{name}` has more than {MAX_DIMS} dimensions")));
         }
-        put_str(&mut out, &t.name);
+        let size = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).and_then(|n| dtype.byte_size(n));
+        let size = size.ok_or_else(|| invalid(format!("`{name}` {shape:?} is not whole {dtype} blocks")))?;
+        put_str(&mut out, name);
         // A scalar is stored as one dimension of 1.
-        let ne: Vec<u64> = if t.shape.is_empty() { vec![1] } else { t.shape.iter().rev().copied().collect() };
+        let ne: Vec<u64> = if shape.is_empty() { vec![1] } else { shape.iter().rev().copied().collect() };
         out.extend_from_slice(&(ne.len() as u32).to_le_bytes());
         ne.iter().for_each(|d| out.extend_from_slice(&d.to_le_bytes()));
         out.extend_from_slice(&id.to_le_bytes());
-        out.extend_from_slice(&(offset as u64).to_le_bytes());
-        offset = (offset + t.data.len()).div_ceil(alignment) * alignment;
+        out.extend_from_slice(&offset.to_le_bytes());
+        offset = (offset + size).div_ceil(alignment) * alignment;
     }
-    for t in tensors {
-        out.resize(out.len().div_ceil(alignment) * alignment, 0);
-        out.extend_from_slice(&t.data);
-    }
-    Ok(out)
+    out.resize(out.len().div_ceil(alignment as usize) * alignment as usize, 0);
+    Ok((out, alignment as usize))
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {

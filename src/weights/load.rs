@@ -27,6 +27,8 @@ use std::io::{Read, Seek, SeekFrom};
 
 use half::f16;
 
+pub use super::fp8::{f8_e4m3_to_f32, f8_e5m2_to_f32, f8_to_f16};
+use super::fp8::{f8_to_f16_scaled, weight_scale};
 use super::gguf::parse_gguf_header;
 use super::repack::repack;
 use super::safetensors::parse_safetensors_header;
@@ -165,13 +167,20 @@ pub fn gpu_layout(file: &str, info: &TensorInfo) -> Result<(Vec<usize>, DType)> 
 }
 
 /// Loads one tensor of `header` from `src` onto the GPU (see `gpu_layout`).
+/// A ComfyUI scaled-fp8 weight (`<layer>.scale_weight` in `header`) is multiplied by its scale
+/// while it widens to F16 (`weights::fp8`); other scale schemes are `UnsupportedFormat`.
 pub fn load_tensor(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, info: &TensorInfo) -> Result<Tensor> {
-    load_tensor_chunked(gpu, src, &header.file, info, CHUNK_BYTES)
+    let scale = weight_scale(src, header, info)?;
+    load_chunked(gpu, src, &header.file, info, CHUNK_BYTES, scale)
 }
 
 /// `load_tensor` with reads of at most `chunk_bytes` (rounded down to whole
-/// blocks, at least one block).
+/// blocks, at least one block); no weight scale is applied (the caller has no header).
 pub fn load_tensor_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, chunk_bytes: usize) -> Result<Tensor> {
+    load_chunked(gpu, src, file, info, chunk_bytes, 1.0)
+}
+
+fn load_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, chunk_bytes: usize, scale: f32) -> Result<Tensor> {
     let (shape, dtype) = gpu_layout(file, info)?;
     let t = gpu.empty(&shape, dtype)?;
     // Every chunk must land on a whole GPU word: whole blocks for quantized
@@ -188,7 +197,7 @@ pub fn load_tensor_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info
         let bytes = src.read_range(info.offset + done, n)?;
         let converted = match info.dtype {
             FileDType::Gpu(d) => repack(d, &bytes)?,
-            FileDType::F8E4M3 | FileDType::F8E5M2 => f8_to_f16(info.dtype, &bytes),
+            FileDType::F8E4M3 | FileDType::F8E5M2 => f8_to_f16_scaled(info.dtype, &bytes, scale, &info.name)?,
             FileDType::Other { .. } => return Err(unsupported(file, info)),
         };
         gpu.write_buffer(t.buffer(), dst, &converted)?;
@@ -256,8 +265,10 @@ pub struct LoadOptions {
 ///   multiple of 32, else `Error::ShapeMismatch` naming the tensor ([`Convert::for_tensor`] never asks).
 /// - Already-quantized sources (GGUF Q4_0…Q6_K) are kept as stored whatever `convert` says:
 ///   re-quantizing would only lose precision, and dequantizing to F16 would only cost memory.
+/// - A ComfyUI scaled-fp8 weight is scaled while it widens, before any conversion (as [`load_tensor`]).
 pub fn load_tensor_as(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, info: &TensorInfo, convert: Convert) -> Result<Tensor> {
-    load_tensor_as_chunked(gpu, src, &header.file, info, convert, CHUNK_BYTES)
+    let scale = weight_scale(src, header, info)?;
+    load_as_chunked(gpu, src, &header.file, info, convert, CHUNK_BYTES, scale)
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -268,7 +279,8 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-/// [`load_tensor_as`] with reads of at most `chunk_bytes` file bytes (at least one block or element pair).
+/// [`load_tensor_as`] with reads of at most `chunk_bytes` file bytes (at least one block or element pair);
+/// no weight scale is applied (the caller has no header).
 pub fn load_tensor_as_chunked(
     gpu: &Gpu,
     src: &mut dyn ByteSource,
@@ -277,10 +289,14 @@ pub fn load_tensor_as_chunked(
     convert: Convert,
     chunk_bytes: usize,
 ) -> Result<Tensor> {
+    load_as_chunked(gpu, src, file, info, convert, chunk_bytes, 1.0)
+}
+
+fn load_as_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, convert: Convert, chunk_bytes: usize, scale: f32) -> Result<Tensor> {
     let (shape, stored) = gpu_layout(file, info)?;
     let target = match convert.target() {
         Some(t) if !stored.is_quantized() && t != stored => t,
-        _ => return load_tensor_chunked(gpu, src, file, info, chunk_bytes),
+        _ => return load_chunked(gpu, src, file, info, chunk_bytes, scale),
     };
     // What one chunk is uploaded as, and file bytes per element.
     let (source, eb) = match info.dtype {
@@ -310,7 +326,7 @@ pub fn load_tensor_as_chunked(
         let bytes = src.read_range(info.offset + (done * eb) as u64, n * eb)?;
         let staged = match info.dtype {
             FileDType::Gpu(d) => repack(d, &bytes)?,
-            f8 => f8_to_f16(f8, &bytes),
+            f8 => f8_to_f16_scaled(f8, &bytes, scale, &info.name)?,
         };
         let scratch = gpu.upload_raw(&[n], source, &staged)?;
         let mut batch = gpu.batch();
@@ -319,39 +335,6 @@ pub fn load_tensor_as_chunked(
         done += n;
     }
     Ok(t)
-}
-
-/// F8_E4M3 (`float8_e4m3fn`, FLUX_REFERENCE.md §8.2): bias 7, no infinities,
-/// 0x7F/0xFF NaN, subnormals `m · 2^-9`.
-pub fn f8_e4m3_to_f32(b: u8) -> f32 {
-    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
-    let (e, m) = ((b >> 3) & 0xF, (b & 7) as f32);
-    if e == 15 && m == 7.0 {
-        return f32::NAN;
-    }
-    let mag = if e == 0 { m * 2f32.powi(-9) } else { (1.0 + m / 8.0) * 2f32.powi(e as i32 - 7) };
-    sign * mag
-}
-
-/// F8_E5M2: the top byte of an IEEE half.
-pub fn f8_e5m2_to_f32(b: u8) -> f32 {
-    f16::from_bits((b as u16) << 8).to_f32()
-}
-
-/// F8 bytes → little-endian F16 bytes, padded to whole 32-bit words. Exact:
-/// every E4M3 and E5M2 value is an F16 value. Done on the CPU for now; a GPU
-/// conversion kernel (upload the F8 bytes, widen there) is a later step.
-pub fn f8_to_f16(dtype: FileDType, bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len().div_ceil(2) * 4);
-    for &b in bytes {
-        let h = match dtype {
-            FileDType::F8E5M2 => (b as u16) << 8,
-            _ => f16::from_f32(f8_e4m3_to_f32(b)).to_bits(),
-        };
-        out.extend_from_slice(&h.to_le_bytes());
-    }
-    out.resize(out.len().div_ceil(4) * 4, 0);
-    out
 }
 
 /// Reads a float tensor (F32, F16, BF16, F8_E4M3, F8_E5M2) whole, as f32 values, for the small

@@ -5,6 +5,8 @@ pub mod tensor_info;
 pub mod safetensors;
 pub mod gguf;
 pub mod load;
+pub mod fp8;
+pub mod detect;
 pub mod source;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod http;

@@ -14,8 +14,40 @@ pub fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 
+/// Files the user handed to the page (a dropped LoRA), kept in memory under `file:<name>`:
+/// browsers give no path to them. Small files only (adapters, not models).
+#[cfg(target_arch = "wasm32")]
+mod dropped {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    thread_local! {
+        static FILES: RefCell<HashMap<String, Vec<u8>>> = RefCell::new(HashMap::new());
+    }
+
+    pub fn put(location: &str, bytes: Vec<u8>) {
+        FILES.with(|f| f.borrow_mut().insert(location.to_string(), bytes));
+    }
+
+    pub fn get(location: &str) -> Option<Vec<u8>> {
+        FILES.with(|f| f.borrow().get(location).cloned())
+    }
+}
+
+/// The `file:` location of a file the user gave the page; `bytes` stay in memory.
+#[cfg(target_arch = "wasm32")]
+pub fn register_dropped(name: &str, bytes: Vec<u8>) -> String {
+    let location = format!("file:{name}");
+    dropped::put(&location, bytes);
+    location
+}
+
 /// Random access to `location`'s bytes.
 pub fn open(location: &str) -> Result<Box<dyn ByteSource>> {
+    #[cfg(target_arch = "wasm32")]
+    if let Some(bytes) = dropped::get(location) {
+        return Ok(Box::new(super::load::MemSource { name: location.into(), bytes }));
+    }
     #[cfg(not(target_arch = "wasm32"))]
     return Ok(if is_url(location) {
         Box::new(super::http::HttpSource::open(location)?)
@@ -40,7 +72,10 @@ pub fn exists(location: &str) -> Result<bool> {
         }
     }
     #[cfg(target_arch = "wasm32")]
-    return super::browser::xhr::exists(location);
+    return match dropped::get(location) {
+        Some(_) => Ok(true),
+        None => super::browser::xhr::exists(location),
+    };
 }
 
 /// Whether `location` is a local directory (never for URLs, nor in browsers).
@@ -66,6 +101,9 @@ pub fn read_all(location: &str) -> Result<Vec<u8>> {
         std::fs::read(location).map_err(|e| Error::Io { file: location.into(), message: e.to_string() })
     }
     #[cfg(target_arch = "wasm32")]
-    return super::browser::xhr::read_all(location);
+    return match dropped::get(location) {
+        Some(bytes) => Ok(bytes),
+        None => super::browser::xhr::read_all(location),
+    };
 }
 

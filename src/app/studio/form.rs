@@ -204,13 +204,19 @@ pub fn describe_model(id: &str) -> AppResult<()> {
     Ok(())
 }
 
-/// The recipe the form describes (validated).
+/// Adapters the user dropped as files (`file:` locations): used, but not part of a recipe.
+pub fn dropped_adapters() -> AppResult<Vec<Adapter>> {
+    Ok(adapters()?.into_iter().filter(|a| a.url.starts_with("file:")).collect())
+}
+
+/// The recipe the form describes (validated). Dropped LoRA files are left out (a recipe names
+/// only what others can download).
 pub fn recipe(references_used: bool) -> AppResult<Recipe> {
     let task = value("task-preset")?;
     let r = Recipe {
         version: RECIPE_VERSION,
         model: model_source()?,
-        adapters: adapters()?,
+        adapters: adapters()?.into_iter().filter(|a| !a.url.starts_with("file:")).collect(),
         task: (task != NO_TASK).then_some(task),
         captions: Captions { overall: value("caption-overall")?, panels: panel_captions()? },
         prompt: value("prompt")?,

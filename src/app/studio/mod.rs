@@ -120,9 +120,14 @@ pub fn start() -> AppResult<App> {
 
 fn bind(app: &App) -> AppResult<()> {
     let doc: web_sys::EventTarget = document()?.into();
-    on::<Event>(&by_id("model-preset")?, "change", |_| {
+    let a = app.clone();
+    on::<Event>(&by_id("model-preset")?, "change", move |_| {
         let _ = value("model-preset").and_then(|id| form::describe_model(&id));
         let _ = form::fit_canvas_to_model();
+        // What this model will download, before anything is (headers only).
+        if let Err(e) = plan(&a) {
+            let _ = set_text("plan-summary", &e.to_string());
+        }
     })?;
     on::<Event>(&by_id("task-preset")?, "change", |_| {
         let _ = value("task-preset").and_then(|id| form::apply_task(&id)).and_then(|_| form::fit_canvas_to_model());
@@ -225,7 +230,7 @@ fn try_generate(app: &App) -> AppResult<()> {
         steps: recipe.steps as usize,
         guidance: recipe.guidance,
         seed: recipe.seed,
-        loras: recipe.adapters.iter().map(|a| (absolute(&a.url), a.scale)).collect(),
+        loras: recipe.adapters.iter().map(|a| (absolute(&a.url), a.scale)).chain(form::dropped_adapters()?.into_iter().map(|a| (a.url, a.scale))).collect(),
         references: specs,
         recipe: recipe.to_json()?,
         preview_every: 1,

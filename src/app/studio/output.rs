@@ -74,6 +74,7 @@ pub fn started(app: &App, job: u32, recipe: Recipe) -> AppResult<()> {
         s.step_secs.clear();
     }
     show("error", false)?;
+    clear(&by_id("adapter-report")?);
     enable("generate", false)?;
     enable("cancel", true)?;
     set_text("progress-text", "Starting…")?;
@@ -124,6 +125,7 @@ pub fn progress(app: &App, msg: FromWorker, bufs: Vec<Vec<u8>>) -> AppResult<()>
         | FromWorker::Step { job, .. }
         | FromWorker::Line { job, .. }
         | FromWorker::Warning { job, .. }
+        | FromWorker::Adapter { job, .. }
         | FromWorker::Preview { job, .. }
         | FromWorker::Done { job, .. } => *job,
         _ => return Ok(()),
@@ -162,10 +164,16 @@ pub fn progress(app: &App, msg: FromWorker, bufs: Vec<Vec<u8>>) -> AppResult<()>
             let d = by_id("progress-detail")?;
             d.set_text_content(Some(&format!("Note: {message}")));
         }
+        FromWorker::Adapter { summary, .. } => {
+            add(&by_id("adapter-report")?, "li", "", &summary)?;
+        }
         FromWorker::Preview { width, height, .. } => {
             if let Some(rgba) = bufs.first() {
                 draw("preview", width, height, rgba)?;
                 show("preview", true)?;
+                let body = crate::app::dom::body()?;
+                let n = body.dataset().get("previews").and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+                set_marker("previews", &(n + 1).to_string())?;
             }
         }
         FromWorker::Done { width, height, seconds, .. } => {

@@ -21,7 +21,10 @@ pub fn rebuild(app: &App) -> AppResult<()> {
     app.state.borrow_mut().references.retain(|&k, r| k < rows * cols && r.width == pw && r.height == ph);
     let box_ = by_id("references")?;
     clear(&box_);
-    box_.set_attribute("style", &format!("grid-template-columns: repeat({cols}, 1fr)"))?;
+    // Through the CSSOM: the page's CSP forbids style attributes.
+    if let Some(el) = box_.dyn_ref::<web_sys::HtmlElement>() {
+        el.style().set_property("grid-template-columns", &format!("repeat({cols}, 1fr)"))?;
+    }
     for k in 0..rows * cols {
         let zone = add(&box_, "div", "ref-zone", "")?;
         zone.set_attribute("data-panel", &k.to_string())?;

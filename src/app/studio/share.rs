@@ -106,7 +106,19 @@ pub fn bind(app: &App) -> AppResult<()> {
         let _ = crate::app::dom::set_marker("confirm", "declined");
         let _ = status("Recipe restored; nothing was downloaded. Press Generate when you are ready.", "ok");
     })?;
-    // A PNG dropped anywhere else on the page: restore its recipe.
+    let a = app.clone();
+    crate::app::dom::on::<Event>(&by_id("adapter-file")?, "change", move |e| {
+        let input = e.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok());
+        if let Some(file) = input.as_ref().and_then(|i| i.files()).and_then(|f| f.get(0)) {
+            let a = a.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Err(e) = add_lora_file(&a, file).await {
+                    show_error(&e.to_string(), "lora");
+                }
+            });
+        }
+    })?;
+    // A file dropped anywhere else on the page: a PNG restores its recipe, a .safetensors is a LoRA.
     let doc: web_sys::EventTarget = crate::app::dom::document()?.into();
     crate::app::dom::on::<DragEvent>(&doc, "dragover", |e| e.prevent_default())?;
     let a = app.clone();
@@ -131,8 +143,20 @@ pub async fn file_bytes(file: &web_sys::File) -> AppResult<Vec<u8>> {
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
+/// Hands a LoRA file the user picked or dropped to the worker and lists it as an adapter.
+pub async fn add_lora_file(app: &App, file: web_sys::File) -> AppResult<()> {
+    let bytes = file_bytes(&file).await?;
+    let name = file.name();
+    app.send(&crate::app::protocol::ToWorker::AddFile { name: name.clone() }, vec![bytes])?;
+    form::add_adapter_row(&format!("file:{name}"), 1.0)?;
+    status(&format!("{name} added as a LoRA (scale 1.0). Dropped files stay on this device: share links leave them out."), "ok")
+}
+
 /// Restores the recipe in a PNG made by this app.
 pub async fn restore_png(app: &App, file: web_sys::File) -> AppResult<()> {
+    if file.name().ends_with(".safetensors") {
+        return add_lora_file(app, file).await;
+    }
     let bytes = file_bytes(&file).await?;
     match recipe_from_png(&bytes)? {
         Some(r) => {

@@ -131,6 +131,10 @@ impl Loader<'_> {
         let mut dtype = None;
         for (name, &r) in names.iter().zip(rows) {
             let info = self.info(name, &[r, k])?.clone();
+            if crate::weights::fp8::weight_scale(self.src, self.header, &info)? != 1.0 {
+                let why = format!("`{name}` has a scale_weight but is fused from split parts; scaled fp8 is read in BFL names (as ComfyUI writes it)");
+                return Err(Error::UnsupportedFormat { op: "FLUX weights", format: "scaled fp8".into(), why });
+            }
             if dtype.is_some_and(|d| d != info.dtype) {
                 return Err(Error::UnsupportedFormat {
                     op: "FLUX weights",
