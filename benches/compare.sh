@@ -5,15 +5,20 @@
 #   cargo build --release --bin iclora
 #   (cd benches/peer && cargo build --release)
 # Usage: benches/compare.sh [SCALE] [ITERS]     (defaults 0.111 → 512 tokens, 3)
+# ICLORA=path/to/iclora picks another build of ours (e.g. a saved "before" binary for an A/B in the
+# same run); ICLORA_F16=0 skips the f16-tile rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 SCALE=${1:-0.111}
 ITERS=${2:-3}
+ICLORA=${ICLORA:-target/release/iclora}
 OURS=$(mktemp) PEER=$(mktemp)
-target/release/iclora bench kernels --scale "$SCALE" --iters "$ITERS" --formats F32,F16,Q8_0,Q4_0 --kernels matmul | tee "$OURS"
-target/release/iclora bench kernels --scale "$SCALE" --iters "$ITERS" --formats F16,Q8_0,Q4_0 --f16 --kernels matmul \
-  | grep '^matmul' | sed 's/^matmul    /matmul-f16/' | tee -a "$OURS"
+"$ICLORA" bench kernels --scale "$SCALE" --iters "$ITERS" --formats F32,F16,Q8_0,Q4_0 --kernels matmul | tee "$OURS"
+if [ "${ICLORA_F16:-1}" != 0 ]; then
+  "$ICLORA" bench kernels --scale "$SCALE" --iters "$ITERS" --formats F16,Q8_0,Q4_0 --f16 --kernels matmul \
+    | grep '^matmul' | sed 's/^matmul    /matmul-f16/' | tee -a "$OURS"
+fi
 benches/peer/target/release/peer-bench --scale "$SCALE" --iters "$ITERS" | tee "$PEER"
 echo
 echo "ratio = iclora GFLOP/s / burn GFLOP/s (same shape; burn f32 for our F32 weights, burn f16 otherwise)"

@@ -1,6 +1,8 @@
 // y = epilogue(x · Wᵀ + b + Σᵢ sᵢ·(x·Aᵢᵀ)·Bᵢᵀ)   (PyTorch Linear: W is [N, K], FLUX_REFERENCE.md notation)
 // Program = precision_{f32,f16}.wgsl + quant.wgsl + activations.wgsl + this file.
 // Wrapper: src/kernels/matmul.rs. Reference: src/reference/matmul.rs.
+// CPU adapters with 8-lane subgroups (lavapipe) run matmul_sg.wgsl instead, appended to this file:
+// there loads cost one per lane and workgroup-memory tiles only add loads (BENCHMARKS.md).
 //
 // Tiling: a 16×16 workgroup computes a 64×64 output tile; invocation (tx, ty) owns the 4×4 register
 // block rows 4ty..4ty+3 × columns 4tx..4tx+3 (so one invocation owns both halves of every output word

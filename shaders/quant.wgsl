@@ -126,3 +126,88 @@ fn dq(row: u32, k: u32, k_len: u32) -> f32 {
         }
     }
 }
+
+// --- Whole-block decoding for kernels that read W as 16-byte vectors (matmul_sg.wgsl) -------------
+// Pure functions of words already loaded (no binding access), so every program may include them.
+
+// GPU words per 32 consecutive elements of a row: the 32-element block formats and F32/F16/BF16
+// (0 for the 256-element K-quants, which these helpers do not cover).
+fn block_words() -> u32 {
+    switch FORMAT {
+        case 0u: { return 32u; }
+        case 1u, 2u: { return 16u; }
+        case 3u: { return 9u; }
+        case 4u, 5u: { return 5u; }
+        case 6u, 7u: { return 6u; }
+        default: { return 0u; }
+    }
+}
+
+// 16 consecutive words, u0.x first.
+struct Words16 {
+    u0: vec4<u32>,
+    u1: vec4<u32>,
+    u2: vec4<u32>,
+    u3: vec4<u32>,
+}
+
+// The words from `s` (0..3) on of four 16-byte vectors that start at an aligned word: a block whose
+// first word is not 16-byte aligned is loaded as the aligned vectors around it and shifted here, in
+// two select stages (by 1, then by 2 words), rather than by per-word dynamic indexing.
+fn realign(v: Words16, s: u32) -> Words16 {
+    let z = vec4<u32>(0u);
+    let o = (s & 1u) != 0u;
+    let t0 = select(v.u0, vec4<u32>(v.u0.yzw, v.u1.x), o);
+    let t1 = select(v.u1, vec4<u32>(v.u1.yzw, v.u2.x), o);
+    let t2 = select(v.u2, vec4<u32>(v.u2.yzw, v.u3.x), o);
+    let t3 = select(v.u3, vec4<u32>(v.u3.yzw, 0u), o);
+    let h = (s & 2u) != 0u;
+    return Words16(select(t0, vec4<u32>(t0.zw, t1.xy), h), select(t1, vec4<u32>(t1.zw, t2.xy), h),
+                   select(t2, vec4<u32>(t2.zw, t3.xy), h), select(t3, vec4<u32>(t3.zw, z.xy), h));
+}
+
+fn word16(b: Words16, i: u32) -> u32 {
+    let q = i / 4u;
+    let v = select(select(b.u0, b.u1, q == 1u), select(b.u2, b.u3, q == 3u), q >= 2u);
+    return v[i % 4u];
+}
+
+// Elements 4c..4c+3 of a block of 32 whose words (block_words() of them, aligned: word 0 first) are
+// `b`. Same arithmetic per element as dq() above, so results are identical. F32 is not decoded here
+// (its 32 words do not fit): the caller reads it directly.
+fn dq_block4(b: Words16, c: u32) -> vec4<f32> {
+    switch FORMAT {
+        case 1u: {
+            let w = word16(b, 2u * c);
+            let w2 = word16(b, 2u * c + 1u);
+            return vec4<f32>(unpack2x16float(w), unpack2x16float(w2));
+        }
+        case 2u: {
+            let w = vec2<u32>(word16(b, 2u * c), word16(b, 2u * c + 1u));
+            return bitcast<vec4<f32>>(vec4<u32>(w.x << 16u, w.x & 0xffff0000u, w.y << 16u, w.y & 0xffff0000u));
+        }
+        case 3u: {
+            let q = bitcast<vec4<i32>>(vec4<u32>(word16(b, 1u + c)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u);
+            return unpack2x16float(b.u0.x).x * vec4<f32>(q);
+        }
+        case 4u, 5u, 6u, 7u: {
+            let five = FORMAT >= F_Q5_0;
+            let dm = unpack2x16float(b.u0.x);
+            let qs = word16(b, select(1u, 2u, five) + c % 4u);
+            let sh = vec4<u32>(0u, 8u, 16u, 24u) + select(0u, 4u, c >= 4u);
+            var q = (vec4<u32>(qs) >> sh) & vec4<u32>(0xfu);
+            if (five) {
+                q |= ((vec4<u32>(b.u0.y) >> (vec4<u32>(0u, 1u, 2u, 3u) + 4u * c)) & vec4<u32>(1u)) << vec4<u32>(4u);
+            }
+            let qf = vec4<f32>(q);
+            switch FORMAT {
+                case 4u: { return dm.x * (qf - 8.0); }
+                case 6u: { return dm.x * (qf - 16.0); }
+                default: { return dm.x * qf + dm.y; }
+            }
+        }
+        default: {
+            return vec4<f32>(0.0);
+        }
+    }
+}

@@ -24,8 +24,9 @@ pub struct BenchOpts {
     pub kernels: Vec<String>,
 }
 
-/// The kernel families `iclora bench kernels` knows.
-pub const KERNELS: [&str; 3] = ["matmul", "attention", "conv2d"];
+/// The kernel families `iclora bench kernels` knows. `matmul_coop` runs the cooperative-matrix
+/// (tensor core) matmul alone, for A/B against `matmul` with `ICLORA_NO_COOP=1` (FMA kernels).
+pub const KERNELS: [&str; 4] = ["matmul", "attention", "conv2d", "matmul_coop"];
 
 impl Default for BenchOpts {
     fn default() -> Self {
@@ -34,7 +35,8 @@ impl Default for BenchOpts {
             iters: 5,
             formats: DType::WEIGHT_FORMATS.to_vec(),
             precision: Precision::F32,
-            kernels: KERNELS.iter().map(|k| k.to_string()).collect(),
+            // matmul_coop only on request: `matmul` already takes the cooperative path where it applies.
+            kernels: KERNELS.iter().filter(|k| **k != "matmul_coop").map(|k| k.to_string()).collect(),
         }
     }
 }
@@ -90,7 +92,23 @@ pub fn time_median<F: FnMut() -> Result<()>>(gpu: &Gpu, iters: usize, mut f: F) 
 }
 
 /// Matmul at FLUX's two weight shapes (attention/proj 3072→3072, MLP up 3072→12288) for each format.
-pub fn bench_matmul(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow)) -> Result<()> {
+pub fn bench_matmul(gpu: &Gpu, opts: &BenchOpts, report: impl FnMut(BenchRow)) -> Result<()> {
+    bench_matmul_path(gpu, opts, false, report)
+}
+
+/// [`bench_matmul`] on the cooperative-matrix kernel only; one "skipped" row where the adapter
+/// has no usable configuration. Its f16 operands need `--f16` (f32 tiles keep the FMA kernel).
+pub fn bench_matmul_coop(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow)) -> Result<()> {
+    if gpu.features().cooperative_matrix.is_some() {
+        return bench_matmul_path(gpu, opts, true, report);
+    }
+    let note = format!("skipped: adapter lacks cooperative matrix (reported configs: {:?})", gpu.info().cooperative_matrix_configs);
+    report(BenchRow { kernel: "matmul_coop".into(), format: String::new(), shape: String::new(), median_ms: 0.0, gflops: 0.0, gbs: 0.0, note });
+    Ok(())
+}
+
+fn bench_matmul_path(gpu: &Gpu, opts: &BenchOpts, coop_only: bool, mut report: impl FnMut(BenchRow)) -> Result<()> {
+    use crate::kernels::matmul_coop::{matmul_coop, select};
     let m = ((4608.0 * opts.scale).ceil() as usize).max(1);
     let k = 3072;
     let mut rng = Rng::new(7);
@@ -102,15 +120,24 @@ pub fn bench_matmul(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow
             let w_bytes = dtype.gpu_bytes(n * k) as u64;
             let w = random_weight(gpu, dtype, n, k, 11)?;
             let epi = Epilogue { precision: opts.precision, ..Default::default() };
+            let path = select(gpu, &x, &w, &epi);
+            if coop_only {
+                if let Err(why) = path {
+                    report(BenchRow { kernel: "matmul_coop".into(), format: dtype.to_string(), shape, median_ms: 0.0, gflops: 0.0, gbs: 0.0, note: format!("skipped: {why}") });
+                    continue;
+                }
+            }
             let ms = time_median(gpu, opts.iters, || {
                 let mut b = gpu.batch();
-                let _y = matmul(gpu, &mut b, &x, &w, &epi)?;
+                let _y = if coop_only { matmul_coop(gpu, &mut b, &x, &w, &epi)? } else { matmul(gpu, &mut b, &x, &w, &epi)? };
                 gpu.submit(b)
             })?;
+            // Marked so that an A/B run (ICLORA_NO_COOP=1) cannot be mistaken for the other path.
+            let shape = if path.is_ok() { format!("{shape} coop") } else { shape };
             let flops = 2.0 * (m * n * k) as f64;
             let bytes = (w_bytes + (m * k * 4 + m * n * 4) as u64) as f64;
             report(BenchRow {
-                kernel: "matmul".into(),
+                kernel: if coop_only { "matmul_coop" } else { "matmul" }.into(),
                 format: dtype.to_string(),
                 shape,
                 median_ms: ms,
@@ -215,6 +242,9 @@ pub fn bench_kernels(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRo
     }
     if wants("conv2d") {
         bench_conv2d(gpu, opts, &mut report)?;
+    }
+    if wants("matmul_coop") {
+        bench_matmul_coop(gpu, opts, &mut report)?;
     }
     Ok(())
 }

@@ -259,3 +259,30 @@ fn bad_inputs_are_typed_errors() {
     let r = matmul(&no_f16, &mut b2, &x2, &w2, &Epilogue { precision: Precision::F16, ..Default::default() });
     assert!(matches!(r, Err(Error::MissingFeature { feature: "shader-f16", .. })), "{r:?}");
 }
+
+/// `matmul` picks matmul_sg.wgsl on CPU adapters with 8-wide subgroups (lavapipe), so the tests
+/// above mostly exercise it here; this runs the workgroup-tile kernel (what GPUs and browsers
+/// without subgroups use) explicitly on every format, awkward and FLUX shapes and the fused
+/// epilogue, at the same tolerance.
+#[test]
+fn the_tiled_kernel_matches_reference_when_forced() {
+    use iclora::kernels::matmul::{matmul_with, MatmulPath};
+    let g = gpu();
+    let mut rng = Rng::new(19);
+    for dtype in DType::WEIGHT_FORMATS {
+        // (Not a lone output: one dot product that cancels to ~0 says nothing about relative error.)
+        for &(m, n, k0) in &[(1, 9, 32), (7, 33, 96), (65, 130, 256), (2, 3072, 256)] {
+            let k = k_for(dtype, k0);
+            let (w, wv) = weight(g, &mut rng, dtype, n, k);
+            let x = rng.vec(m * k, -1.0, 1.0);
+            let bias = rng.vec(n, -1.0, 1.0);
+            let got = run(|g, b| {
+                let bt = g.upload_f32(&[n], &bias)?;
+                let epi = Epilogue { bias: Some(&bt), act: Some(Activation::GeluTanh), ..Default::default() };
+                matmul_with(g, b, &g.upload_f32(&[m, k], &x)?, &w, &epi, MatmulPath::Tiled)
+            });
+            let epi = EpilogueRef { bias: Some(&bias), act: Activation::GeluTanh, ..Default::default() };
+            assert_close(&format!("tiled {dtype} m{m} n{n} k{k}"), &got, &reference::matmul(&x, &wv, m, n, k, &epi), 1e-5);
+        }
+    }
+}

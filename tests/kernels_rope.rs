@@ -147,3 +147,92 @@ fn bad_shapes_offsets_and_formats_are_typed_errors() {
     assert!(matches!(rope::rope_inplace(g, &mut b, &half, ok, &tables, 0), Err(Error::UnsupportedFormat { .. })));
     assert!(matches!(RopeTables::new(g, &[], &FLUX_AXES, FLUX_THETA), Err(Error::ShapeMismatch { .. })));
 }
+
+// ---- qk_norm_rope: QK RMSNorm + RoPE fused, against reference::rope::qk_norm_rope (the
+// composition of the RMSNorm and RoPE references). Tolerance: RTOL (1e-5 relative).
+
+const EPS: f32 = 1e-6;
+
+/// Fused on rows `ids.len() - rows ..` of the tables; q at `q_off`, k at `k_off`, `width` each.
+#[allow(clippy::too_many_arguments)]
+fn check_fused(what: &str, rows: usize, c: usize, (q_off, k_off, width): (usize, usize, usize), ids: &[[f32; 3]], axes: &[usize], scale: f32, rng: &mut Rng) {
+    let d: usize = axes.iter().sum();
+    let x = rng.vec(rows * c, -scale, scale);
+    let (wq, wk) = (rng.vec(d, -1.5, 1.5), rng.vec(d, 0.2, 2.0));
+    let got = run(|g, b| {
+        let tables = RopeTables::new(g, ids, axes, FLUX_THETA)?;
+        let t = g.upload_f32(&[rows, c], &x)?;
+        let (nq, nk) = (g.upload_f32(&[d], &wq)?, g.upload_f32(&[d], &wk)?);
+        let spec = rope::QkNormRope {
+            q: Columns { offset: q_off, width },
+            k: Columns { offset: k_off, width },
+            norm_q: &nq,
+            norm_k: &nk,
+            eps: EPS,
+        };
+        rope::qk_norm_rope_inplace(g, b, &t, &spec, &tables, ids.len() - rows)?;
+        Ok(t)
+    });
+    let expected =
+        reference::qk_norm_rope(&x, c, (q_off, k_off, width), (&wq, &wk), EPS, &ids[ids.len() - rows..], axes, FLUX_THETA);
+    assert_close(what, &got, &expected, RTOL);
+}
+
+/// FLUX shapes: D = 128 (16, 56, 56), 24 heads of q and of k in a fused qkv [L, 9216] (double
+/// block stream, image rows after the text: pos_offset = L_txt) and in linear1's [L, 21504].
+#[test]
+fn fused_qk_norm_rope_at_flux_shapes() {
+    let mut rng = Rng::new(30);
+    let qk = (0, 3072, 3072);
+    check_fused("fused L 1", 1, 9216, qk, &[[1.0, 5.0, 9.0]], &FLUX_AXES, 3.0, &mut rng);
+    check_fused("fused L 7 joint", 7, 9216, qk, &flux_position_ids(1, 2, 3), &FLUX_AXES, 3.0, &mut rng);
+    // Image stream of a double block: 12 image rows after 5 text positions.
+    check_fused("fused image stream", 12, 9216, qk, &flux_position_ids(5, 3, 4), &FLUX_AXES, 3.0, &mut rng);
+    // Text stream: rows 0..5 of the same tables.
+    let ids = flux_position_ids(5, 3, 4);
+    check_fused("fused text stream", 5, 9216, qk, &ids[..5], &FLUX_AXES, 3.0, &mut rng);
+    // Single block: linear1 output, large activations (the norm makes the scale irrelevant).
+    check_fused("fused linear1 L 37", 37, 21504, qk, &flux_position_ids(7, 5, 6), &FLUX_AXES, 300.0, &mut rng);
+}
+
+/// Awkward: other head dims (16: fewer pairs than the smallest workgroup; 1024: more pairs than
+/// the largest), one head, k before q, odd offsets, rows 1 / 7 / 33.
+#[test]
+fn fused_qk_norm_rope_awkward_shapes() {
+    let mut rng = Rng::new(31);
+    let ids = |rows: usize| -> Vec<[f32; 3]> { (0..rows).map(|i| [(i % 3) as f32, (i / 5) as f32 + 0.5, (i % 5) as f32 * 1.5]).collect() };
+    check_fused("D 16 one head", 7, 40, (3, 21, 16), &ids(7), &[4, 6, 6], 2.0, &mut rng);
+    check_fused("D 64 k before q", 33, 397, (201, 5, 3 * 64), &ids(33), &[16, 24, 24], 2.0, &mut rng);
+    check_fused("D 64 rows 1", 1, 129, (1, 65, 64), &ids(1), &[32, 32], 2.0, &mut rng);
+    check_fused("D 1024 two heads", 7, 4099, (3, 2051, 2048), &ids(9)[2..], &[256, 384, 384], 2.0, &mut rng);
+    check_fused("D 2 tiny", 7, 7, (1, 4, 2), &ids(7), &[2], 1.0, &mut rng);
+}
+
+#[test]
+fn fused_qk_norm_rope_rejects_bad_inputs_with_typed_errors() {
+    let g = gpu();
+    let mut b = g.batch();
+    let tables = RopeTables::new(g, &flux_position_ids(0, 1, 4), &[4, 6, 6], FLUX_THETA).unwrap(); // [4, 8], D 16
+    let x = g.upload_f32(&[4, 64], &[0.5; 256]).unwrap();
+    let w = g.upload_f32(&[16], &[1.0; 16]).unwrap();
+    let w8 = g.upload_f32(&[8], &[1.0; 8]).unwrap();
+    let spec = |q: (usize, usize), k: (usize, usize), nq, eps| rope::QkNormRope {
+        q: Columns { offset: q.0, width: q.1 },
+        k: Columns { offset: k.0, width: k.1 },
+        norm_q: nq,
+        norm_k: &w,
+        eps,
+    };
+    let f = |s: &rope::QkNormRope, x: &iclora::gpu::Tensor, pos: usize, b: &mut iclora::gpu::Batch| rope::qk_norm_rope_inplace(g, b, x, s, &tables, pos);
+    let shape = |r: Result<(), Error>| matches!(r, Err(Error::ShapeMismatch { op: "qk_norm_rope", .. }));
+    assert!(f(&spec((0, 32), (32, 32), &w, EPS), &x, 0, &mut b).is_ok());
+    assert!(shape(f(&spec((0, 32), (16, 32), &w, EPS), &x, 0, &mut b)), "overlapping q and k");
+    assert!(shape(f(&spec((0, 32), (32, 16), &w, EPS), &x, 0, &mut b)), "different widths");
+    assert!(shape(f(&spec((0, 24), (32, 24), &w, EPS), &x, 0, &mut b)), "width not a multiple of D");
+    assert!(shape(f(&spec((0, 32), (48, 32), &w, EPS), &x, 0, &mut b)), "k past the row end");
+    assert!(shape(f(&spec((0, 32), (32, 32), &w8, EPS), &x, 0, &mut b)), "weight of another head dim");
+    assert!(shape(f(&spec((0, 32), (32, 32), &w, EPS), &x, 1, &mut b)), "rows past the tables");
+    assert!(matches!(f(&spec((0, 32), (32, 32), &w, f32::NAN), &x, 0, &mut b), Err(Error::InvalidArgument(_))));
+    let half = g.upload_half(&[4, 64], &[0.0; 256], iclora::gpu::DType::F16).unwrap();
+    assert!(matches!(f(&spec((0, 32), (32, 32), &w, EPS), &half, 0, &mut b), Err(Error::UnsupportedFormat { .. })));
+}

@@ -72,6 +72,9 @@ pub struct GenerateRequest {
     /// Steps between live previews (0: none).
     #[serde(default)]
     pub preview_every: usize,
+    /// How the transformer's float weights load: `keep`, `f16`, `q8_0` or `q4_0`.
+    #[serde(default)]
+    pub convert: String,
 }
 
 /// Page → worker.
@@ -155,6 +158,7 @@ mod tests {
                 references: vec![ReferenceSpec { panel: 1, width: 64, height: 32, strength: Some(0.5) }],
                 recipe: "{}".into(),
                 preview_every: 2,
+                convert: "q8_0".into(),
             },
         };
         let j = serde_json::to_string(&m).unwrap();

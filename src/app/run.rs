@@ -2,15 +2,19 @@
 //! unavailable), the pipeline run with progress and previews posted to the page, and the finished
 //! set (canvas + panels) kept for exports.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use super::protocol::{FromWorker, GenerateRequest, PlannedFile};
 use super::worker::post;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::pipeline::generate::{run, Event, GenerateOptions, Observer, RgbImage};
+use crate::pipeline::generate::{Event, GenerateOptions, Observer, RgbImage, Session};
 use crate::pipeline::conditioning::{RefMode, Reference};
 use crate::pipeline::panels::Layout;
 use crate::recipe::png::encode_png;
 use crate::recipe::Recipe;
+use crate::weights::load::Convert;
 use crate::weights::browser::{cache, opfs, Cancel, DownloadProgress};
 
 /// A finished set, kept in the worker for exports.
@@ -21,46 +25,75 @@ pub struct Finished {
     pub recipe: Option<Recipe>,
 }
 
-/// Fetches every planned file into the cache (skipping complete entries) and prepares each for
-/// synchronous reads; progress per file and overall goes to the page.
+/// Files downloaded at the same time (each is one streamed request at a time).
+const PARALLEL_FILES: usize = 3;
+
+/// Fetches every planned file into the cache (skipping complete entries), a few at a time, and
+/// prepares each for synchronous reads; progress per file and overall goes to the page.
 pub async fn download(job: u32, files: &[PlannedFile], cancel: &Cancel) -> Result<()> {
+    // Dropped files (`file:`) are in memory already.
+    let files: Vec<PlannedFile> = files.iter().filter(|f| crate::weights::source::is_url(&f.location)).cloned().collect();
     let overall_total: u64 = files.iter().map(|f| f.bytes).sum();
-    let mut done_before = 0u64;
-    for f in files {
+    let bytes = Rc::new(RefCell::new(vec![0u64; files.len()]));
+    for (c, chunk) in files.chunks(PARALLEL_FILES).enumerate() {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        // Dropped files (`file:`) are in memory already.
-        if !crate::weights::source::is_url(&f.location) {
-            continue;
+        let results: Rc<RefCell<Vec<Result<()>>>> = Rc::default();
+        let promises = js_sys::Array::new();
+        for (k, f) in chunk.iter().enumerate() {
+            let (f, bytes, results, cancel) = (f.clone(), bytes.clone(), results.clone(), cancel.clone());
+            let index = c * PARALLEL_FILES + k;
+            promises.push(&wasm_bindgen_futures::future_to_promise(async move {
+                let r = download_one(job, &f, index, &bytes, overall_total, &cancel).await;
+                results.borrow_mut().push(r);
+                Ok(wasm_bindgen::JsValue::NULL)
+            }));
         }
-        let what = format!("{} ({})", f.component, short(&f.location));
-        post(&FromWorker::Stage { job, stage: "download".into(), what }, vec![]);
-        let mut on_progress = |p: &DownloadProgress| {
-            post(
-                &FromWorker::Download {
-                    job,
-                    file: f.location.clone(),
-                    bytes: p.bytes,
-                    total: p.total,
-                    rate: p.rate,
-                    eta: p.eta_s.unwrap_or(f64::NAN),
-                    overall_bytes: done_before + p.bytes,
-                    overall_total,
-                },
-                vec![],
-            )
-        };
-        match cache::ensure_cached(&f.location, &mut on_progress, cancel).await? {
-            cache::CacheStatus::NotCached { reason } => post(
-                &FromWorker::Warning { job, message: format!("{}: not cached ({reason}); it is read from the network while loading", short(&f.location)) },
-                vec![],
-            ),
-            _ => {
-                opfs::prepare(&f.location).await?;
+        // Every promise resolves (errors are kept in `results`), so `all` waits for the chunk.
+        let _ = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::all(&promises)).await;
+        let done = std::mem::take(&mut *results.borrow_mut());
+        done.into_iter().collect::<Result<Vec<()>>>()?;
+    }
+    Ok(())
+}
+
+async fn download_one(job: u32, f: &PlannedFile, index: usize, bytes: &RefCell<Vec<u64>>, overall_total: u64, cancel: &Cancel) -> Result<()> {
+    let what = format!("{} ({})", f.component, short(&f.location));
+    post(&FromWorker::Stage { job, stage: "download".into(), what }, vec![]);
+    let mut on_progress = |p: &DownloadProgress| {
+        let overall_bytes = {
+            let mut b = bytes.borrow_mut();
+            if let Some(slot) = b.get_mut(index) {
+                *slot = p.bytes;
             }
+            b.iter().sum()
+        };
+        post(
+            &FromWorker::Download {
+                job,
+                file: f.location.clone(),
+                bytes: p.bytes,
+                total: p.total,
+                rate: p.rate,
+                eta: p.eta_s.unwrap_or(f64::NAN),
+                overall_bytes,
+                overall_total,
+            },
+            vec![],
+        )
+    };
+    match cache::ensure_cached(&f.location, &mut on_progress, cancel).await? {
+        cache::CacheStatus::NotCached { reason } => post(
+            &FromWorker::Warning { job, message: format!("{}: not cached ({reason}); it is read from the network while loading", short(&f.location)) },
+            vec![],
+        ),
+        _ => {
+            opfs::prepare(&f.location).await?;
         }
-        done_before += f.bytes;
+    }
+    if let Some(slot) = bytes.borrow_mut().get_mut(index) {
+        *slot = f.bytes;
     }
     Ok(())
 }
@@ -105,8 +138,8 @@ pub fn rgba(img: &RgbImage) -> Vec<u8> {
     img.pixels.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect()
 }
 
-/// Runs the pipeline for `req` and posts the canvas (RGBA for display, PNG with the recipe).
-pub async fn run_job(gpu: &Gpu, job: u32, req: &GenerateRequest, pixels: Vec<Vec<u8>>, cancel: &Cancel) -> Result<Finished> {
+/// Runs the pipeline for `req` in the worker's `session` (models stay loaded for the next set) and posts the canvas (RGBA for display, PNG with the recipe).
+pub async fn run_job(gpu: &Gpu, session: &mut Session, job: u32, req: &GenerateRequest, pixels: Vec<Vec<u8>>, cancel: &Cancel) -> Result<Finished> {
     let t = crate::clock::Stopwatch::start();
     if pixels.len() != req.references.len() {
         return Err(Error::InvalidArgument(format!("{} reference panels but {} images came with them", req.references.len(), pixels.len())));
@@ -124,6 +157,13 @@ pub async fn run_job(gpu: &Gpu, job: u32, req: &GenerateRequest, pixels: Vec<Vec
             },
         })
         .collect();
+    let convert = match req.convert.as_str() {
+        "" | "keep" => Convert::Keep,
+        "f16" => Convert::F16,
+        "q8_0" => Convert::Q8_0,
+        "q4_0" => Convert::Q4_0,
+        other => return Err(Error::InvalidArgument(format!("unknown weight conversion `{other}`"))),
+    };
     let opts = GenerateOptions {
         prompt: req.prompt.clone(),
         width: req.width,
@@ -134,10 +174,11 @@ pub async fn run_job(gpu: &Gpu, job: u32, req: &GenerateRequest, pixels: Vec<Vec
         max_sequence_length: None,
         loras: req.loras.clone(),
         layout: Some(Layout::new(req.rows, req.cols)),
+        merge_loras: false,
         references,
-        convert: crate::weights::load::Convert::Keep,
+        convert,
     };
-    let image = run(gpu, &req.model.paths(), &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;
+    let image = session.run(gpu, &req.model.paths(), &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;
     let recipe = Recipe::from_json(&req.recipe).ok();
     let png = encode_png(image.width as u32, image.height as u32, &image.pixels, recipe.as_ref())?;
     post(&FromWorker::Done { job, width: image.width, height: image.height, seconds: t.secs() }, vec![rgba(&image), png]);

@@ -20,7 +20,7 @@ use super::protocol::{CachedFile, FromWorker, GenerateRequest, PlannedFile, ToWo
 use super::run::{export, run_job, Finished};
 use crate::error::Error;
 use crate::gpu::{Gpu, GpuOptions};
-use crate::pipeline::generate::weight_files;
+use crate::pipeline::generate::{weight_files, Session};
 use crate::weights::browser::{cache, Cancel};
 
 fn scope() -> Option<DedicatedWorkerGlobalScope> {
@@ -72,6 +72,8 @@ struct Engine {
     gpu: Option<Rc<Gpu>>,
     cancel: HashMap<u32, Cancel>,
     finished: HashMap<u32, Finished>,
+    /// Models kept loaded between sets (taken out while a job runs).
+    session: Session,
     busy: bool,
     queue: Vec<ToWorker>,
 }
@@ -241,7 +243,9 @@ async fn generate(engine: &Shared, job: u32, req: &GenerateRequest, bufs: Vec<Ve
     post(&FromWorker::Stage { job, stage: "download".into(), what: "checking the files".into() }, vec![]);
     let files = plan(&req.model.paths(), &req.loras).await?;
     super::run::download(job, &files, cancel).await?;
-    let out = run_job(&gpu, job, req, bufs, cancel).await;
+    let mut session = std::mem::take(&mut engine.borrow_mut().session);
+    let out = run_job(&gpu, &mut session, job, req, bufs, cancel).await;
+    engine.borrow_mut().session = session;
     crate::weights::browser::opfs::release_all();
     out
 }

@@ -42,7 +42,8 @@ mod cli {
   iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
       [--transformer F] [--vae F] [--t5 F] [--clip F] [--t5-tokenizer F] [--clip-tokenizer F]
       [--lora F[:SCALE]]... [--max-sequence-length L] [--convert keep|f16|q8_0|q4_0]
-      [--layout ROWSxCOLS] [--reference PANEL=IMAGE.png[:STRENGTH]]...
+      [--layout ROWSxCOLS] [--reference PANEL=IMAGE.png[:STRENGTH]]... [--lora-merge yes]
+                     --lora-merge yes merges the LoRAs into F32/F16 transformer weights (faster steps)
                      reference panels (counted from 1, row by row) are kept as given (RePaint) or, with a
                      strength in (0,1), imposed while sigma ≥ strength (SDEdit-like); needs --layout
                      text to image as diffusers' FluxPipeline (diffusers-layout folder or URL root; each F, a
@@ -57,7 +58,8 @@ mod cli {
       --iters N      timed runs per case, median reported (default 5)
       --formats L    comma-separated weight formats (default: all of F32,F16,BF16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q5_K,Q6_K)
       --f16          f16 tile arithmetic (needs shader-f16)
-      --kernels L    comma-separated subset of matmul,attention,conv2d (default: all)";
+      --kernels L    comma-separated subset of matmul,matmul_coop,attention,conv2d (default: all but
+                     matmul_coop, the cooperative-matrix path, which needs an adapter that offers it)";
 
     pub fn run(args: Vec<String>) -> Result<(), String> {
         let words: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -84,9 +86,10 @@ mod cli {
         let i = gpu.info();
         let f = gpu.features();
         format!(
-            "adapter: {} ({}, {}, driver {})\nfeatures: shader-f16={} subgroups={} timestamp-query={}\nlimits: max_storage_binding={} max_buffer={} max_invocations={} max_workgroup_size_x={} max_workgroups_per_dim={} workgroup_storage={} storage_buffers_per_stage={} subgroup_size={}..{}",
+            "adapter: {} ({}, {}, driver {})\nfeatures: shader-f16={} subgroups={} timestamp-query={} cooperative-matrix={}\nlimits: max_storage_binding={} max_buffer={} max_invocations={} max_workgroup_size_x={} max_workgroups_per_dim={} workgroup_storage={} storage_buffers_per_stage={} subgroup_size={}..{}",
             i.name, i.backend, i.device_type, i.driver,
             f.shader_f16, f.subgroups, f.timestamp_query,
+            f.cooperative_matrix.map(|c| format!("{}x{}x{} {:?}->{:?}", c.m, c.n, c.k, c.ab, c.acc)).unwrap_or_else(|| "no".into()),
             i.max_storage_binding, i.max_buffer_size, i.max_invocations, i.max_workgroup_size_x,
             i.max_workgroups_per_dim, i.max_workgroup_storage, i.max_storage_buffers_per_stage,
             i.subgroup_min_size, i.subgroup_max_size
@@ -230,6 +233,7 @@ mod cli {
         use iclora::pipeline::generate::{encode_png, generate, GenerateOptions, ModelPaths};
         let mut paths = ModelPaths::default();
         let (mut prompt, mut out, mut loras, mut layout, mut refs) = (None, None, Vec::new(), None, Vec::new());
+        let mut merge = false;
         let (mut width, mut height, mut steps, mut guidance, mut seed, mut max_len) = (None, None, None, None, None, None);
         let mut convert = iclora::weights::load::Convert::Keep;
         let mut it = args.iter();
@@ -266,6 +270,13 @@ mod cli {
                 }
                 "--reference" => refs.push(reference(&v)?),
                 "--convert" => convert = parse_convert(&v)?,
+                "--lora-merge" => {
+                    merge = match v.as_str() {
+                        "yes" | "on" | "true" => true,
+                        "no" | "off" | "false" => false,
+                        _ => return Err(format!("--lora-merge {v}: expected yes or no")),
+                    }
+                }
                 other => return Err(format!("unknown option {other}\n{USAGE}")),
             }
         }
@@ -281,6 +292,7 @@ mod cli {
             loras,
             layout,
             references: refs,
+            merge_loras: merge,
             convert,
         };
         let out = out.ok_or_else(|| need("--out"))?;

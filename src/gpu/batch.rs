@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::buffer::GpuBuffer;
+use super::buffer::{GpuBuffer, UniformArena};
 use super::context::Gpu;
 use super::pipeline::{Overrides, ShaderSpec};
 use super::tensor::Tensor;
@@ -21,25 +21,43 @@ pub enum Binding<'a> {
 /// A command buffer under construction. Buffers it references are kept alive
 /// (and out of the pool) until it is submitted, so a buffer released by the
 /// caller mid-batch is never handed to a write that would race with it.
+///
+/// A *dry* batch ([`Gpu::dry_batch`]) records nothing: each dispatch checks its limits and
+/// compiles (or finds) its pipeline, and the buffers it names are held until the next flush as
+/// in a real batch, so recording a forward pass into one compiles every pipeline the pass uses
+/// and leaves the pool holding the buffers it needs, without running anything on the GPU.
 pub struct Batch {
-    encoder: wgpu::CommandEncoder,
+    encoder: Option<wgpu::CommandEncoder>,
     keep: Vec<Arc<GpuBuffer>>,
+    uniforms: UniformArena,
     dispatches: usize,
 }
 
 impl Gpu {
     pub fn batch(&self) -> Batch {
         Batch {
-            encoder: self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch") }),
+            encoder: Some(self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch") })),
             keep: Vec::new(),
+            uniforms: UniformArena::new(self),
             dispatches: 0,
         }
+    }
+
+    /// A batch that compiles pipelines and plans buffers but runs nothing (see [`Batch`]);
+    /// submitting or flushing it only releases the buffers it held.
+    pub fn dry_batch(&self) -> Batch {
+        Batch { encoder: None, keep: Vec::new(), uniforms: UniformArena::new(self), dispatches: 0 }
     }
 
     /// Submits the batch. Errors raised while recording come back here or at
     /// the next readback.
     pub fn submit(&self, batch: Batch) -> Result<()> {
-        self.queue.submit([batch.encoder.finish()]);
+        if let Some(encoder) = batch.encoder {
+            batch.uniforms.upload(self);
+            self.queue.submit([encoder.finish()]);
+        }
+        // After the submission: the uniform chunks and buffers go back to their pools.
+        drop(batch.uniforms);
         drop(batch.keep);
         self.take_error()
     }
@@ -55,8 +73,14 @@ impl Batch {
     /// forward pass (57 FLUX blocks) that flushes after each block needs the
     /// memory of one block's intermediates, not of all of them.
     pub fn flush(&mut self, gpu: &Gpu) -> Result<()> {
-        let done = std::mem::replace(self, gpu.batch());
+        let next = if self.is_dry() { gpu.dry_batch() } else { gpu.batch() };
+        let done = std::mem::replace(self, next);
         gpu.submit(done)
+    }
+
+    /// Whether this is a [`Gpu::dry_batch`].
+    pub fn is_dry(&self) -> bool {
+        self.encoder.is_none()
     }
 
     /// Records one dispatch of `entry` in `spec` with `bindings` at @group(0).
@@ -90,29 +114,22 @@ impl Batch {
         }
         let pipeline = gpu.pipeline(spec, entry, overrides)?;
 
+        let dry = self.is_dry();
         let mut uniforms = Vec::new();
         for b in bindings {
-            if let Binding::Uniform(bytes) = b {
-                // Uniform blocks are sized in 16-byte units.
-                let mut data = bytes.to_vec();
-                data.resize(data.len().div_ceil(16).max(1) * 16, 0);
-                let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("params"),
-                    size: data.len() as u64,
-                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                });
-                gpu.queue.write_buffer(&buf, 0, &data);
-                uniforms.push(buf);
+            if let (Binding::Uniform(bytes), false) = (b, dry) {
+                uniforms.push(self.uniforms.push(gpu, bytes)?);
             }
         }
         let mut entries = Vec::with_capacity(bindings.len());
         let mut u = 0;
         for (i, b) in bindings.iter().enumerate() {
             let resource = match b {
+                Binding::Uniform(_) if dry => continue,
                 Binding::Uniform(_) => {
                     u += 1;
-                    uniforms[u - 1].as_entire_binding()
+                    let (buf, offset, size) = &uniforms[u - 1];
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: buf, offset: *offset, size: std::num::NonZeroU64::new(*size) })
                 }
                 Binding::Tensor(t) | Binding::Range(t, _, _) => {
                     let (offset, size) = match b {
@@ -142,12 +159,17 @@ impl Batch {
             };
             entries.push(wgpu::BindGroupEntry { binding: i as u32, resource });
         }
+        let Some(encoder) = self.encoder.as_mut() else {
+            // Dry: the pipeline exists and the buffers are held; nothing to record.
+            self.dispatches += 1;
+            return Ok(());
+        };
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(entry),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry), timestamp_writes: None });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry), timestamp_writes: None });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(grid[0], grid[1], grid[2]);

@@ -19,11 +19,59 @@ pub struct GpuOptions {
     /// Request at most this storage-binding size (tests use it to exercise the
     /// splitting of tensors larger than one binding on small data).
     pub max_storage_binding: Option<u64>,
+    /// Use cooperative matrices (tensor cores; wgpu's experimental
+    /// `EXPERIMENTAL_COOPERATIVE_MATRIX`) if the adapter has a configuration the
+    /// kernels can use. Natively the default is false when `ICLORA_NO_COOP=1` is set,
+    /// so the CLI and benchmarks can A/B the FMA kernels on the same card.
+    pub allow_cooperative_matrix: bool,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { high_performance: true, allow_f16: true, allow_subgroups: true, max_storage_binding: None }
+        GpuOptions {
+            high_performance: true,
+            allow_f16: true,
+            allow_subgroups: true,
+            max_storage_binding: None,
+            allow_cooperative_matrix: !matches!(std::env::var("ICLORA_NO_COOP").as_deref(), Ok("1")),
+        }
+    }
+}
+
+/// Element type of a cooperative-matrix operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CoopScalar {
+    F16,
+    F32,
+    I32,
+    U32,
+}
+
+/// One cooperative-matrix configuration the adapter reports (subgroup scope):
+/// `C[m×n] (acc) += A[m×k] (ab) · B[k×n] (ab)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CoopMatrixConfig {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub ab: CoopScalar,
+    pub acc: CoopScalar,
+}
+
+impl CoopMatrixConfig {
+    /// Whether the WGSL kernels can use it: WGSL (naga 30) has only square `coop_mat8x8` /
+    /// `coop_mat16x16` types, the kernels accumulate in f32, and f16 operands need `shader-f16`.
+    fn usable(&self, shader_f16: bool) -> bool {
+        self.m == self.n
+            && self.n == self.k
+            && matches!(self.m, 8 | 16)
+            && self.acc == CoopScalar::F32
+            && (self.ab == CoopScalar::F32 || (self.ab == CoopScalar::F16 && shader_f16))
+    }
+
+    /// Preference among usable ones: f16 operands (tensor-core rate) first, then the larger tile.
+    fn rank(&self) -> (bool, u32) {
+        (self.ab == CoopScalar::F16, self.m)
     }
 }
 
@@ -33,6 +81,9 @@ pub struct GpuFeatures {
     pub shader_f16: bool,
     pub subgroups: bool,
     pub timestamp_query: bool,
+    /// The cooperative-matrix configuration the kernels use (`None`: the adapter has none
+    /// they can use, or it was turned off): enabled on the device when `Some`.
+    pub cooperative_matrix: Option<CoopMatrixConfig>,
 }
 
 /// The adapter as a user would want it described, plus the limits the kernels size themselves by.
@@ -52,6 +103,9 @@ pub struct GpuInfo {
     pub max_storage_buffers_per_stage: u32,
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
+    /// Every cooperative-matrix configuration the adapter reports (wgpu keeps subgroup-scope
+    /// ones with sizes 8 or 16); empty without `EXPERIMENTAL_COOPERATIVE_MATRIX`.
+    pub cooperative_matrix_configs: Vec<CoopMatrixConfig>,
 }
 
 /// The GPU context: device, queue, limits and caches. Passed by reference
@@ -63,8 +117,31 @@ pub struct Gpu {
     features: GpuFeatures,
     pub(crate) pipelines: PipelineCache,
     pub(crate) pool: Arc<BufferPool>,
+    /// The device's `min_uniform_buffer_offset_alignment` (uniform runs in a pooled chunk).
+    pub(crate) uniform_align: u64,
     errors: Arc<Mutex<Vec<Error>>>,
     lost: Arc<Mutex<Option<String>>>,
+}
+
+fn coop_scalar(t: wgpu::CooperativeScalarType) -> CoopScalar {
+    match t {
+        wgpu::CooperativeScalarType::F16 => CoopScalar::F16,
+        wgpu::CooperativeScalarType::F32 => CoopScalar::F32,
+        wgpu::CooperativeScalarType::I32 => CoopScalar::I32,
+        wgpu::CooperativeScalarType::U32 => CoopScalar::U32,
+    }
+}
+
+fn coop_config(p: &wgpu::CooperativeMatrixProperties) -> Option<CoopMatrixConfig> {
+    // An entry with saturating accumulation requires the SaturatingAccumulation operand on the
+    // multiply-add (VK_KHR_cooperative_matrix), which naga never emits: not usable.
+    (!p.saturating_accumulation).then(|| CoopMatrixConfig {
+        m: p.m_size,
+        n: p.n_size,
+        k: p.k_size,
+        ab: coop_scalar(p.ab_type),
+        acc: coop_scalar(p.cr_type),
+    })
 }
 
 impl Gpu {
@@ -100,6 +177,18 @@ impl Gpu {
             wanted |= wgpu::Features::TIMESTAMP_QUERY;
             features.timestamp_query = true;
         }
+        let coop_configs: Vec<CoopMatrixConfig> = if available.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            adapter.cooperative_matrix_properties().iter().filter_map(coop_config).collect()
+        } else {
+            Vec::new()
+        };
+        if opts.allow_cooperative_matrix {
+            features.cooperative_matrix =
+                coop_configs.iter().filter(|c| c.usable(features.shader_f16)).max_by_key(|c| c.rank()).copied();
+        }
+        if features.cooperative_matrix.is_some() {
+            wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         // Ask for everything the adapter can do: FLUX needs large bindings.
         let mut limits = adapter.limits();
         if let Some(cap) = opts.max_storage_binding {
@@ -110,7 +199,14 @@ impl Gpu {
                 label: Some("iclora"),
                 required_features: wanted,
                 required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                experimental_features: if features.cooperative_matrix.is_some() {
+                    // SAFETY: wgpu's cooperative matrices are an experimental feature it may still
+                    // have bugs in; it is enabled only when an adapter reports a configuration we
+                    // use, and `GpuOptions::allow_cooperative_matrix` / ICLORA_NO_COOP=1 turn it off.
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                } else {
+                    wgpu::ExperimentalFeatures::disabled()
+                },
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })
@@ -133,6 +229,7 @@ impl Gpu {
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
             subgroup_min_size: ai.subgroup_min_size,
             subgroup_max_size: ai.subgroup_max_size,
+            cooperative_matrix_configs: coop_configs,
         };
 
         let errors: Arc<Mutex<Vec<Error>>> = Arc::default();
@@ -161,6 +258,7 @@ impl Gpu {
             features,
             pipelines: PipelineCache::default(),
             pool: Arc::new(BufferPool::default()),
+            uniform_align: limits.min_uniform_buffer_offset_alignment as u64,
             errors,
             lost,
         })

@@ -11,7 +11,7 @@ mod tensor;
 
 pub use batch::{Batch, Binding};
 pub use buffer::GpuBuffer;
-pub use context::{Gpu, GpuFeatures, GpuInfo, GpuOptions};
+pub use context::{CoopMatrixConfig, CoopScalar, Gpu, GpuFeatures, GpuInfo, GpuOptions};
 pub use dtype::DType;
 pub use pipeline::{Overrides, ShaderSpec};
 pub use tensor::Tensor;

@@ -7,6 +7,7 @@
 //! driver rejects comes back as `Error::Shader` instead of a panic.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::context::Gpu;
@@ -36,9 +37,16 @@ type Key = (&'static str, &'static str, Vec<(&'static str, u64)>);
 pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<Key, Arc<wgpu::ComputePipeline>>>,
+    compiled: AtomicU64,
 }
 
 impl Gpu {
+    /// Compute pipelines compiled since the device was opened (cache misses). A step run after
+    /// a warm-up (`FluxModel::warm_up`, `Sampler::new`) should leave it unchanged.
+    pub fn pipelines_compiled(&self) -> u64 {
+        self.pipelines.compiled.load(Ordering::Relaxed)
+    }
+
     /// The compute pipeline for `entry` of `spec` with `overrides`, compiled on first use.
     pub(crate) fn pipeline(
         &self,
@@ -100,6 +108,7 @@ impl Gpu {
             return Err(shader_err(err.to_string()));
         }
         let pipeline = Arc::new(pipeline);
+        cache.compiled.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = cache.pipelines.lock() {
             m.insert(key, pipeline.clone());
         }

@@ -2,6 +2,9 @@
 //! weight in any `DType` weight format, dequantized inside the kernel.
 //! Reference: `reference::matmul`. LoRA adapters stay separate from the
 //! (quantized) base weight: see [`LoraStack`].
+//! Kernels: matmul.wgsl's workgroup-memory tiles everywhere, except on CPU adapters with 8-lane
+//! subgroups (lavapipe), where matmul_sg.wgsl (register tiles fed by subgroup broadcasts and
+//! 16-byte loads) is chosen for K a multiple of 32 ([`sg_applies`], [`MatmulPath`]).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -27,8 +30,48 @@ pub static SHADER_F16: ShaderSpec = ShaderSpec {
     needs_f16: true,
 };
 
+/// The kernel for CPU adapters with 8-lane subgroups (lavapipe): `shaders/matmul_sg.wgsl`
+/// appended to the same program, so bindings, params and epilogue are shared. Built only where
+/// the adapter has subgroups (naga rejects `subgroupBroadcast` otherwise).
+pub static SHADER_SG: ShaderSpec = ShaderSpec {
+    name: "matmul_sg",
+    sources: &[include_str!("../../shaders/precision_f32.wgsl"), QUANT, ACT, MATMUL, include_str!("../../shaders/matmul_sg.wgsl")],
+    needs_f16: false,
+};
+
 const TILE: usize = 64;
+/// matmul_sg.wgsl: a subgroup owns 8 rows × 32 columns; the workgroup stacks `sgs` subgroups along M.
+const SG_LANES: u32 = 8;
+const SG_COLS: usize = 32;
+/// Subgroups per workgroup on CPU adapters: 4 (32 rows) measured best on lavapipe (BENCHMARKS.md).
+const SG_PER_WORKGROUP: u32 = 4;
 pub const MAX_ADAPTERS: usize = 8;
+
+/// Which kernel runs the product ([`matmul_with`]); [`matmul`] uses `Auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MatmulPath {
+    /// `Subgroup` where it applies (see [`sg_applies`]), else `Tiled`.
+    #[default]
+    Auto,
+    /// matmul.wgsl's workgroup-memory tiles (every adapter, every shape).
+    Tiled,
+    /// matmul_sg.wgsl where it applies, else `Tiled` (for tests and A/B timings on CPU adapters).
+    Subgroup,
+}
+
+/// Subgroups per workgroup for matmul_sg.wgsl on this adapter, or None where it does not apply: it
+/// needs subgroups of exactly 8 lanes (its register tile is 8 rows, one per lane), f32 tiles, K a
+/// multiple of 32 (whole blocks, 16-byte aligned rows). `cpu_only`: only on CPU adapters, where
+/// loads cost one per lane and this kernel wins (Auto); GPUs keep the workgroup-memory tiles.
+pub fn sg_applies(gpu: &Gpu, k: usize, precision: Precision, cpu_only: bool) -> Option<u32> {
+    let info = gpu.info();
+    let fits = gpu.features().subgroups && info.subgroup_min_size == SG_LANES && info.subgroup_max_size == SG_LANES;
+    if !fits || precision != Precision::F32 || k % 32 != 0 || (cpu_only && info.device_type != "Cpu") {
+        return None;
+    }
+    let sgs = gpu.workgroup_size(SG_LANES * SG_PER_WORKGROUP) / SG_LANES;
+    (sgs > 0).then_some(sgs)
+}
 
 /// Arithmetic inside the tiles. `F16` is faster where the adapter has `shader-f16`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -160,6 +203,16 @@ pub fn variants(f16_tiles: bool) -> Vec<Variant> {
     v
 }
 
+/// Variants of [`SHADER_SG`]: its entry with the same override sets, plus the workgroup's subgroup count.
+pub fn variants_sg() -> Vec<Variant> {
+    let mut v = variants(false);
+    for var in &mut v {
+        var.entry = "main_sg";
+        var.overrides.push(("SGS", SG_PER_WORKGROUP as f64));
+    }
+    v
+}
+
 fn u32_of(what: &'static str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| shape_err("matmul", format!("{what} < 2^32"), v))
 }
@@ -172,6 +225,13 @@ fn rows_binding(t: &Tensor, whole: bool, row0: usize, rows: usize, row_bytes: us
     let off = (row0 * row_bytes) as u64;
     let size = ((rows * row_bytes).div_ceil(4) * 4) as u64;
     Binding::Range(t, off, size.min(t.buffer().size().saturating_sub(off)))
+}
+
+/// Like [`rows_binding`], for a view as `array<vec4<u32>>`: None unless offset and size are whole
+/// 16-byte vectors (a partial last vector would read as out of bounds).
+fn vec4_binding(t: &Tensor, whole: bool, row0: usize, rows: usize, row_bytes: usize) -> Option<Binding<'_>> {
+    let (off, size) = if whole { (0, t.buffer().size()) } else { ((row0 * row_bytes) as u64, (rows * row_bytes) as u64) };
+    (off % 16 == 0 && size % 16 == 0 && off + size <= t.buffer().size()).then(|| if whole { Binding::Tensor(t) } else { Binding::Range(t, off, size) })
 }
 
 /// Rows per dispatch of x/y (`m_chunk`) and of W (`n_chunk`) so that every bound range fits one
@@ -198,6 +258,16 @@ fn chunks(gpu: &Gpu, m: usize, n: usize, x_row: usize, y_row: usize, w_row: usiz
 
 /// `x` `[.., K]` (F32, or F16 storage) times `w` `[N, K]` (any weight format) → `[.., N]` in x's dtype.
 pub fn matmul(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &Epilogue) -> Result<Tensor> {
+    matmul_with(gpu, batch, x, w, epi, MatmulPath::Auto)
+}
+
+/// [`matmul`] with the kernel chosen by `path` (the cooperative-matrix path is tried first either way).
+pub fn matmul_with(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &Epilogue, path: MatmulPath) -> Result<Tensor> {
+    // Cooperative matrices (tensor cores) where the device has them and the call suits them;
+    // everything else, and every adapter without them, runs the FMA kernel below.
+    if let Some(y) = super::matmul_coop::try_matmul(gpu, batch, x, w, epi)? {
+        return Ok(y);
+    }
     let (k, m) = (x.dim_rev(0), x.rows());
     if w.shape().len() != 2 || w.shape()[1] != k {
         return Err(shape_err("matmul", format!("a weight [N, {k}] for x {:?}", x.shape()), w.shape()));
@@ -269,7 +339,7 @@ pub fn matmul(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &Epilog
                 return Err(shape_err("matmul lora A", format!("[R, {k}]"), stack.a.shape()));
             }
             let x32 = if x_half { Err(Error::UnsupportedFormat { op: "matmul lora", format: "F16".into(), why: "LoRA needs F32 activations".into() }) } else { Ok(x) }?;
-            let t = matmul(gpu, batch, x32, &stack.a, &Epilogue::default())?;
+            let t = matmul_with(gpu, batch, x32, &stack.a, &Epilogue::default(), path)?;
             let (mut t_col, mut b_off) = (0, 0);
             for (i, a) in stack.adapters.iter().enumerate() {
                 if a.n0 + a.len > n {
@@ -305,6 +375,12 @@ pub fn matmul(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &Epilog
     let elem = if x_half { 2 } else { 4 };
     let (m_chunk, n_chunk) = chunks(gpu, m, n, k * elem, n * elem, w.dtype().gpu_bytes(k))?;
     let whole = m_chunk == m && n_chunk == n;
+    let sgs = match path {
+        MatmulPath::Tiled => None,
+        MatmulPath::Auto | MatmulPath::Subgroup => sg_applies(gpu, k, epi.precision, path == MatmulPath::Auto),
+    };
+    let mut ov_sg = ov.clone();
+    ov_sg.push(("SGS", sgs.unwrap_or(1) as f64));
     for m0 in (0..m).step_by(m_chunk) {
         let mc = m_chunk.min(m - m0);
         for n0 in (0..n).step_by(n_chunk) {
@@ -326,8 +402,20 @@ pub fn matmul(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &Epilog
                 Binding::Tensor(t.as_ref().unwrap_or(&dummy)),
                 Binding::Tensor(epi.lora.map_or(&dummy, |s| &s.b)),
             ];
-            let grid = [nc.div_ceil(TILE) as u32, mc.div_ceil(TILE) as u32, 1];
-            batch.dispatch(gpu, spec, "main", &ov, &bindings, grid)?;
+            // matmul_sg.wgsl also reads x and W as 16-byte vectors (bindings 9, 10: the same ranges).
+            let vec4s = sgs.and_then(|_| Some([vec4_binding(x, whole, m0, mc, k * elem)?, vec4_binding(w, whole, n0, nc, w.dtype().gpu_bytes(k))?]));
+            match (sgs, vec4s) {
+                (Some(sgs), Some([x4, w4])) => {
+                    let rows = (SG_LANES * sgs) as usize;
+                    let grid = [nc.div_ceil(SG_COLS) as u32, mc.div_ceil(rows) as u32, 1];
+                    let [b0, b1, b2, b3, b4, b5, b6, b7, b8] = bindings;
+                    batch.dispatch(gpu, &SHADER_SG, "main_sg", &ov_sg, &[b0, b1, b2, b3, b4, b5, b6, b7, b8, w4, x4], grid)?;
+                }
+                _ => {
+                    let grid = [nc.div_ceil(TILE) as u32, mc.div_ceil(TILE) as u32, 1];
+                    batch.dispatch(gpu, spec, "main", &ov, &bindings, grid)?;
+                }
+            }
         }
     }
     Ok(y)

@@ -12,6 +12,7 @@ pub mod upsample;
 pub mod pack;
 pub mod copy;
 pub mod matmul;
+pub mod matmul_coop;
 pub mod attention;
 pub mod softmax;
 pub mod norm;
@@ -43,6 +44,9 @@ pub fn all_shaders() -> Vec<(&'static ShaderSpec, Vec<Variant>)> {
         (&copy::SHADER, copy::variants()),
         (&matmul::SHADER, matmul::variants(false)),
         (&matmul::SHADER_F16, matmul::variants(true)),
+        (&matmul::SHADER_SG, matmul::variants_sg()),
+        (&matmul_coop::SHADER_F16X16, matmul_coop::variants()),
+        (&matmul_coop::SHADER_F32X8, matmul_coop::variants()),
         (&attention::SHADER, attention::variants()),
         (&softmax::SHADER, softmax::variants()),
         (&norm::SHADER, norm::variants()),

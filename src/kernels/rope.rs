@@ -1,14 +1,15 @@
 //! Wrapper for `shaders/rope.wgsl`: FLUX's 3-axis rotary embedding with interleaved pairs
 //! (FLUX_REFERENCE.md §1.6), applied to every head of a column slice (q|k of a fused qkv tensor),
-//! in place or into a new tensor. Also the host-side table builder and FLUX position ids (§2).
-//! Reference: `reference::rope`.
+//! in place or into a new tensor; and [`qk_norm_rope_inplace`], FLUX's per-head QK RMSNorm fused
+//! with the rotation (one pass over q and k). Also the host-side table builder and FLUX position
+//! ids (§2). Reference: `reference::rope`.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::norm::Columns;
 use super::{expect_f32, launch_1d, shape_err, Variant};
 use crate::error::{Error, Result};
-use crate::gpu::{Batch, Binding, Gpu, ShaderSpec, Tensor};
+use crate::gpu::{grid_1d, Batch, Binding, Gpu, ShaderSpec, Tensor};
 
 pub static SHADER: ShaderSpec =
     ShaderSpec { name: "rope", sources: &[include_str!("../../shaders/rope.wgsl")], needs_f16: false };
@@ -19,12 +20,16 @@ pub const FLUX_AXES: [usize; 3] = [16, 56, 56];
 pub const FLUX_THETA: f64 = 10000.0;
 
 const WG: u32 = 256;
+/// Workgroup sizes `qk_norm_rope` may use (powers of two: its tree reduction needs one).
+const NORM_WGS: [u32; 4] = [32, 64, 128, 256];
 
 pub fn variants() -> Vec<Variant> {
-    vec![
+    let mut v = vec![
         Variant::new("rope", &[("WG", WG as f64), ("INPLACE", 1.0)]),
         Variant::new("rope", &[("WG", WG as f64), ("INPLACE", 0.0)]),
-    ]
+    ];
+    v.extend(NORM_WGS.iter().map(|&wg| Variant::new("qk_norm_rope", &[("WG", wg as f64), ("INPLACE", 1.0)])));
+    v
 }
 
 /// FLUX position ids (§1.6, §2): `txt_len` text tokens at (0, 0, 0) first, then the image tokens
@@ -101,6 +106,13 @@ struct Params {
     in_stride: u32,
     out_off: u32,
     out_stride: u32,
+    // qk_norm_rope only (zero for rope).
+    groups: u32,
+    heads: u32,
+    q_off: u32,
+    k_off: u32,
+    eps: f32,
+    _pad: [u32; 3],
 }
 
 /// Checks shapes; returns (rows, C, params without the output placement).
@@ -143,6 +155,7 @@ fn params(x: &Tensor, cols: Columns, t: &RopeTables, pos_offset: usize) -> Resul
         in_stride: c as u32,
         out_off: cols.offset as u32,
         out_stride: c as u32,
+        ..Params::zeroed()
     };
     Ok((rows, p))
 }
@@ -187,4 +200,77 @@ pub fn rope(
     let y = gpu.empty(&[rows, cols.width], x.dtype())?;
     dispatch(gpu, batch, p, false, [x, &y, &tables.cos, &tables.sin])?;
     Ok(y)
+}
+
+/// FLUX's QK norm and RoPE on a fused qkv (or linear1 output) `x` `[rows, C]`, in place: every
+/// `D = norm_q.numel()`-wide head of `q` is RMS-normalized with `norm_q`'s weight, every head of `k`
+/// with `norm_k`'s (eps `eps`), then rotated with table row `pos_offset + r` (FLUX_REFERENCE.md
+/// §1.5-1.7). One pass over q and k instead of three ([`rms_norm_columns_inplace`] on q, on k, then
+/// [`rope_inplace`]); same result up to the order of the sum of squares.
+///
+/// [`rms_norm_columns_inplace`]: super::norm::rms_norm_columns_inplace
+#[derive(Debug, Clone, Copy)]
+pub struct QkNormRope<'a> {
+    /// Column slices of q and k (same width, a multiple of D, not overlapping).
+    pub q: Columns,
+    pub k: Columns,
+    /// Per-head RMSNorm weights `[D]` of q and k.
+    pub norm_q: &'a Tensor,
+    pub norm_k: &'a Tensor,
+    pub eps: f32,
+}
+
+/// See [`QkNormRope`]. In a double block each stream is done on its own rows (text with
+/// `pos_offset = 0`, image with `pos_offset = L_txt`) before they are joined; a single block's
+/// joint `[L_txt + L_img, 21504]` uses 0.
+pub fn qk_norm_rope_inplace(
+    gpu: &Gpu,
+    batch: &mut Batch,
+    x: &Tensor,
+    spec: &QkNormRope,
+    tables: &RopeTables,
+    pos_offset: usize,
+) -> Result<()> {
+    const OP: &str = "qk_norm_rope";
+    let (q, k) = (spec.q, spec.k);
+    let d = spec.norm_q.numel();
+    for w in [spec.norm_q, spec.norm_k] {
+        expect_f32(OP, w)?;
+        if w.numel() != 2 * tables.cos.dim_rev(0) {
+            return Err(shape_err(OP, format!("norm weights of head dim {} (the tables')", tables.head_dim()), w.shape()));
+        }
+    }
+    if q.width != k.width || q.offset.max(k.offset) < (q.offset + q.width).min(k.offset + k.width) {
+        return Err(shape_err(OP, "q and k column slices of one width that do not overlap", (q, k)));
+    }
+    if !spec.eps.is_finite() || spec.eps < 0.0 {
+        return Err(Error::InvalidArgument(format!("{OP}: eps must be finite and >= 0, got {}", spec.eps)));
+    }
+    // Checks x, the tables, the positions and k's slice; q's slice is checked by the same rules.
+    params(x, k, tables, pos_offset).map_err(|e| rename(e, OP))?;
+    let (rows, p0) = params(x, q, tables, pos_offset).map_err(|e| rename(e, OP))?;
+    let heads = q.width / d;
+    let groups = u32::try_from(rows * 2 * heads).map_err(|_| Error::LimitExceeded {
+        what: format!("{OP}: heads to normalize (32-bit shader indices)"),
+        needed: (rows * 2 * heads) as u64,
+        available: u32::MAX as u64,
+    })?;
+    let p = Params { groups, heads: heads as u32, q_off: q.offset as u32, k_off: k.offset as u32, eps: spec.eps, ..p0 };
+    let cap = gpu.workgroup_size(256);
+    let cap = 1u32 << (31 - cap.leading_zeros());
+    let wg = ((d / 2).clamp(32, 256) as u32).next_power_of_two().min(cap);
+    // x is bound once, read_write; the read-only input slot gets the cos table as a placeholder.
+    let bindings = [&tables.cos, x, &tables.cos, &tables.sin, spec.norm_q, spec.norm_k];
+    let mut b = vec![Binding::Uniform(bytemuck::bytes_of(&p))];
+    b.extend(bindings.iter().map(|t| Binding::Tensor(t)));
+    let grid = grid_1d(groups, gpu.info().max_workgroups_per_dim);
+    batch.dispatch(gpu, &SHADER, "qk_norm_rope", &[("WG", wg as f64), ("INPLACE", 1.0)], &b, grid)
+}
+
+/// The shared shape checks report as "rope"; name the fused op instead.
+fn rename(e: Error, op: &'static str) -> Error {
+    match e {
+        Error::ShapeMismatch { expected, got, .. } => Error::ShapeMismatch { op, expected, got },
+        other => other,
+    }
 }

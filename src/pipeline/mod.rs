@@ -13,3 +13,4 @@ pub mod conditioning;
 pub mod preview;
 pub mod components;
 pub mod generate;
+pub mod session;

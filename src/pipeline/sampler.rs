@@ -8,7 +8,7 @@ use super::conditioning::Conditioning;
 use super::schedule::{flux_sigmas, FluxVariant};
 use super::seed::latent_hw;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Batch, Gpu, Tensor};
 use crate::kernels::elementwise::gated_add;
 use crate::kernels::rope::RopeTables;
 use crate::model::flux::{FluxInputs, FluxModel};
@@ -58,10 +58,14 @@ pub struct Sampler<'a> {
     pooled: &'a Tensor,
     guidance: Option<f32>,
     sigmas: Vec<f32>,
+    /// Each step's Euler `dt = sigma_{i+1} − sigma_i` (f32), uploaded once per run.
+    dts: Vec<Tensor>,
     rope: RopeTables,
     /// The initial packed noise, kept on the GPU for re-imposing references (never written again:
-    /// every step writes a fresh tensor).
-    noise: Tensor,
+    /// every step writes a fresh tensor); only with conditioning. Its own buffer, not the first
+    /// step's input, so that every step frees and takes the same buffers (no allocation after the
+    /// first).
+    noise: Option<Tensor>,
     x: Tensor,
     cond: Option<Conditioning>,
     done: usize,
@@ -109,7 +113,15 @@ impl<'a> Sampler<'a> {
         let rope = model.rope_tables(gpu, txt.rows(), rows, cols)?;
         let guidance = if model.config.guidance { opts.guidance } else { None };
         let x = gpu.upload_f32(&[rows * cols, channels], noise)?;
-        Ok(Sampler { model, txt, pooled, guidance, sigmas, rope, noise: x.clone(), x, cond, done: 0 })
+        let noise = if cond.is_some() { Some(gpu.upload_f32(&[rows * cols, channels], noise)?) } else { None };
+        let dts = sigmas.windows(2).map(|s| gpu.upload_f32(&[1], &[s[1] - s[0]])).collect::<Result<Vec<_>>>()?;
+        let s = Sampler { model, txt, pooled, guidance, sigmas, dts, rope, noise, x, cond, done: 0 };
+        // Compile every pipeline of a step and plan its buffers before the first one: a step
+        // recorded into a dry batch runs nothing, and its buffers go back to the pool.
+        let mut dry = gpu.dry_batch();
+        s.record(gpu, &mut dry, 0)?;
+        gpu.submit(dry)?;
+        Ok(s)
     }
 
     /// Total steps.
@@ -135,22 +147,30 @@ impl<'a> Sampler<'a> {
         let (Some(&sigma), Some(&sigma_next)) = (self.sigmas.get(i), self.sigmas.get(i + 1)) else {
             return Ok(None);
         };
-        // FluxPipeline passes `t / 1000` with `t = sigma·1000` (both f32), not sigma itself.
-        let timestep = (sigma * 1000.0) / 1000.0;
-        // The scheduler's step `x + dt·v` with dt rounded to f32 (schedule::euler_step), done as
-        // a gated residual whose one-element gate is dt.
-        let dt = gpu.upload_f32(&[1], &[sigma_next - sigma])?;
         let mut b = gpu.batch();
-        let inp = FluxInputs { img: &self.x, txt: self.txt, pooled: self.pooled, timestep, guidance: self.guidance, rope: &self.rope };
-        let v = self.model.forward(gpu, &mut b, &inp)?;
-        let mut next = gated_add(gpu, &mut b, &self.x, &dt, &v)?;
-        if let Some(c) = &self.cond {
-            next = c.impose(gpu, &mut b, &next, &self.noise, sigma_next)?;
-        }
+        let next = self.record(gpu, &mut b, i)?;
         gpu.submit(b)?;
         self.x = next;
         self.done += 1;
         Ok(Some(StepInfo { index: i, steps: self.steps(), sigma, sigma_next }))
+    }
+
+    /// Records step `i` (`sigmas[i]` → `sigmas[i + 1]`, which must exist) from the current latents.
+    fn record(&self, gpu: &Gpu, b: &mut Batch, i: usize) -> Result<Tensor> {
+        let (Some(&sigma), Some(&sigma_next), Some(dt)) = (self.sigmas.get(i), self.sigmas.get(i + 1), self.dts.get(i)) else {
+            return Err(Error::InvalidArgument(format!("sampler: no step {i} in a schedule of {} steps", self.steps())));
+        };
+        // FluxPipeline passes `t / 1000` with `t = sigma·1000` (both f32), not sigma itself.
+        let timestep = (sigma * 1000.0) / 1000.0;
+        let inp = FluxInputs { img: &self.x, txt: self.txt, pooled: self.pooled, timestep, guidance: self.guidance, rope: &self.rope };
+        let v = self.model.forward(gpu, b, &inp)?;
+        // The scheduler's step `x + dt·v` with dt rounded to f32 (schedule::euler_step), done as
+        // a gated residual whose one-element gate is dt.
+        let mut next = gated_add(gpu, b, &self.x, dt, &v)?;
+        if let (Some(c), Some(noise)) = (&self.cond, &self.noise) {
+            next = c.impose(gpu, b, &next, noise, sigma_next)?;
+        }
+        Ok(next)
     }
 
     /// The packed latents `[L_img, in_channels]` after the steps run so far.

@@ -36,3 +36,30 @@ pub fn rope(
     }
     y
 }
+
+/// FLUX QK norm then RoPE (FLUX_REFERENCE.md §1.5-1.7), the composition the fused kernel
+/// `qk_norm_rope` replaces: per-head RMSNorm (`reference::norm::rms_norm`, weights `wq` on the q
+/// slice, `wk` on the k slice, each `width` wide at `q_off` / `k_off` of rows of `c`), then [`rope`]
+/// on both slices. Row `r` has position `ids[r]`.
+#[allow(clippy::too_many_arguments)]
+pub fn qk_norm_rope(
+    x: &[f32],
+    c: usize,
+    (q_off, k_off, width): (usize, usize, usize),
+    (wq, wk): (&[f32], &[f32]),
+    eps: f32,
+    ids: &[[f32; 3]],
+    axes_dim: &[usize],
+    theta: f64,
+) -> Vec<f32> {
+    use super::norm::{columns, rms_norm, with_columns};
+    let mut y = x.to_vec();
+    for (off, w) in [(q_off, wq), (k_off, wk)] {
+        let normed = rms_norm(&columns(&y, c, off, width), w, eps);
+        y = with_columns(&y, c, off, &normed);
+    }
+    for off in [q_off, k_off] {
+        y = rope(&y, c, off, width, ids, axes_dim, theta);
+    }
+    y
+}

@@ -234,6 +234,7 @@ fn try_generate(app: &App) -> AppResult<()> {
         references: specs,
         recipe: recipe.to_json()?,
         preview_every: 1,
+        convert: value("convert")?,
     };
     let job = next_job(app);
     output::started(app, job, recipe)?;

@@ -1,7 +1,8 @@
 //! Double- and single-stream blocks (FLUX_REFERENCE.md §1.5, §1.7) on the kernels, batch 1, f32.
 //!
 //! Layout: a stream is `[tokens, hidden]`; the fused projections keep q | k | v as column ranges
-//! of one tensor, and QK-norm, RoPE and attention work on those ranges in place (no split copies).
+//! of one tensor, and QK-norm + RoPE (one fused pass) and attention work on those ranges in place
+//! (no split copies).
 //! Modulation vectors `silu(vec)·W_modᵀ + b` stay `[1, n·hidden]` and are read at offsets.
 
 use super::config::FluxConfig;
@@ -12,8 +13,8 @@ use crate::kernels::attention::{attention, AttnInput, AttnOptions};
 use crate::kernels::copy::{concat_cols, concat_rows, slice_cols, slice_rows};
 use crate::kernels::elementwise::{activation, Activation};
 use crate::kernels::matmul::{matmul, Epilogue, Gate};
-use crate::kernels::norm::{layer_norm_modulated, rms_norm_columns_inplace, Columns, Modulation, EPS_FLUX};
-use crate::kernels::rope::{rope_inplace, RopeTables};
+use crate::kernels::norm::{layer_norm_modulated, Columns, Modulation, EPS_FLUX};
+use crate::kernels::rope::{qk_norm_rope_inplace, QkNormRope, RopeTables};
 
 /// `x·Wᵀ + b`, then `act` if given.
 pub fn linear(gpu: &Gpu, b: &mut Batch, x: &Tensor, l: &Linear, act: Option<Activation>) -> Result<Tensor> {
@@ -31,17 +32,18 @@ fn adaln(gpu: &Gpu, b: &mut Batch, x: &Tensor, m: &Tensor, shift_at: usize, scal
     layer_norm_modulated(gpu, b, x, &Modulation { tensor: m, shift: shift_at, scale: scale_at }, EPS_FLUX)
 }
 
-/// QK RMSNorm per head on the q and k column ranges of a fused `[L, 3·hidden (+ mlp)]` tensor.
-fn qk_norm(gpu: &Gpu, b: &mut Batch, qkv: &Tensor, h: usize, norm_q: &Tensor, norm_k: &Tensor) -> Result<()> {
-    rms_norm_columns_inplace(gpu, b, qkv, Columns { offset: 0, width: h }, norm_q, EPS_FLUX)?;
-    rms_norm_columns_inplace(gpu, b, qkv, Columns { offset: h, width: h }, norm_k, EPS_FLUX)
+/// QK RMSNorm per head, then RoPE, on the q and k column ranges of a fused `[L, 3·hidden (+ mlp)]`
+/// tensor, in one pass (`qk_norm_rope`); its rows take RoPE table rows `pos_offset..`.
+#[allow(clippy::too_many_arguments)]
+fn qk_norm_rope(gpu: &Gpu, b: &mut Batch, qkv: &Tensor, h: usize, norm_q: &Tensor, norm_k: &Tensor, rope: &RopeTables, pos_offset: usize) -> Result<()> {
+    let (q, k) = (Columns { offset: 0, width: h }, Columns { offset: h, width: h });
+    qk_norm_rope_inplace(gpu, b, qkv, &QkNormRope { q, k, norm_q, norm_k, eps: EPS_FLUX }, rope, pos_offset)
 }
 
-/// RoPE on q and k (adjacent columns `0..2·hidden`) of the joint sequence, then attention
-/// (text first, no mask, scale 1/sqrt(head_dim)); returns `[L, hidden]`.
-fn joint_attention(gpu: &Gpu, b: &mut Batch, qkv: &Tensor, c: &FluxConfig, rope: &RopeTables) -> Result<Tensor> {
+/// Attention over the joint sequence (text first, no mask, scale 1/sqrt(head_dim)) on q, k, v
+/// already normalized and rotated; returns `[L, hidden]`.
+fn joint_attention(gpu: &Gpu, b: &mut Batch, qkv: &Tensor, c: &FluxConfig) -> Result<Tensor> {
     let h = c.hidden();
-    rope_inplace(gpu, b, qkv, Columns { offset: 0, width: 2 * h }, rope, 0)?;
     let (q, k, v) = (AttnInput::new(qkv, 0), AttnInput::new(qkv, h), AttnInput::new(qkv, 2 * h));
     attention(gpu, b, q, k, v, c.heads, c.head_dim, &AttnOptions::for_head_dim(c.head_dim))
 }
@@ -76,10 +78,11 @@ impl DoubleBlock {
         let x_txt = adaln(gpu, b, txt, &m_txt, 0, h)?;
         let qkv_img = linear(gpu, b, &x_img, &self.img_qkv, None)?;
         let qkv_txt = linear(gpu, b, &x_txt, &self.txt_qkv, None)?;
-        qk_norm(gpu, b, &qkv_img, h, &self.img_norm_q, &self.img_norm_k)?;
-        qk_norm(gpu, b, &qkv_txt, h, &self.txt_norm_q, &self.txt_norm_k)?;
+        // Each stream with its own norms; RoPE positions are those of the joint sequence (text first).
+        qk_norm_rope(gpu, b, &qkv_img, h, &self.img_norm_q, &self.img_norm_k, rope, lt)?;
+        qk_norm_rope(gpu, b, &qkv_txt, h, &self.txt_norm_q, &self.txt_norm_k, rope, 0)?;
         let qkv = concat_rows(gpu, b, &qkv_txt, &qkv_img)?;
-        let a = joint_attention(gpu, b, &qkv, c, rope)?;
+        let a = joint_attention(gpu, b, &qkv, c)?;
         let a_txt = slice_rows(gpu, b, &a, 0, lt)?;
         let a_img = slice_rows(gpu, b, &a, lt, img.rows())?;
         let img = gated_linear(gpu, b, &a_img, &self.img_proj, img, &m_img, 2 * h)?;
@@ -97,8 +100,8 @@ impl SingleBlock {
         let m = linear(gpu, b, svec, &self.modulation, None)?; // shift scale gate
         let n = adaln(gpu, b, x, &m, 0, h)?;
         let u = linear(gpu, b, &n, &self.linear1, None)?; // q | k | v | mlp
-        qk_norm(gpu, b, &u, h, &self.norm_q, &self.norm_k)?;
-        let a = joint_attention(gpu, b, &u, c, rope)?;
+        qk_norm_rope(gpu, b, &u, h, &self.norm_q, &self.norm_k, rope, 0)?;
+        let a = joint_attention(gpu, b, &u, c)?;
         let mlp = slice_cols(gpu, b, &u, 3 * h, c.mlp_hidden)?;
         let mlp = activation(gpu, b, &mlp, Activation::GeluTanh)?;
         let o = concat_cols(gpu, b, &a, &mlp)?; // attention first

@@ -82,6 +82,22 @@ impl FluxModel {
         RopeTables::new(gpu, &flux_position_ids(txt_len, rows, cols), &self.config.axes_dim, self.config.theta)
     }
 
+    /// Compiles every pipeline a forward pass over `txt_len` text tokens and a `rows × cols` token
+    /// grid uses, and leaves in the buffer pool the intermediates it allocates, by recording one
+    /// forward on placeholder inputs into a dry batch (`Gpu::dry_batch`: nothing runs on the GPU).
+    /// After it, a forward at this size compiles no pipeline and takes its buffers from the pool.
+    pub fn warm_up(&self, gpu: &Gpu, txt_len: usize, rows: usize, cols: usize) -> Result<()> {
+        let c = &self.config;
+        let img = gpu.empty(&[rows * cols, c.in_channels], DType::F32)?;
+        let txt = gpu.empty(&[txt_len, c.context_dim], DType::F32)?;
+        let pooled = gpu.empty(&[c.pooled_dim], DType::F32)?;
+        let rope = self.rope_tables(gpu, txt_len, rows, cols)?;
+        let inp = FluxInputs { img: &img, txt: &txt, pooled: &pooled, timestep: 1.0, guidance: Some(1.0), rope: &rope };
+        let mut b = gpu.dry_batch();
+        self.forward(gpu, &mut b, &inp)?;
+        gpu.submit(b)
+    }
+
     /// The velocity `[L_img, out_channels]` for `inp` (§1).
     pub fn forward(&self, gpu: &Gpu, b: &mut Batch, inp: &FluxInputs) -> Result<Tensor> {
         self.forward_traced(gpu, b, inp, &mut |_, _| {})

@@ -1,0 +1,79 @@
+//! A `Session` keeps the transformer, the VAE and the last prompt's embeddings between runs
+//! (what a browser tab does): a second run with the same prompt reuses them and gives exactly
+//! the image a fresh run gives; a new prompt encodes again (dropping the transformer first,
+//! the default memory policy); a failed run leaves an empty session that works again.
+
+mod common;
+use iclora::gpu::{Gpu, GpuOptions};
+use iclora::pipeline::generate::{GenerateOptions, Lines, ModelPaths, RgbImage, Session};
+use iclora::weights::load::Convert;
+
+const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-flux");
+
+fn opts(prompt: &str, seed: u64) -> GenerateOptions {
+    GenerateOptions {
+        prompt: prompt.into(),
+        width: 48,
+        height: 32,
+        steps: 2,
+        guidance: 3.5,
+        seed,
+        max_sequence_length: None,
+        loras: Vec::new(),
+        convert: Convert::Keep,
+        layout: None,
+        references: Vec::new(),
+        merge_loras: false,
+    }
+}
+
+fn run(gpu: &Gpu, session: &mut Session, o: &GenerateOptions) -> (iclora::Result<RgbImage>, String) {
+    let paths = ModelPaths { model: Some(MODEL.into()), ..Default::default() };
+    let mut log = String::new();
+    let img = pollster::block_on(session.run(gpu, &paths, o, &mut Lines(|l: &str| {
+        log.push_str(l);
+        log.push('\n');
+    })));
+    (img, log)
+}
+
+fn fresh(gpu: &Gpu, o: &GenerateOptions) -> RgbImage {
+    run(gpu, &mut Session::default(), o).0.unwrap()
+}
+
+#[test]
+fn a_session_reuses_models_and_embeddings_without_changing_the_image() {
+    let gpu = Gpu::new_blocking(&GpuOptions::default()).unwrap();
+    let mut s = Session::default();
+    let (a, log) = run(&gpu, &mut s, &opts("[SCENE-1] a red fox", 1));
+    assert!(log.contains("load: transformer (") && log.contains("load: text encoders"), "{log}");
+    assert_eq!(a.unwrap(), fresh(&gpu, &opts("[SCENE-1] a red fox", 1)));
+
+    // Same prompt, new seed: nothing reloads, and the image is a fresh run's.
+    let (b, log) = run(&gpu, &mut s, &opts("[SCENE-1] a red fox", 2));
+    assert!(log.contains("reusing its embeddings") && log.contains("already loaded"), "{log}");
+    assert!(!log.contains("load: text encoders") && !log.contains("load: VAE"), "{log}");
+    let b = b.unwrap();
+    assert_eq!(b, fresh(&gpu, &opts("[SCENE-1] a red fox", 2)));
+    assert_ne!(b.pixels, fresh(&gpu, &opts("[SCENE-1] a red fox", 1)).pixels, "the seed must matter");
+
+    // A new prompt: encoders run again and, by default, the transformer is reloaded after them.
+    let (c, log) = run(&gpu, &mut s, &opts("[SCENE-1] a blue whale", 2));
+    assert!(log.contains("load: text encoders") && log.contains("load: transformer ("), "{log}");
+    assert_eq!(c.unwrap(), fresh(&gpu, &opts("[SCENE-1] a blue whale", 2)));
+
+    // Keeping the transformer while encoding (when memory allows) gives the same image.
+    s.keep_transformer_while_encoding = true;
+    let (d, log) = run(&gpu, &mut s, &opts("[SCENE-1] a green owl", 3));
+    assert!(log.contains("load: text encoders") && log.contains("already loaded"), "{log}");
+    assert_eq!(d.unwrap(), fresh(&gpu, &opts("[SCENE-1] a green owl", 3)));
+
+    // A failing run (zero steps) clears the session; the next run loads again and works.
+    let mut bad = opts("[SCENE-1] a green owl", 3);
+    bad.steps = 0;
+    assert!(run(&gpu, &mut s, &bad).0.is_err());
+    assert!(!s.has_transformer());
+    let (e, log) = run(&gpu, &mut s, &opts("[SCENE-1] a green owl", 3));
+    assert!(log.contains("load: transformer ("), "{log}");
+    assert_eq!(e.unwrap(), fresh(&gpu, &opts("[SCENE-1] a green owl", 3)));
+}
