@@ -1,13 +1,12 @@
 //! The page's side of the worker protocol: starts web/worker.js (a module worker running this
 //! same wasm module, see `worker.rs`) and exchanges `protocol` messages with it.
 
-use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
 
 use super::dom::{document, AppError, AppResult};
-use super::protocol::{FromWorker, ToWorker};
+use super::protocol::{envelope, open_envelope, FromWorker, ToWorker};
 
 pub struct Client {
     worker: Worker,
@@ -37,13 +36,7 @@ impl Client {
         opts.set_name("iclora-engine");
         let worker = Worker::new_with_options(&format!("worker.js?js={}&wasm={}", enc(&js), enc(&wasm)), &opts)?;
         let handler = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-            let data = ev.data();
-            let text = Reflect::get(&data, &"json".into()).ok().and_then(|j| j.as_string()).unwrap_or_default();
-            let bufs = Reflect::get(&data, &"bufs".into())
-                .ok()
-                .and_then(|b| b.dyn_into::<Array>().ok())
-                .map(|a| a.iter().filter_map(|v| v.dyn_into::<Uint8Array>().ok()).map(|u| u.to_vec()).collect())
-                .unwrap_or_default();
+            let (text, bufs) = open_envelope(&ev.data());
             match serde_json::from_str::<FromWorker>(&text) {
                 Ok(msg) => on_message(msg, bufs),
                 Err(e) => web_sys::console::error_1(&format!("bad message from the worker: {e}: {text}").into()),
@@ -56,16 +49,7 @@ impl Client {
     /// Sends `msg`; `bufs` are transferred (the page gives them up).
     pub fn send(&self, msg: &ToWorker, bufs: Vec<Vec<u8>>) -> AppResult<()> {
         let json = serde_json::to_string(msg).map_err(|e| AppError::Browser(e.to_string()))?;
-        let obj = Object::new();
-        let arrays = Array::new();
-        let transfer = Array::new();
-        for b in bufs {
-            let a = Uint8Array::from(b.as_slice());
-            transfer.push(&a.buffer());
-            arrays.push(&a);
-        }
-        Reflect::set(&obj, &"json".into(), &json.into())?;
-        Reflect::set(&obj, &"bufs".into(), &arrays)?;
+        let (obj, transfer) = envelope(&json, bufs)?;
         self.worker.post_message_with_transfer(&obj, &transfer)?;
         Ok(())
     }

@@ -3,39 +3,49 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::generate::ModelPaths;
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
 
-/// Where a model's components come from (the serializable form of [`ModelPaths`]).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct ModelSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transformer: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vae: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub t5: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub t5_tokenizer: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clip_tokenizer: Option<String>,
+use crate::pipeline::generate::ModelPaths;
+use crate::recipe::ModelUrls;
+
+/// Where the worker finds a model: the recipe's URL set (made absolute by the page).
+pub fn paths(u: &ModelUrls) -> ModelPaths {
+    ModelPaths {
+        model: u.root.clone(),
+        transformer: u.transformer.clone(),
+        vae: u.vae.clone(),
+        t5: u.t5.clone(),
+        clip: u.clip.clone(),
+        t5_tokenizer: u.t5_tokenizer.clone(),
+        clip_tokenizer: u.clip_tokenizer.clone(),
+    }
 }
 
-impl ModelSpec {
-    pub fn paths(&self) -> ModelPaths {
-        ModelPaths {
-            model: self.model.clone(),
-            transformer: self.transformer.clone(),
-            vae: self.vae.clone(),
-            t5: self.t5.clone(),
-            clip: self.clip.clone(),
-            t5_tokenizer: self.t5_tokenizer.clone(),
-            clip_tokenizer: self.clip_tokenizer.clone(),
-        }
+/// A message as posted: `{ json, bufs }`, the byte arrays transferred (not copied).
+pub fn envelope(json: &str, bufs: Vec<Vec<u8>>) -> Result<(Object, Array), JsValue> {
+    let obj = Object::new();
+    let arrays = Array::new();
+    let transfer = Array::new();
+    for b in bufs {
+        let a = Uint8Array::from(b.as_slice());
+        transfer.push(&a.buffer());
+        arrays.push(&a);
     }
+    Reflect::set(&obj, &"json".into(), &json.into())?;
+    Reflect::set(&obj, &"bufs".into(), &arrays)?;
+    Ok((obj, transfer))
+}
+
+/// The JSON text and byte arrays of a received [`envelope`].
+pub fn open_envelope(data: &JsValue) -> (String, Vec<Vec<u8>>) {
+    let text = Reflect::get(data, &"json".into()).ok().and_then(|j| j.as_string()).unwrap_or_default();
+    let bufs = Reflect::get(data, &"bufs".into())
+        .ok()
+        .and_then(|b| b.dyn_into::<Array>().ok())
+        .map(|a| a.iter().filter_map(|v| v.dyn_into::<Uint8Array>().ok()).map(|u| u.to_vec()).collect())
+        .unwrap_or_default();
+    (text, bufs)
 }
 
 /// One reference panel of a request; its RGB pixels (`width·height·3` bytes) follow the message
@@ -53,7 +63,7 @@ pub struct ReferenceSpec {
 /// One generation.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GenerateRequest {
-    pub model: ModelSpec,
+    pub model: ModelUrls,
     pub prompt: String,
     pub width: usize,
     pub height: usize,
@@ -84,7 +94,7 @@ pub enum ToWorker {
     /// Open the GPU; answered by `Ready` or `Error`.
     Init,
     /// List the files a model (and adapters) will download, with sizes and cache state.
-    Plan { job: u32, model: ModelSpec, loras: Vec<(String, f32)> },
+    Plan { job: u32, model: ModelUrls, loras: Vec<(String, f32)> },
     Generate { job: u32, request: GenerateRequest },
     Cancel { job: u32 },
     /// PNGs of a finished job's panels (and the canvas), optionally zipped.
@@ -134,37 +144,4 @@ pub enum FromWorker {
     Exported { job: u32, names: Vec<String> },
     Cache { files: Vec<CachedFile>, note: String },
     Error { job: u32, kind: String, message: String },
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_round_trip_as_json() {
-        let m = ToWorker::Generate {
-            job: 3,
-            request: GenerateRequest {
-                model: ModelSpec { model: Some("tiny-flux".into()), ..Default::default() },
-                prompt: "[MOVIE-SHOTS] a <Leo> \"quote\"".into(),
-                width: 64,
-                height: 96,
-                rows: 3,
-                cols: 1,
-                steps: 2,
-                guidance: 3.5,
-                seed: u64::MAX,
-                loras: vec![("https://x/y.safetensors".into(), 0.6)],
-                references: vec![ReferenceSpec { panel: 1, width: 64, height: 32, strength: Some(0.5) }],
-                recipe: "{}".into(),
-                preview_every: 2,
-                convert: "q8_0".into(),
-            },
-        };
-        let j = serde_json::to_string(&m).unwrap();
-        assert!(j.contains("\"type\":\"generate\""), "{j}");
-        assert_eq!(serde_json::from_str::<ToWorker>(&j).unwrap(), m);
-        let e = FromWorker::Error { job: 1, kind: "cors".into(), message: "m".into() };
-        assert_eq!(serde_json::from_str::<FromWorker>(&serde_json::to_string(&e).unwrap()).unwrap(), e);
-    }
 }

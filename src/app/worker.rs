@@ -11,12 +11,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-use super::protocol::{CachedFile, FromWorker, GenerateRequest, PlannedFile, ToWorker};
+use super::protocol::{envelope, open_envelope, paths, CachedFile, FromWorker, GenerateRequest, PlannedFile, ToWorker};
 use super::run::{export, run_job, Finished};
 use crate::error::Error;
 use crate::gpu::{Gpu, GpuOptions};
@@ -36,18 +35,10 @@ pub fn in_worker() -> bool {
 pub fn post(msg: &FromWorker, bufs: Vec<Vec<u8>>) {
     let Some(scope) = scope() else { return };
     let json = serde_json::to_string(msg).unwrap_or_else(|e| format!("{{\"type\":\"error\",\"job\":0,\"kind\":\"internal\",\"message\":\"{e}\"}}"));
-    let obj = Object::new();
-    let arrays = Array::new();
-    let transfer = Array::new();
-    for b in bufs {
-        let a = Uint8Array::from(b.as_slice());
-        transfer.push(&a.buffer());
-        arrays.push(&a);
-    }
-    let _ = Reflect::set(&obj, &"json".into(), &json.into());
-    let _ = Reflect::set(&obj, &"bufs".into(), &arrays);
-    if scope.post_message_with_transfer(&obj, &transfer).is_err() {
-        let _ = scope.post_message(&obj);
+    if let Ok((obj, transfer)) = envelope(&json, bufs) {
+        if scope.post_message_with_transfer(&obj, &transfer).is_err() {
+            let _ = scope.post_message(&obj);
+        }
     }
 }
 
@@ -87,13 +78,7 @@ pub fn worker_main() {
     let Some(scope) = scope() else { return };
     let engine: Shared = Rc::default();
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-        let data = ev.data();
-        let text = Reflect::get(&data, &"json".into()).ok().and_then(|j| j.as_string()).unwrap_or_default();
-        let bufs: Vec<Vec<u8>> = Reflect::get(&data, &"bufs".into())
-            .ok()
-            .and_then(|b| b.dyn_into::<Array>().ok())
-            .map(|a| a.iter().filter_map(|v| v.dyn_into::<Uint8Array>().ok()).map(|u| u.to_vec()).collect())
-            .unwrap_or_default();
+        let (text, bufs) = open_envelope(&ev.data());
         match serde_json::from_str::<ToWorker>(&text) {
             Ok(msg) => receive(engine.clone(), msg, bufs),
             Err(e) => post(&FromWorker::Error { job: 0, kind: "internal".into(), message: format!("bad message to the worker: {e}") }, vec![]),
@@ -170,7 +155,7 @@ async fn handle(engine: &Shared, msg: ToWorker, bufs: Vec<Vec<u8>>) {
             }
             Err(e) => report(0, &e),
         },
-        ToWorker::Plan { job, model, loras } => match plan(&model.paths(), &loras).await {
+        ToWorker::Plan { job, model, loras } => match plan(&paths(&model), &loras).await {
             Ok(files) => post(&FromWorker::Plan { job, files }, vec![]),
             Err(e) => report(job, &e),
         },
@@ -241,7 +226,7 @@ async fn plan(paths: &crate::pipeline::generate::ModelPaths, loras: &[(String, f
 async fn generate(engine: &Shared, job: u32, req: &GenerateRequest, bufs: Vec<Vec<u8>>, cancel: &Cancel) -> Result<Finished, Error> {
     let gpu = gpu(engine).await?;
     post(&FromWorker::Stage { job, stage: "download".into(), what: "checking the files".into() }, vec![]);
-    let files = plan(&req.model.paths(), &req.loras).await?;
+    let files = plan(&paths(&req.model), &req.loras).await?;
     super::run::download(job, &files, cancel).await?;
     let mut session = std::mem::take(&mut engine.borrow_mut().session);
     let out = run_job(&gpu, &mut session, job, req, bufs, cancel).await;

@@ -16,7 +16,7 @@ use web_sys::{Event, KeyboardEvent};
 
 use super::client::Client;
 use super::dom::{by_id, document, enable, input, on, set_text, value, AppError, AppResult};
-use super::protocol::{FromWorker, GenerateRequest, ModelSpec, ReferenceSpec, ToWorker};
+use super::protocol::{FromWorker, GenerateRequest, ReferenceSpec, ToWorker};
 use crate::recipe::presets::model_preset;
 use crate::recipe::{ModelSource, ModelUrls, Recipe};
 
@@ -77,15 +77,15 @@ pub fn absolute(url: &str) -> String {
     web_sys::Url::new_with_base(url, &base).map(|u| u.href()).unwrap_or_else(|_| url.to_string())
 }
 
-/// Where the worker finds the model of `source`.
-pub fn model_spec(source: &ModelSource) -> AppResult<ModelSpec> {
+/// Where the worker finds the model of `source`: its URLs, made absolute.
+pub fn model_spec(source: &ModelSource) -> AppResult<ModelUrls> {
     let urls: ModelUrls = match source {
         ModelSource::Preset(id) => model_preset(id).ok_or_else(|| AppError::Browser(format!("unknown model preset `{id}`")))?.model_urls(),
         ModelSource::Custom(u) => u.clone(),
     };
     let abs = |o: &Option<String>| o.as_deref().map(|u| absolute(u).trim_end_matches('/').to_string());
-    let spec = ModelSpec {
-        model: abs(&urls.root),
+    let spec = ModelUrls {
+        root: abs(&urls.root),
         transformer: abs(&urls.transformer),
         vae: abs(&urls.vae),
         t5: abs(&urls.t5),
@@ -93,7 +93,7 @@ pub fn model_spec(source: &ModelSource) -> AppResult<ModelSpec> {
         t5_tokenizer: abs(&urls.t5_tokenizer),
         clip_tokenizer: abs(&urls.clip_tokenizer),
     };
-    if spec.model.is_none() && (spec.transformer.is_none() || spec.vae.is_none() || spec.t5.is_none() || spec.clip.is_none()) {
+    if spec.root.is_none() && (spec.transformer.is_none() || spec.vae.is_none() || spec.t5.is_none() || spec.clip.is_none()) {
         return Err(AppError::Browser("give a model folder URL, or at least the transformer, T5, CLIP and VAE URLs".into()));
     }
     Ok(spec)
