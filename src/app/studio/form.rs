@@ -194,7 +194,16 @@ pub fn describe_model(id: &str) -> AppResult<()> {
         Some(m) if m.id == TINY => "Random weights, for checking your browser: the whole pipeline runs in seconds and draws noise-like images. 3.6 MB, served by this page.".to_string(),
         Some(m) => {
             let (bytes, exact) = m.known_bytes();
-            let size = if bytes > 0 { format!("{}{}", if exact { "" } else { "about " }, crate::app::dom::human_bytes(bytes)) } else { "several GB".into() };
+            let size = if bytes > 0 && exact {
+                crate::app::dom::human_bytes(bytes)
+            } else {
+                // The listings' rounded sizes, per file; "Check download size" asks the servers.
+                let parts: Vec<String> = [("transformer", &m.transformer), ("T5", &m.t5), ("CLIP", &m.clip), ("VAE", &m.vae)]
+                    .iter()
+                    .filter_map(|(what, f)| f.as_ref().and_then(|f| f.approx.as_ref()).map(|a| format!("{what} {a}")))
+                    .collect();
+                if parts.is_empty() { "several GB".into() } else { parts.join(" + ") }
+            };
             format!("{} — {size} to download once (kept in this browser's storage). Licence: {}.", m.title, m.license)
         }
         None => "Give a diffusers-layout folder URL, or the single files (GGUF or safetensors). Hosts must allow cross-origin reads (Hugging Face resolve URLs do).".into(),
