@@ -25,6 +25,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::load::{ByteSource, FIRST_FETCH};
+pub use super::range::parse_content_range;
+use super::range::{check_answer, fetch_resuming, read_in_head, Asked, Fail};
 use crate::error::{Error, Result};
 
 /// Timeouts, retries and parallelism of an `HttpSource`.
@@ -96,12 +98,6 @@ pub struct HttpSource {
     retries: AtomicU64,
 }
 
-/// How an attempt failed: `Retry` carries the error to report if retries run out.
-enum Fail {
-    Fatal(Error),
-    Retry(Error),
-}
-
 impl HttpSource {
     /// Opens `url` with default options (see `open_with`).
     pub fn open(url: &str) -> Result<HttpSource> {
@@ -153,12 +149,8 @@ impl HttpSource {
 
     /// `read_range` through a shared reference (usable from several threads).
     pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= self.len => {}
-            _ => return Err(Error::Io { file: self.url.clone(), message: format!("read of {len} bytes at {offset} is past the end ({} bytes)", self.len) }),
-        }
-        if offset + len as u64 <= self.head.len() as u64 {
-            return Ok(self.head[offset as usize..offset as usize + len].to_vec());
+        if let Some(bytes) = read_in_head(&self.url, self.len, &self.head, offset, len)? {
+            return Ok(bytes);
         }
         Ok(self.fetch(offset, len as u64, Some(self.len))?.0)
     }
@@ -192,34 +184,16 @@ impl HttpSource {
     }
 
     /// `len` bytes from `offset` (fewer when `total` is unknown and the file
-    /// ends first), resuming after faults. Returns the bytes and the file size.
+    /// ends first), resuming after faults (`range::fetch_resuming`, with
+    /// exponential backoff). Returns the bytes and the file size.
     fn fetch(&self, offset: u64, len: u64, total: Option<u64>) -> Result<(Vec<u8>, u64)> {
-        let mut total = total;
-        let mut end = offset + len; // exclusive
-        let mut out = Vec::with_capacity(len.min(FIRST_FETCH.max(super::load::CHUNK_BYTES) as u64) as usize);
-        let mut failures = 0u32;
-        loop {
-            let before = out.len() as u64;
-            let last = match self.attempt(offset + before, end, total, &mut out) {
-                Ok(t) => {
-                    total = Some(t);
-                    end = end.min(t);
-                    if offset + out.len() as u64 >= end {
-                        return Ok((out, t));
-                    }
-                    Error::Io { file: self.url.clone(), message: format!("the body ended after {} of {} bytes", out.len(), end - offset) }
-                }
-                Err(Fail::Fatal(e)) => return Err(e),
-                Err(Fail::Retry(e)) => e,
-            };
-            failures = if out.len() as u64 > before { 0 } else { failures + 1 };
-            if failures > self.opts.retries {
-                return Err(last);
-            }
+        let attempt = |start, end, total, out: &mut Vec<u8>| self.attempt(start, end, total, out);
+        let wait = |failures: u32| {
             self.retries.fetch_add(1, Ordering::Relaxed);
             let wait = self.opts.backoff.saturating_mul(1 << failures.saturating_sub(1).min(16));
             std::thread::sleep(wait.min(self.opts.max_backoff));
-        }
+        };
+        fetch_resuming(&self.url, offset, len, total, self.opts.retries, attempt, wait)
     }
 
     /// One `GET` of `[start, end)`, appending what arrives to `out`. Returns
@@ -228,29 +202,9 @@ impl HttpSource {
         let url = &self.url;
         let range = format!("bytes={start}-{}", end.saturating_sub(1));
         let resp = self.agent.get(url).header("Range", &range).call().map_err(|e| self.call_error(e))?;
-        let status = resp.status().as_u16();
         let content_range = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).map(parse_content_range);
-        match status {
-            206 => {}
-            200 => return Err(Fail::Fatal(Error::NoRangeSupport { url: url.clone() })),
-            // An empty file has no byte 0: `Content-Range: bytes */0`.
-            416 if start == 0 && total.is_none() && matches!(content_range, Some(Some((None, 0)))) => return Ok(0),
-            408 | 429 | 500..=599 => return Err(Fail::Retry(Error::Http { url: url.clone(), status })),
-            _ => return Err(Fail::Fatal(Error::Http { url: url.clone(), status })),
-        }
-        let bad = |what: String| Fail::Fatal(Error::Io { file: url.clone(), message: what });
-        let (first, size) = match content_range {
-            Some(Some((Some((first, _)), size))) => (first, size),
-            _ => return Err(bad(format!("a 206 answer to `Range: {range}` without a valid Content-Range header"))),
-        };
-        if first != start {
-            return Err(bad(format!("asked for bytes from {start}, the server sent bytes from {first}")));
-        }
-        if let Some(t) = total {
-            if t != size {
-                return Err(bad(format!("the file changed on the server ({t} bytes, now {size}); start again")));
-            }
-        }
+        let asked = Asked { url, range: &range, start, total, etag: None, hidden_hint: "" };
+        let Some(size) = check_answer(&asked, resp.status().as_u16(), content_range, None)? else { return Ok(0) };
         let want = end.min(size).saturating_sub(start);
         let mut body = resp.into_body().into_reader().take(want);
         let mut buf = vec![0u8; 64 << 10];
@@ -312,20 +266,6 @@ impl ByteSource for HttpSource {
     fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.read_at(offset, len)
     }
-}
-
-/// `bytes a-b/size` → `(Some((a, b)), size)`; `bytes */size` → `(None, size)`.
-/// An unknown size (`/*`) or anything else → `None`.
-pub fn parse_content_range(v: &str) -> Option<(Option<(u64, u64)>, u64)> {
-    let rest = v.trim().strip_prefix("bytes")?.trim_start();
-    let (range, size) = rest.split_once('/')?;
-    let size = size.trim().parse().ok()?;
-    if range.trim() == "*" {
-        return Some((None, size));
-    }
-    let (a, b) = range.split_once('-')?;
-    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    (a <= b && b < size).then_some((Some((a, b)), size))
 }
 
 /// A poisoned lock only means another reader panicked; the data is still usable.

@@ -8,6 +8,7 @@ pub mod load;
 pub mod fp8;
 pub mod detect;
 pub mod source;
+pub mod range;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod http;
 #[cfg(target_arch = "wasm32")]

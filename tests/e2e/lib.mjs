@@ -1,6 +1,7 @@
 // Shared pieces of the browser tests: Chromium's flags on this machine, a
 // static file server with HTTP Range support (the app's worker reads weights
-// in byte ranges), and a persistent Chromium context with software WebGPU.
+// in byte ranges), a persistent Chromium context with software WebGPU, and the
+// `name: N passed, M failed` ending.
 
 import { createServer } from 'node:http';
 import { createHash } from 'node:crypto';
@@ -26,6 +27,8 @@ export const MIME = {
   '.css': 'text/css; charset=utf-8',
   '.json': 'application/json',
   '.png': 'image/png',
+  '.svg': 'image/svg+xml',
+  '.ico': 'image/x-icon',
   '.txt': 'text/plain; charset=utf-8',
 };
 
@@ -82,9 +85,14 @@ export function staticHandler(mounts, hook = () => false) {
   };
 }
 
-/** An HTTP server for `handler` on 127.0.0.1 at a free port; returns [server, origin]. */
+/** An HTTP server for `handler` (sync or async; a throw answers 500) on
+ * 127.0.0.1 at a free port; returns [server, origin]. */
 export async function listen(handler) {
-  const server = createServer(handler);
+  const server = createServer((req, res) => {
+    Promise.resolve().then(() => handler(req, res)).catch((e) => {
+      if (!res.headersSent) res.writeHead(500).end(String(e));
+    });
+  });
   await new Promise((ok, fail) => server.once('error', fail).listen(0, '127.0.0.1', ok));
   return [server, `http://127.0.0.1:${server.address().port}`];
 }
@@ -101,4 +109,17 @@ export async function browser(executablePath = process.env.CHROMIUM ?? '/usr/bin
     rmSync(dir, { recursive: true, force: true });
   };
   return { context, close };
+}
+
+/** Runs a test's `main` (→ { passed, failed }), prints `name: N passed, M
+ * failed` as the last line and exits non-zero unless all passed. */
+export async function report(name, main) {
+  let result = { passed: 0, failed: 1 };
+  try {
+    result = await main();
+  } catch (err) {
+    console.error(`${name} driver error: ${err?.stack ?? err}`);
+  }
+  console.log(`${name}: ${result.passed} passed, ${result.failed} failed`);
+  process.exit(result.failed === 0 && result.passed > 0 ? 0 : 1);
 }

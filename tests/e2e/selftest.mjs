@@ -10,81 +10,26 @@
 // already running, e.g. http://127.0.0.1:8080 from scripts/serve.sh, instead
 // of serving DIST).
 
-import { createServer } from 'node:http';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { browser, listen, report, staticHandler } from './lib.mjs';
 
 const root = path.resolve(process.env.DIST ?? 'dist');
-const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const timeout = Number(process.env.SELFTEST_TIMEOUT_MS ?? 600_000);
 const screenshot = process.env.SCREENSHOT ?? 'tests/e2e/screenshots/selftest.png';
 const externalOrigin = process.env.SELFTEST_ORIGIN;
-
-// The flags this machine needs (see MACHINE.md): software WebGPU is only
-// exposed with --enable-unsafe-webgpu; the rest keep Chromium off the network.
-const FLAGS = [
-  '--headless', '--no-sandbox', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update',
-  '--disable-sync', '--enable-unsafe-webgpu',
-];
-
-const MIME = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.mjs': 'text/javascript; charset=utf-8',
-  '.wasm': 'application/wasm',
-  '.css': 'text/css; charset=utf-8',
-  '.json': 'application/json',
-  '.png': 'image/png',
-  '.svg': 'image/svg+xml',
-  '.ico': 'image/x-icon',
-  '.txt': 'text/plain; charset=utf-8',
-};
-
-/** A static file server for `root` on 127.0.0.1, on a free port. */
-async function serve() {
-  const server = createServer(async (req, res) => {
-    try {
-      const url = new URL(req.url, 'http://127.0.0.1');
-      let file = path.normalize(path.join(root, decodeURIComponent(url.pathname)));
-      if (file !== root && !file.startsWith(root + path.sep)) {
-        res.writeHead(403).end('forbidden');
-        return;
-      }
-      if ((await stat(file).catch(() => null))?.isDirectory()) file = path.join(file, 'index.html');
-      const body = await readFile(file);
-      res.writeHead(200, {
-        'content-type': MIME[path.extname(file)] ?? 'application/octet-stream',
-        'cache-control': 'no-store',
-      });
-      res.end(body);
-    } catch {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
-    }
-  });
-  await new Promise((ok, fail) => server.once('error', fail).listen(0, '127.0.0.1', ok));
-  return server;
-}
 
 async function main() {
   if (!externalOrigin && !(await stat(path.join(root, 'index.html')).catch(() => null))) {
     console.error(`${root}/index.html is missing: run \`trunk build --release\` first`);
     return { passed: 0, failed: 1 };
   }
-  const server = externalOrigin ? null : await serve();
-  const origin = externalOrigin ?? `http://127.0.0.1:${server.address().port}`;
-  const userDataDir = mkdtempSync(path.join(tmpdir(), 'iclora-chromium-'));
-  let context;
+  const [server, origin] = externalOrigin ? [null, externalOrigin] : await listen(staticHandler({ '/': root }));
+  let chrome;
   try {
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath,
-      headless: true,
-      args: FLAGS,
-      viewport: { width: 1280, height: 900 },
-    });
+    chrome = await browser();
+    const { context } = chrome;
     const page = context.pages()[0] ?? (await context.newPage());
     const log = [];
     page.on('console', (m) => log.push(`console.${m.type()}: ${m.text()}`));
@@ -143,17 +88,9 @@ async function main() {
     }
     return { passed, failed };
   } finally {
-    await context?.close().catch(() => {});
+    await chrome?.close();
     server?.close();
-    rmSync(userDataDir, { recursive: true, force: true });
   }
 }
 
-let result = { passed: 0, failed: 1 };
-try {
-  result = await main();
-} catch (err) {
-  console.error(`selftest driver error: ${err?.stack ?? err}`);
-}
-console.log(`selftest: ${result.passed} passed, ${result.failed} failed`);
-process.exit(result.failed === 0 && result.passed > 0 ? 0 : 1);
+await report('selftest', main);

@@ -15,22 +15,12 @@
 // Environment: CHROMIUM (default /usr/bin/chromium), DIST (default dist),
 // WEIGHTS_VERBOSE=1 (print the browser's console messages even when all pass).
 
-import { createServer } from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { browser, listen, MIME, report, staticHandler } from './lib.mjs';
 
 const root = path.resolve(process.env.DIST ?? 'dist');
-const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const FLAGS = [
-  '--headless', '--no-sandbox', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update',
-  '--disable-sync', '--enable-unsafe-webgpu',
-];
 const MIB = 1 << 20;
-const MIME = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.wasm': 'application/wasm', '.css': 'text/css' };
 
 /** FNV-1a 64 as 16 hex digits (the probes' checksum), on two 32-bit halves. */
 function fnv(bytes) {
@@ -165,17 +155,9 @@ function serveFile(req, res, name, url, cors) {
   }
 }
 
-async function listen(handler) {
-  const server = createServer((req, res) => {
-    Promise.resolve(handler(req, res)).catch((e) => {
-      if (!res.headersSent) res.writeHead(500).end(String(e));
-    });
-  });
-  await new Promise((ok, fail) => server.once('error', fail).listen(0, '127.0.0.1', ok));
-  return server;
-}
-
-async function serveOrigin(req, res) {
+/** The test page, its worker and the generated files (true when it answered);
+ * `staticHandler` serves the rest from dist/. */
+function serveTest(req, res) {
   const url = new URL(req.url, 'http://127.0.0.1');
   if (url.pathname === '/__weights/probe.html') {
     res.writeHead(200, { 'content-type': MIME['.html'] }).end('<!doctype html><title>weights probe</title>');
@@ -184,12 +166,9 @@ async function serveOrigin(req, res) {
   } else if (url.pathname.startsWith('/files/')) {
     serveFile(req, res, url.pathname.slice(7), url, false);
   } else {
-    const f = path.normalize(path.join(root, decodeURIComponent(url.pathname)));
-    if (!f.startsWith(root + path.sep)) return res.writeHead(403).end();
-    const body = await readFile(f).catch(() => null);
-    if (!body) return res.writeHead(404).end('not found');
-    res.writeHead(200, { 'content-type': MIME[path.extname(f)] ?? 'application/octet-stream', 'cache-control': 'no-store' }).end(body);
+    return false;
   }
+  return true;
 }
 
 function serveOther(req, res) {
@@ -207,16 +186,14 @@ async function main() {
     console.error(`${root}/index.html is missing or has no data-iclora-js/-wasm: run \`trunk build\` first`);
     return { passed: 0, failed: 1 };
   }
-  const a = await listen(serveOrigin);
-  const b = await listen(serveOther);
-  const origin = `http://127.0.0.1:${a.address().port}`;
-  const other = `http://127.0.0.1:${b.address().port}`;
-  const userDataDir = mkdtempSync(path.join(tmpdir(), 'iclora-weights-'));
-  let context;
+  const [a, origin] = await listen(staticHandler({ '/': root }, serveTest));
+  const [b, other] = await listen(serveOther);
+  let chrome;
   const log = [];
   let passed = 0, failed = 0;
   try {
-    context = await chromium.launchPersistentContext(userDataDir, { executablePath, headless: true, args: FLAGS });
+    chrome = await browser();
+    const { context } = chrome;
     const page = context.pages()[0] ?? (await context.newPage());
     page.on('console', (m) => log.push(`console.${m.type()}: ${m.text()}`));
     page.on('pageerror', (e) => log.push(`page error: ${e.message}`));
@@ -399,21 +376,13 @@ async function main() {
     console.log(`driver error: ${e?.stack ?? e}`);
   } finally {
     if (failed > 0 || process.env.WEIGHTS_VERBOSE) for (const line of [...new Set(log)].slice(0, 40)) console.log(line);
-    await context?.close().catch(() => {});
+    await chrome?.close();
     a.close();
     b.close();
     a.closeAllConnections?.();
     b.closeAllConnections?.();
-    rmSync(userDataDir, { recursive: true, force: true });
   }
   return { passed, failed };
 }
 
-let result = { passed: 0, failed: 1 };
-try {
-  result = await main();
-} catch (err) {
-  console.error(`weights driver error: ${err?.stack ?? err}`);
-}
-console.log(`weights: ${result.passed} passed, ${result.failed} failed`);
-process.exit(result.failed === 0 && result.passed > 0 ? 0 : 1);
+await report('weights', main);

@@ -20,8 +20,9 @@ use web_sys::{
 };
 
 use super::cache::{write_meta, CacheEntry, DownloadOptions};
-use super::{js, network_error, parse_content_range, Cancel, DownloadProgress, Fail};
+use super::{js, network_error, Cancel, DownloadProgress, HIDDEN_HINT};
 use crate::error::{Error, Result};
+use crate::weights::range::{check_partial, parse_content_range, status_fail, Asked, Fail, Failures};
 
 const STALL: &str = "iclora-stall";
 
@@ -159,7 +160,7 @@ impl<'a> Download<'a> {
 
     /// Downloads the rest; returns `(size, etag, resumed_from, retries)`.
     pub(super) async fn run(&mut self) -> Result<(u64, Option<String>, u64, u32)> {
-        let mut failures = 0u32;
+        let mut failures = Failures::new(self.opts.retries);
         loop {
             if self.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
@@ -173,10 +174,7 @@ impl<'a> Download<'a> {
                 Err(Fail::Fatal(e)) => return Err(e),
                 Err(Fail::Retry(e)) => e,
             };
-            failures = if self.pos > before { 0 } else { failures + 1 };
-            if failures > self.opts.retries {
-                return Err(last);
-            }
+            let Some(failures) = failures.failed(self.pos > before) else { return Err(last) };
             self.retries += 1;
             let wait = self.opts.backoff_ms * f64::from(1u32 << failures.saturating_sub(1).min(16));
             js::sleep(wait.min(self.opts.max_backoff_ms)).await;
@@ -210,17 +208,9 @@ impl<'a> Download<'a> {
         let content_range = header(&resp, "content-range").map(|v| parse_content_range(&v));
         match resp.status() {
             206 => {
-                let (first, size) = match content_range {
-                    Some(Some((Some((first, _)), size))) => (first, size),
-                    _ => {
-                        return Err(Fail::Fatal(self.io(format!(
-                            "a 206 answer to `Range: {range}` without a Content-Range header this page may read (a server on another origin must list Content-Range in Access-Control-Expose-Headers)"
-                        ))))
-                    }
-                };
-                if first != self.pos {
-                    return Err(Fail::Fatal(self.io(format!("asked for bytes from {}, the server sent bytes from {first}", self.pos))));
-                }
+                // A changed size or ETag restarts the download (below) rather than failing.
+                let asked = Asked { url: self.url, range: &range, start: self.pos, total: None, etag: None, hidden_hint: HIDDEN_HINT };
+                let size = check_partial(&asked, content_range, None)?;
                 if self.pos > 0 && (self.total != Some(size) || (etag.is_some() && self.etag.is_some() && etag != self.etag)) {
                     return Err(self.restart("the file changed on the server since the partial download; starting again"));
                 }
@@ -243,8 +233,7 @@ impl<'a> Download<'a> {
                 }
                 return Err(self.restart("the server refused the range (416): the file changed; starting again"));
             }
-            status @ (408 | 429 | 500..=599) => return Err(Fail::Retry(Error::Http { url: self.url.into(), status })),
-            status => return Err(Fail::Fatal(Error::Http { url: self.url.into(), status })),
+            status => return Err(status_fail(self.url, status)),
         }
         if self.written != Some((self.total, self.etag.clone())) {
             let meta = CacheEntry { url: self.url.into(), bytes: self.total.unwrap_or(0), etag: self.etag.clone(), complete: false, stored: self.pos };

@@ -33,6 +33,8 @@ use crate::error::Error;
 pub use cache::{clear, delete, ensure_cached, ensure_cached_with, list, usage, CacheEntry, CacheStatus, DownloadOptions, StorageUsage};
 pub use opfs::{open, prepare, release, release_all, OpfsSource};
 pub use xhr::{exists, read_all, XhrSource};
+// The `Content-Range` grammar, shared with the native reader.
+pub use super::range::{parse_content_range, ContentRange};
 
 /// One progress event of a download.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -87,12 +89,6 @@ impl Cancel {
     }
 }
 
-/// How a request failed: `Retry` carries the error to report if retries run out.
-enum Fail {
-    Fatal(Error),
-    Retry(Error),
-}
-
 /// A request that got no answer: on another origin that is what a CORS refusal
 /// looks like (the browser hides which), so it is reported as `Cors`.
 fn network_error(url: &str, what: &str) -> Error {
@@ -103,20 +99,5 @@ fn network_error(url: &str, what: &str) -> Error {
     }
 }
 
-/// A parsed `Content-Range`: the byte range (`None` for `*`) and the file size.
-pub type ContentRange = (Option<(u64, u64)>, u64);
-
-/// `bytes a-b/size` → `(Some((a, b)), size)`; `bytes */size` → `(None, size)`.
-/// An unknown size (`/*`) or anything else → `None`. (The same grammar as
-/// `http::parse_content_range`, which is native-only.)
-pub fn parse_content_range(v: &str) -> Option<ContentRange> {
-    let rest = v.trim().strip_prefix("bytes")?.trim_start();
-    let (range, size) = rest.split_once('/')?;
-    let size = size.trim().parse().ok()?;
-    if range.trim() == "*" {
-        return Some((None, size));
-    }
-    let (a, b) = range.split_once('-')?;
-    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    (a <= b && b < size).then_some((Some((a, b)), size))
-}
+/// Why a `206` may seem to lack its `Content-Range` here (`range::Asked::hidden_hint`).
+const HIDDEN_HINT: &str = " this page may read (a server on another origin must list Content-Range in Access-Control-Expose-Headers)";

@@ -3,7 +3,7 @@
 //! on a page's main thread the browser refuses, and that is reported as such).
 //! This is the no-cache path: the loaders' `ByteSource` reads are synchronous.
 //!
-//! The rules are `http.rs`'s (native): every read is one `Range: bytes=a-b`
+//! The rules are `range.rs`'s, shared with `http.rs` (native): every read is one `Range: bytes=a-b`
 //! `GET` that must come back `206` with a `Content-Range` starting where we
 //! asked and naming the same total size (and the same `ETag`, when the server
 //! sends one), else the file changed on the server (fatal). A `200` means the
@@ -23,9 +23,10 @@ use js_sys::{ArrayBuffer, Uint8Array};
 use wasm_bindgen::JsCast;
 use web_sys::{XmlHttpRequest, XmlHttpRequestResponseType};
 
-use super::{js, network_error, parse_content_range, ContentRange, Fail};
+use super::{js, network_error, HIDDEN_HINT};
 use crate::error::{Error, Result};
 use crate::weights::load::{ByteSource, FIRST_FETCH};
+use crate::weights::range::{check_answer, fetch_resuming, parse_content_range, read_in_head, status_fail, Asked, ContentRange, Fail, Failures};
 
 /// Consecutive attempts without a new byte before a read gives up.
 pub const XHR_RETRIES: u32 = 3;
@@ -76,26 +77,24 @@ fn spin(ms: f64) {
     while js::now_ms() < until {}
 }
 
+/// The wait before a retry, `failures` in a row: 200, 400, then 800 ms (100 ms
+/// after an attempt that brought bytes).
+fn backoff(failures: u32) {
+    spin((100.0 * f64::from(1u32 << failures.min(3))).min(800.0));
+}
+
 /// Runs `attempt` until it succeeds, fails fatally, or fails `retries + 1` times in a row.
 fn with_retries<T>(retries: u32, mut attempt: impl FnMut() -> std::result::Result<T, Fail>) -> Result<T> {
-    let mut failures = 0u32;
+    let mut failures = Failures::new(retries);
     loop {
         match attempt() {
             Ok(v) => return Ok(v),
             Err(Fail::Fatal(e)) => return Err(e),
-            Err(Fail::Retry(e)) if failures >= retries => return Err(e),
-            Err(Fail::Retry(_)) => {}
+            Err(Fail::Retry(e)) => match failures.failed(false) {
+                Some(n) => backoff(n),
+                None => return Err(e),
+            },
         }
-        failures += 1;
-        spin((100.0 * f64::from(1u32 << failures.min(3))).min(800.0));
-    }
-}
-
-/// Status classes shared by every request: 408/429/5xx are retried, others fatal.
-fn status_fail(url: &str, status: u16) -> Fail {
-    match status {
-        408 | 429 | 500..=599 => Fail::Retry(Error::Http { url: url.to_string(), status }),
-        _ => Fail::Fatal(Error::Http { url: url.to_string(), status }),
     }
 }
 
@@ -132,63 +131,28 @@ impl XhrSource {
     }
 
     /// `len` bytes from `offset` (fewer when `total` is unknown and the file ends
-    /// first), resuming after faults. Returns the bytes and the file size.
+    /// first), resuming after faults (`range::fetch_resuming`). Returns the
+    /// bytes and the file size.
     fn fetch(&mut self, offset: u64, len: u64, total: Option<u64>) -> Result<(Vec<u8>, u64)> {
-        let mut total = total;
-        let mut end = offset + len; // exclusive
-        let mut out: Vec<u8> = Vec::new();
-        let mut failures = 0u32;
-        loop {
-            let before = out.len();
-            let last = match self.attempt(offset + before as u64, end, total, &mut out) {
-                Ok(t) => {
-                    total = Some(t);
-                    end = end.min(t);
-                    if offset + out.len() as u64 >= end {
-                        return Ok((out, t));
-                    }
-                    Error::Io { file: self.url.clone(), message: format!("the body ended after {} of {} bytes; retries did not help", out.len(), end - offset) }
-                }
-                Err(Fail::Fatal(e)) => return Err(e),
-                Err(Fail::Retry(e)) => e,
-            };
-            failures = if out.len() > before { 0 } else { failures + 1 };
-            if failures > self.retries {
-                return Err(last);
-            }
-            self.retried += 1;
-            spin((100.0 * f64::from(1u32 << failures.min(3))).min(800.0));
-        }
+        let mut retried = 0u64;
+        let wait = |failures: u32| {
+            retried += 1;
+            backoff(failures);
+        };
+        let (url, retries) = (self.url.clone(), self.retries);
+        let attempt = |start, end, total, out: &mut Vec<u8>| self.attempt(start, end, total, out);
+        let r = fetch_resuming(&url, offset, len, total, retries, attempt, wait);
+        self.retried += retried;
+        r
     }
 
     /// One `GET` of `[start, end)`, appending what arrives to `out`. Returns the
     /// file size from `Content-Range`.
     fn attempt(&mut self, start: u64, end: u64, total: Option<u64>, out: &mut Vec<u8>) -> std::result::Result<u64, Fail> {
-        let url = self.url.clone();
         let range = format!("bytes={start}-{}", end.saturating_sub(1));
-        let reply = request("GET", &url, Some(&range))?;
-        match reply.status {
-            206 => {}
-            200 => return Err(Fail::Fatal(Error::NoRangeSupport { url })),
-            // An empty file has no byte 0: `Content-Range: bytes */0`.
-            416 if start == 0 && total.is_none() && matches!(reply.content_range, Some(Some((None, 0)))) => return Ok(0),
-            s => return Err(status_fail(&url, s)),
-        }
-        let bad = |what: String| Fail::Fatal(Error::Io { file: url.clone(), message: what });
-        let (first, size) = match reply.content_range {
-            Some(Some((Some((first, _)), size))) => (first, size),
-            Some(_) => return Err(bad(format!("a 206 answer to `Range: {range}` with an invalid Content-Range header"))),
-            None => return Err(bad(format!(
-                "a 206 answer to `Range: {range}` without a Content-Range header this page may read (a server on another origin must list Content-Range in Access-Control-Expose-Headers)"
-            ))),
-        };
-        if first != start {
-            return Err(bad(format!("asked for bytes from {start}, the server sent bytes from {first}")));
-        }
-        if total.is_some_and(|t| t != size) || (self.etag.is_some() && reply.etag.is_some() && self.etag != reply.etag) {
-            let was = total.map_or("?".into(), |t| t.to_string());
-            return Err(bad(format!("the file changed on the server ({was} bytes, ETag {:?}; now {size} bytes, ETag {:?}); start again", self.etag, reply.etag)));
-        }
+        let reply = request("GET", &self.url, Some(&range))?;
+        let asked = Asked { url: &self.url, range: &range, start, total, etag: self.etag.as_deref(), hidden_hint: HIDDEN_HINT };
+        let Some(size) = check_answer(&asked, reply.status, reply.content_range, reply.etag.as_deref())? else { return Ok(0) };
         if self.etag.is_none() {
             self.etag = reply.etag;
         }
@@ -206,12 +170,8 @@ impl ByteSource for XhrSource {
         self.len
     }
     fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= self.len => {}
-            _ => return Err(Error::Io { file: self.url.clone(), message: format!("read of {len} bytes at {offset} is past the end ({} bytes)", self.len) }),
-        }
-        if offset + len as u64 <= self.head.len() as u64 {
-            return Ok(self.head[offset as usize..offset as usize + len].to_vec());
+        if let Some(bytes) = read_in_head(&self.url, self.len, &self.head, offset, len)? {
+            return Ok(bytes);
         }
         Ok(self.fetch(offset, len as u64, Some(self.len))?.0)
     }
