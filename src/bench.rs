@@ -150,45 +150,70 @@ fn bench_matmul_path(gpu: &Gpu, opts: &BenchOpts, coop_only: bool, mut report: i
     Ok(())
 }
 
-/// Joint attention as in a FLUX block: 24 heads × 128, q/k/v read from one fused `[L, 9216]` tensor.
+/// Joint attention as in a FLUX block: 24 heads × 128, q/k/v read from one fused `[L, 9216]` tensor,
+/// or from three `[L, 3072]` ones where the fused one exceeds a storage binding (lavapipe's 128 MiB
+/// at 4096 tokens and more).
 pub fn bench_attention(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow)) -> Result<()> {
     let (heads, d) = (24usize, 128usize);
     let l = ((4608.0 * opts.scale).ceil() as usize).max(1);
     let mut rng = Rng::new(5);
-    let qkv_data: Vec<f32> = (0..l * 3 * heads * d).map(|_| unit(&mut rng)).collect();
-    let qkv = gpu.upload_f32(&[l, 3 * heads * d], &qkv_data)?;
+    let fused = (l * 3 * heads * d * 4) as u64 <= gpu.info().max_storage_binding;
+    let mut part = |w: usize| gpu.upload_f32(&[l, w], &(0..l * w).map(|_| unit(&mut rng)).collect::<Vec<f32>>());
+    let qkv: Vec<Tensor> = if fused { vec![part(3 * heads * d)?] } else { vec![part(heads * d)?, part(heads * d)?, part(heads * d)?] };
+    // (tensor, column offset) of q, k and v.
+    let at = |i: usize| if fused { (&qkv[0], i * heads * d) } else { (&qkv[i], 0) };
     let opts_a = AttnOptions::for_head_dim(d);
     // ICLORA_ATTN_GENERAL=1 forces the general kernel, for A/B runs against the tiled one.
     let path = match std::env::var("ICLORA_ATTN_GENERAL") {
         Ok(s) if s == "1" => AttnPath::General,
         _ => AttnPath::Auto,
     };
-    let ms = time_median(gpu, opts.iters, || {
+    let call = || {
         let mut b = gpu.batch();
         let _o = attention_with(
             gpu,
             &mut b,
-            AttnInput::new(&qkv, 0),
-            AttnInput::new(&qkv, heads * d),
-            AttnInput::new(&qkv, 2 * heads * d),
+            AttnInput::new(at(0).0, at(0).1),
+            AttnInput::new(at(1).0, at(1).1),
+            AttnInput::new(at(2).0, at(2).1),
             heads,
             d,
             &opts_a,
             path,
         )?;
         gpu.submit(b)
-    })?;
+    };
+    let ms = time_median(gpu, opts.iters, call)?;
+    // Memory (issue #8: peak at 2n tokens ≤ 2.2× that at n): storage bytes one call holds beyond
+    // what existed before it, and the peak of all live storage (inputs included), from the pool's
+    // counters. Measured on a call of its own, after the timed ones.
+    gpu.wait_idle()?;
+    let before = gpu.buffer_stats().live_bytes;
+    gpu.reset_peak_bytes();
+    call()?;
+    gpu.wait_idle()?;
+    let peak = gpu.buffer_stats().peak_live_bytes;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let flops = 4.0 * (l * l * heads * d) as f64;
     let bytes = (l * 3 * heads * d * 4 + l * heads * d * 4) as f64;
     report(BenchRow {
         kernel: "attention".into(),
         format: "F32".into(),
         // Marked so that an A/B run (ICLORA_ATTN_GENERAL=1) cannot be mistaken for the default path.
-        shape: format!("{l}tok x{heads}h x{d}{}", if path == AttnPath::General { " general" } else { "" }),
+        shape: format!("{l}tok x{heads}h x{d}{}{}", if path == AttnPath::General { " general" } else { "" }, if fused { "" } else { " split" }),
         median_ms: ms,
         gflops: flops / ms / 1e6,
         gbs: bytes / ms / 1e6,
         note: String::new(),
+    });
+    report(BenchRow {
+        kernel: "attention".into(),
+        format: "F32".into(),
+        shape: format!("{l}tok x{heads}h x{d}"),
+        median_ms: 0.0,
+        gflops: 0.0,
+        gbs: 0.0,
+        note: format!("memory: call_alloc_mib={:.2} peak_live_mib={:.2} (inputs included)", mib(peak.saturating_sub(before)), mib(peak)),
     });
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Planning of the FLUX step loop (issue #8): pipelines are compiled before the first step
-//! (`FluxModel::warm_up`, `Sampler::new`), and a step in steady state creates no GPU buffer
+//! (`FluxModel::warm_up`, `Sampler::new`), and no step creates a GPU buffer
 //! (storage buffers come from the pool, dispatch parameters from pooled uniform chunks). Counted
 //! with `Gpu::pipelines_compiled` and `Gpu::buffer_stats` on a GPU of its own per test, so other
 //! tests' work cannot move the counters. Tiny random FLUX (2 double + 2 single blocks, F32).
@@ -80,7 +80,7 @@ fn after_warm_up_a_forward_compiles_no_pipeline() {
 }
 
 #[test]
-fn sampler_steps_compile_nothing_and_steps_after_the_first_create_no_buffer() {
+fn sampler_steps_compile_nothing_and_create_no_buffer() {
     let g = own_gpu();
     let m = tiny(&g);
     let mut rng = Rng::new(2);
@@ -89,6 +89,7 @@ fn sampler_steps_compile_nothing_and_steps_after_the_first_create_no_buffer() {
     let noise = rng.vec(3 * 5 * 64, -1.0, 1.0);
     let mut s = Sampler::new(&g, &m, &txt, &pooled, &noise, &opts, None).unwrap();
     let compiled = g.pipelines_compiled();
+    let planned = g.buffer_stats();
     let mut after = Vec::new();
     while let Some(info) = s.step(&g).unwrap() {
         g.wait_idle().unwrap();
@@ -97,6 +98,8 @@ fn sampler_steps_compile_nothing_and_steps_after_the_first_create_no_buffer() {
         after.push(g.buffer_stats());
     }
     assert_eq!(after.len(), 4);
+    // Sampler::new's dry step planned the buffers: even the first step takes all from the pool.
+    assert_eq!((after[0].created, after[0].uniform_chunks), (planned.created, planned.uniform_chunks), "step 0 after {planned:?}");
     for (i, st) in after.iter().enumerate().skip(1) {
         assert_eq!(st.created, after[0].created, "step {i} created storage buffers: {:?} after step 0 {:?}", st, after[0]);
         assert_eq!(st.uniform_chunks, after[0].uniform_chunks, "step {i} created uniform chunks");

@@ -236,3 +236,57 @@ fn fused_qk_norm_rope_rejects_bad_inputs_with_typed_errors() {
     let half = g.upload_half(&[4, 64], &[0.0; 256], iclora::gpu::DType::F16).unwrap();
     assert!(matches!(f(&spec((0, 32), (32, 32), &w, EPS), &half, 0, &mut b), Err(Error::UnsupportedFormat { .. })));
 }
+
+/// Same-run A/B of the fusion at FLUX widths (issue #8): the three passes it replaces
+/// (`rms_norm_columns_inplace` on q, on k, then `rope_inplace`) against `qk_norm_rope_inplace`,
+/// alternating, median of 7 each; prints the times (never asserted: speed is measured, not tested)
+/// and checks both give the same result (RTOL). Ignored by default (slow on lavapipe):
+/// `cargo test --test kernels_rope -- --ignored --nocapture fused_vs_separate`.
+#[test]
+#[ignore]
+fn fused_vs_separate_passes_timing() {
+    use iclora::kernels::norm::rms_norm_columns_inplace;
+    use std::time::Instant;
+    let g = gpu();
+    let mut rng = Rng::new(40);
+    // 256 tokens (the flux-step default on CPU adapters) and 1024 ([L, 9216] must fit one binding).
+    for (lt, rows, cols) in [(28, 12, 19), (64, 30, 32)] {
+        let l = lt + rows * cols;
+        let x = rng.vec(l * 9216, -3.0, 3.0);
+        let tables = RopeTables::new(g, &flux_position_ids(lt, rows, cols), &FLUX_AXES, FLUX_THETA).unwrap();
+        let (nq, nk) = (g.upload_f32(&[128], &rng.vec(128, 0.5, 1.5)).unwrap(), g.upload_f32(&[128], &rng.vec(128, 0.5, 1.5)).unwrap());
+        let (q, k) = (Columns { offset: 0, width: 3072 }, Columns { offset: 3072, width: 3072 });
+        let t = g.upload_f32(&[l, 9216], &x).unwrap();
+        let run_one = |fused: bool| -> f64 {
+            g.write_buffer(t.buffer(), 0, bytemuck::cast_slice(&x)).unwrap();
+            g.wait_idle().unwrap();
+            let t0 = Instant::now();
+            let mut b = g.batch();
+            if fused {
+                let spec = rope::QkNormRope { q, k, norm_q: &nq, norm_k: &nk, eps: EPS };
+                rope::qk_norm_rope_inplace(g, &mut b, &t, &spec, &tables, 0).unwrap();
+            } else {
+                rms_norm_columns_inplace(g, &mut b, &t, q, &nq, EPS).unwrap();
+                rms_norm_columns_inplace(g, &mut b, &t, k, &nk, EPS).unwrap();
+                rope::rope_inplace(g, &mut b, &t, Columns { offset: 0, width: 6144 }, &tables, 0).unwrap();
+            }
+            g.submit(b).unwrap();
+            g.wait_idle().unwrap();
+            t0.elapsed().as_secs_f64() * 1e3
+        };
+        let (mut sep, mut fus) = (Vec::new(), Vec::new());
+        run_one(false);
+        let separate = g.read_f32_blocking(&t).unwrap();
+        run_one(true);
+        let fused = g.read_f32_blocking(&t).unwrap();
+        assert_close(&format!("fused vs separate passes, L {l}"), &fused, &separate, RTOL);
+        for _ in 0..7 {
+            sep.push(run_one(false));
+            fus.push(run_one(true));
+        }
+        sep.sort_by(f64::total_cmp);
+        fus.sort_by(f64::total_cmp);
+        let (s, f) = (sep[3], fus[3]);
+        eprintln!("qk norm + rope, L {l} x 24 heads x 128 (q and k): separate {s:.2} ms, fused {f:.2} ms, ratio {:.2}x", s / f);
+    }
+}

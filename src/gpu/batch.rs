@@ -23,9 +23,10 @@ pub enum Binding<'a> {
 /// caller mid-batch is never handed to a write that would race with it.
 ///
 /// A *dry* batch ([`Gpu::dry_batch`]) records nothing: each dispatch checks its limits and
-/// compiles (or finds) its pipeline, and the buffers it names are held until the next flush as
-/// in a real batch, so recording a forward pass into one compiles every pipeline the pass uses
-/// and leaves the pool holding the buffers it needs, without running anything on the GPU.
+/// compiles (or finds) its pipeline, and the buffers it names (and its uniform chunks) are held
+/// until the next flush as in a real batch. Recording a forward pass into one therefore compiles
+/// every pipeline the pass uses and leaves the pools holding the buffers it needs, without
+/// running anything on the GPU.
 pub struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
     keep: Vec<Arc<GpuBuffer>>,
@@ -114,10 +115,11 @@ impl Batch {
         }
         let pipeline = gpu.pipeline(spec, entry, overrides)?;
 
+        // Placed in a dry batch too (never uploaded there), so it also plans the uniform chunks.
         let dry = self.is_dry();
         let mut uniforms = Vec::new();
         for b in bindings {
-            if let (Binding::Uniform(bytes), false) = (b, dry) {
+            if let Binding::Uniform(bytes) = b {
                 uniforms.push(self.uniforms.push(gpu, bytes)?);
             }
         }

@@ -10,7 +10,7 @@ mod pipeline;
 mod tensor;
 
 pub use batch::{Batch, Binding};
-pub use buffer::GpuBuffer;
+pub use buffer::{BufferStats, GpuBuffer};
 pub use context::{CoopMatrixConfig, CoopScalar, Gpu, GpuFeatures, GpuInfo, GpuOptions};
 pub use dtype::DType;
 pub use pipeline::{Overrides, ShaderSpec};
