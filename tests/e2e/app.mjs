@@ -255,6 +255,26 @@ async function main() {
     await page.waitForFunction(() => ['cancelled', 'done', 'error'].includes(document.body.dataset.state), null, { timeout: TIMEOUT });
     const after = await page.evaluate(() => [document.body.dataset.state, document.getElementById('progress-text').textContent, document.getElementById('generate').disabled]);
     check('Cancel stops a run and re-enables Generate', after[0] === 'cancelled' && !after[2], `${after[0]}: ${after[1]}`);
+
+    // 7. A model on another host (CORS): the first Generate only shows what will download.
+    const [other, otherOrigin] = await listen(staticHandler({ '/': dist }));
+    try {
+      await page.fill('#steps', '4');
+      await page.selectOption('#model-preset', 'custom');
+      await page.fill('#model-root', `${otherOrigin}/tiny-flux`);
+      await page.evaluate(() => { document.body.dataset.state = ''; document.body.dataset.confirm = ''; });
+      await page.click('#generate');
+      await page.waitForFunction(() => document.body.dataset.confirm === 'downloads' || document.body.dataset.state === 'error', null, { timeout: 60_000 });
+      const asked = await page.evaluate(() => [document.body.dataset.state, document.getElementById('status').textContent, document.getElementById('plan-table').rows.length, document.getElementById('error').textContent]);
+      await page.screenshot({ path: `${shots}/download-plan.png`, fullPage: true });
+      check('another host: the first Generate lists the download and waits', asked[0] === '' && /download \d/.test(asked[1]) && asked[2] >= 4, `${asked[2]} files; ${asked[1].slice(0, 90)}`);
+      const run8 = await generate(page);
+      const want8 = await pngPixels(page, native((await cliArgs(page))[0], path.join(tmp, 'native-other.png')));
+      const db8 = run8.state === 'done' ? psnr(await canvasPixels(page), want8, 4) : 0;
+      check('the second Generate downloads from the other host (CORS) and matches native', db8 >= 40, run8.state === 'done' ? `${db8.toFixed(1)} dB` : run8.error);
+    } finally {
+      other.close();
+    }
   } finally {
     if (failed) for (const l of [...new Set(log)].slice(0, 30)) console.log(l);
     await first.close();

@@ -32,6 +32,9 @@ export const MIME = {
   '.txt': 'text/plain; charset=utf-8',
 };
 
+// Every answer may be read from another origin (as Hugging Face's are, 404s included).
+const CORS = { 'access-control-allow-origin': '*' };
+
 /** Serves `mounts` ({ '/url/prefix/': '/dir' }, longest prefix wins) with
  * Range, HEAD and ETag, CORS for every origin; `hook(req, res)` may answer
  * first (return true when it did). */
@@ -40,18 +43,27 @@ export function staticHandler(mounts, hook = () => false) {
   return async (req, res) => {
     try {
       if (await hook(req, res)) return;
+      // CORS preflight (a cross-origin Range request may need one).
+      if (req.method === 'OPTIONS') {
+        return void res.writeHead(204, {
+          'access-control-allow-origin': '*',
+          'access-control-allow-methods': 'GET, HEAD',
+          'access-control-allow-headers': 'range',
+          'access-control-max-age': '600',
+        }).end();
+      }
       const url = new URL(req.url, 'http://127.0.0.1');
       const prefix = prefixes.find((p) => url.pathname.startsWith(p));
-      if (!prefix) return void res.writeHead(404).end('not found');
+      if (!prefix) return void res.writeHead(404, CORS).end('not found');
       const root = path.resolve(mounts[prefix]);
       let file = path.normalize(path.join(root, decodeURIComponent(url.pathname.slice(prefix.length))));
-      if (file !== root && !file.startsWith(root + path.sep)) return void res.writeHead(403).end('forbidden');
+      if (file !== root && !file.startsWith(root + path.sep)) return void res.writeHead(403, CORS).end('forbidden');
       let st = await stat(file).catch(() => null);
       if (st?.isDirectory()) {
         file = path.join(file, 'index.html');
         st = await stat(file).catch(() => null);
       }
-      if (!st?.isFile()) return void res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+      if (!st?.isFile()) return void res.writeHead(404, { 'content-type': 'text/plain', ...CORS }).end('not found');
       const etag = `"${createHash('sha1').update(`${file}:${st.size}:${st.mtimeMs}`).digest('hex').slice(0, 16)}"`;
       const headers = {
         'content-type': MIME[path.extname(file)] ?? 'application/octet-stream',

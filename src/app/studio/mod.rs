@@ -53,6 +53,10 @@ pub struct State {
     pub plan_job: Option<u32>,
     /// A confirmed share link waits for the engine to be ready.
     pub pending_generate: bool,
+    /// The model + adapter URLs the user agreed to download (see `try_generate`).
+    pub confirmed: Option<String>,
+    /// A plan requested to show what a Generate would download.
+    pub confirming: Option<String>,
 }
 
 pub struct Studio {
@@ -184,6 +188,10 @@ fn bind(app: &App) -> AppResult<()> {
 fn plan(app: &App) -> AppResult<()> {
     let model = model_spec(&form::model_source()?)?;
     let loras = form::adapters()?.into_iter().map(|a| (absolute(&a.url), a.scale)).collect();
+    plan_of(app, model, loras)
+}
+
+fn plan_of(app: &App, model: ModelUrls, loras: Vec<(String, f32)>) -> AppResult<()> {
     set_text("plan-summary", "Asking the servers for file sizes…")?;
     let job = next_job(app);
     app.state.borrow_mut().plan_job = Some(job);
@@ -236,9 +244,36 @@ fn try_generate(app: &App) -> AppResult<()> {
         preview_every: 1,
         convert: value("convert")?,
     };
+    // Gigabytes from other hosts are fetched only after the user has seen what they are.
+    let key = download_key(&request.model, &request.loras);
+    if from_other_hosts(&request.model, &request.loras) && app.state.borrow().confirmed.as_deref() != Some(key.as_str()) {
+        app.state.borrow_mut().confirming = Some(key);
+        output::status("Checking what this model downloads; nothing is fetched yet…", "ok")?;
+        return plan_of(app, request.model, request.loras);
+    }
     let job = next_job(app);
     output::started(app, job, recipe)?;
     app.send(&ToWorker::Generate { job, request }, bufs)
+}
+
+/// What a confirmation covers: the model's and the adapters' URLs.
+fn download_key(model: &ModelUrls, loras: &[(String, f32)]) -> String {
+    let urls: Vec<&str> = model.entries().into_iter().map(|(_, u)| u).chain(loras.iter().map(|(u, _)| u.as_str())).collect();
+    urls.join(" ")
+}
+
+/// Whether any file comes from another host than this page's.
+fn from_other_hosts(model: &ModelUrls, loras: &[(String, f32)]) -> bool {
+    let own = crate::app::dom::window().ok().and_then(|w| w.location().host().ok()).unwrap_or_default();
+    model.entries().into_iter().map(|(_, u)| u).chain(loras.iter().map(|(u, _)| u.as_str())).any(|u| crate::recipe::url_host(u).is_some_and(|h| h != own))
+}
+
+/// The user accepted downloads for the form's current model and adapters (a share link's OK).
+pub fn confirm_downloads(app: &App) -> AppResult<()> {
+    let model = model_spec(&form::model_source()?)?;
+    let loras: Vec<(String, f32)> = form::adapters()?.into_iter().map(|a| (absolute(&a.url), a.scale)).collect();
+    app.state.borrow_mut().confirmed = Some(download_key(&model, &loras));
+    Ok(())
 }
 
 fn on_message(app: &App, msg: FromWorker, bufs: Vec<Vec<u8>>) -> AppResult<()> {
@@ -256,6 +291,23 @@ fn on_message(app: &App, msg: FromWorker, bufs: Vec<Vec<u8>>) -> AppResult<()> {
         FromWorker::Plan { job, files } => {
             if app.state.borrow().plan_job == Some(job) {
                 output::show_plan(&files)?;
+                let confirming = app.state.borrow_mut().confirming.take();
+                if let Some(key) = confirming {
+                    app.state.borrow_mut().confirmed = Some(key);
+                    let missing: u64 = files.iter().filter(|f| !f.cached).map(|f| f.bytes).sum();
+                    if missing == 0 {
+                        generate(app);
+                    } else {
+                        output::status(
+                            &format!(
+                                "Generate will first download {} into this browser's storage (see step 1 for the files and the GPU memory estimate). Press Generate again to start.",
+                                super::dom::human_bytes(missing)
+                            ),
+                            "ok",
+                        )?;
+                        super::dom::set_marker("confirm", "downloads")?;
+                    }
+                }
             }
         }
         FromWorker::Cache { files, note } => output::show_cache(app, &files, &note)?,

@@ -95,6 +95,7 @@ pub fn bind(app: &App) -> AppResult<()> {
     crate::app::dom::on::<Event>(&by_id("confirm-ok")?, "click", move |_| {
         let _ = dialog().map(|d| d.close());
         let _ = crate::app::dom::set_marker("confirm", "accepted");
+        let _ = super::confirm_downloads(&a);
         if a.client.borrow().is_some() && crate::app::dom::body().ok().and_then(|b| b.dataset().get("engine")).as_deref() == Some("ready") {
             generate(&a);
         } else {
