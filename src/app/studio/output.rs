@@ -33,6 +33,8 @@ fn hint(kind: &str) -> &'static str {
 
 /// Shows an error (the form and earlier results stay as they are).
 pub fn show_error(message: &str, kind: &str) {
+    // The last preview is of a run that will not finish.
+    let _ = show("preview", false);
     if kind == "cancelled" {
         let _ = set_text("progress-text", "Cancelled.");
         let _ = set_marker("state", "cancelled");

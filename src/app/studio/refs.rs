@@ -29,7 +29,6 @@ pub fn rebuild(app: &App) -> AppResult<()> {
         let zone = add(&box_, "div", "ref-zone", "")?;
         zone.set_attribute("data-panel", &k.to_string())?;
         let has = app.state.borrow().references.contains_key(&k);
-        let c: HtmlCanvasElement = add(&zone, "canvas", "ref-thumb", "")?.dyn_into().map_err(|_| AppError::Browser("canvas".into()))?;
         add(&zone, "span", "", &format!("Panel {} ({pw}×{ph}): {}", k + 1, if has { "reference kept" } else { "drop an image" }))?;
         let pick: HtmlInputElement = add(&zone, "input", "ref-file", "")?.dyn_into().map_err(|_| AppError::Browser("input".into()))?;
         pick.set_type("file");
@@ -44,6 +43,7 @@ pub fn rebuild(app: &App) -> AppResult<()> {
         strength.set_attribute("aria-label", &format!("strength for panel {} (empty: keep as is)", k + 1))?;
         if let Some(r) = app.state.borrow().references.get(&k) {
             strength.set_value(&r.strength.map(|s| s.to_string()).unwrap_or_default());
+            let c: HtmlCanvasElement = add(&zone, "canvas", "ref-thumb", "")?.dyn_into().map_err(|_| AppError::Browser("canvas".into()))?;
             thumb(&c, r)?;
         }
         let a = app.clone();
