@@ -57,6 +57,12 @@ if [ "$MODE" = flux-step ]; then
   for f in ${FORMATS:-Q8_0 F16}; do
     echo "== iclora bench flux-step --format $f"
     step 200 "$BIN" bench flux-step --tokens "$TOKENS" --format "$f" --iters "$ITERS" ${FLUX_ARGS:-}
+    # The same step with f16 matmul tiles (FluxModel::set_precision): f16 FMA tiles, and the
+    # cooperative-matrix path where the device has one (rows say FORMAT/f16). F16_STEP=0 skips it.
+    if [ "${F16_STEP:-1}" = 1 ]; then
+      echo "== iclora bench flux-step --format $f --f16"
+      step 200 "$BIN" bench flux-step --tokens "$TOKENS" --format "$f" --iters "$ITERS" --f16 ${FLUX_ARGS:-}
+    fi
   done
   if ! torch_cuda; then
     echo "== diffusers peer skipped: $PYTHON has no torch with a CUDA device"

@@ -292,6 +292,9 @@ pub struct FluxStepOpts {
     /// every attention/MLP Linear of the blocks), each of rank `lora_rank`.
     pub loras: usize,
     pub lora_rank: usize,
+    /// Tile arithmetic of every matmul (`FluxModel::set_precision`; F16 needs shader-f16 and lets
+    /// GPUs use the f16 FMA tiles and the cooperative-matrix path).
+    pub precision: Precision,
 }
 
 impl FluxStepOpts {
@@ -299,7 +302,7 @@ impl FluxStepOpts {
     /// 256 tokens and one block of each kind instead.
     pub fn defaults(software: bool) -> FluxStepOpts {
         let (tokens, double, single) = if software { (256, 1, 1) } else { (4608, 19, 38) };
-        FluxStepOpts { tokens, format: DType::Q8_0, double, single, iters: 3, heads: 24, head_dim: 128, loras: 0, lora_rank: 16 }
+        FluxStepOpts { tokens, format: DType::Q8_0, double, single, iters: 3, heads: 24, head_dim: 128, loras: 0, lora_rank: 16, precision: Precision::F32 }
     }
 
     /// FLUX.1-dev's config with this run's widths and block counts.
@@ -361,6 +364,7 @@ pub fn bench_flux_step(gpu: &Gpu, opts: &FluxStepOpts, mut report: impl FnMut(Be
         let note = format!("{} adapters of rank {} on {} weights ({} stack slices)", opts.loras, opts.lora_rank, applied.weights, applied.slices);
         report(BenchRow { kernel: "lora".into(), format: opts.format.to_string(), shape: String::new(), median_ms: 0.0, gflops: 0.0, gbs: 0.0, note });
     }
+    full.set_precision(gpu, opts.precision)?;
     let mut w = full.weights;
     let (doubles, singles) = (std::mem::take(&mut w.transformer_blocks), std::mem::take(&mut w.single_transformer_blocks));
     let rest_model = FluxModel { config: c.clone(), weights: w };
@@ -368,7 +372,8 @@ pub fn bench_flux_step(gpu: &Gpu, opts: &FluxStepOpts, mut report: impl FnMut(Be
     let inp = FluxInputs { img: &img, txt: &txt, pooled: &pooled, timestep: 0.5, guidance: Some(3.5), rope: &rope };
     let (fd, fs) = flux_block_flops(&c, lt + li);
     let fr = flux_rest_flops(&c, lt, li);
-    let format = opts.format.to_string();
+    // Rows say which tile arithmetic they timed: `Q8_0` (f32 tiles) or `Q8_0/f16`.
+    let format = if opts.precision == Precision::F16 { format!("{}/f16", opts.format) } else { opts.format.to_string() };
     let row = |kernel: &str, shape: String, ms: f64, flops: f64| BenchRow { kernel: kernel.into(), format: format.clone(), shape, median_ms: ms, gflops: flops / ms / 1e6, gbs: 0.0, note: String::new() };
     let shape = format!("{lt}+{li}tok h{h}");
 

@@ -24,6 +24,7 @@ fn opts(prompt: &str, seed: u64) -> GenerateOptions {
         layout: None,
         references: Vec::new(),
         merge_loras: false,
+        f16: false,
     }
 }
 

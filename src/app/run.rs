@@ -177,6 +177,7 @@ pub async fn run_job(gpu: &Gpu, session: &mut Session, job: u32, req: &GenerateR
         merge_loras: false,
         references,
         convert,
+        f16: false,
     };
     let image = session.run(gpu, &super::protocol::paths(&req.model), &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;
     let recipe = Recipe::from_json(&req.recipe).ok();

@@ -4,10 +4,10 @@
 //!   iclora inspect FILE|URL
 //!   iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
 //!       [--lora FILE|URL[:SCALE]]... [--layout ROWSxCOLS --reference PANEL=IMAGE.png[:STRENGTH]]...
-//!       [--convert keep|f16|q8_0|q4_0]
+//!       [--convert keep|f16|q8_0|q4_0] [--f16]
 //!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16] [--kernels matmul,...]
 //!   iclora bench stream --url URL [--convert keep|f16|q8_0|q4_0] | --make FILE [--gib G] [--hidden H]
-//!   iclora bench flux-step [--tokens N] [--format Q4_0|Q8_0|F16] [--double K] [--single K] [--iters N] [--heads H] [--head-dim D] [--loras N] [--rank R]
+//!   iclora bench flux-step [--tokens N] [--format Q4_0|Q8_0|F16] [--double K] [--single K] [--iters N] [--heads H] [--head-dim D] [--loras N] [--rank R] [--f16]
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
@@ -39,10 +39,12 @@ mod cli {
       --loras N      attach N random LoRA adapters at run time (default 0), each on every attention/MLP
                      Linear of the blocks (q/k/v separately, as IC-LoRA's); gflops count base matmuls only
       --rank R       rank of each adapter (default 16)
+      --f16          f16 tile arithmetic in every matmul (f16 products, f32 accumulation; needs shader-f16)
   iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
       [--transformer F] [--vae F] [--t5 F] [--clip F] [--t5-tokenizer F] [--clip-tokenizer F]
       [--lora F[:SCALE]]... [--max-sequence-length L] [--convert keep|f16|q8_0|q4_0]
-      [--layout ROWSxCOLS] [--reference PANEL=IMAGE.png[:STRENGTH]]... [--lora-merge yes]
+      [--layout ROWSxCOLS] [--reference PANEL=IMAGE.png[:STRENGTH]]... [--lora-merge yes] [--f16]
+                     --f16 runs the transformer's matmuls with f16 tiles (needs shader-f16; ~1e-3 relative)
                      --lora-merge yes merges the LoRAs into F32/F16 transformer weights (faster steps)
                      reference panels (counted from 1, row by row) are kept as given (RePaint) or, with a
                      strength in (0,1), imposed while sigma ≥ strength (SDEdit-like); needs --layout
@@ -169,6 +171,10 @@ mod cli {
         let mut opts = FluxStepOpts::defaults(software);
         let mut it = args.iter();
         while let Some(&a) = it.next() {
+            if a == "--f16" {
+                opts.precision = Precision::F16;
+                continue;
+            }
             let v = it.next().copied().ok_or_else(|| format!("{a} needs a value"))?;
             let num = |v: &str| v.parse::<usize>().map_err(|e| format!("{a}: {e}"));
             match a {
@@ -236,8 +242,13 @@ mod cli {
         let mut merge = false;
         let (mut width, mut height, mut steps, mut guidance, mut seed, mut max_len) = (None, None, None, None, None, None);
         let mut convert = iclora::weights::load::Convert::Keep;
+        let mut f16 = false;
         let mut it = args.iter();
         while let Some(&a) = it.next() {
+            if a == "--f16" {
+                f16 = true;
+                continue;
+            }
             let v = it.next().map(|s| s.to_string()).ok_or_else(|| format!("{a} needs a value"))?;
             let num = |v: &str| v.parse::<usize>().map_err(|e| format!("{a} {v}: {e}"));
             match a {
@@ -294,6 +305,7 @@ mod cli {
             references: refs,
             merge_loras: merge,
             convert,
+            f16,
         };
         let out = out.ok_or_else(|| need("--out"))?;
         let gpu = open()?;

@@ -54,6 +54,9 @@ pub struct GenerateOptions {
     pub references: Vec<Reference>,
     /// Conversion of the transformer's weight matrices while they stream (`Convert::Keep`: as stored).
     pub convert: crate::weights::load::Convert,
+    /// Run the transformer's matmuls with f16 tiles (`FluxModel::set_precision`: f16 products,
+    /// f32 accumulation; needs shader-f16, else the run fails with `Error::MissingFeature`).
+    pub f16: bool,
 }
 
 pub use super::image::RgbImage;

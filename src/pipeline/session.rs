@@ -19,6 +19,7 @@ use super::seed::{flux_noise, latent_hw};
 use crate::clock::Stopwatch;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
+use crate::kernels::matmul::Precision;
 use crate::kernels::pack::unpack;
 use crate::lora::LoraAdapter;
 use crate::model::clip::{ClipConfig, ClipTextEncoder};
@@ -143,6 +144,8 @@ impl Session {
         let (Some((_, model)), Some((_, txt, pooled)), Some((vfile, vae, _))) = (self.transformer.as_mut(), self.text.as_ref(), self.vae.as_ref()) else {
             return Err(Error::InvalidArgument("session: a model went missing".into()));
         };
+        // Set on every run: the cached transformer keeps the last run's precision otherwise.
+        model.set_precision(gpu, if opts.f16 { Precision::F16 } else { Precision::F32 })?;
         model.clear_loras();
         let merged = opts.merge_loras && !loras.is_empty();
         if merged {

@@ -16,15 +16,15 @@ use crate::kernels::matmul::{matmul, Epilogue, Gate};
 use crate::kernels::norm::{layer_norm_modulated, Columns, Modulation, EPS_FLUX};
 use crate::kernels::rope::{qk_norm_rope_inplace, QkNormRope, RopeTables};
 
-/// `x·Wᵀ + b`, then `act` if given.
+/// `x·Wᵀ + b`, then `act` if given, in the Linear's tile precision.
 pub fn linear(gpu: &Gpu, b: &mut Batch, x: &Tensor, l: &Linear, act: Option<Activation>) -> Result<Tensor> {
-    matmul(gpu, b, x, &l.w, &Epilogue { bias: Some(&l.b), lora: l.lora.as_ref(), act, ..Default::default() })
+    matmul(gpu, b, x, &l.w, &Epilogue { bias: Some(&l.b), lora: l.lora.as_ref(), act, precision: l.precision, ..Default::default() })
 }
 
 /// `residual + m[gate_at..] ⊙ (x·Wᵀ + b)` in one matmul (the gated residual of §1.5/§1.7).
 fn gated_linear(gpu: &Gpu, b: &mut Batch, x: &Tensor, l: &Linear, residual: &Tensor, m: &Tensor, gate_at: usize) -> Result<Tensor> {
     let gate = Some(Gate { residual, gate: m, offset: gate_at });
-    matmul(gpu, b, x, &l.w, &Epilogue { bias: Some(&l.b), lora: l.lora.as_ref(), gate, ..Default::default() })
+    matmul(gpu, b, x, &l.w, &Epilogue { bias: Some(&l.b), lora: l.lora.as_ref(), gate, precision: l.precision, ..Default::default() })
 }
 
 /// `LN(x) · (1 + m[scale_at..]) + m[shift_at..]`.

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Batch, DType, Gpu, Tensor};
 use crate::kernels::copy::{concat_rows, slice_rows};
 use crate::kernels::elementwise::{activation, add, Activation};
+use crate::kernels::matmul::Precision;
 use crate::kernels::norm::{layer_norm_modulated, Modulation, EPS_FLUX};
 use crate::kernels::rope::{flux_position_ids, RopeTables};
 use crate::weights::load::{ByteSource, LoadOptions};
@@ -75,6 +76,28 @@ impl FluxModel {
         };
         let weights = FluxWeights::load_with(gpu, src, header, &config, opts)?;
         Ok(FluxModel { config, weights })
+    }
+
+    /// The tile arithmetic of every matmul of the transformer: `Precision::F32` (the default, what
+    /// the golden tests bound at 1e-5 per kernel) or `Precision::F16` (f16 products, f32
+    /// accumulation; lets GPUs use the f16 FMA tiles and the cooperative-matrix path, at ~1e-3
+    /// relative error per matmul, see tests/model_flux_f16.rs). F16 on an adapter without
+    /// `shader-f16` is `Error::MissingFeature` and changes nothing. Cheap: no upload, no
+    /// recompilation until the next forward.
+    pub fn set_precision(&mut self, gpu: &Gpu, p: Precision) -> Result<()> {
+        if p == Precision::F16 && !gpu.features().shader_f16 {
+            return Err(Error::MissingFeature { op: "FLUX transformer (f16 matmul tiles)", feature: "shader-f16" });
+        }
+        for (_, l) in crate::lora::apply::linears_mut(&mut self.weights) {
+            l.precision = p;
+        }
+        Ok(())
+    }
+
+    /// The tile precision of the transformer's matmuls (that of its first Linear; `set_precision`
+    /// keeps them all equal).
+    pub fn precision(&self) -> Precision {
+        self.weights.x_embedder.precision
     }
 
     /// RoPE tables for `txt_len` text tokens and a `rows × cols` packed-latent grid (H/16 × W/16).

@@ -11,6 +11,7 @@ use super::weights::{DoubleBlock, FluxWeights, Linear, MlpEmbedder, NormOut, Sin
 use super::model::TIME_DIM;
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
+use crate::kernels::matmul::Precision;
 use crate::reference::random::{weight_bytes, Rng};
 use crate::weights::repack::repack;
 
@@ -24,7 +25,7 @@ impl Maker<'_> {
     fn linear(&mut self, n: usize, k: usize) -> Result<Linear> {
         let bytes = weight_bytes(&mut self.rng, self.dtype, n * k, 1.0 / (k as f32).sqrt(), 0.01);
         let w = self.gpu.upload_raw(&[n, k], self.dtype, &repack(self.dtype, &bytes)?)?;
-        Ok(Linear { w, b: self.gpu.upload_f32(&[n], &vec![0.0; n])?, lora: None })
+        Ok(Linear { w, b: self.gpu.upload_f32(&[n], &vec![0.0; n])?, lora: None, precision: Precision::F32 })
     }
 
     fn ones(&self, n: usize) -> Result<Tensor> {

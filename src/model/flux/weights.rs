@@ -12,17 +12,20 @@
 use super::config::{FluxConfig, KeyScheme};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
+use crate::kernels::matmul::Precision;
 use crate::weights::load::{load_tensor_as, load_tensor_as_chunked, read_floats, ByteSource, Convert, LoadOptions, MemSource, CHUNK_BYTES};
 use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
 
 /// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`; plus `lora`, the run-time
 /// LoRA adapters on this weight (src/lora/, `FluxModel::set_loras`), not merged into `w` (merging
-/// is `FluxModel::merge_loras`, which replaces `w`).
+/// is `FluxModel::merge_loras`, which replaces `w`); `precision`, the arithmetic of its matmul
+/// tiles (F32 unless `FluxModel::set_precision` asks for F16).
 #[derive(Clone)]
 pub struct Linear {
     pub w: Tensor,
     pub b: Tensor,
     pub lora: Option<crate::kernels::matmul::LoraStack>,
+    pub precision: Precision,
 }
 
 /// Linear → SiLU → Linear (the time, guidance and pooled-text embedders, §1.3).
@@ -184,7 +187,7 @@ impl Loader<'_> {
     /// `{name}.weight` `[n, k]` and `{name}.bias` `[n]`, `name` in diffusers or BFL form.
     fn linear(&mut self, d: &str, b: &str, n: usize, k: usize) -> Result<Linear> {
         let name = self.key(d, b);
-        Ok(Linear { w: self.matrix(&format!("{name}.weight"), n, k)?, b: self.vector(&[format!("{name}.bias")], &[n])?, lora: None })
+        Ok(Linear { w: self.matrix(&format!("{name}.weight"), n, k)?, b: self.vector(&[format!("{name}.bias")], &[n])?, lora: None, precision: Precision::F32 })
     }
 
     /// A fused projection: BFL stores it as `bfl` `[Σ rows, k]`; diffusers as the parts `parts`.
@@ -193,7 +196,7 @@ impl Loader<'_> {
             KeyScheme::Bfl { .. } => self.linear("", bfl, rows.iter().sum(), k),
             KeyScheme::Diffusers { prefix } => {
                 let names = |s: &str| parts.iter().map(|p| format!("{prefix}{p}.{s}")).collect::<Vec<_>>();
-                Ok(Linear { w: self.fused_matrix(&names("weight"), rows, k)?, b: self.vector(&names("bias"), rows)?, lora: None })
+                Ok(Linear { w: self.fused_matrix(&names("weight"), rows, k)?, b: self.vector(&names("bias"), rows)?, lora: None, precision: Precision::F32 })
             }
         }
     }
