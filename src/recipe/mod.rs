@@ -66,6 +66,20 @@ pub struct ModelUrls {
 }
 
 impl ModelUrls {
+    /// The same fields, each set one rewritten by `f` (e.g. made absolute).
+    pub fn map(&self, f: impl Fn(&str) -> String) -> ModelUrls {
+        let g = |o: &Option<String>| o.as_deref().map(&f);
+        ModelUrls {
+            root: g(&self.root),
+            transformer: g(&self.transformer),
+            t5: g(&self.t5),
+            clip: g(&self.clip),
+            vae: g(&self.vae),
+            t5_tokenizer: g(&self.t5_tokenizer),
+            clip_tokenizer: g(&self.clip_tokenizer),
+        }
+    }
+
     /// `(field name, url)` for every set field, in a fixed order.
     pub fn entries(&self) -> Vec<(&'static str, &str)> {
         [

@@ -87,16 +87,7 @@ pub fn model_spec(source: &ModelSource) -> AppResult<ModelUrls> {
         ModelSource::Preset(id) => model_preset(id).ok_or_else(|| AppError::Browser(format!("unknown model preset `{id}`")))?.model_urls(),
         ModelSource::Custom(u) => u.clone(),
     };
-    let abs = |o: &Option<String>| o.as_deref().map(|u| absolute(u).trim_end_matches('/').to_string());
-    let spec = ModelUrls {
-        root: abs(&urls.root),
-        transformer: abs(&urls.transformer),
-        vae: abs(&urls.vae),
-        t5: abs(&urls.t5),
-        clip: abs(&urls.clip),
-        t5_tokenizer: abs(&urls.t5_tokenizer),
-        clip_tokenizer: abs(&urls.clip_tokenizer),
-    };
+    let spec = urls.map(|u| absolute(u).trim_end_matches('/').to_string());
     if spec.root.is_none() && (spec.transformer.is_none() || spec.vae.is_none() || spec.t5.is_none() || spec.clip.is_none()) {
         return Err(AppError::Browser("give a model folder URL, or at least the transformer, T5, CLIP and VAE URLs".into()));
     }
