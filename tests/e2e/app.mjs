@@ -256,8 +256,16 @@ async function main() {
     const after = await page.evaluate(() => [document.body.dataset.state, document.getElementById('progress-text').textContent, document.getElementById('generate').disabled]);
     check('Cancel stops a run and re-enables Generate', after[0] === 'cancelled' && !after[2], `${after[0]}: ${after[1]}`);
 
-    // 7. A model on another host (CORS): the first Generate only shows what will download.
-    const [other, otherOrigin] = await listen(staticHandler({ '/': dist }));
+    // 7. A model on another host (CORS) that, like many static hosts, answers missing paths with
+    // its index.html (the sharded transformer's single-file probe must not take that for weights);
+    // the first Generate only shows what will download.
+    const spaFallback = (req, res) => {
+      const file = path.join(dist, decodeURIComponent(new URL(req.url, 'http://x').pathname));
+      if (existsSync(file)) return false;
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'access-control-allow-origin': '*' }).end('<!doctype html><title>app</title>');
+      return true;
+    };
+    const [other, otherOrigin] = await listen(staticHandler({ '/': dist }, spaFallback));
     try {
       await page.fill('#steps', '4');
       await page.selectOption('#model-preset', 'custom');

@@ -38,6 +38,7 @@ struct Reply {
     /// `Some(None)`: a header that does not parse.
     content_range: Option<Option<ContentRange>>,
     etag: Option<String>,
+    content_type: Option<String>,
 }
 
 /// One synchronous request; `Retry` for network failures (status 0).
@@ -68,7 +69,7 @@ fn request(method: &str, url: &str, range: Option<&str>) -> std::result::Result<
         Ok(v) if method != "HEAD" => v.dyn_into::<ArrayBuffer>().map(|ab| Uint8Array::new(&ab).to_vec()).unwrap_or_default(),
         _ => Vec::new(),
     };
-    Ok(Reply { status, body, content_range: header("content-range").map(|v| parse_content_range(&v)), etag: header("etag") })
+    Ok(Reply { status, body, content_range: header("content-range").map(|v| parse_content_range(&v)), etag: header("etag"), content_type: header("content-type") })
 }
 
 /// Busy-waits `ms` (a worker has no synchronous sleep without SharedArrayBuffer).
@@ -194,8 +195,11 @@ pub fn read_all(url: &str) -> Result<Vec<u8>> {
 pub fn exists(url: &str) -> Result<bool> {
     with_retries(XHR_RETRIES, || {
         let reply = request("HEAD", url, None)?;
+        // Static hosts with a single-page-app fallback answer any missing path with their
+        // index.html; no weights, config or tokenizer file is HTML.
+        let html = reply.content_type.as_deref().is_some_and(|t| t.trim_start().starts_with("text/html"));
         match reply.status {
-            200..=299 => Ok(true),
+            200..=299 => Ok(!html),
             404 | 410 => Ok(false),
             s => Err(status_fail(url, s)),
         }
