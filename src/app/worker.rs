@@ -155,10 +155,14 @@ async fn handle(engine: &Shared, msg: ToWorker, bufs: Vec<Vec<u8>>) {
             }
             Err(e) => report(0, &e),
         },
-        ToWorker::Plan { job, model, loras } => match plan(&paths(&model), &loras).await {
-            Ok(files) => post(&FromWorker::Plan { job, files }, vec![]),
-            Err(e) => report(job, &e),
-        },
+        ToWorker::Plan { job, model, loras } => {
+            let planned = plan(&paths(&model), &loras).await;
+            crate::weights::browser::opfs::release_all();
+            match planned {
+                Ok(files) => post(&FromWorker::Plan { job, files }, vec![]),
+                Err(e) => report(job, &e),
+            }
+        }
         ToWorker::Generate { job, request } => {
             let flag = engine.borrow().cancel.get(&job).cloned().unwrap_or_default();
             let result = generate(engine, job, &request, bufs, &flag).await;
@@ -214,6 +218,17 @@ async fn send_cache_list(note: String) {
 /// The files a run will read, with their cache state.
 async fn plan(paths: &crate::pipeline::generate::ModelPaths, loras: &[(String, f32)]) -> Result<Vec<PlannedFile>, Error> {
     let cached = cache::list().await.unwrap_or_default();
+    // Headers of files this browser already holds are read from its copy (an OPFS handle), not
+    // fetched again: every Generate plans first.
+    let roots: Vec<&str> = [&paths.model, &paths.transformer, &paths.vae, &paths.t5, &paths.clip]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .chain(loras.iter().map(|(u, _)| u.as_str()))
+        .collect();
+    for c in cached.iter().filter(|c| c.complete && roots.iter().any(|r| c.url.starts_with(r))) {
+        let _ = crate::weights::browser::opfs::prepare(&c.url).await;
+    }
     Ok(weight_files(paths, loras)?
         .into_iter()
         .map(|f| {
@@ -224,6 +239,13 @@ async fn plan(paths: &crate::pipeline::generate::ModelPaths, loras: &[(String, f
 }
 
 async fn generate(engine: &Shared, job: u32, req: &GenerateRequest, bufs: Vec<Vec<u8>>, cancel: &Cancel) -> Result<Finished, Error> {
+    let out = download_and_run(engine, job, req, bufs, cancel).await;
+    // Sync access handles lock their files: close them whatever happened.
+    crate::weights::browser::opfs::release_all();
+    out
+}
+
+async fn download_and_run(engine: &Shared, job: u32, req: &GenerateRequest, bufs: Vec<Vec<u8>>, cancel: &Cancel) -> Result<Finished, Error> {
     let gpu = gpu(engine).await?;
     post(&FromWorker::Stage { job, stage: "download".into(), what: "checking the files".into() }, vec![]);
     let files = plan(&paths(&req.model), &req.loras).await?;
@@ -231,6 +253,5 @@ async fn generate(engine: &Shared, job: u32, req: &GenerateRequest, bufs: Vec<Ve
     let mut session = std::mem::take(&mut engine.borrow_mut().session);
     let out = run_job(&gpu, &mut session, job, req, bufs, cancel).await;
     engine.borrow_mut().session = session;
-    crate::weights::browser::opfs::release_all();
     out
 }
