@@ -139,12 +139,9 @@ fn http_hint(status: u16) -> &'static str {
     }
 }
 
-/// The `host[:port]` part of a URL, for messages (the whole string when it has no scheme).
-fn url_host(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let host = &rest[..end];
-    host.rsplit_once('@').map_or(host, |(_, h)| h)
+/// The host a URL is fetched from, for messages (the whole string when it has none).
+fn url_host(url: &str) -> String {
+    crate::recipe::url_host(url).unwrap_or_else(|| url.to_string())
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

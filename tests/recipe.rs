@@ -7,7 +7,7 @@ use iclora::recipe::presets::{build_prompt, model_presets, split_prompt, task_pr
 use iclora::recipe::png::{encode_png, recipe_from_png, KEYWORD};
 use iclora::recipe::share::{base64url_decode, base64url_encode, from_fragment, to_fragment};
 use iclora::recipe::zip::zip;
-use iclora::recipe::{check_url, url_host, Adapter, ModelSource, ModelUrls, Recipe, RECIPE_VERSION};
+use iclora::recipe::{check_url, parse_web_url, url_host, Adapter, ModelSource, ModelUrls, Recipe, RECIPE_VERSION};
 use iclora::reference::pack::pack;
 
 /// xorshift64*: deterministic test data without a dependency.
@@ -40,7 +40,7 @@ fn rich() -> Recipe {
         t5: Some("https://CDN.Example.com/t5.gguf?download=true".into()),
         ..Default::default()
     });
-    r.adapters.push(Adapter { url: "http://user@lora.example.net/ü.safetensors".into(), scale: -0.35 });
+    r.adapters.push(Adapter { url: "http://lora.example.net/ü.safetensors".into(), scale: -0.35 });
     r.captions.overall = "Ein Fest 🎆 — «天空» \"quoted\" \\ back".into();
     r.captions.panels[1] = "<Léa> 😀 in 北京, tab\there".into();
     r.prompt = "edited by hand: 🎆 «天空» <Léa>\nnew line".into();
@@ -171,7 +171,7 @@ fn hosts_lists_distinct_download_hosts() {
     assert_eq!(film("tiny").hosts(), vec!["huggingface.co"]);
     assert_eq!(rich().hosts(), vec!["cdn.example.com", "example.org:8443", "huggingface.co", "lora.example.net"]);
     assert_eq!(url_host("HTTPS://Sub.Example.ORG/a?b#c").as_deref(), Some("sub.example.org"));
-    assert_eq!(url_host("https://u:p@h.io:1/x").as_deref(), Some("h.io:1"));
+    assert_eq!(url_host("https://h.io:1/x").as_deref(), Some("h.io:1"));
     for bad in ["https://", "https:///x", "http://:80/", "mailto:a@b.c", "tiny-flux/", "//h.io/x"] {
         assert_eq!(url_host(bad), None, "{bad}");
         assert!(check_url("u", bad).is_err());
@@ -421,4 +421,62 @@ fn preview_of_constant_channels_is_one_color() {
     assert!(matches!(latent_preview(&[0.0; 64], 2, 4), Err(Error::ShapeMismatch { .. })));
     assert!(matches!(latent_preview(&[0.0; 64], 3, 2), Err(Error::InvalidArgument(_))));
     assert!(matches!(latent_preview(&[], 0, 0), Err(Error::InvalidArgument(_))));
+}
+
+/// Hosts are read as the browser reads them (WHATWG), and any URL where a reader and the browser
+/// could see different hosts is refused.
+#[test]
+fn urls_that_could_hide_their_host_are_refused() {
+    let refused = [
+        // The browser reads `\` as `/`: fetched from evil.example, shown as huggingface.co before.
+        "https://evil.example\\@huggingface.co/x.safetensors",
+        "https://evil.example\\huggingface.co/x",
+        "https://huggingface.co\\x.safetensors",
+        // User names and passwords hide the host after `@`.
+        "https://huggingface.co@evil.example/x",
+        "https://u:p@h.io:1/x",
+        "https://@h.io/x",
+        "https://huggingface.co%40evil.example/x",
+        // Hosts the parser rewrites: numeric shorthands, percent-encoding, IPv6 not in shortest form.
+        "http://127.1/x",
+        "http://2130706433/x",
+        "http://0x7f.0.0.1/x",
+        "https://%65vil.example/x",
+        "http://[0:0::1]/x",
+    ];
+    for bad in refused {
+        let e = parse_web_url("adapters[0].url", bad).expect_err(bad);
+        assert!(matches!(&e, iclora::Error::InvalidRecipe { field, .. } if field == "adapters[0].url"), "{bad}: {e}");
+        assert_eq!(url_host(bad), None, "{bad}");
+        assert!(check_url("u", bad).is_err(), "{bad}");
+    }
+    let e = parse_web_url("u", refused[0]).unwrap_err().to_string();
+    assert!(e.contains("backslash"), "{e}");
+    let e = parse_web_url("u", refused[3]).unwrap_err().to_string();
+    assert!(e.contains("evil.example") && e.contains('@'), "the message names the real host: {e}");
+
+    // Accepted: mixed case (hosts are case-insensitive), ports (the default one dropped), IPv6.
+    let ok = |u: &str| parse_web_url("u", u).unwrap_or_else(|e| panic!("{u}: {e}"));
+    assert_eq!(ok("HTTPS://HuggingFace.CO/a/b?c#d").host, "huggingface.co");
+    assert_eq!(ok("https://h.example:443/x").host, "h.example");
+    assert_eq!(ok("http://h.example:80/x").host, "h.example");
+    assert_eq!(ok("https://h.example:8443/x").host, "h.example:8443");
+    assert_eq!(ok("http://[::1]:8080/x").host, "[::1]:8080");
+    assert_eq!(ok("http://127.0.0.1:9/x").host, "127.0.0.1:9");
+    // What is fetched is the parser's serialization.
+    assert_eq!(ok("HTTPS://H.example:443/a b".replace(' ', "%20").as_str()).href, "https://h.example/a%20b");
+
+    // An internationalized host: contacted (and shown first) as punycode, the Unicode form beside.
+    // "һ" is CYRILLIC SMALL LETTER SHHA, a look-alike of Latin "h".
+    let idn = ok("https://һuggingface.co/x.safetensors");
+    assert_eq!(idn.host, "xn--uggingface-nzj.co");
+    assert_eq!(idn.host_unicode.as_deref(), Some("һuggingface.co"));
+    assert_eq!(idn.host_label(), "xn--uggingface-nzj.co (һuggingface.co)");
+    assert_ne!(idn.host, "huggingface.co");
+    // Typed in punycode already: nothing to show beside it.
+    assert_eq!(ok("https://xn--uggingface-nzj.co/x").host_unicode, None);
+    // A recipe's host list shows the label.
+    let mut r = rich();
+    r.adapters[0].url = "https://һuggingface.co/x.safetensors".into();
+    assert!(r.hosts().contains(&"xn--uggingface-nzj.co (һuggingface.co)".to_string()), "{:?}", r.hosts());
 }

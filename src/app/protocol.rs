@@ -144,4 +144,7 @@ pub enum FromWorker {
     Exported { job: u32, names: Vec<String> },
     Cache { files: Vec<CachedFile>, note: String },
     Error { job: u32, kind: String, message: String },
+    /// The worker's wasm instance died (web/worker.js reports a rejected promise, e.g. a panic in
+    /// an async task); the page replaces the worker.
+    Crashed { message: String },
 }

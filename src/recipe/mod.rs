@@ -8,7 +8,10 @@
 pub mod png;
 pub mod presets;
 pub mod share;
+pub mod url;
 pub mod zip;
+
+pub use url::{parse_web_url, WebUrl};
 
 use std::collections::BTreeSet;
 
@@ -145,31 +148,15 @@ fn invalid(field: impl Into<String>, why: impl Into<String>) -> Error {
     Error::InvalidRecipe { field: field.into(), why: why.into() }
 }
 
-/// The host (lower-case, with `:port` if given) of an `http://` / `https://` URL; `None` for
-/// anything else (relative URLs included).
+/// The host (`host[:port]`, lower case, punycode) an http(s) URL is fetched from; `None` for
+/// anything [`parse_web_url`] refuses (relative URLs, hidden hosts, other schemes).
 pub fn url_host(url: &str) -> Option<String> {
-    let strip = |scheme: &str| -> Option<&str> {
-        let head = url.get(..scheme.len())?;
-        head.eq_ignore_ascii_case(scheme).then(|| &url[scheme.len()..])
-    };
-    let rest = strip("https://").or_else(|| strip("http://"))?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority.rsplit('@').next().unwrap_or("");
-    if host.is_empty() || host.starts_with(':') {
-        return None;
-    }
-    Some(host.to_ascii_lowercase())
+    parse_web_url("url", url).ok().map(|u| u.host)
 }
 
-/// `Ok` for an absolute http(s) URL with a host and no whitespace or control characters.
+/// `Ok` for an absolute http(s) URL whose host reads as it is fetched (see [`url`]).
 pub fn check_url(field: &str, url: &str) -> Result<()> {
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(field, "contains spaces or control characters; paste the URL again"));
-    }
-    match url_host(url) {
-        Some(h) if !h.contains(['\\', '<', '>', '"']) => Ok(()),
-        _ => Err(invalid(field, format!("`{url}` is not an http(s) URL (only http:// and https:// links can be downloaded)"))),
-    }
+    parse_web_url(field, url).map(|_| ())
 }
 
 fn check_id(field: &str, id: &str) -> Result<()> {
@@ -274,9 +261,10 @@ impl Recipe {
         out
     }
 
-    /// The distinct hosts this recipe will download from, sorted (for the confirmation dialog).
+    /// The distinct hosts this recipe will download from, sorted, as people should read them
+    /// (punycode with the Unicode form beside it, [`WebUrl::host_label`]).
     pub fn hosts(&self) -> Vec<String> {
-        self.urls().iter().filter_map(|u| url_host(u)).collect::<BTreeSet<_>>().into_iter().collect()
+        self.urls().iter().filter_map(|u| parse_web_url("url", u).ok()).map(|u| u.host_label()).collect::<BTreeSet<_>>().into_iter().collect()
     }
 
     /// Canonical JSON (field names as in the struct), for PNG metadata and debugging.

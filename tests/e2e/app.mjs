@@ -9,13 +9,21 @@
 //     the OK gives the same image; the PNG's recipe restores the form;
 //   - a reference-conditioned run matches the native run with --reference;
 //   - a LoRA by URL matches native --lora; a 404 LoRA and a LoRA for another
-//     model show their errors and the page generates again afterwards.
+//     model show their errors and the page generates again afterwards;
+//   - a share link whose adapter URL hides its host behind a backslash never
+//     contacts that host; a crashed engine worker (uncaught error, rejected
+//     promise, unreadable message) ends the job with a message, is restarted,
+//     and the next Generate works with the form and gallery kept;
+//   - a model on another host: nothing is contacted before an explicit click
+//     in the hosts dialog (Ctrl+Enter does not confirm), then the sizes, then
+//     a second click downloads and the image matches native.
 // Screenshots of the main states go to tests/e2e/screenshots/. The last line
 // is `app: N passed, M failed`.
 
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import path from 'node:path';
 import { browser, listen, staticHandler } from './lib.mjs';
 
@@ -102,6 +110,24 @@ async function cliArgs(page) {
 function native(args, out) {
   execFileSync(cli, ['generate', ...args, '--out', out], { stdio: ['ignore', 'ignore', 'pipe'] });
   return out;
+}
+
+/** `link` with its recipe's adapters replaced (the wire format of src/recipe/share.rs). */
+function withAdapters(link, adapters) {
+  const [page, frag] = link.split('#r=');
+  const wire = JSON.parse(inflateRawSync(Buffer.from(frag, 'base64url')).toString());
+  wire[2] = adapters;
+  return `${page}#r=${deflateRawSync(Buffer.from(JSON.stringify(wire))).toString('base64url')}`;
+}
+
+/** The engine worker of `page` (a module worker named iclora-engine). */
+async function engineWorker(page, previous = null) {
+  for (let i = 0; i < 200; i++) {
+    const w = page.workers().find((w) => w !== previous && w.url().includes('worker.js'));
+    if (w) return w;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('no engine worker');
 }
 
 async function addAdapter(page, url) {
@@ -196,6 +222,36 @@ async function main() {
       await second.close();
     }
 
+    // 3b. A share link whose adapter URL hides another host behind a backslash: the browser
+    // would fetch `http://127.0.0.1:EVIL\@127.0.0.1:OURS/...` from EVIL. It must never be
+    // contacted unless the dialog lists it.
+    let evilHits = 0;
+    const [evil, evilOrigin] = await listen((req, res) => { evilHits++; res.writeHead(404, { 'access-control-allow-origin': '*' }).end(); });
+    const third = await browser();
+    try {
+      const p3 = third.context.pages()[0] ?? (await third.context.newPage());
+      const hidden = `${evilOrigin}\\@${origin.slice('http://'.length)}/fixtures/pipe_lora_a_diffusers.safetensors`;
+      await p3.goto(withAdapters(link, [[hidden, 1]]));
+      await p3.waitForFunction(() => document.body.dataset.engine === 'ready', null, { timeout: 120_000 });
+      const shown = await p3.evaluate(() => ({
+        confirm: document.body.dataset.confirm ?? '',
+        hosts: [...document.querySelectorAll('#confirm-hosts li')].map((li) => li.textContent),
+        error: document.getElementById('error').textContent,
+      }));
+      const evilHost = evilOrigin.slice('http://'.length);
+      const listed = shown.confirm === 'open' && shown.hosts.some((h) => h.startsWith(evilHost));
+      if (shown.confirm === 'open') {
+        await p3.click('#confirm-ok');
+        await p3.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state), null, { timeout: TIMEOUT }).catch(() => {});
+      }
+      check('a share link with a backslash-hidden host never contacts it unlisted', evilHits === 0 || listed,
+        `${evilHits} requests to the hidden host; dialog: ${shown.confirm || 'none'} [${shown.hosts.join(', ')}]; ${shown.error.slice(0, 120)}`);
+      check('...and the link is refused with a reason', shown.confirm !== 'open' && /backslash/.test(shown.error), shown.error.slice(0, 160));
+    } finally {
+      await third.close();
+      evil.close();
+    }
+
     // 4. Reference-conditioned: panel 1 kept from an exported panel, vs native --reference.
     const [panelDl] = await Promise.all([page.waitForEvent('download'), page.click('#download-panels')]);
     const refFile = path.join(tmp, 'reference.png');
@@ -256,6 +312,34 @@ async function main() {
     const after = await page.evaluate(() => [document.body.dataset.state, document.getElementById('progress-text').textContent, document.getElementById('generate').disabled]);
     check('Cancel stops a run and re-enables Generate', after[0] === 'cancelled' && !after[2], `${after[0]}: ${after[1]}`);
 
+    // 6b. The engine worker dies (a wasm panic or a failed allocation ends as an uncaught error
+    // or a rejected promise; a corrupt message is just as fatal): the job ends with a message,
+    // a new worker starts, and the next Generate works with the form and the gallery kept.
+    const kills = [
+      ['an uncaught error', () => setTimeout(() => { throw new Error('test: engine crash'); }, 0)],
+      ['a rejected promise', () => { Promise.reject(new Error('test: engine crash')); }],
+      ['an unreadable message', () => self.postMessage({ json: '{"type":', bufs: [] })],
+    ];
+    await page.fill('#steps', '30');
+    for (const [how, kill] of kills) {
+      const worker = await engineWorker(page);
+      const gallery = await page.evaluate(() => document.querySelectorAll('#gallery > *').length);
+      await page.evaluate(() => { document.body.dataset.state = ''; });
+      await page.click('#generate');
+      await page.waitForFunction(() => /^Step \d+\/30/.test(document.getElementById('progress-text').textContent), null, { timeout: TIMEOUT });
+      await worker.evaluate(kill).catch(() => {});
+      await page.waitForFunction(() => ['error', 'done'].includes(document.body.dataset.state), null, { timeout: 60_000 });
+      const crash = await page.evaluate(() => [document.body.dataset.state, document.body.dataset.errorKind, document.getElementById('error').textContent]);
+      await page.waitForFunction(() => document.body.dataset.engine === 'ready', null, { timeout: 120_000 });
+      const steps = await page.inputValue('#steps');
+      const run = await generate(page);
+      const after = await page.evaluate(() => document.querySelectorAll('#gallery > *').length);
+      check(`a worker killed by ${how} is reported and replaced, and the next Generate works`,
+        crash[0] === 'error' && crash[1] === 'crashed' && run.state === 'done' && steps === '30' && after === gallery + 1,
+        `${crash[1]}: ${crash[2].slice(0, 100)}; next run ${run.state}${run.error ? ' ' + run.error.slice(0, 80) : ''}; gallery ${gallery} → ${after}`);
+    }
+    await page.screenshot({ path: `${shots}/crashed.png`, fullPage: true });
+
     // 7. A model on another host (CORS) that, like many static hosts, answers missing paths with
     // its index.html (the sharded transformer's single-file probe must not take that for weights);
     // the first Generate only shows what will download.
@@ -265,18 +349,34 @@ async function main() {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'access-control-allow-origin': '*' }).end('<!doctype html><title>app</title>');
       return true;
     };
-    const [other, otherOrigin] = await listen(staticHandler({ '/': dist }, spaFallback));
+    let otherHits = 0;
+    const counted = staticHandler({ '/': dist }, spaFallback);
+    const [other, otherOrigin] = await listen((req, res) => { otherHits++; return counted(req, res); });
     try {
       await page.fill('#steps', '4');
       await page.selectOption('#model-preset', 'custom');
       await page.fill('#model-root', `${otherOrigin}/tiny-flux`);
+      await page.dispatchEvent('#model-preset', 'change');
       await page.evaluate(() => { document.body.dataset.state = ''; document.body.dataset.confirm = ''; });
       await page.click('#generate');
-      await page.waitForFunction(() => document.body.dataset.confirm === 'downloads' || document.body.dataset.state === 'error', null, { timeout: 60_000 });
-      const asked = await page.evaluate(() => [document.body.dataset.state, document.getElementById('status').textContent, document.getElementById('plan-table').rows.length, document.getElementById('error').textContent]);
+      await page.waitForFunction(() => document.body.dataset.confirm === 'open' || document.body.dataset.state === 'error', null, { timeout: 60_000 });
+      const hostsAsk = await page.evaluate(() => [document.body.dataset.ask, [...document.querySelectorAll('#confirm-hosts li')].map((li) => li.textContent)]);
+      // Ctrl+Enter while the dialog is open is not a confirmation.
+      await page.keyboard.press('Control+Enter');
+      await new Promise((r) => setTimeout(r, 500));
+      const stillOpen = await page.evaluate(() => document.getElementById('confirm').open && document.body.dataset.confirm === 'open');
+      check('another host: nothing is contacted before the hosts dialog is clicked (not by Ctrl+Enter)',
+        hostsAsk[0] === 'hosts' && hostsAsk[1].some((h) => h.startsWith(otherOrigin.slice('http://'.length))) && stillOpen && otherHits === 0,
+        `${otherHits} requests; ask ${hostsAsk[0]} [${hostsAsk[1].join(', ')}]; open after Ctrl+Enter: ${stillOpen}`);
+      await page.click('#confirm-ok');
+      await page.waitForFunction(() => (document.body.dataset.confirm === 'open' && document.body.dataset.ask === 'downloads') || document.body.dataset.state === 'error', null, { timeout: 60_000 });
+      const asked = await page.evaluate(() => [document.body.dataset.state, document.getElementById('confirm-intro').textContent, document.getElementById('plan-table').rows.length, document.getElementById('error').textContent]);
       await page.screenshot({ path: `${shots}/download-plan.png`, fullPage: true });
-      check('another host: the first Generate lists the download and waits', asked[0] === '' && /download \d/.test(asked[1]) && asked[2] >= 4, `${asked[2]} files; ${asked[1].slice(0, 90)}`);
-      const run8 = await generate(page);
+      check('then the sizes are asked and the download waits for a second click', asked[0] === '' && /download \d/.test(asked[1]) && asked[2] >= 4, `${asked[2]} files; ${asked[1].slice(0, 90)}`);
+      await page.evaluate(() => { document.body.dataset.state = ''; });
+      await page.click('#confirm-ok');
+      await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state), null, { timeout: TIMEOUT, polling: 100 });
+      const run8 = await page.evaluate(() => ({ state: document.body.dataset.state, error: document.getElementById('error').textContent }));
       const want8 = await pngPixels(page, native((await cliArgs(page))[0], path.join(tmp, 'native-other.png')));
       const db8 = run8.state === 'done' ? psnr(await canvasPixels(page), want8, 4) : 0;
       check('the second Generate downloads from the other host (CORS) and matches native', db8 >= 40, run8.state === 'done' ? `${db8.toFixed(1)} dB` : run8.error);

@@ -2,6 +2,7 @@
 //! and previews (the engine runs in a worker, `crate::app::worker`), results, the gallery, share
 //! links and PNG recipes.
 
+mod confirm;
 mod form;
 mod output;
 mod refs;
@@ -57,6 +58,16 @@ pub struct State {
     pub confirmed: Option<String>,
     /// A plan requested to show what a Generate would download.
     pub confirming: Option<String>,
+    /// The hosts the user let this page contact in this visit (`host[:port]`, punycode).
+    pub allowed_hosts: std::collections::BTreeSet<String>,
+    /// What the open confirmation dialog asks, and the hosts it lists.
+    pub asking: Option<(confirm::Ask, Vec<String>)>,
+    /// Counts engine workers started; a crash report names the one it is about.
+    pub engine_generation: u32,
+    /// Restarts since the engine was last ready (a worker that dies on start is not retried forever).
+    pub restarts_unready: u32,
+    /// LoRA files the user dropped, by name: given to every new engine worker.
+    pub dropped_files: BTreeMap<String, Vec<u8>>,
 }
 
 pub struct Studio {
@@ -99,18 +110,75 @@ pub fn start() -> AppResult<App> {
     let app: App = Rc::new(Studio { state: RefCell::default(), client: RefCell::new(None) });
     form::fill_presets()?;
     form::set_value_default()?;
-    let a = app.clone();
-    let client = Client::start(move |msg, bufs| {
-        if let Err(e) = on_message(&a, msg, bufs) {
-            output::show_error(&e.to_string(), "error");
-        }
-    })?;
-    *app.client.borrow_mut() = Some(client);
-    app.send(&ToWorker::Init, vec![])?;
+    spawn_engine(&app)?;
     bind(&app)?;
     refs::rebuild(&app)?;
     share::on_load(&app)?;
     Ok(app)
+}
+
+/// Starts an engine worker and asks it to open the GPU.
+fn spawn_engine(app: &App) -> AppResult<()> {
+    let a = app.clone();
+    let on_msg = move |msg, bufs| {
+        if let Err(e) = on_message(&a, msg, bufs) {
+            output::show_error(&e.to_string(), "error");
+        }
+    };
+    let a = app.clone();
+    let generation = app.state.borrow().engine_generation;
+    let on_crash = move |why: String| {
+        // Later in this turn: the handler calling this belongs to the client `restart` drops.
+        let a = a.clone();
+        wasm_bindgen_futures::spawn_local(async move { restart(&a, generation, &why) });
+    };
+    *app.client.borrow_mut() = Some(Client::start(on_msg, on_crash)?);
+    app.send(&ToWorker::Init, vec![])?;
+    // The worker keeps dropped LoRA files in its memory: a new one gets them again.
+    for (name, bytes) in app.state.borrow().dropped_files.iter() {
+        app.send(&ToWorker::AddFile { name: name.clone() }, vec![bytes.clone()])?;
+    }
+    Ok(())
+}
+
+/// After this many restarts without the engine becoming ready, the page stops trying.
+const MAX_RESTARTS_UNREADY: u32 = 2;
+
+/// The engine worker `generation` died: ends its job with a message, replaces the worker, and
+/// keeps everything the page holds (the form, references, the gallery, dropped LoRA files).
+fn restart(app: &App, generation: u32, why: &str) {
+    let attempts = {
+        let mut s = app.state.borrow_mut();
+        if s.engine_generation != generation {
+            return; // Already replaced (one death can be reported twice).
+        }
+        s.engine_generation += 1;
+        s.restarts_unready += 1;
+        (s.plan_job, s.confirming) = (None, None);
+        s.restarts_unready
+    };
+    web_sys::console::error_1(&format!("the engine's worker stopped: {why}").into());
+    drop(app.client.borrow_mut().take());
+    let was_running = app.state.borrow().running.is_some();
+    if was_running {
+        let _ = output::finished(app);
+    }
+    // Until the new worker is ready.
+    let _ = enable("generate", false);
+    let _ = set_text("plan-summary", "");
+    let _ = crate::app::dom::set_marker("engine", "restarting");
+    let what = if was_running { "stopped during this generation" } else { "stopped" };
+    if attempts > MAX_RESTARTS_UNREADY {
+        output::show_error(&format!("The engine {what} ({why}) and could not be started again. Your settings and sets are still here; reload the page to try again."), "crashed");
+        return;
+    }
+    output::show_error(
+        &format!("The engine {what} ({why}). It is being restarted; your settings, reference panels and sets are kept. Press Generate to try again (with fewer steps, a smaller canvas or a smaller model if this repeats)."),
+        "crashed",
+    );
+    if let Err(e) = spawn_engine(app) {
+        output::show_error(&format!("The engine could not be restarted ({e}); reload the page."), "crashed");
+    }
 }
 
 fn bind(app: &App) -> AppResult<()> {
@@ -119,8 +187,8 @@ fn bind(app: &App) -> AppResult<()> {
     on::<Event>(&by_id("model-preset")?, "change", move |_| {
         let _ = value("model-preset").and_then(|id| form::describe_model(&id));
         let _ = form::fit_canvas_to_model();
-        // What this model will download, before anything is (headers only).
-        if let Err(e) = plan(&a) {
+        // What this model will download (headers only), when its hosts may be contacted.
+        if let Err(e) = plan_if_allowed(&a) {
             let _ = set_text("plan-summary", &e.to_string());
         }
     })?;
@@ -155,7 +223,10 @@ fn bind(app: &App) -> AppResult<()> {
     on::<KeyboardEvent>(&doc, "keydown", move |e| {
         if e.key() == "Enter" && (e.ctrl_key() || e.meta_key()) {
             e.prevent_default();
-            generate(&a);
+            // A confirmation is a click on its button, never a shortcut.
+            if !confirm::is_open() {
+                generate(&a);
+            }
         }
     })?;
     let a = app.clone();
@@ -168,11 +239,40 @@ fn bind(app: &App) -> AppResult<()> {
     })?;
     let a = app.clone();
     on::<Event>(&by_id("plan-check")?, "click", move |_| {
-        let _ = plan(&a);
+        let asked = form_hosts().map(|h| confirm::unallowed(&a, h)).and_then(|hosts| {
+            if hosts.is_empty() {
+                plan(&a)
+            } else {
+                confirm::open(&a, confirm::Ask::Plan, &hosts, "")
+            }
+        });
+        if let Err(e) = asked {
+            let _ = set_text("plan-summary", &e.to_string());
+        }
     })?;
     output::bind(app)?;
+    confirm::bind(app)?;
     share::bind(app)?;
     Ok(())
+}
+
+/// The hosts the form's model and adapters come from.
+fn form_hosts() -> AppResult<Vec<confirm::Host>> {
+    let model = model_spec(&form::model_source()?)?;
+    let adapters = form::adapters()?;
+    Ok(confirm::hosts_of(model.entries().into_iter().map(|(_, u)| u).chain(adapters.iter().map(|a| a.url.as_str()))))
+}
+
+/// The plan of the form's model, if all its hosts may be contacted; else says which hosts a
+/// size check would ask.
+fn plan_if_allowed(app: &App) -> AppResult<()> {
+    let hosts = confirm::unallowed(app, form_hosts()?);
+    if hosts.is_empty() {
+        return plan(app);
+    }
+    crate::app::dom::clear(&by_id("plan-table")?);
+    let names: Vec<&str> = hosts.iter().map(|h| h.label.as_str()).collect();
+    set_text("plan-summary", &format!("This model downloads from {}. “Check download size” asks them for the sizes; nothing is contacted before that.", names.join(", ")))
 }
 
 /// Asks the worker for the download plan of the chosen model and adapters.
@@ -183,7 +283,7 @@ fn plan(app: &App) -> AppResult<()> {
 }
 
 fn plan_of(app: &App, model: ModelUrls, loras: Vec<(String, f32)>) -> AppResult<()> {
-    set_text("plan-summary", "Asking the servers for file sizes…")?;
+    set_text("plan-summary", "Asking the servers for file sizes (headers only)…")?;
     let job = next_job(app);
     app.state.borrow_mut().plan_job = Some(job);
     app.send(&ToWorker::Plan { job, model, loras }, vec![])
@@ -238,8 +338,12 @@ fn try_generate(app: &App) -> AppResult<()> {
     // Gigabytes from other hosts are fetched only after the user has seen what they are.
     let key = download_key(&request.model, &request.loras);
     if from_other_hosts(&request.model, &request.loras) && app.state.borrow().confirmed.as_deref() != Some(key.as_str()) {
+        let hosts = confirm::unallowed(app, request_hosts(&request.model, &request.loras));
+        if !hosts.is_empty() {
+            return confirm::open(app, confirm::Ask::Generate, &hosts, "");
+        }
         app.state.borrow_mut().confirming = Some(key);
-        output::status("Checking what this model downloads; nothing is fetched yet…", "ok")?;
+        output::status("Asking the servers for file sizes (headers only); no weights are downloaded yet…", "ok")?;
         return plan_of(app, request.model, request.loras);
     }
     let job = next_job(app);
@@ -253,10 +357,15 @@ fn download_key(model: &ModelUrls, loras: &[(String, f32)]) -> String {
     urls.join(" ")
 }
 
+/// The hosts of a request's files.
+fn request_hosts(model: &ModelUrls, loras: &[(String, f32)]) -> Vec<confirm::Host> {
+    confirm::hosts_of(model.entries().into_iter().map(|(_, u)| u).chain(loras.iter().map(|(u, _)| u.as_str())))
+}
+
 /// Whether any file comes from another host than this page's.
 fn from_other_hosts(model: &ModelUrls, loras: &[(String, f32)]) -> bool {
     let own = crate::app::dom::window().ok().and_then(|w| w.location().host().ok()).unwrap_or_default();
-    model.entries().into_iter().map(|(_, u)| u).chain(loras.iter().map(|(u, _)| u.as_str())).any(|u| crate::recipe::url_host(u).is_some_and(|h| h != own))
+    request_hosts(model, loras).iter().any(|h| h.host != own)
 }
 
 /// The user accepted downloads for the form's current model and adapters (a share link's OK).
@@ -270,6 +379,7 @@ pub fn confirm_downloads(app: &App) -> AppResult<()> {
 fn on_message(app: &App, msg: FromWorker, bufs: Vec<Vec<u8>>) -> AppResult<()> {
     match msg {
         FromWorker::Ready { adapter, shader_f16, .. } => {
+            app.state.borrow_mut().restarts_unready = 0;
             enable("generate", true)?;
             let f16 = if shader_f16 { "" } else { " This GPU lacks shader-f16: the f32 path runs, which is slower." };
             output::status(&format!("Engine ready on {}.{f16}", if adapter.is_empty() { "your GPU" } else { &adapter }), "ok")?;
@@ -284,19 +394,14 @@ fn on_message(app: &App, msg: FromWorker, bufs: Vec<Vec<u8>>) -> AppResult<()> {
                 output::show_plan(&files)?;
                 let confirming = app.state.borrow_mut().confirming.take();
                 if let Some(key) = confirming {
-                    app.state.borrow_mut().confirmed = Some(key);
                     let missing: u64 = files.iter().filter(|f| !f.cached).map(|f| f.bytes).sum();
                     if missing == 0 {
+                        app.state.borrow_mut().confirmed = Some(key);
                         generate(app);
                     } else {
-                        output::status(
-                            &format!(
-                                "Generate will first download {} into this browser's storage (see step 1 for the files and the GPU memory estimate). Press Generate again to start.",
-                                super::dom::human_bytes(missing)
-                            ),
-                            "ok",
-                        )?;
-                        super::dom::set_marker("confirm", "downloads")?;
+                        output::status(&format!("Generate will first download {}; confirm to start.", super::dom::human_bytes(missing)), "ok")?;
+                        let hosts = confirm::hosts_of(files.iter().filter(|f| !f.cached).map(|f| f.location.as_str()));
+                        confirm::open(app, confirm::Ask::Download { key, bytes: missing }, &hosts, "")?;
                     }
                 }
             }

@@ -3,18 +3,14 @@
 //! the user's OK; dropping a PNG made here restores its recipe (without generating).
 
 use wasm_bindgen::JsCast;
-use web_sys::{DragEvent, Event, HtmlDialogElement};
+use web_sys::{DragEvent, Event};
 
 use super::output::{show_error, status};
-use super::{form, generate, App};
-use crate::app::dom::{add, by_id, clear, set_text, set_value, window, AppError, AppResult};
+use super::{form, App};
+use crate::app::dom::{by_id, set_text, set_value, window, AppError, AppResult};
 use crate::recipe::png::recipe_from_png;
 use crate::recipe::share::{from_fragment, to_fragment};
-use crate::recipe::{url_host, Recipe};
-
-fn dialog() -> AppResult<HtmlDialogElement> {
-    by_id("confirm")?.dyn_into().map_err(|_| AppError::Browser("#confirm is not a <dialog>".into()))
-}
+use crate::recipe::Recipe;
 
 /// The page URL without its fragment.
 fn page_url() -> AppResult<String> {
@@ -46,7 +42,7 @@ pub fn on_load(app: &App) -> AppResult<()> {
         Ok(recipe) => {
             form::restore(&recipe)?;
             refresh_refs(app);
-            ask(&recipe)
+            ask(app, &recipe)
         }
         Err(e) => {
             show_error(&format!("This share link could not be opened: {e}"), "share");
@@ -59,54 +55,21 @@ fn refresh_refs(app: &App) {
     let _ = super::refs::rebuild(app);
 }
 
-/// Opens the host confirmation dialog for `recipe`.
-fn ask(recipe: &Recipe) -> AppResult<()> {
-    let own = window()?.location().host()?;
-    let list = by_id("confirm-hosts")?;
-    clear(&list);
-    let mut hosts: Vec<String> = recipe
-        .urls()
-        .iter()
-        .map(|u| url_host(u).unwrap_or_else(|| own.clone()))
-        .collect();
-    hosts.sort();
-    hosts.dedup();
-    for h in hosts {
-        let label = if h == own { format!("{h} (this site)") } else { h };
-        add(&list, "li", "", &label)?;
-    }
-    set_text(
-        "confirm-note",
-        &format!(
-            "{} steps at {}×{}, seed {}.{}",
-            recipe.steps,
-            recipe.width,
-            recipe.height,
-            recipe.seed,
-            if recipe.references_used { " The original set used reference images, which links do not carry." } else { "" }
-        ),
-    )?;
-    dialog()?.show_modal()?;
-    crate::app::dom::set_marker("confirm", "open")
+/// Asks before downloading what `recipe` names (the hosts, then a generation).
+fn ask(app: &App, recipe: &Recipe) -> AppResult<()> {
+    let note = format!(
+        "{} steps at {}×{}, seed {}.{}",
+        recipe.steps,
+        recipe.width,
+        recipe.height,
+        recipe.seed,
+        if recipe.references_used { " The original set used reference images, which links do not carry." } else { "" }
+    );
+    let urls = recipe.urls();
+    super::confirm::open(app, super::confirm::Ask::Link, &super::confirm::hosts_of(urls.iter().map(String::as_str)), &note)
 }
 
 pub fn bind(app: &App) -> AppResult<()> {
-    let a = app.clone();
-    crate::app::dom::on::<Event>(&by_id("confirm-ok")?, "click", move |_| {
-        let _ = dialog().map(|d| d.close());
-        let _ = crate::app::dom::set_marker("confirm", "accepted");
-        let _ = super::confirm_downloads(&a);
-        if a.client.borrow().is_some() && crate::app::dom::body().ok().and_then(|b| b.dataset().get("engine")).as_deref() == Some("ready") {
-            generate(&a);
-        } else {
-            a.state.borrow_mut().pending_generate = true;
-        }
-    })?;
-    crate::app::dom::on::<Event>(&by_id("confirm-cancel")?, "click", |_| {
-        let _ = dialog().map(|d| d.close());
-        let _ = crate::app::dom::set_marker("confirm", "declined");
-        let _ = status("Recipe restored; nothing was downloaded. Press Generate when you are ready.", "ok");
-    })?;
     let a = app.clone();
     crate::app::dom::on::<Event>(&by_id("adapter-file")?, "change", move |e| {
         let input = e.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok());
@@ -148,7 +111,8 @@ pub async fn file_bytes(file: &web_sys::File) -> AppResult<Vec<u8>> {
 pub async fn add_lora_file(app: &App, file: web_sys::File) -> AppResult<()> {
     let bytes = file_bytes(&file).await?;
     let name = file.name();
-    app.send(&crate::app::protocol::ToWorker::AddFile { name: name.clone() }, vec![bytes])?;
+    app.send(&crate::app::protocol::ToWorker::AddFile { name: name.clone() }, vec![bytes.clone()])?;
+    app.state.borrow_mut().dropped_files.insert(name.clone(), bytes);
     form::add_adapter_row(&format!("file:{name}"), 1.0)?;
     status(&format!("{name} added as a LoRA (scale 1.0). Dropped files stay on this device: share links leave them out."), "ok")
 }
