@@ -181,8 +181,11 @@ pub fn load_tensor_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info
 }
 
 fn load_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, chunk_bytes: usize, scale: f32) -> Result<Tensor> {
-    let (shape, dtype) = gpu_layout(file, info)?;
-    let t = gpu.empty(&shape, dtype)?;
+    load_as_chunked(gpu, src, file, info, Convert::Keep, chunk_bytes, scale)
+}
+
+/// Writes `info`'s bytes as stored (repacked, F8 widened) into `dst` from element `offset` on.
+fn fill_stored(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, chunk_bytes: usize, scale: f32, dst: &Tensor, offset: usize) -> Result<()> {
     // Every chunk must land on a whole GPU word: whole blocks for quantized
     // formats, 4 bytes for floats, 2 F8 bytes (= one F16 word).
     let unit = match info.dtype {
@@ -191,7 +194,7 @@ fn load_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorIn
         _ => 4,
     };
     let chunk = (chunk_bytes / unit).max(1) * unit;
-    let (mut done, mut dst) = (0u64, 0u64);
+    let (mut done, mut at) = (0u64, dst.dtype().gpu_bytes(offset) as u64);
     while done < info.size {
         let n = chunk.min(to_usize(file, &info.name, info.size - done)?);
         let bytes = src.read_range(info.offset + done, n)?;
@@ -200,13 +203,13 @@ fn load_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorIn
             FileDType::F8E4M3 | FileDType::F8E5M2 => f8_to_f16_scaled(info.dtype, &bytes, scale, &info.name)?,
             FileDType::Other { .. } => return Err(unsupported(file, info)),
         };
-        gpu.write_buffer(t.buffer(), dst, &converted)?;
+        gpu.write_buffer(dst.buffer(), at, &converted)?;
         // An empty submission flushes the staged write, bounding wgpu's staging memory.
         gpu.submit(gpu.batch())?;
-        dst += converted.len() as u64;
+        at += converted.len() as u64;
         done += n as u64;
     }
-    Ok(t)
+    Ok(())
 }
 
 /// What [`load_tensor_as`] does with a tensor's element format.
@@ -293,11 +296,84 @@ pub fn load_tensor_as_chunked(
 }
 
 fn load_as_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, convert: Convert, chunk_bytes: usize, scale: f32) -> Result<Tensor> {
+    let (shape, dtype) = converted_layout(file, info, convert)?;
+    let t = gpu.empty(&shape, dtype)?;
+    fill(gpu, src, file, info, convert, chunk_bytes, scale, &t, 0)?;
+    Ok(t)
+}
+
+/// The GPU shape and format `info` takes once loaded as `convert` asks (see [`load_tensor_as`]).
+pub fn converted_layout(file: &str, info: &TensorInfo, convert: Convert) -> Result<(Vec<usize>, DType)> {
     let (shape, stored) = gpu_layout(file, info)?;
     let target = match convert.target() {
         Some(t) if !stored.is_quantized() && t != stored => t,
-        _ => return load_chunked(gpu, src, file, info, chunk_bytes, scale),
+        _ => return Ok((shape, stored)),
     };
+    if !target.is_quantized() {
+        return Ok((shape, target));
+    }
+    let row = shape.last().copied().unwrap_or(1).max(1);
+    if !row.is_multiple_of(target.block_elems()) {
+        return Err(Error::ShapeMismatch {
+            op: "load_tensor_as",
+            expected: format!("rows of whole {}-element blocks to make {target}", target.block_elems()),
+            got: format!("`{}` {:?} in `{file}`", info.name, info.shape),
+        });
+    }
+    let numel: usize = shape.iter().product();
+    Ok((vec![numel / row, row], target))
+}
+
+/// Loads `info` (converted as `convert` asks) into rows of `dst`, starting at row `first_row`:
+/// how a fused projection (q | k | v | mlp) is assembled from split parts on the GPU, one part at
+/// a time, so that the fused matrix never exists in the CPU's (wasm's) memory. `dst` must have the
+/// format and row width `info` loads as ([`converted_layout`]) and room for its rows.
+pub fn load_rows_into(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, info: &TensorInfo, convert: Convert, dst: &Tensor, first_row: usize) -> Result<()> {
+    let scale = weight_scale(src, header, info)?;
+    load_rows_into_chunked(gpu, src, &header.file, info, convert, CHUNK_BYTES, scale, dst, first_row)
+}
+
+/// [`load_rows_into`] with reads of at most `chunk_bytes` file bytes and an explicit weight scale.
+#[allow(clippy::too_many_arguments)]
+pub fn load_rows_into_chunked(
+    gpu: &Gpu,
+    src: &mut dyn ByteSource,
+    file: &str,
+    info: &TensorInfo,
+    convert: Convert,
+    chunk_bytes: usize,
+    scale: f32,
+    dst: &Tensor,
+    first_row: usize,
+) -> Result<()> {
+    let (shape, dtype) = converted_layout(file, info, convert)?;
+    let row = shape.last().copied().unwrap_or(1).max(1);
+    let numel: usize = shape.iter().product();
+    let offset = first_row.checked_mul(row);
+    // Parts start on whole GPU words: F16/BF16 pairs (quantized rows are whole blocks already).
+    let word_aligned = |o: usize| !matches!(dtype, DType::F16 | DType::BF16) || o.is_multiple_of(2);
+    let fits = dtype == dst.dtype()
+        && dst.shape().last() == Some(&row)
+        && offset.is_some_and(|o| word_aligned(o) && o.checked_add(numel).is_some_and(|end| end <= dst.numel()));
+    if !fits {
+        return Err(Error::ShapeMismatch {
+            op: "load_rows_into",
+            expected: format!("{dtype} rows of {row} placed at row {first_row} of the destination"),
+            got: format!("`{}` {:?} into a {} tensor {:?}", info.name, info.shape, dst.dtype(), dst.shape()),
+        });
+    }
+    fill(gpu, src, file, info, convert, chunk_bytes, scale, dst, offset.unwrap_or(0))
+}
+
+/// Streams `info` into `dst` from element `offset` on, converting as `convert` asks; the caller
+/// checked that `dst` has the converted format and room.
+#[allow(clippy::too_many_arguments)]
+fn fill(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, convert: Convert, chunk_bytes: usize, scale: f32, dst: &Tensor, offset: usize) -> Result<()> {
+    let (shape, stored) = gpu_layout(file, info)?;
+    if !convert.target().is_some_and(|t| !stored.is_quantized() && t != stored) {
+        return fill_stored(gpu, src, file, info, chunk_bytes, scale, dst, offset);
+    }
+    let target = dst.dtype();
     // What one chunk is uploaded as, and file bytes per element.
     let (source, eb) = match info.dtype {
         FileDType::Gpu(d) => (d, if d == DType::F32 { 4 } else { 2 }),
@@ -305,19 +381,7 @@ fn load_as_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &Tenso
     };
     let row = shape.last().copied().unwrap_or(1).max(1);
     let numel: usize = shape.iter().product();
-    let (out_shape, unit) = if target.is_quantized() {
-        if !row.is_multiple_of(target.block_elems()) {
-            return Err(Error::ShapeMismatch {
-                op: "load_tensor_as",
-                expected: format!("rows of whole {}-element blocks to make {target}", target.block_elems()),
-                got: format!("`{}` {:?} in `{file}`", info.name, info.shape),
-            });
-        }
-        (vec![numel / row, row], target.block_elems())
-    } else {
-        (shape, 2)
-    };
-    let t = gpu.empty(&out_shape, target)?;
+    let unit = if target.is_quantized() { target.block_elems() } else { 2 };
     let rows_unit = row / gcd(row, unit) * unit;
     let chunk = if rows_unit * eb <= chunk_bytes { chunk_bytes / (rows_unit * eb) * rows_unit } else { (chunk_bytes / (unit * eb)).max(1) * unit };
     let mut done = 0;
@@ -330,11 +394,11 @@ fn load_as_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &Tenso
         };
         let scratch = gpu.upload_raw(&[n], source, &staged)?;
         let mut batch = gpu.batch();
-        quantize_into(gpu, &mut batch, &scratch, &t, done)?;
+        quantize_into(gpu, &mut batch, &scratch, dst, offset + done)?;
         gpu.submit(batch)?;
         done += n;
     }
-    Ok(t)
+    Ok(())
 }
 
 /// Reads a float tensor (F32, F16, BF16, F8_E4M3, F8_E5M2) whole, as f32 values, for the small

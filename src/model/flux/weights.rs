@@ -2,18 +2,17 @@
 //! (FLUX_REFERENCE.md §1.9), loaded by name from diffusers or BFL keys.
 //!
 //! diffusers' split projections (`to_q`/`to_k`/`to_v`, single blocks' `proj_mlp`) are fused into
-//! our layout (BFL's `qkv` / `linear1`, rows concatenated) on load: the parts' file bytes are
-//! concatenated on the CPU (a row-major concatenation along dim 0 is a byte concatenation, for
-//! floats and for quantized rows alike) and go through the ordinary loader. This holds one fused
-//! tensor's bytes in memory at a time (a few hundred MB for FLUX.1 in F32) — acceptable for now;
-//! a per-part upload into one GPU tensor is the later fix. Biases and norm scales become F32.
+//! our layout (BFL's `qkv` / `linear1`, rows concatenated) on load: each part streams into its
+//! row range of one GPU tensor (a row-major concatenation along dim 0 is a concatenation of
+//! storage, for floats and for quantized rows alike), so the CPU never holds more than the
+//! loader's chunks. Biases and norm scales become F32.
 
 
 use super::config::{FluxConfig, KeyScheme};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::matmul::Precision;
-use crate::weights::load::{load_tensor_as, load_tensor_as_chunked, read_floats, ByteSource, Convert, LoadOptions, MemSource, CHUNK_BYTES};
+use crate::weights::load::{converted_layout, load_rows_into, load_tensor_as, read_floats, ByteSource, Convert, LoadOptions};
 use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
 
 /// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`; plus `lora`, the run-time
@@ -113,53 +112,50 @@ impl Loader<'_> {
         Ok(info)
     }
 
-    fn bytes(&mut self, info: &TensorInfo) -> Result<Vec<u8>> {
-        let len = usize::try_from(info.size).map_err(|_| Error::LimitExceeded {
-            what: format!("tensor `{}`", info.name),
-            needed: info.size,
-            available: usize::MAX as u64,
-        })?;
-        self.src.read_range(info.offset, len)
-    }
-
     /// A weight matrix `[rows, k]` as stored (any format the loader knows), or converted as `convert` asks.
     fn matrix(&mut self, name: &str, rows: usize, k: usize) -> Result<Tensor> {
         let info = self.info(name, &[rows, k])?.clone();
         load_tensor_as(self.gpu, self.src, self.header, &info, Convert::for_tensor(&info, self.convert))
     }
 
-    /// Several `[rows_i, k]` matrices of one format stacked along rows.
+    /// Several `[rows_i, k]` matrices of one format stacked along rows, assembled on the GPU: each
+    /// part streams into its row range of the fused tensor (a single block's q | k | v | mlp is
+    /// 126 MiB at FLUX width in F32 — it never passes through the CPU's memory whole).
     fn fused_matrix(&mut self, names: &[String], rows: &[usize], k: usize) -> Result<Tensor> {
-        let mut bytes = Vec::new();
-        let mut dtype = None;
+        let mut parts = Vec::new();
         for (name, &r) in names.iter().zip(rows) {
             let info = self.info(name, &[r, k])?.clone();
             if crate::weights::fp8::weight_scale(self.src, self.header, &info)? != 1.0 {
                 let why = format!("`{name}` has a scale_weight but is fused from split parts; scaled fp8 is read in BFL names (as ComfyUI writes it)");
                 return Err(Error::UnsupportedFormat { op: "FLUX weights", format: "scaled fp8".into(), why });
             }
-            if dtype.is_some_and(|d| d != info.dtype) {
+            if parts.first().is_some_and(|p: &TensorInfo| p.dtype != info.dtype) {
                 return Err(Error::UnsupportedFormat {
                     op: "FLUX weights",
                     format: info.dtype.name().into(),
                     why: format!("`{name}` differs in format from the projections it is fused with ({})", names.join(", ")),
                 });
             }
-            dtype = Some(info.dtype);
-            bytes.extend(self.bytes(&info)?);
+            parts.push(info);
         }
         let total: usize = rows.iter().sum();
-        let name = names.join("+");
-        let info = TensorInfo {
-            name: name.clone(),
+        let fused = TensorInfo {
+            name: names.join("+"),
             shape: vec![total as u64, k as u64],
-            dtype: dtype.unwrap_or(FileDType::Gpu(DType::F32)),
+            dtype: parts.first().map_or(FileDType::Gpu(DType::F32), |p| p.dtype),
             offset: 0,
-            size: bytes.len() as u64,
+            size: parts.iter().map(|p| p.size).sum(),
         };
-        let mut mem = MemSource { name: name.clone(), bytes };
-        let convert = Convert::for_tensor(&info, self.convert);
-        load_tensor_as_chunked(self.gpu, &mut mem, &self.header.file, &info, convert, CHUNK_BYTES)
+        // Every part has the fused matrix's format and row width, so one conversion fits all.
+        let convert = Convert::for_tensor(&fused, self.convert);
+        let (shape, dtype) = converted_layout(&self.header.file, &fused, convert)?;
+        let dst = self.gpu.empty(&shape, dtype)?;
+        let mut first_row = 0;
+        for (info, &r) in parts.iter().zip(rows) {
+            load_rows_into(self.gpu, self.src, self.header, info, convert, &dst, first_row)?;
+            first_row += r;
+        }
+        Ok(dst)
     }
 
     /// A vector (bias, norm scale) as F32 values on the CPU.
