@@ -10,7 +10,7 @@ use common::{gpu, Rng};
 use iclora::gpu::{DType, Tensor};
 use iclora::reference::random::weight_bytes;
 use iclora::weights::gguf::write_gguf;
-use iclora::weights::load::{converted_layout, load_rows_into, load_rows_into_chunked, load_tensor_as, read_header, Convert, MemSource};
+use iclora::weights::load::{converted_layout, load_rows_into, load_rows_into_chunked, load_tensor_as, read_header, Convert, MemSource, Pacer, Uploads};
 use iclora::weights::safetensors::write_safetensors;
 use iclora::weights::tensor_info::{FileDType, TensorData};
 use iclora::Error;
@@ -111,4 +111,42 @@ fn parts_that_do_not_fit_are_refused() {
     refused("mid-word", load_rows_into(gpu(), &mut src, &header, &p1, Convert::Keep, &dst, 3));
     // What fits still loads, and a row after it lands where it should.
     load_rows_into(gpu(), &mut src, &header, &p0, Convert::Keep, &dst, 0).unwrap();
+}
+
+/// Planned uploads (a model's tree built first, the bytes streamed after, as the browser's
+/// paced loader does) give the same bytes as loading at once, and the pacer waits for the GPU
+/// once per `every` bytes uploaded.
+#[test]
+fn planned_uploads_stream_the_same_bytes_with_pacing() {
+    let mut rng = Rng::new(79);
+    let (rows, k) = ([64usize, 32, 96], 1024);
+    for (dtype, convert) in [(FileDType::Gpu(DType::F32), Convert::Keep), (FileDType::Gpu(DType::BF16), Convert::Q8_0), (FileDType::Gpu(DType::Q4_0), Convert::Keep)] {
+        let (mut src, parts) = file_with_parts(&mut rng, dtype, &rows, k);
+        let header = read_header(&mut src).unwrap();
+        let fused = header.tensor("fused").unwrap().clone();
+        let want = gpu_bytes(&load_tensor_as(gpu(), &mut src, &header, &fused, convert).unwrap());
+        // One whole tensor and one assembled from its parts, both planned before any byte moves.
+        let mut uploads = Uploads::new(&header);
+        let whole = uploads.tensor_as(gpu(), &mut src, &header, &fused, convert).unwrap();
+        let (shape, target) = converted_layout(&header.file, &fused, convert).unwrap();
+        let assembled = gpu().empty(&shape, target).unwrap();
+        let mut first = 0;
+        for (name, &r) in parts.iter().zip(&rows) {
+            uploads.rows_into(&mut src, &header, header.tensor(name).unwrap(), convert, &assembled, first).unwrap();
+            first += r;
+        }
+        // What is written to the GPU: the stored form, or the source form staged for conversion.
+        let numel = rows.iter().sum::<usize>() * k;
+        let uploaded = 2 * if convert == Convert::Keep { want.len() } else { numel * 2 };
+        let every = 64 << 10;
+        let chunk = 16 << 10;
+        let pacer = pollster::block_on(uploads.run(gpu(), &mut src, chunk, Pacer::every(every))).unwrap();
+        let what = format!("{dtype} as {convert:?}");
+        assert_eq!(gpu_bytes(&whole), want, "{what}: whole");
+        assert_eq!(gpu_bytes(&assembled), want, "{what}: assembled");
+        // Each wait follows at least `every` bytes and at most `every` + one chunk's upload
+        // (converted chunks can be larger than the file's: F32 staging of BF16).
+        let (lo, hi) = ((uploaded / (every + 4 * chunk)) as u64, (uploaded / every) as u64);
+        assert!(pacer.waits >= lo.max(1) && pacer.waits <= hi, "{what}: {} waits for {uploaded} bytes every {every}", pacer.waits);
+    }
 }

@@ -132,9 +132,10 @@ impl Session {
             self.transformer = None;
             obs.event(Event::Stage { stage: Stage::Load, what: "loading the transformer" });
             let t = Stopwatch::start();
-            let model = load_component("transformer", &mut transformer, |s, h| {
-                FluxModel::load_with(gpu, s, h, Some(config.clone()), &LoadOptions { convert: opts.convert })
-            })?;
+            let load = LoadOptions { convert: opts.convert };
+            let model = FluxModel::load_paced(gpu, transformer.weights.source.as_mut(), &transformer.weights.header, config.clone(), &load)
+                .await
+                .map_err(|e| in_component("transformer", &tfile, e))?;
             obs.event(Event::Line(&format!("load: transformer ({tfile}) in {:.2}s", t.secs())));
             self.transformer = Some((tkey, model));
         } else {

@@ -78,6 +78,13 @@ impl FluxModel {
         Ok(FluxModel { config, weights })
     }
 
+    /// [`load_with`](Self::load_with) with paced uploads, for async callers (see
+    /// `FluxWeights::load_paced`): what a browser must use for a multi-gigabyte transformer.
+    pub async fn load_paced(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, config: FluxConfig, opts: &LoadOptions) -> Result<FluxModel> {
+        let weights = FluxWeights::load_paced(gpu, src, header, &config, opts).await?;
+        Ok(FluxModel { config, weights })
+    }
+
     /// The tile arithmetic of every matmul of the transformer: `Precision::F32` (the default, what
     /// the golden tests bound at 1e-5 per kernel) or `Precision::F16` (f16 products, f32
     /// accumulation; lets GPUs use the f16 FMA tiles and the cooperative-matrix path, at ~1e-3

@@ -12,7 +12,7 @@ use super::config::{FluxConfig, KeyScheme};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::matmul::Precision;
-use crate::weights::load::{converted_layout, load_rows_into, load_tensor_as, read_floats, ByteSource, Convert, LoadOptions};
+use crate::weights::load::{converted_layout, read_floats, ByteSource, Convert, LoadOptions, Pacer, Uploads, CHUNK_BYTES, PACE_BYTES};
 use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
 
 /// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`; plus `lora`, the run-time
@@ -95,6 +95,8 @@ struct Loader<'a> {
     scheme: KeyScheme,
     /// Requested conversion of weight matrices, applied per tensor by `Convert::for_tensor`.
     convert: Convert,
+    /// The weight matrices' bytes, streamed after the tree is built (`FluxWeights::load_paced`).
+    uploads: Uploads,
 }
 
 impl Loader<'_> {
@@ -115,7 +117,7 @@ impl Loader<'_> {
     /// A weight matrix `[rows, k]` as stored (any format the loader knows), or converted as `convert` asks.
     fn matrix(&mut self, name: &str, rows: usize, k: usize) -> Result<Tensor> {
         let info = self.info(name, &[rows, k])?.clone();
-        load_tensor_as(self.gpu, self.src, self.header, &info, Convert::for_tensor(&info, self.convert))
+        self.uploads.tensor_as(self.gpu, self.src, self.header, &info, Convert::for_tensor(&info, self.convert))
     }
 
     /// Several `[rows_i, k]` matrices of one format stacked along rows, assembled on the GPU: each
@@ -152,7 +154,7 @@ impl Loader<'_> {
         let dst = self.gpu.empty(&shape, dtype)?;
         let mut first_row = 0;
         for (info, &r) in parts.iter().zip(rows) {
-            load_rows_into(self.gpu, self.src, self.header, info, convert, &dst, first_row)?;
+            self.uploads.rows_into(self.src, self.header, info, convert, &dst, first_row)?;
             first_row += r;
         }
         Ok(dst)
@@ -267,10 +269,26 @@ impl FluxWeights {
     /// stream (e.g. BF16 → Q8_0 on the GPU), per tensor as `Convert::for_tensor` decides; biases
     /// and norm scales are F32 either way.
     pub fn load_with(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &FluxConfig, opts: &LoadOptions) -> Result<FluxWeights> {
+        let (weights, uploads) = FluxWeights::plan(gpu, src, header, c, opts)?;
+        uploads.run_now(gpu, src)?;
+        Ok(weights)
+    }
+
+    /// [`load_with`](Self::load_with) for async callers (the browser's worker): the matrices
+    /// stream with a wait for the GPU's queue every [`PACE_BYTES`], so that a browser's staging
+    /// memory stays bounded whatever the file's size.
+    pub async fn load_paced(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &FluxConfig, opts: &LoadOptions) -> Result<FluxWeights> {
+        let (weights, uploads) = FluxWeights::plan(gpu, src, header, c, opts)?;
+        uploads.run(gpu, src, CHUNK_BYTES, Pacer::every(PACE_BYTES)).await?;
+        Ok(weights)
+    }
+
+    /// The weight tree with its matrices allocated, and the uploads that fill them.
+    fn plan(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &FluxConfig, opts: &LoadOptions) -> Result<(FluxWeights, Uploads)> {
         c.validate()?;
         let scheme = KeyScheme::detect(header)?;
         let diffusers = matches!(scheme, KeyScheme::Diffusers { .. });
-        let mut l = Loader { gpu, src, header, scheme, convert: opts.convert };
+        let mut l = Loader { gpu, src, header, scheme, convert: opts.convert, uploads: Uploads::new(header) };
         let h = c.hidden();
         let tte = "time_text_embed.";
         let time_text_embed = TimeTextEmbed {
@@ -278,7 +296,7 @@ impl FluxWeights {
             guidance: if c.guidance { Some(l.embedder(&format!("{tte}guidance_embedder"), "guidance_in", 256, h)?) } else { None },
             text: l.embedder(&format!("{tte}text_embedder"), "vector_in", c.pooled_dim, h)?,
         };
-        Ok(FluxWeights {
+        let weights = FluxWeights {
             x_embedder: l.linear("x_embedder", "img_in", h, c.in_channels)?,
             context_embedder: l.linear("context_embedder", "txt_in", h, c.context_dim)?,
             time_text_embed,
@@ -290,6 +308,7 @@ impl FluxWeights {
                 scale_at: if diffusers { 0 } else { h },
             },
             proj_out: l.linear("proj_out", "final_layer.linear", c.out_channels, h)?,
-        })
+        };
+        Ok((weights, l.uploads))
     }
 }
