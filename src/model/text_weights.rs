@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Batch, Gpu, Tensor};
 use crate::kernels::elementwise::add;
 use crate::kernels::embedding::embedding;
-use crate::weights::load::{load_tensor, read_floats, ByteSource};
+use crate::weights::load::{read_floats, ByteSource, Convert, Uploads};
 use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
 
 /// Loads tensors of `header` (read from `src`) by name, checking shapes.
@@ -18,6 +18,15 @@ pub struct TensorLoader<'a> {
     pub header: &'a WeightsHeader,
     /// Names the model in errors, e.g. "T5 text encoder".
     pub model: &'static str,
+    /// The matrices' and tables' bytes, streamed once the weight tree is built
+    /// (`Uploads::run`, paced in the browser).
+    pub uploads: Uploads,
+}
+
+impl<'a> TensorLoader<'a> {
+    pub fn new(gpu: &'a Gpu, src: &'a mut dyn ByteSource, header: &'a WeightsHeader, model: &'static str) -> TensorLoader<'a> {
+        TensorLoader { gpu, src, header, model, uploads: Uploads::new(header) }
+    }
 }
 
 impl TensorLoader<'_> {
@@ -55,7 +64,7 @@ impl TensorLoader<'_> {
     /// A weight matrix `[rows, k]` in its stored format (the matmul dequantizes).
     pub fn matrix(&mut self, name: &str, rows: usize, k: usize) -> Result<Tensor> {
         let info = self.info(&[name], &[rows, k])?;
-        load_tensor(self.gpu, self.src, self.header, &info)
+        self.uploads.tensor_as(self.gpu, self.src, self.header, &info, Convert::Keep)
     }
 
     /// A tensor's values as F32 on the CPU (norm scales, biases, small tables); any float format.
@@ -113,7 +122,7 @@ impl TensorLoader<'_> {
                 offset: info.offset + start as u64 * row_bytes,
                 size: n as u64 * row_bytes,
             };
-            parts.push((start, load_tensor(self.gpu, self.src, self.header, &part)?));
+            parts.push((start, self.uploads.tensor_as(self.gpu, self.src, self.header, &part, Convert::Keep)?));
         }
         Ok(EmbeddingTable { rows, k, parts })
     }

@@ -226,7 +226,7 @@ async fn encode_text(gpu: &Gpu, paths: &ModelPaths, prompt: &str, t5_len: usize,
     let t5cfg = t5c.config.as_deref().map(|j| T5Config::from_json(&t5f, j)).transpose().map_err(|e| in_component("T5 text encoder", &t5f, e))?;
     let clipcfg = clipc.config.as_deref().map(|j| ClipConfig::from_json(&clipf, j)).transpose().map_err(|e| in_component("CLIP text encoder", &clipf, e))?;
     let t = Stopwatch::start();
-    let t5 = load_component("T5 text encoder", &mut t5c, |s, h| T5Encoder::load(gpu, s, h, t5cfg))?;
+    let t5 = T5Encoder::load_paced(gpu, t5c.weights.source.as_mut(), &t5c.weights.header, t5cfg).await.map_err(|e| in_component("T5 text encoder", &t5f, e))?;
     let mut clip = load_component("CLIP text encoder", &mut clipc, |s, h| ClipTextEncoder::load(gpu, s, h, clipcfg))?;
     obs.event(Event::Line(&format!("load: text encoders ({t5f}, {clipf}) in {:.2}s", t.secs())));
     if loras.iter().any(|(a, _)| !a.clip.is_empty()) {

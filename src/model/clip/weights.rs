@@ -94,12 +94,7 @@ impl ClipWeights {
     ) -> Result<ClipWeights> {
         c.validate()?;
         let max_bytes = gpu.info().max_storage_binding;
-        let mut l = TensorLoader {
-            gpu,
-            src,
-            header,
-            model: MODEL,
-        };
+        let mut l = TensorLoader::new(gpu, src, header, MODEL);
         let (h, m) = (c.hidden, c.intermediate);
         let pre = key_prefix(header)?;
         let e = format!("{pre}embeddings.");
@@ -128,6 +123,9 @@ impl ClipWeights {
             });
         }
         let final_layer_norm = norm(&mut l, &format!("{pre}final_layer_norm"), h)?;
+        let TensorLoader { src, uploads, .. } = l;
+        // CLIP-L is 0.25 GB: no pacing needed.
+        uploads.run_now(gpu, src)?;
         Ok(ClipWeights {
             token_embedding,
             position_embedding,

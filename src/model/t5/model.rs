@@ -128,6 +128,16 @@ impl T5Encoder {
         Ok(T5Encoder { config, weights })
     }
 
+    /// [`load`](Self::load) with paced uploads, for async callers (`T5Weights::load_paced`).
+    pub async fn load_paced(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, config: Option<T5Config>) -> Result<T5Encoder> {
+        let config = match config {
+            Some(c) => c,
+            None => T5Config::infer(header)?,
+        };
+        let weights = T5Weights::load_paced(gpu, src, header, &config).await?;
+        Ok(T5Encoder { config, weights })
+    }
+
     /// `last_hidden_state` `[ids.len(), d_model]` for token ids (padded as the tokenizer gives them).
     pub fn forward(&self, gpu: &Gpu, b: &mut Batch, ids: &[u32]) -> Result<Tensor> {
         let c = &self.config;

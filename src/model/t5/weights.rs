@@ -10,7 +10,7 @@ use super::config::T5Config;
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
 use crate::model::text_weights::{EmbeddingTable, TensorLoader};
-use crate::weights::load::ByteSource;
+use crate::weights::load::{ByteSource, Pacer, Uploads, CHUNK_BYTES, PACE_BYTES};
 use crate::weights::tensor_info::WeightsHeader;
 
 pub const MODEL: &str = "T5 text encoder";
@@ -114,15 +114,25 @@ impl T5Weights {
         c: &T5Config,
         table_bytes: u64,
     ) -> Result<T5Weights> {
+        let (weights, uploads) = Self::plan(gpu, src, header, c, table_bytes)?;
+        uploads.run_now(gpu, src)?;
+        Ok(weights)
+    }
+
+    /// [`load`](Self::load) for async callers: the bytes stream with a wait for the GPU's queue
+    /// every `PACE_BYTES` (a browser's staging memory then stays bounded; T5-XXL is 5 GB and more).
+    pub async fn load_paced(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &T5Config) -> Result<T5Weights> {
+        let (weights, uploads) = Self::plan(gpu, src, header, c, gpu.info().max_storage_binding)?;
+        uploads.run(gpu, src, CHUNK_BYTES, Pacer::every(PACE_BYTES)).await?;
+        Ok(weights)
+    }
+
+    /// The weight tree with its matrices allocated, and the uploads that fill them.
+    fn plan(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &T5Config, table_bytes: u64) -> Result<(T5Weights, Uploads)> {
         c.validate()?;
         let keys = T5Keys::detect(header);
         let k = |hf: &str| keys.key(hf);
-        let mut l = TensorLoader {
-            gpu,
-            src,
-            header,
-            model: MODEL,
-        };
+        let mut l = TensorLoader::new(gpu, src, header, MODEL);
         let (d, inner, ff) = (c.d_model, c.inner(), c.d_ff);
         let (shared, embed) = (k("shared.weight"), k("encoder.embed_tokens.weight"));
         let shared = l.embedding_table(&[&shared, &embed], c.vocab, d, table_bytes)?;
@@ -149,11 +159,12 @@ impl T5Weights {
             });
         }
         let final_layer_norm = l.vector(&k("encoder.final_layer_norm.weight"), d)?;
-        Ok(T5Weights {
+        let weights = T5Weights {
             shared,
             relative_attention_bias,
             blocks,
             final_layer_norm,
-        })
+        };
+        Ok((weights, l.uploads))
     }
 }

@@ -21,6 +21,7 @@ mod download;
 mod js;
 pub mod opfs;
 pub mod probe;
+pub mod upload_probe;
 pub mod xhr;
 
 use std::cell::{Cell, RefCell};

@@ -1,0 +1,39 @@
+//! Benchmark hook for benches/browser_memory.mjs: streams every tensor of a weights file at a
+//! URL (synchronous XHR Range reads, as the engine's worker reads) into GPU buffers through the
+//! loader's planned uploads (`weights::load::Uploads`, the path `FluxModel::load_paced` takes),
+//! paced or not, so the tab's memory can be sampled against the file's size. Each tensor is
+//! dropped after it is written (its buffer is reused by the next of the same size): on a software
+//! adapter GPU buffers are process memory, and keeping them would hide the staging memory.
+
+use serde_json::json;
+use wasm_bindgen::prelude::*;
+
+use super::xhr::XhrSource;
+use crate::clock::Stopwatch;
+use crate::error::Error;
+use crate::gpu::{Gpu, GpuOptions};
+use crate::weights::load::{read_header, Convert, Pacer, Uploads, CHUNK_BYTES};
+
+fn fail(e: Error) -> JsValue {
+    JsValue::from_str(&e.to_string())
+}
+
+/// Answers `{tensors, bytes, waits, secs}`; `pace_bytes` 0 means no pacing (never wait).
+#[wasm_bindgen]
+pub async fn weights_probe_upload(url: String, pace_bytes: f64) -> Result<String, JsValue> {
+    let gpu = Gpu::new(&GpuOptions::default()).await.map_err(fail)?;
+    let mut src = XhrSource::open(&url).map_err(fail)?;
+    let header = read_header(&mut src).map_err(fail)?;
+    let mut pace = if pace_bytes > 0.0 { Pacer::every(pace_bytes as usize) } else { Pacer::never() };
+    let t = Stopwatch::start();
+    let mut bytes = 0u64;
+    for info in &header.tensors {
+        let mut uploads = Uploads::new(&header);
+        let tensor = uploads.tensor_as(&gpu, &mut src, &header, info, Convert::Keep).map_err(fail)?;
+        pace = uploads.run(&gpu, &mut src, CHUNK_BYTES, pace).await.map_err(fail)?;
+        bytes += info.size;
+        drop(tensor);
+    }
+    gpu.done().await.map_err(fail)?;
+    Ok(json!({ "tensors": header.tensors.len(), "bytes": bytes, "waits": pace.waits, "secs": t.secs() }).to_string())
+}
