@@ -5,8 +5,10 @@
 // Files: FLUX-shaped GGUFs (3072 wide; Q8_0 double blocks, Q4_0 single blocks) made by our GGUF
 // writer (`iclora bench stream --make`), served on 127.0.0.1 with Range support. A worker of the
 // test page (as the engine's worker) calls the `weights_probe_upload` hook
-// (src/weights/browser/upload_probe.rs): synchronous XHR range reads → `Uploads` → GPU buffers,
-// each tensor dropped after it is written. Every 200 ms the script samples the browser's
+// (src/weights/browser/upload_probe.rs): the file is downloaded into the browser's cache (OPFS)
+// first, as the studio does, then read back (OPFS sync reads into wasm memory) → `Uploads` → GPU
+// buffers, each tensor dropped after it is written; "reads" rows read without uploading (a
+// control), "http" rows read by synchronous XHR (the path when the cache is full). Every 200 ms the script samples the browser's
 // processes (descendants of this Node process; /proc/PID/status): the renderer (which hosts the
 // worker and its wasm heap; RssShmem is the shared memory that `writeBuffer` stages uploads in)
 // and the GPU process (SwiftShader: GPU buffers are its memory). Peaks are reported, and the
@@ -43,7 +45,7 @@ self.onmessage = async ({ data: { fn, args } }) => {
 };
 `;
 
-/** Descendant PIDs of `root`, from /proc/*/stat's ppid. */
+// Descendant PIDs of `root`, from the ppid in /proc/PID/stat.
 function descendants(root) {
   const parent = new Map();
   for (const d of readdirSync('/proc')) {
@@ -76,23 +78,31 @@ function sample() {
   return acc;
 }
 
-async function measure(origin, js, wasmUrl, url, pace) {
+async function measure(origin, js, wasmUrl, url, pace, cached) {
   const b = await browser();
   try {
     const page = b.context.pages()[0] ?? (await b.context.newPage());
     await page.goto(`${origin}/__mem/page.html`);
+    await page.evaluate(([js, wasm]) => {
+      const w = new Worker(`/__mem/worker.mjs?js=${encodeURIComponent(js)}&wasm=${encodeURIComponent(wasm)}`, { type: 'module' });
+      window.probe = (fn, args) => new Promise((ok) => {
+        w.onmessage = ({ data }) => ok(data);
+        w.onerror = (e) => ok({ ok: false, error: e.message });
+        w.postMessage({ fn, args });
+      });
+    }, [js, wasmUrl]);
+    if (cached) {
+      // Into the browser's cache first (not measured): the engine reads weights from there.
+      const d = await page.evaluate(([url]) => window.probe('weights_probe_download', [url, '{}']), [url]);
+      if (!d.ok) throw new Error(d.error);
+    }
     const base = sample();
     const peak = { renderer: { rss: 0, shmem: 0 }, gpu: { rss: 0, shmem: 0 } };
     const timer = setInterval(() => {
       const s = sample();
       for (const k of ['renderer', 'gpu']) for (const m of ['rss', 'shmem']) peak[k][m] = Math.max(peak[k][m], s[k][m]);
     }, 200);
-    const r = await page.evaluate(([js, wasm, url, pace]) => new Promise((ok) => {
-      const w = new Worker(`/__mem/worker.mjs?js=${encodeURIComponent(js)}&wasm=${encodeURIComponent(wasm)}`, { type: 'module' });
-      w.onmessage = ({ data }) => ok(data);
-      w.onerror = (e) => ok({ ok: false, error: e.message });
-      w.postMessage({ fn: 'weights_probe_upload', args: [url, pace] });
-    }), [js, wasmUrl, url, pace]);
+    const r = await page.evaluate(([url, pace]) => window.probe('weights_probe_upload', [url, pace]), [url, pace]);
     clearInterval(timer);
     if (!r.ok) throw new Error(r.error);
     return { ...JSON.parse(r.value), wasmMib: r.wasmBytes / MIB, base, peak };
@@ -121,11 +131,12 @@ try {
     files.push([f, statSync(f).size]);
   }
   console.log(`browser memory while streaming into GPU buffers (headless Chromium, SwiftShader); pacing: wait every ${paceMib} MiB`);
-  console.log('file_GB   pacing   waits  secs   renderer_peak_RSS  renderer_peak_shmem  gpu_peak_RSS  wasm_heap  (MiB; baseline renderer RSS)');
+  console.log('file_GB source   pacing   waits  secs   renderer_peak_RSS  renderer_peak_shmem  gpu_peak_RSS  wasm_heap  (MiB; baseline renderer RSS)');
   for (const [f, size] of files) {
-    for (const pace of [0, paceMib * MIB]) {
-      const r = await measure(origin, js, wasmUrl, `${origin}/files/${path.basename(f)}`, pace);
-      console.log([(size / 1e9).toFixed(2).padStart(7), (pace ? `${paceMib} MiB` : 'none').padStart(8), String(r.waits).padStart(6), r.secs.toFixed(1).padStart(6),
+    for (const [source, pace] of [['cache', -1], ['cache', 0], ['cache', paceMib * MIB], ['http', -1], ['http', 0], ['http', paceMib * MIB]]) {
+      const r = await measure(origin, js, wasmUrl, `${origin}/files/${path.basename(f)}`, pace, source === 'cache');
+      if (r.cached !== (source === 'cache')) throw new Error(`read from ${r.cached ? 'the cache' : 'HTTP'}, meant ${source}`);
+      console.log([(size / 1e9).toFixed(2).padStart(7), source.padStart(6), (pace > 0 ? `${paceMib} MiB` : pace < 0 ? 'reads' : 'none').padStart(8), String(r.waits).padStart(6), r.secs.toFixed(1).padStart(6),
         r.peak.renderer.rss.toFixed(0).padStart(18), r.peak.renderer.shmem.toFixed(0).padStart(20), r.peak.gpu.rss.toFixed(0).padStart(13),
         r.wasmMib.toFixed(0).padStart(10), `  (${r.base.renderer.rss.toFixed(0)})`].join(' '));
     }
