@@ -348,14 +348,15 @@ impl<'a> Download<'a> {
 
     /// Empties the file and forgets the pinned version (the next attempt
     /// starts from byte 0 at the original URL); logs `why` and reports the
-    /// restart in the progress.
+    /// restart in the progress (`restarts` counts those of a changed file).
     fn restart(&mut self, why: Error) -> Fail {
         if let Err(e) = self.handle.truncate_with_f64(0.0) {
             return Fail::Fatal(self.io(format!("cannot empty the cache file: {}", js::error_text(&e))));
         }
         web_sys::console::warn_1(&format!("{why}; downloading it again from the first byte").into());
         (self.pos, self.total, self.pin, self.resumed_from) = (0, None, Pin::default(), 0);
-        self.restarts += 1;
+        // A host that ignores ranges is not a new version of the file.
+        self.restarts += u32::from(matches!(why, Error::FileChanged { .. }));
         self.progress(true);
         Fail::Retry(why)
     }

@@ -106,12 +106,14 @@ fn etag(v: Option<&Validator>) -> Option<&str> {
     v.filter(|v| v.header == "etag").map(|v| v.value.as_str())
 }
 
-/// `XhrSource::open_with(url)` then `read_range(offset, len)`; `timeout_ms`
-/// (optional) replaces the base timeout of each request.
+/// `XhrSource::open_with(url)` then `read_range(offset, len)`. `options`
+/// (JSON, optional): `timeout_ms` and `min_rate` (`XhrOptions`).
 #[wasm_bindgen]
-pub fn weights_probe_xhr(url: String, offset: f64, len: u32, timeout_ms: Option<f64>) -> Result<String, JsValue> {
+pub fn weights_probe_xhr(url: String, offset: f64, len: u32, options: Option<String>) -> Result<String, JsValue> {
+    let o: Value = options.and_then(|o| serde_json::from_str(&o).ok()).unwrap_or(Value::Null);
     let mut opts = xhr::XhrOptions::default();
-    opts.timeout_ms = timeout_ms.unwrap_or(opts.timeout_ms);
+    opts.timeout_ms = o.get("timeout_ms").and_then(Value::as_f64).unwrap_or(opts.timeout_ms);
+    opts.min_rate = o.get("min_rate").and_then(Value::as_f64).unwrap_or(opts.min_rate);
     let mut src = xhr::XhrSource::open_with(&url, opts).map_err(fail)?;
     let bytes = src.read_range(offset as u64, len as usize).map_err(fail)?;
     let mut h = js::Fnv::default();
