@@ -6,8 +6,9 @@
 //!
 //! The metadata is replaced atomically: the new text is written and flushed to
 //! `<h>.json.tmp`, which then takes the place of `<h>.json`
-//! (`FileSystemHandle.move()`, in Chromium since 110; where it does not
-//! replace an existing file, the old `<h>.json` is removed first). At every
+//! (`FileSystemFileHandle.move()`; Chromium 156 has it in workers and it
+//! replaces an existing file; where it does not, the old `<h>.json` is
+//! removed first). At every
 //! point of a crash one of the two holds a complete entry: readers take
 //! `<h>.json`, else `<h>.json.tmp`. Without `move()` the file is rewritten in
 //! place (the old behaviour: a crash mid-write loses the entry, and the file
@@ -209,7 +210,7 @@ pub(super) async fn write_meta(dir: &FileSystemDirectoryHandle, e: &CacheEntry) 
     let text = serde_json::json!({ "url": e.url, "bytes": e.bytes, "validator_header": header, "validator": value, "complete": e.complete }).to_string();
     let fail = |err: JsValue| io(&e.url, &err);
     let tmp = tmp_name(&json);
-    if js::get(&js::global(), "FileSystemHandle").and_then(|c| js::get(&c, "prototype")).and_then(|p| js::get(&p, "move")).is_none() {
+    if js::get(&js::global(), "FileSystemFileHandle").and_then(|c| js::get(&c, "prototype")).and_then(|p| js::get(&p, "move")).is_none() {
         return write_file(dir, &json, text.as_bytes()).await.map(|_| ()).map_err(fail);
     }
     let fh = write_file(dir, &tmp, text.as_bytes()).await.map_err(fail)?;

@@ -123,8 +123,8 @@ pub(super) struct Download<'a> {
     retries: u32,
     /// Restarts from byte 0 because the file changed on the server.
     restarts: u32,
-    /// Bytes written since the last flush.
-    unflushed: u64,
+    /// Bytes of the file flushed to disk (what a crash keeps).
+    flushed: u64,
     /// Whether any request got an HTTP answer (else a failure may be CORS).
     answered: bool,
     started_ms: f64,
@@ -164,7 +164,7 @@ impl<'a> Download<'a> {
             resumed_from: 0,
             retries: 0,
             restarts: 0,
-            unflushed: 0,
+            flushed: 0,
             answered: false,
             started_ms: js::now_ms(),
             received: 0,
@@ -173,7 +173,7 @@ impl<'a> Download<'a> {
         match resume {
             Some(m) => {
                 d.written = Some((Some(m.bytes), m.validator.clone()));
-                (d.pos, d.total, d.resumed_from) = (size, Some(m.bytes), size);
+                (d.pos, d.total, d.resumed_from, d.flushed) = (size, Some(m.bytes), size, size);
                 (d.pin.validator, d.pin.pinned) = (m.validator, true);
             }
             None => {
@@ -337,10 +337,9 @@ impl<'a> Download<'a> {
         }
         self.pos += n;
         self.received += n;
-        self.unflushed += n;
-        if self.unflushed >= self.opts.flush_bytes {
+        if self.pos - self.flushed >= self.opts.flush_bytes {
             self.handle.flush().map_err(|e| Fail::Fatal(self.io(format!("flushing the cache failed: {}", js::error_text(&e)))))?;
-            self.unflushed = 0;
+            self.flushed = self.pos;
         }
         self.progress(false);
         Ok(())
@@ -354,7 +353,7 @@ impl<'a> Download<'a> {
             return Fail::Fatal(self.io(format!("cannot empty the cache file: {}", js::error_text(&e))));
         }
         web_sys::console::warn_1(&format!("{why}; downloading it again from the first byte").into());
-        (self.pos, self.total, self.pin, self.resumed_from) = (0, None, Pin::default(), 0);
+        (self.pos, self.total, self.pin, self.resumed_from, self.flushed) = (0, None, Pin::default(), 0, 0);
         // A host that ignores ranges is not a new version of the file.
         self.restarts += u32::from(matches!(why, Error::FileChanged { .. }));
         self.progress(true);
@@ -381,7 +380,7 @@ impl<'a> Download<'a> {
         let rate = self.received as f64 / ((now - self.started_ms) / 1000.0).max(1e-3);
         let total = self.total.unwrap_or(0);
         let eta_s = (rate > 0.0 && total > 0).then(|| total.saturating_sub(self.pos) as f64 / rate);
-        let p = DownloadProgress { bytes: self.pos, total, rate, eta_s, resumed_from: self.resumed_from, retries: self.retries, restarts: self.restarts };
+        let p = DownloadProgress { bytes: self.pos, total, rate, eta_s, resumed_from: self.resumed_from, retries: self.retries, restarts: self.restarts, flushed: self.flushed };
         (self.on_progress)(&p);
     }
 

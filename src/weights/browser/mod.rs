@@ -57,6 +57,9 @@ pub struct DownloadProgress {
     /// Times the file changed on the server during this download, each of
     /// which restarted it from byte 0 (`bytes` went back to 0).
     pub restarts: u32,
+    /// Bytes of the file flushed to disk so far (what a crash would keep);
+    /// less than `DownloadOptions::flush_bytes` behind `bytes` between chunks.
+    pub flushed: u64,
 }
 
 /// Cancels a download: `cancel()` sets a flag and aborts the request in flight

@@ -69,8 +69,10 @@ pub async fn weights_probe_download(url: String, options: String) -> Result<Stri
 
     let cancel = Cancel::new();
     let (mut events, mut monotonic, mut last): (u64, bool, Option<DownloadProgress>) = (0, true, None);
+    let mut max_unflushed = 0u64;
     let mut on_progress = |p: &DownloadProgress| {
         events += 1;
+        max_unflushed = max_unflushed.max(p.bytes.saturating_sub(p.flushed));
         // Bytes only go down when a changed file restarts from 0.
         monotonic &= last.is_none_or(|l| p.bytes >= l.bytes || p.bytes < p.resumed_from.max(1));
         last = Some(*p);
@@ -95,6 +97,7 @@ pub async fn weights_probe_download(url: String, options: String) -> Result<Stri
     out["hash"] = json!(hash);
     out["progress_events"] = json!(events);
     out["progress_monotonic"] = json!(monotonic);
+    out["max_unflushed"] = json!(max_unflushed);
     if let Some(p) = last {
         out["last_progress"] = json!({ "bytes": p.bytes, "total": p.total, "rate": p.rate, "eta_s": p.eta_s, "retries": p.retries, "restarts": p.restarts });
     }
