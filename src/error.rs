@@ -53,6 +53,20 @@ pub enum Error {
     #[error("`{url}` does not support HTTP Range requests (it answered 200 with the whole file instead of 206 Partial Content). Weights are streamed in ranges so that no file is held whole in memory: download the file and open it by path, or serve it from a host that supports ranges")]
     NoRangeSupport { url: String },
 
+    /// A file whose version changed on the server between two reads of it (another validator,
+    /// size or answer to `If-Range`): its parts cannot be joined.
+    #[error("`{url}` changed on the server during the download ({what}); the parts already read belong to the old version. Retry to read the new version from the start")]
+    FileChanged { url: String, what: String },
+
+    /// A host that may ignore byte ranges: reading from it synchronously (the browser's no-cache
+    /// path) could hold the whole file in memory before its answer can be checked.
+    #[error("`{url}` does not show that it serves HTTP Range requests (its answer to HEAD has no `Accept-Ranges: bytes`; a server on another origin must also list Accept-Ranges in Access-Control-Expose-Headers) and the file is {size}: reading it here could load all of it into memory. Serve it from a host that supports ranges, or let the browser cache it")]
+    RangesNotShown { url: String, size: String },
+
+    /// An https URL that redirects to plain http.
+    #[error("`{url}` redirects from https to plain http (`{to}`); refusing to read weights over an unencrypted connection. Use an https link to the file")]
+    InsecureRedirect { url: String, to: String },
+
     #[error("timed out {what} `{url}`: the connection stalled and retries did not help; check the network and try again")]
     Timeout { url: String, what: String },
 

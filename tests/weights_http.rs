@@ -1,9 +1,11 @@
 //! `HttpSource` against a loopback HTTP/1.1 server (127.0.0.1 only) that
 //! serves generated GGUF/safetensors files with Range support and injects a
 //! scripted fault per request: truncated bodies, stalls past the client's
-//! read timeout, dropped and reset connections, 503s. Loads must complete
+//! read timeout, dropped and reset connections, 503s, 403s. Loads must complete
 //! with the file's exact bytes (GPU readback compared with tolerance 0);
-//! hosts without Range support, 404s and endless faults give typed errors.
+//! hosts without Range support, 404s and endless faults give typed errors,
+//! and a file that changes on the server between two ranges (same size, new
+//! ETag, Last-Modified or X-Linked-Etag) is `FileChanged`, never spliced.
 
 mod common;
 
@@ -39,6 +41,20 @@ enum Fault {
     Reset,
     /// Answer 503.
     Unavailable,
+    /// Answer 403 (an expired signed URL).
+    Forbidden,
+}
+
+/// Which validator the server sends for version `n` of its file.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Tag {
+    None,
+    /// `ETag: "v<n>"`, and `If-Range` is honoured (a stale one gets the whole file, `200`).
+    Etag,
+    /// `Last-Modified` only; `If-Range` is ignored (the client must compare).
+    LastModified,
+    /// Hugging Face's: `X-Linked-Etag: "sha<n>"` beside an `ETag` that stays the same.
+    Linked,
 }
 
 /// One request the server saw: path and `Range` header.
@@ -46,6 +62,7 @@ enum Fault {
 struct Seen {
     path: String,
     range: Option<String>,
+    if_range: Option<String>,
     /// Whether the fault changed the answer (a truncation past the body's end does not).
     hurt: bool,
 }
@@ -70,19 +87,26 @@ impl Server {
     /// `/f` at `/redirect`, and 404 elsewhere. Request `i` (counting those
     /// to `/f` and `/redirect`) gets `faults[i]`, or no fault past the end.
     fn start(file: Vec<u8>, faults: Vec<Fault>) -> Server {
+        Server::start_versions(vec![file], faults, Tag::None, 0)
+    }
+
+    /// `start` with several versions of the file (same size): requests to `/f`
+    /// and `/redirect` after the first `change_after` get the last version,
+    /// named by `tag`.
+    fn start_versions(versions: Vec<Vec<u8>>, faults: Vec<Fault>, tag: Tag, change_after: usize) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (stop2, seen2, file) = (stop.clone(), seen.clone(), Arc::new(file));
+        let (stop2, seen2, versions) = (stop.clone(), seen.clone(), Arc::new(versions));
         let thread = std::thread::spawn(move || {
             for conn in listener.incoming().take(MAX_CONNECTIONS) {
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (file, seen, faults) = (file.clone(), seen2.clone(), faults.clone());
-                std::thread::spawn(move || serve(conn, &file, &seen, &faults));
+                let (versions, seen, faults) = (versions.clone(), seen2.clone(), faults.clone());
+                std::thread::spawn(move || serve(conn, &versions, &seen, &faults, tag, change_after));
             }
         });
         Server { port, stop, seen, thread: Some(thread) }
@@ -109,7 +133,7 @@ impl Drop for Server {
 }
 
 /// Handles one connection: one request, then close (`Connection: close`).
-fn serve(mut conn: TcpStream, file: &[u8], seen: &Mutex<Vec<Seen>>, faults: &[Fault]) {
+fn serve(mut conn: TcpStream, versions: &[Vec<u8>], seen: &Mutex<Vec<Seen>>, faults: &[Fault], tag: Tag, change_after: usize) {
     conn.set_read_timeout(Some(Duration::from_secs(2))).ok();
     // Peek the whole request without consuming it, so that `Reset` can leave it unread.
     let mut buf = [0u8; 4096];
@@ -122,23 +146,39 @@ fn serve(mut conn: TcpStream, file: &[u8], seen: &Mutex<Vec<Seen>>, faults: &[Fa
         std::thread::sleep(Duration::from_millis(2));
     }
     let req = String::from_utf8_lossy(&buf[..n]).to_string();
-    let mut lines = req.lines();
-    let path = lines.next().and_then(|l| l.split(' ').nth(1)).unwrap_or("").to_string();
-    let range = lines.find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("range").then(|| v.trim().to_string())
-    });
+    let path = req.lines().next().and_then(|l| l.split(' ').nth(1)).unwrap_or("").to_string();
+    let header = |name: &str| {
+        req.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    let (range, if_range) = (header("range"), header("if-range"));
     if path.is_empty() {
         return; // the Drop wake-up, or a client that gave up
     }
     let (fault, me) = {
         let mut s = seen.lock().unwrap();
-        s.push(Seen { path: path.clone(), range: range.clone(), hurt: false });
+        s.push(Seen { path: path.clone(), range: range.clone(), if_range: if_range.clone(), hurt: false });
         let me = s.len() - 1;
         let scripted = |p: &str| p == "/f" || p == "/redirect";
         let i = s.iter().filter(|x| scripted(&x.path)).count();
         (if scripted(&path) { faults.get(i - 1).copied().unwrap_or(Fault::None) } else { Fault::None }, me)
     };
+    let version = {
+        let s = seen.lock().unwrap();
+        let before = s[..me].iter().filter(|x| x.path == "/f" || x.path == "/redirect").count();
+        if before >= change_after { versions.len() - 1 } else { 0 }
+    };
+    let file = &versions[version][..];
+    let validators = match tag {
+        Tag::None => String::new(),
+        Tag::Etag => format!("ETag: \"v{version}\"\r\n"),
+        Tag::LastModified => format!("Last-Modified: Tue, 0{} Dec 2026 10:00:00 GMT\r\n", version + 1),
+        Tag::Linked => format!("ETag: \"pointer\"\r\nX-Linked-Etag: \"sha{version}\"\r\n"),
+    };
+    // RFC 9110 §13.1.5: a range only if the validator still matches, else the whole file.
+    let stale = tag == Tag::Etag && if_range.as_ref().is_some_and(|v| *v != format!("\"v{version}\""));
     let hurt = |s: &Mutex<Vec<Seen>>| s.lock().unwrap()[me].hurt = true;
     if let Fault::Reset = fault {
         hurt(seen);
@@ -149,21 +189,23 @@ fn serve(mut conn: TcpStream, file: &[u8], seen: &Mutex<Vec<Seen>>, faults: &[Fa
     let total = file.len();
     let (status, headers, body): (&str, String, &[u8]) = match (path.as_str(), fault) {
         (_, Fault::Unavailable) => ("503 Service Unavailable", String::new(), b""),
+        (_, Fault::Forbidden) => ("403 Forbidden", String::new(), b""),
         ("/redirect", _) => ("302 Found", "Location: /f\r\n".into(), b""),
         ("/norange", _) => ("200 OK", String::new(), file),
+        ("/f", _) if stale => ("200 OK", validators, file),
         ("/f", _) => match range.as_deref().and_then(parse_range) {
             Some((a, b)) if a < total => {
                 let b = b.unwrap_or(total - 1).min(total - 1);
-                ("206 Partial Content", format!("Content-Range: bytes {a}-{b}/{total}\r\n"), &file[a..=b])
+                ("206 Partial Content", format!("{validators}Content-Range: bytes {a}-{b}/{total}\r\n"), &file[a..=b])
             }
             Some(_) => ("416 Range Not Satisfiable", format!("Content-Range: bytes */{total}\r\n"), b""),
-            None => ("200 OK", String::new(), file),
+            None => ("200 OK", validators, file),
         },
         _ => ("404 Not Found", String::new(), b""),
     };
     match fault {
         Fault::Truncate(k) | Fault::Stall(k) if k < body.len() => hurt(seen),
-        Fault::Unavailable => hurt(seen),
+        Fault::Unavailable | Fault::Forbidden => hurt(seen),
         _ => {}
     }
     let head = format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
@@ -310,6 +352,60 @@ fn redirect_is_followed_with_the_range() {
     let seen = server.seen();
     assert_eq!(seen[0].path, "/redirect");
     assert!(seen.iter().any(|s| s.path == "/f" && s.range.as_deref() == Some(want.as_str())), "{seen:?}");
+    // Later ranges go to the final URL: the redirect is followed once, by `open`
+    // (`resolve/main` could point at another commit by the next range).
+    assert_eq!(seen.iter().filter(|s| s.path == "/redirect").count(), 1, "{seen:?}");
+    assert_eq!(src.final_url(), server.url("/f"));
+}
+
+#[test]
+fn an_expired_final_url_is_resolved_again() {
+    let (file, _) = gguf_file();
+    // Requests 0 and 1: `open` through the redirect; request 2: the pinned `/f` answers
+    // 403 (a signed CDN URL that expired); the client asks `/redirect` again.
+    let server = Server::start_versions(vec![file.clone()], vec![Fault::None, Fault::None, Fault::Forbidden], Tag::Etag, 0);
+    let mut src = HttpSource::open_with(&server.url("/redirect"), opts(), None).unwrap();
+    assert!(src.read_range(1000, 3000).unwrap() == file[1000..4000]);
+    let paths: Vec<String> = server.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(paths, ["/redirect", "/f", "/f", "/redirect", "/f"]);
+}
+
+/// Two versions of a file of the same size: the server switches to the second after
+/// `open`'s request. Every read after that must fail with `FileChanged`, whichever
+/// validator the server names the versions with, and no byte of the new version may
+/// come back joined to the old one.
+#[test]
+fn a_file_that_changes_between_ranges_is_file_changed() {
+    let mut rng = Rng::new(75);
+    let (old, new) = (rng.bytes(20_000), rng.bytes(20_000));
+    for tag in [Tag::Etag, Tag::LastModified, Tag::Linked] {
+        for path in ["/f", "/redirect"] {
+            // `open` is one request, or two through the redirect.
+            let server = Server::start_versions(vec![old.clone(), new.clone()], vec![], tag, if path == "/f" { 1 } else { 2 });
+            let mut src = HttpSource::open_with(&server.url(path), opts(), None).unwrap();
+            assert!(src.validator().is_some(), "{tag:?}: no validator pinned");
+            match src.read_range(5000, 10_000) {
+                Err(e @ Error::FileChanged { .. }) => {
+                    let m = e.to_string();
+                    assert!(m.contains(&server.url(path)) && m.contains("changed on the server") && m.contains("Retry"), "{tag:?}: {m}");
+                }
+                Err(e) => panic!("{tag:?} {path}: wrong error {e:?}"),
+                Ok(b) => panic!("{tag:?} {path}: read {} bytes of the new version (old: {})", b.len(), b == old[5000..15000]),
+            }
+            let seen = server.seen();
+            // `If-Range` only where the server can match it: a strong ETag or a date.
+            let if_range = seen.last().unwrap().if_range.clone();
+            match tag {
+                Tag::Etag => assert_eq!(if_range.as_deref(), Some("\"v0\"")),
+                Tag::LastModified => assert!(if_range.is_some_and(|d| d.contains("01 Dec")), "{seen:?}"),
+                _ => assert_eq!(if_range, None, "{seen:?}"),
+            }
+        }
+    }
+    // Without a change the same reads succeed.
+    let server = Server::start_versions(vec![old.clone()], vec![], Tag::Linked, 1);
+    let mut src = HttpSource::open_with(&server.url("/f"), opts(), None).unwrap();
+    assert!(src.read_range(5000, 10_000).unwrap() == old[5000..15000]);
 }
 
 #[test]

@@ -61,7 +61,13 @@ pub async fn download(job: u32, files: &[PlannedFile], cancel: &Cancel) -> Resul
 async fn download_one(job: u32, f: &PlannedFile, index: usize, bytes: &RefCell<Vec<u64>>, overall_total: u64, cancel: &Cancel) -> Result<()> {
     let what = format!("{} ({})", f.component, short(&f.location));
     post(&FromWorker::Stage { job, stage: "download".into(), what }, vec![]);
+    let mut restarts = 0;
     let mut on_progress = |p: &DownloadProgress| {
+        if p.restarts > restarts {
+            restarts = p.restarts;
+            let message = format!("{}: the file changed on the server during the download; downloading it again from the start", short(&f.location));
+            post(&FromWorker::Warning { job, message }, vec![]);
+        }
         let overall_bytes = {
             let mut b = bytes.borrow_mut();
             if let Some(slot) = b.get_mut(index) {

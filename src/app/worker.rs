@@ -48,7 +48,7 @@ pub fn error_kind(e: &Error) -> &'static str {
         Error::Cancelled => "cancelled",
         Error::Cors { .. } => "cors",
         Error::Http { status: 404 | 410, .. } => "not-found",
-        Error::Http { .. } | Error::NoRangeSupport { .. } | Error::Timeout { .. } => "http",
+        Error::Http { .. } | Error::NoRangeSupport { .. } | Error::RangesNotShown { .. } | Error::FileChanged { .. } | Error::InsecureRedirect { .. } | Error::Timeout { .. } => "http",
         Error::Quota { .. } => "quota",
         Error::OutOfMemory(_) => "out-of-memory",
         Error::DeviceLost(_) => "device-lost",

@@ -49,6 +49,9 @@ pub fn in_component(component: &str, file: &str, e: Error) -> Error {
         | Error::Cors { .. }
         | Error::Quota { .. }
         | Error::NoRangeSupport { .. }
+        | Error::RangesNotShown { .. }
+        | Error::FileChanged { .. }
+        | Error::InsecureRedirect { .. }
         | Error::Timeout { .. }
         | Error::Lora { .. }
         | Error::OutOfMemory(_)

@@ -5,28 +5,36 @@
 //! Content`: a `200` means the host ignores ranges, and downloading a 12 GB
 //! file whole is exactly what streaming avoids, so that is a typed
 //! `NoRangeSupport` error. Redirects are followed (the Hub answers
-//! `resolve/main/...` with a 302 to its CDN; the `Range` header is kept).
+//! `resolve/main/...` with a 302 to its CDN; the `Range` header is kept),
+//! except from https to plain http (`InsecureRedirect`).
+//!
+//! One version of one file: `open`'s answer pins the final URL after
+//! redirects and the file's validator (`range::Pin`: `X-Linked-Etag`, else
+//! `ETag`, else `Last-Modified`); later ranges go to that URL with `If-Range`
+//! (when the validator can be one), and an answer from another version (a
+//! new validator or size, or a `200` to `If-Range`) is `FileChanged`.
 //!
 //! Faults: a body that ends early, a dropped or reset connection, a stall
 //! longer than `read_timeout` (per socket read, so a slow but moving download
 //! never times out), and 408/429/5xx answers are retried from the last byte
 //! received, with exponential backoff; `retries` bounds the consecutive
 //! attempts that bring no new byte. The bytes returned are the file's bytes:
-//! every response's `Content-Range` must start where we asked and name the
-//! same total size, otherwise the file changed on the server (a fatal error).
+//! every response's `Content-Range` must start where we asked.
 //!
 //! Memory: a read holds its own bytes only (the caller's `len`; the loader
 //! asks for ≤ `CHUNK_BYTES`), plus the first `FIRST_FETCH` bytes kept from
 //! `open`, which serve the header parse without a second request.
 
 use std::io::Read;
+
+use ureq::ResponseExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::load::{ByteSource, FIRST_FETCH};
 pub use super::range::parse_content_range;
-use super::range::{check_answer, fetch_resuming, read_in_head, Asked, Fail};
+use super::range::{check_answer, downgrade, fetch_resuming, is_https, read_in_head, Asked, Fail, Pin, Validator};
 use crate::error::{Error, Result};
 
 /// Timeouts, retries and parallelism of an `HttpSource`.
@@ -96,6 +104,8 @@ pub struct HttpSource {
     opened: Instant,
     meter: Mutex<Meter>,
     retries: AtomicU64,
+    /// The final URL and validator of `open`'s answer.
+    pin: Mutex<Pin>,
 }
 
 impl HttpSource {
@@ -110,6 +120,9 @@ impl HttpSource {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(opts.max_redirects)
+            // Refuses an https → http redirect before connecting (`InsecureRedirect`).
+            .https_only(is_https(url))
+            .save_redirect_history(true)
             .timeout_connect(Some(opts.connect_timeout))
             .timeout_per_read(Some(opts.read_timeout))
             .timeout_per_write(Some(opts.read_timeout))
@@ -125,6 +138,7 @@ impl HttpSource {
             opened: Instant::now(),
             meter: Mutex::new(Meter { done: 0, callback: progress }),
             retries: AtomicU64::new(0),
+            pin: Mutex::new(Pin::default()),
         };
         let (head, total) = src.fetch(0, src.opts.head_bytes.max(1) as u64, None)?;
         src.head = head;
@@ -196,15 +210,47 @@ impl HttpSource {
         fetch_resuming(&self.url, offset, len, total, self.opts.retries, attempt, wait)
     }
 
+    /// The file's validator, pinned by `open` (`None`: the server names no version).
+    pub fn validator(&self) -> Option<Validator> {
+        lock(&self.pin).validator.clone()
+    }
+
+    /// Where ranges are read from: the final URL after `open`'s redirects.
+    pub fn final_url(&self) -> String {
+        lock(&self.pin).target(&self.url).to_string()
+    }
+
     /// One `GET` of `[start, end)`, appending what arrives to `out`. Returns
     /// the file size from `Content-Range`.
     fn attempt(&self, start: u64, end: u64, total: Option<u64>, out: &mut Vec<u8>) -> std::result::Result<u64, Fail> {
         let url = &self.url;
         let range = format!("bytes={start}-{}", end.saturating_sub(1));
-        let resp = self.agent.get(url).header("Range", &range).call().map_err(|e| self.call_error(e))?;
-        let content_range = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).map(parse_content_range);
-        let asked = Asked { url, range: &range, start, total, etag: None, hidden_hint: "" };
-        let Some(size) = check_answer(&asked, resp.status().as_u16(), content_range, None)? else { return Ok(0) };
+        let (target, validator) = {
+            let pin = lock(&self.pin);
+            (pin.target(url).to_string(), pin.validator.clone())
+        };
+        let if_range = validator.as_ref().and_then(Validator::if_range);
+        let mut req = self.agent.get(&target).header("Range", &range);
+        if let Some(v) = if_range {
+            req = req.header("If-Range", v);
+        }
+        let resp = req.call().map_err(|e| self.call_error(e))?;
+        let history: Vec<String> = resp.get_redirect_history().unwrap_or_default().iter().map(|u| u.to_string()).collect();
+        // `https_only` already refuses this; checked again on what was actually followed.
+        if let Some((_, to)) = downgrade(&history.iter().map(String::as_str).collect::<Vec<_>>()) {
+            return Err(Fail::Fatal(Error::InsecureRedirect { url: url.clone(), to: to.to_string() }));
+        }
+        let status = resp.status().as_u16();
+        if lock(&self.pin).expired(url, status) {
+            return Err(Fail::Retry(Error::Http { url: target, status }));
+        }
+        let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let now = Validator::from_headers(header);
+        let content_range = header("content-range").map(|v| parse_content_range(&v));
+        let asked = Asked { url, range: &range, start, total, validator: validator.as_ref(), if_range: if_range.is_some(), hidden_hint: "" };
+        let size = check_answer(&asked, status, content_range, now.as_ref())?;
+        lock(&self.pin).answer(url, history.last().cloned(), now).map_err(Fail::Fatal)?;
+        let Some(size) = size else { return Ok(0) };
         let want = end.min(size).saturating_sub(start);
         let mut body = resp.into_body().into_reader().take(want);
         let mut buf = vec![0u8; 64 << 10];
@@ -241,6 +287,7 @@ impl HttpSource {
             ureq::Error::TooManyRedirects | ureq::Error::RedirectFailed => {
                 Fail::Fatal(Error::Io { file: url, message: format!("{e} (more than {} redirects, or a bad Location)", self.opts.max_redirects) })
             }
+            ureq::Error::RequireHttpsOnly(to) => Fail::Fatal(Error::InsecureRedirect { url, to }),
             ureq::Error::HostNotFound => Fail::Fatal(Error::Io { file: url, message: "host not found; check the URL and the network".into() }),
             other => Fail::Fatal(Error::Io { file: url, message: other.to_string() }),
         }

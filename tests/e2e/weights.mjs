@@ -5,8 +5,12 @@
 // A Node server on 127.0.0.1 serves dist/ (the app's wasm-bindgen JS and wasm,
 // built by `trunk build`), a blank test page and the worker script (test-only,
 // not in dist), and generated files with Range + ETag support and fault
-// injection (`?fault=truncate|reset|stall|slow|norange`, on the first answer
-// longer than 64 KiB of each URL). A second server on another port is another
+// injection (`?fault=truncate|reset|stall|slow|norange|ignorerange`, on the
+// first answer longer than 64 KiB of each URL; `norange` says
+// `Accept-Ranges: none`, `ignorerange` says nothing), `?validator=lm|none`
+// (Last-Modified instead of the ETag, or neither), and `?change_after=1` (the
+// file gets a new version, same size, once one GET of that URL was answered);
+// it counts the body bytes it sent per URL (`sent`). A second server on another port is another
 // origin: `/cors/...` sends CORS headers, `/nocors/...` sends none.
 // The worker calls the `weights_probe_*` hooks (src/weights/browser/probe.rs);
 // checksums are FNV-1a 64 of the bytes read back, compared with the served bytes.
@@ -54,6 +58,9 @@ const FILES = {
   'small.json': () => Buffer.from(JSON.stringify({ model: 'test', dims: [1, 2, 3] })),
   'changing.bin': () => makeBytes(2 * MIB + 7, 100 + (version.get('changing.bin') ?? 0)),
   'changing2.bin': () => makeBytes(3 * MIB + 1, 200 + (version.get('changing2.bin') ?? 0)),
+  'changing3.bin': () => makeBytes(3 * MIB + 3, 300 + (version.get('changing3.bin') ?? 0)),
+  'changing4.bin': () => makeBytes(2 * MIB + 5, 400 + (version.get('changing4.bin') ?? 0)),
+  'changing5.bin': () => makeBytes(2 * MIB + 9, 500 + (version.get('changing5.bin') ?? 0)),
 };
 const cache = new Map();
 function file(name) {
@@ -63,6 +70,11 @@ function file(name) {
 }
 const bump = (name) => version.set(name, (version.get(name) ?? 0) + 1);
 const etagOf = (name) => `"${fnv(file(name)).slice(0, 12)}-${version.get(name) ?? 0}"`;
+const lastModifiedOf = (name) => new Date(Date.UTC(2026, 0, 1 + (version.get(name) ?? 0))).toUTCString();
+/** Body bytes sent per URL (path + query). */
+const sent = new Map();
+const count = (key, n) => sent.set(key, (sent.get(key) ?? 0) + n);
+const changed = new Set();
 
 const WORKER = `
 const q = new URL(self.location.href).searchParams;
@@ -100,10 +112,21 @@ function serveFile(req, res, name, url, cors) {
     return;
   }
   const fault = url.searchParams.get('fault');
-  const headers = { 'content-type': 'application/octet-stream', 'cache-control': 'no-store', etag: etagOf(name), ...extra };
+  const key = url.pathname + url.search + (cors ? '#x' : '');
+  const validators = { lm: { 'last-modified': lastModifiedOf(name) }, none: {} }[url.searchParams.get('validator')] ?? { etag: etagOf(name) };
+  const headers = { 'content-type': 'application/octet-stream', 'cache-control': 'no-store', ...validators, ...extra };
+  if (req.method === 'GET' && url.searchParams.get('change_after') === '1' && !changed.has(key)) {
+    // Once this answer has been sent (whole or cut), the file is a new version.
+    changed.add(key);
+    let done = false;
+    const next = () => { if (!done) { done = true; bump(name); } };
+    res.on('finish', next);
+    res.on('close', next);
+  }
   let [start, end, status] = [0, body.length - 1, 200];
   const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
-  if (m && fault !== 'norange') {
+  const ignoresRanges = fault === 'norange' || fault === 'ignorerange';
+  if (m && !ignoresRanges) {
     start = Number(m[1]);
     end = m[2] ? Math.min(Number(m[2]), body.length - 1) : body.length - 1;
     if (start >= body.length) {
@@ -113,18 +136,19 @@ function serveFile(req, res, name, url, cors) {
     status = 206;
     headers['content-range'] = `bytes ${start}-${end}/${body.length}`;
   }
-  headers['accept-ranges'] = fault === 'norange' ? 'none' : 'bytes';
+  if (fault !== 'ignorerange') headers['accept-ranges'] = fault === 'norange' ? 'none' : 'bytes';
   const part = body.subarray(start, end + 1);
   if (req.method === 'HEAD') {
     res.writeHead(status, { ...headers, 'content-length': part.length }).end();
     return;
   }
-  const key = url.pathname + url.search + (cors ? '#x' : '');
-  const fire = fault && fault !== 'norange' && part.length > 64 * 1024 && !faulted.has(key);
+  const fire = fault && !ignoresRanges && part.length > 64 * 1024 && !faulted.has(key);
   if (!fire) {
+    count(key, part.length);
     res.writeHead(status, { ...headers, 'content-length': part.length }).end(part);
     return;
   }
+  count(key, part.length >> 1);
   if (fault !== 'slow') faulted.set(key, true);
   const half = part.subarray(0, part.length >> 1);
   if (fault === 'truncate') {
@@ -291,6 +315,57 @@ async function main() {
       check(v.status === 'downloaded' && !v.resumed, JSON.stringify(v));
       sameFile(v, 'changing2.bin');
     });
+    await t('a file that changes between ranges restarts from zero', async () => {
+      // Last-Modified only, so no ETag can tell the versions apart; the first answer is cut
+      // after half the file, and the resume comes from the new version.
+      const url = `${origin}/files/changing4.bin?fault=truncate&validator=lm&change_after=1`;
+      const v = value(await dl(url));
+      check(v.status === 'downloaded' && v.last_progress.restarts >= 1 && !v.resumed, JSON.stringify(v));
+      sameFile(v, 'changing4.bin');
+      check(log.some((l) => /changed on the server/.test(l)), 'no message about the change in the log');
+      return `restarts ${v.last_progress.restarts}`;
+    });
+    await t('a partial file without a validator is not resumed', async () => {
+      const url = `${plain}?fault=slow&validator=none&case=novalidator`;
+      check(errorOf(await dl(url, { cancel_after_bytes: MIB })).kind === 'Cancelled', 'cancel');
+      const entry = value(await call('weights_probe_list')).find((x) => x.url === url);
+      check(entry && !entry.complete && entry.stored >= MIB && !entry.validator, `entry ${JSON.stringify(entry)}`);
+      const v = value(await dl(url));
+      check(v.status === 'downloaded' && !v.resumed, JSON.stringify(v));
+      sameFile(v, 'plain.bin');
+    });
+    await t('metadata is moved in place, and read back from its temporary file', async () => {
+      const url = `${origin}/files/changing5.bin`;
+      check(value(await dl(url)).status === 'downloaded', 'download');
+      const h = fnv(Buffer.from(url));
+      // What a crash between removing `<h>.json` and moving `<h>.json.tmp` in place leaves.
+      const names = await page.evaluate(async (h) => {
+        const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('iclora-cache');
+        const before = [];
+        for await (const k of dir.keys()) if (k.startsWith(h)) before.push(k);
+        const text = await (await (await dir.getFileHandle(`${h}.json`)).getFile()).text();
+        const w = await (await dir.getFileHandle(`${h}.json.tmp`, { create: true })).createWritable();
+        await w.write(text);
+        await w.close();
+        await dir.removeEntry(`${h}.json`);
+        return { before: before.sort(), move: typeof FileSystemFileHandle.prototype.move === 'function' };
+      }, h);
+      // This Chromium has move(), so the temporary file was moved over `<h>.json`.
+      check(names.move && JSON.stringify(names.before) === JSON.stringify([`${h}.bin`, `${h}.json`]), `files after the download: ${names.before}, move ${names.move}`);
+      const entry = value(await call('weights_probe_list')).find((x) => x.url === url);
+      check(entry && entry.complete && entry.stored === full('changing5.bin').len, `entry ${JSON.stringify(entry)}`);
+      const v = value(await dl(url));
+      check(v.status === 'hit' && v.verified, JSON.stringify(v));
+      sameFile(v, 'changing5.bin');
+    });
+    await t('data is flushed every flush_bytes while downloading', async () => {
+      const v = value(await dl(`${plain}?case=flush`, { flush_bytes: 256 * 1024 }));
+      check(v.status === 'downloaded', JSON.stringify(v));
+      sameFile(v, 'plain.bin');
+      // Each body chunk is written, then flushed once flush_bytes have piled up.
+      check(v.max_unflushed < 256 * 1024, `up to ${v.max_unflushed} bytes were not flushed`);
+      return `at most ${(v.max_unflushed / 1024).toFixed(0)} KiB unflushed`;
+    });
     await t('quota exceeded: partial deleted, streamed via XHR', async () => {
       const url = `${plain}?case=quota`;
       const v = value(await dl(url, { quota_bytes: MIB }));
@@ -317,13 +392,36 @@ async function main() {
         return `retries ${v.retries}`;
       });
     }
+    await t('xhr: a stalled host times out and is retried', async () => {
+      const t0 = Date.now();
+      const v = value(await call('weights_probe_xhr', `${plain}?fault=stall&case=xhrstall`, 2 * MIB, MIB, JSON.stringify({ timeout_ms: 1000, min_rate: 64 * MIB })));
+      const s = (Date.now() - t0) / 1000;
+      // The server stalls for 60 s before it closes the connection.
+      check(v.hash === fnv(body.subarray(2 * MIB, 3 * MIB)) && v.retries >= 1 && s < 20, `${s} s: ${JSON.stringify(v)}`);
+      return `${s.toFixed(1)} s, retries ${v.retries}`;
+    });
+    for (const validator of ['etag', 'lm']) {
+      await t(`xhr: a file that changes between ranges (${validator}): FileChanged`, async () => {
+        const url = `${origin}/files/changing3.bin?validator=${validator}&change_after=1`;
+        const e = errorOf(await call('weights_probe_xhr', url, 2 * MIB, MIB));
+        check(e.kind === 'FileChanged' && /changed on the server/.test(e.message) && /Retry/.test(e.message), JSON.stringify(e));
+        return e.message.slice(0, 100) + '…';
+      });
+    }
+    for (const fault of ['norange', 'ignorerange']) {
+      await t(`xhr: a host that ignores ranges (${fault}) is refused unread`, async () => {
+        const url = `${plain}?fault=${fault}&case=xhrwhole`;
+        const e = errorOf(await call('weights_probe_xhr', url, 0, 10));
+        const want = fault === 'norange' ? 'NoRangeSupport' : 'RangesNotShown';
+        const key = new URL(url).pathname + new URL(url).search;
+        check(e.kind === want && /Range/.test(e.message), JSON.stringify(e));
+        check((sent.get(key) ?? 0) === 0, `the server sent ${sent.get(key)} body bytes`);
+        return e.message.slice(0, 90) + '…';
+      });
+    }
     await t('xhr read past the end is an Io error', async () => {
       const e = errorOf(await call('weights_probe_xhr', plain, body.length - 5, 10));
       check(e.kind === 'Io' && /past the end/.test(e.message), JSON.stringify(e));
-    });
-    await t('xhr without Range support: NoRangeSupport', async () => {
-      const e = errorOf(await call('weights_probe_xhr', `${plain}?fault=norange`, 0, 10));
-      check(e.kind === 'NoRangeSupport' && /Range/.test(e.message), JSON.stringify(e));
     });
     const missing = `${origin}/files/missing.bin`;
     await t('404: Http errors, exists() is false', async () => {

@@ -1,8 +1,18 @@
 //! The weights cache in the Origin Private File System (async; the engine's
 //! worker). Layout: a directory `iclora-cache/` with, per URL, `<h>.bin` (the
-//! file's bytes) and `<h>.json` (`{url, bytes, etag, complete}`), where `<h>`
-//! is the FNV-1a hash of the URL. An entry is valid for a URL while the server
-//! still reports the same size and ETag.
+//! file's bytes) and `<h>.json` (`{url, bytes, validator, complete}`), where
+//! `<h>` is the FNV-1a hash of the URL. An entry is valid for a URL while the
+//! server still reports the same size and validator (`range::Validator`).
+//!
+//! The metadata is replaced atomically: the new text is written and flushed to
+//! `<h>.json.tmp`, which then takes the place of `<h>.json`
+//! (`FileSystemFileHandle.move()`; Chromium 156 has it in workers and it
+//! replaces an existing file; where it does not, the old `<h>.json` is
+//! removed first). At every
+//! point of a crash one of the two holds a complete entry: readers take
+//! `<h>.json`, else `<h>.json.tmp`. Without `move()` the file is rewritten in
+//! place (the old behaviour: a crash mid-write loses the entry, and the file
+//! is downloaded again).
 //!
 //! `ensure_cached` downloads with `fetch` (see `download.rs`), resuming a
 //! partial file; when the storage quota runs out it deletes the partial file
@@ -20,6 +30,7 @@ use web_sys::{
 use super::download::{remote_info, Download};
 use super::{js, opfs, Cancel, DownloadProgress};
 use crate::error::{Error, Result};
+use crate::weights::range::Validator;
 
 /// The cache's directory in the origin's private file system.
 pub const CACHE_DIR: &str = "iclora-cache";
@@ -30,7 +41,8 @@ pub struct CacheEntry {
     pub url: String,
     /// The file's size on the server (0 while unknown).
     pub bytes: u64,
-    pub etag: Option<String>,
+    /// The version of the file these bytes are from.
+    pub validator: Option<Validator>,
     /// Whether every byte is in the cache.
     pub complete: bool,
     /// Bytes stored so far.
@@ -40,7 +52,7 @@ pub struct CacheEntry {
 /// What `ensure_cached` did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CacheStatus {
-    /// Already cached. `verified`: the server confirmed the same size and ETag
+    /// Already cached. `verified`: the server confirmed the same size and validator
     /// (false when it could not be asked, e.g. offline: the cached copy is used).
     Hit { bytes: u64, verified: bool },
     /// Downloaded now (`resumed_from` > 0 when a partial file was continued).
@@ -66,11 +78,13 @@ pub struct DownloadOptions {
     /// like the browser's QuotaExceededError (the e2e test uses it to exercise
     /// that path). `None`: only the browser's quota.
     pub quota_bytes: Option<u64>,
+    /// The data is flushed to disk after every this many bytes (and at the end).
+    pub flush_bytes: u64,
 }
 
 impl Default for DownloadOptions {
     fn default() -> Self {
-        DownloadOptions { retries: 5, stall_ms: 30_000.0, backoff_ms: 500.0, max_backoff_ms: 8_000.0, progress_ms: 100.0, quota_bytes: None }
+        DownloadOptions { retries: 5, stall_ms: 30_000.0, backoff_ms: 500.0, max_backoff_ms: 8_000.0, progress_ms: 100.0, quota_bytes: None, flush_bytes: 256 << 20 }
     }
 }
 
@@ -83,6 +97,11 @@ pub struct StorageUsage {
 
 fn io(file: &str, e: &JsValue) -> Error {
     Error::Io { file: file.to_string(), message: js::error_text(e) }
+}
+
+/// The metadata's temporary name (see the module comment).
+fn tmp_name(json: &str) -> String {
+    format!("{json}.tmp")
 }
 
 /// `<h>.bin` and `<h>.json` for a URL.
@@ -145,32 +164,62 @@ pub(super) async fn read_meta(dir: &FileSystemDirectoryHandle, url: &str) -> Opt
     Some(CacheEntry { stored, ..e })
 }
 
+/// The entry in `<h>.json`, else in `<h>.json.tmp` (a crash between removing
+/// the one and moving the other in place; see the module comment).
 async fn read_meta_file(dir: &FileSystemDirectoryHandle, json: &str) -> Option<CacheEntry> {
-    let fh = file_handle(dir, json, false).await.ok()??;
+    match read_entry(dir, json).await {
+        Some(e) => Some(e),
+        None => read_entry(dir, &tmp_name(json)).await,
+    }
+}
+
+async fn read_entry(dir: &FileSystemDirectoryHandle, name: &str) -> Option<CacheEntry> {
+    let fh = file_handle(dir, name, false).await.ok()??;
     let file: Blob = JsFuture::from(fh.get_file()).await.ok()?.unchecked_into();
     let text = JsFuture::from(file.text()).await.ok()?.as_string()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    Some(CacheEntry {
-        url: v.get("url")?.as_str()?.to_string(),
-        bytes: v.get("bytes")?.as_u64()?,
-        etag: v.get("etag").and_then(|e| e.as_str()).map(str::to_string),
-        complete: v.get("complete")?.as_bool()?,
-        stored: 0,
-    })
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    // Entries written before validators were kept name an `etag` only.
+    let validator = match (text("validator_header"), text("validator")) {
+        (Some(header), Some(value)) => Some(Validator { header, value }),
+        _ => text("etag").map(|value| Validator { header: "etag".into(), value }),
+    };
+    Some(CacheEntry { url: text("url")?, bytes: v.get("bytes")?.as_u64()?, validator, complete: v.get("complete")?.as_bool()?, stored: 0 })
 }
 
-/// Writes `<h>.json` for `e`.
-pub(super) async fn write_meta(dir: &FileSystemDirectoryHandle, e: &CacheEntry) -> Result<()> {
-    let (_, json) = file_names(&e.url);
-    let text = serde_json::json!({ "url": e.url, "bytes": e.bytes, "etag": e.etag, "complete": e.complete }).to_string();
-    let fail = |err: JsValue| io(&e.url, &err);
-    let fh = file_handle(dir, &json, true).await.map_err(fail)?.ok_or_else(|| fail(JsValue::from_str("could not create the cache entry")))?;
-    let h = sync_handle(&fh).await.map_err(fail)?;
+/// Writes `name` of `dir` whole (created if missing) and flushes it.
+async fn write_file(dir: &FileSystemDirectoryHandle, name: &str, bytes: &[u8]) -> std::result::Result<FileSystemFileHandle, JsValue> {
+    let fh = file_handle(dir, name, true).await?.ok_or_else(|| JsValue::from_str("could not create the cache entry"))?;
+    let h = sync_handle(&fh).await?;
     let at = FileSystemReadWriteOptions::new();
     at.set_at(0.0);
-    let r = h.truncate_with_f64(0.0).and_then(|_| h.write_with_u8_array_and_options(text.as_bytes(), &at)).and_then(|_| h.flush());
+    let r = h.truncate_with_f64(0.0).and_then(|_| h.write_with_u8_array_and_options(bytes, &at)).and_then(|_| h.flush());
     h.close();
-    r.map_err(fail)
+    r.map(|_| fh)
+}
+
+/// `fh.move(name)` (a promise); `Err` where there is no `move()`.
+async fn move_to(fh: &FileSystemFileHandle, name: &str) -> std::result::Result<(), JsValue> {
+    js::await_value(js::call(fh, "move", &[JsValue::from_str(name)])?).await.map(|_| ())
+}
+
+/// Replaces `<h>.json` with `e`, atomically where `move()` exists (module comment).
+pub(super) async fn write_meta(dir: &FileSystemDirectoryHandle, e: &CacheEntry) -> Result<()> {
+    let (_, json) = file_names(&e.url);
+    let (header, value) = e.validator.as_ref().map(|v| (v.header.as_str(), v.value.as_str())).unzip();
+    let text = serde_json::json!({ "url": e.url, "bytes": e.bytes, "validator_header": header, "validator": value, "complete": e.complete }).to_string();
+    let fail = |err: JsValue| io(&e.url, &err);
+    let tmp = tmp_name(&json);
+    if js::get(&js::global(), "FileSystemFileHandle").and_then(|c| js::get(&c, "prototype")).and_then(|p| js::get(&p, "move")).is_none() {
+        return write_file(dir, &json, text.as_bytes()).await.map(|_| ()).map_err(fail);
+    }
+    let fh = write_file(dir, &tmp, text.as_bytes()).await.map_err(fail)?;
+    if move_to(&fh, &json).await.is_ok() {
+        return Ok(());
+    }
+    // `move()` that does not replace: the complete `.tmp` stands in while `<h>.json` is gone.
+    remove(dir, &json, &e.url).await?;
+    move_to(&fh, &json).await.map_err(fail)
 }
 
 /// Removes a file of `dir` (absent is fine).
@@ -203,7 +252,7 @@ pub async fn ensure_cached_with(url: &str, opts: &DownloadOptions, on_progress: 
     let meta = read_meta(&dir, url).await;
     if let Some(m) = meta.as_ref().filter(|m| m.complete && m.stored == m.bytes) {
         match remote_info(url, opts, cancel).await {
-            Ok((size, etag)) if size == Some(m.bytes) && (etag.is_none() || m.etag.is_none() || etag == m.etag) => {
+            Ok((size, validator)) if size == Some(m.bytes) && validator == m.validator => {
                 return Ok(CacheStatus::Hit { bytes: m.bytes, verified: true })
             }
             Ok(_) => {} // changed on the server: download again
@@ -224,23 +273,24 @@ pub async fn ensure_cached_with(url: &str, opts: &DownloadOptions, on_progress: 
         }
         Err(e) => return Ok(not_cached(format!("the cache file cannot be written here ({})", js::error_text(&e)))),
     };
-    // Resume only a partial file of the same URL whose size and ETag are known.
+    // Resume only a partial file of the same URL whose size and validator are known.
     let resume = meta.filter(|m| !m.complete && m.bytes > 0);
     let mut dl = Download::new(url, opts, cancel, on_progress, &dir, handle, resume);
     let result = dl.run().await;
     let handle = dl.finish();
     match result {
-        Ok((bytes, etag, resumed_from, retries)) => {
+        Ok((bytes, validator, resumed_from, retries)) => {
             let r = handle.flush();
             handle.close();
             r.map_err(|e| io(url, &e))?;
-            write_meta(&dir, &CacheEntry { url: url.to_string(), bytes, etag, complete: true, stored: bytes }).await?;
+            write_meta(&dir, &CacheEntry { url: url.to_string(), bytes, validator, complete: true, stored: bytes }).await?;
             Ok(CacheStatus::Downloaded { bytes, resumed_from, retries })
         }
         Err(Error::Quota { needed, .. }) => {
             handle.close();
             remove(&dir, &bin, url).await?;
             remove(&dir, &json, url).await?;
+            remove(&dir, &tmp_name(&json), url).await?;
             let available = usage().await.map_or(0, |u| u.quota.saturating_sub(u.usage));
             let available = opts.quota_bytes.map_or(available, |q| q.min(available));
             Ok(CacheStatus::NotCached { reason: Error::Quota { url: url.to_string(), needed, available } })
@@ -265,15 +315,15 @@ pub async fn list() -> Result<Vec<CacheEntry>> {
             break;
         }
         let Some(name) = js::get(&step, "value").and_then(|v| v.as_string()) else { continue };
-        if !name.ends_with(".json") {
-            continue;
-        }
-        if let Some(e) = read_meta_file(&dir, &name).await {
+        // `<h>.json`, or a `<h>.json.tmp` standing in for it.
+        let Some(json) = name.strip_suffix(".tmp").unwrap_or(&name).strip_suffix(".json").map(|h| format!("{h}.json")) else { continue };
+        if let Some(e) = read_meta_file(&dir, &json).await {
             let stored = stored_len(&dir, &file_names(&e.url).0).await;
             out.push(CacheEntry { stored, ..e });
         }
     }
     out.sort_by(|a, b| a.url.cmp(&b.url));
+    out.dedup_by(|a, b| a.url == b.url);
     Ok(out)
 }
 
@@ -285,6 +335,7 @@ pub async fn delete(url: &str) -> Result<bool> {
     let existed = file_handle(&dir, &json, false).await.ok().flatten().is_some() || file_handle(&dir, &bin, false).await.ok().flatten().is_some();
     remove(&dir, &bin, url).await?;
     remove(&dir, &json, url).await?;
+    remove(&dir, &tmp_name(&json), url).await?;
     Ok(existed)
 }
 

@@ -2,14 +2,27 @@
 //! the streamed body written chunk by chunk at its offset through the file's
 //! sync access handle (straight from the JavaScript buffer).
 //!
-//! Faults (the rules of `http.rs`): a body that ends early or breaks, a stall
+//! Faults (the rules of `range.rs`): a body that ends early or breaks, a stall
 //! (no byte for `stall_ms`: the request is aborted through its
 //! `AbortController`), and 408/429/5xx answers are retried from the last byte
 //! written, with exponential backoff; `retries` bounds the consecutive
-//! attempts that bring no new byte. Every `206` must start where we asked; a
-//! different size or ETag than the partial file's means the file changed on
-//! the server, so the download starts again from byte 0. A host that ignores
-//! ranges (`200`) is downloaded whole from byte 0 (no resume there).
+//! attempts that bring no new byte. A host that ignores ranges (`200`) is
+//! downloaded whole from byte 0 (no resume there): the body goes to disk.
+//!
+//! One version per file: the first answer pins the validator (`X-Linked-Etag`,
+//! else `ETag`, else `Last-Modified`; stored in the metadata for a later
+//! resume) and the final URL after redirects, where resumes after a fault go.
+//! Every `206` must start where we asked, with the pinned size and validator
+//! (`range::same_version`); otherwise the file changed on the server, and the
+//! download starts again from byte 0 (counted in `DownloadProgress::restarts`,
+//! the reason logged). A partial file whose metadata has no validator is not
+//! resumed (nothing could tell its bytes from a newer version's). No
+//! `If-Range` is sent: it is not a CORS-safelisted header, and Hugging Face's
+//! CDN does not allow it in a preflight; the answer's validator is compared
+//! instead, before any of its bytes are written.
+//!
+//! The data is flushed every `flush_bytes` (256 MiB), so a crash or a killed
+//! tab loses at most that much of a partial file.
 
 use js_sys::{Array, Promise, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
@@ -22,7 +35,7 @@ use web_sys::{
 use super::cache::{write_meta, CacheEntry, DownloadOptions};
 use super::{js, network_error, Cancel, DownloadProgress, HIDDEN_HINT};
 use crate::error::{Error, Result};
-use crate::weights::range::{check_partial, parse_content_range, status_fail, Asked, Fail, Failures};
+use crate::weights::range::{check_partial, parse_content_range, same_version, status_fail, Asked, Fail, Failures, Pin, Validator};
 
 const STALL: &str = "iclora-stall";
 
@@ -61,9 +74,13 @@ fn header(resp: &Response, name: &str) -> Option<String> {
     resp.headers().get(name).ok().flatten()
 }
 
-/// The size and ETag the server reports now (one `Range: bytes=0-0` request,
-/// aborted once the headers arrive), for checking a cached copy.
-pub(super) async fn remote_info(url: &str, opts: &DownloadOptions, cancel: &Cancel) -> Result<(Option<u64>, Option<String>)> {
+fn validator(resp: &Response) -> Option<Validator> {
+    Validator::from_headers(|h| header(resp, h))
+}
+
+/// The size and validator the server reports now (one `Range: bytes=0-0`
+/// request, aborted once the headers arrive), for checking a cached copy.
+pub(super) async fn remote_info(url: &str, opts: &DownloadOptions, cancel: &Cancel) -> Result<(Option<u64>, Option<Validator>)> {
     let ctrl = AbortController::new().map_err(|e| Error::Io { file: url.into(), message: js::error_text(&e) })?;
     cancel.attach(&ctrl);
     let raced = match start_fetch(url, "bytes=0-0", &ctrl) {
@@ -78,10 +95,10 @@ pub(super) async fn remote_info(url: &str, opts: &DownloadOptions, cancel: &Canc
         Raced::Stalled => return Err(Error::Timeout { url: url.into(), what: "waiting for an answer from".into() }),
         Raced::Rejected(e) => return Err(network_error(url, &js::error_text(&e))),
     };
-    let etag = header(&resp, "etag");
+    let v = validator(&resp);
     match resp.status() {
-        206 => Ok((header(&resp, "content-range").and_then(|v| parse_content_range(&v)).map(|(_, size)| size), etag)),
-        200 => Ok((header(&resp, "content-length").and_then(|v| v.trim().parse().ok()), etag)),
+        206 => Ok((header(&resp, "content-range").and_then(|v| parse_content_range(&v)).map(|(_, size)| size), v)),
+        200 => Ok((header(&resp, "content-length").and_then(|v| v.trim().parse().ok()), v)),
         status => Err(Error::Http { url: url.into(), status }),
     }
 }
@@ -97,11 +114,17 @@ pub(super) struct Download<'a> {
     /// Bytes in the file so far.
     pos: u64,
     total: Option<u64>,
-    etag: Option<String>,
+    /// The final URL and the validator (pinned by the first answer, or the
+    /// partial file's metadata).
+    pin: Pin,
     /// What the metadata file says (to rewrite it only on a change).
-    written: Option<(Option<u64>, Option<String>)>,
+    written: Option<(Option<u64>, Option<Validator>)>,
     resumed_from: u64,
     retries: u32,
+    /// Restarts from byte 0 because the file changed on the server.
+    restarts: u32,
+    /// Bytes of the file flushed to disk (what a crash keeps).
+    flushed: u64,
     /// Whether any request got an HTTP answer (else a failure may be CORS).
     answered: bool,
     started_ms: f64,
@@ -123,6 +146,10 @@ impl<'a> Download<'a> {
     ) -> Download<'a> {
         let size = handle.get_size().map_or(0, |s| s as u64);
         let resume = resume.filter(|m| size <= m.bytes);
+        if resume.as_ref().is_some_and(|m| m.validator.is_none() && size > 0) {
+            web_sys::console::warn_1(&format!("{url}: the partial download has no validator (ETag or Last-Modified) to prove the server still has the same file; starting again from the first byte").into());
+        }
+        let resume = resume.filter(|m| m.validator.is_some());
         let mut d = Download {
             url,
             opts,
@@ -132,10 +159,12 @@ impl<'a> Download<'a> {
             handle,
             pos: 0,
             total: None,
-            etag: None,
+            pin: Pin::default(),
             written: None,
             resumed_from: 0,
             retries: 0,
+            restarts: 0,
+            flushed: 0,
             answered: false,
             started_ms: js::now_ms(),
             received: 0,
@@ -143,8 +172,9 @@ impl<'a> Download<'a> {
         };
         match resume {
             Some(m) => {
-                d.written = Some((Some(m.bytes), m.etag.clone()));
-                (d.pos, d.total, d.etag, d.resumed_from) = (size, Some(m.bytes), m.etag, size);
+                d.written = Some((Some(m.bytes), m.validator.clone()));
+                (d.pos, d.total, d.resumed_from, d.flushed) = (size, Some(m.bytes), size, size);
+                (d.pin.validator, d.pin.pinned) = (m.validator, true);
             }
             None => {
                 let _ = d.handle.truncate_with_f64(0.0);
@@ -158,8 +188,8 @@ impl<'a> Download<'a> {
         self.handle
     }
 
-    /// Downloads the rest; returns `(size, etag, resumed_from, retries)`.
-    pub(super) async fn run(&mut self) -> Result<(u64, Option<String>, u64, u32)> {
+    /// Downloads the rest; returns `(size, validator, resumed_from, retries)`.
+    pub(super) async fn run(&mut self) -> Result<(u64, Option<Validator>, u64, u32)> {
         let mut failures = Failures::new(self.opts.retries);
         loop {
             if self.cancel.is_cancelled() {
@@ -169,7 +199,7 @@ impl<'a> Download<'a> {
             let last = match self.attempt().await {
                 Ok(()) => {
                     self.progress(true);
-                    return Ok((self.pos, self.etag.clone(), self.resumed_from, self.retries));
+                    return Ok((self.pos, self.pin.validator.clone(), self.resumed_from, self.retries));
                 }
                 Err(Fail::Fatal(e)) => return Err(e),
                 Err(Fail::Retry(e)) => e,
@@ -194,7 +224,8 @@ impl<'a> Download<'a> {
 
     async fn attempt_with(&mut self, ctrl: &AbortController) -> std::result::Result<(), Fail> {
         let range = format!("bytes={}-", self.pos);
-        let raced = match start_fetch(self.url, &range, ctrl) {
+        let target = self.pin.target(self.url).to_string();
+        let raced = match start_fetch(&target, &range, ctrl) {
             Ok(p) => race(p, self.opts.stall_ms).await,
             Err(e) => Raced::Rejected(e),
         };
@@ -204,41 +235,55 @@ impl<'a> Download<'a> {
             Raced::Rejected(e) => return Err(self.rejected(&e)),
         };
         self.answered = true;
-        let etag = header(&resp, "etag");
+        if self.pin.expired(self.url, resp.status()) {
+            return Err(Fail::Retry(Error::Http { url: target, status: resp.status() }));
+        }
+        let now = validator(&resp);
+        let final_url = Some(resp.url()).filter(|u| !u.is_empty());
         let content_range = header(&resp, "content-range").map(|v| parse_content_range(&v));
         match resp.status() {
             206 => {
-                // A changed size or ETag restarts the download (below) rather than failing.
-                let asked = Asked { url: self.url, range: &range, start: self.pos, total: None, etag: None, hidden_hint: HIDDEN_HINT };
+                // A changed size or validator restarts the download (below) rather than failing.
+                let asked = Asked { url: self.url, range: &range, start: self.pos, total: None, validator: None, if_range: false, hidden_hint: HIDDEN_HINT };
                 let size = check_partial(&asked, content_range, None)?;
-                if self.pos > 0 && (self.total != Some(size) || (etag.is_some() && self.etag.is_some() && etag != self.etag)) {
-                    return Err(self.restart("the file changed on the server since the partial download; starting again"));
+                if self.pos > 0 {
+                    if let Err(changed) = same_version(self.url, self.total, size, self.pin.validator.as_ref(), now.as_ref()) {
+                        return Err(self.restart(changed));
+                    }
                 }
-                (self.total, self.etag) = (Some(size), etag);
+                self.total = Some(size);
             }
             // The host ignores ranges: this body is the whole file.
             200 => {
                 if self.pos > 0 {
-                    let _ = self.restart("");
+                    let why = Error::Io { file: self.url.into(), message: "the server sent the whole file instead of the rest".into() };
+                    let _ = self.restart(why);
                 }
                 let length = header(&resp, "content-length").and_then(|v| v.trim().parse().ok());
                 // A compressed body's length is not the file's.
-                let length = length.filter(|_| header(&resp, "content-encoding").is_none_or(|e| e == "identity"));
-                (self.total, self.etag) = (length, etag);
+                self.total = length.filter(|_| header(&resp, "content-encoding").is_none_or(|e| e == "identity"));
             }
             // Nothing after `pos`: complete if the size still matches.
             416 => {
                 if matches!(content_range, Some(Some((None, size))) if Some(size) == self.total && size == self.pos) {
                     return Ok(());
                 }
-                return Err(self.restart("the server refused the range (416): the file changed; starting again"));
+                let what = "the server refused the range (416)".to_string();
+                return Err(self.restart(Error::FileChanged { url: self.url.into(), what }));
             }
             status => return Err(status_fail(self.url, status)),
         }
-        if self.written != Some((self.total, self.etag.clone())) {
-            let meta = CacheEntry { url: self.url.into(), bytes: self.total.unwrap_or(0), etag: self.etag.clone(), complete: false, stored: self.pos };
+        // Byte 0 of this version: pin it (after a restart too); later answers were checked above.
+        if self.pos == 0 {
+            (self.pin.validator, self.pin.pinned) = (now, true);
+        }
+        if final_url.is_some() {
+            self.pin.url = final_url;
+        }
+        if self.written != Some((self.total, self.pin.validator.clone())) {
+            let meta = CacheEntry { url: self.url.into(), bytes: self.total.unwrap_or(0), validator: self.pin.validator.clone(), complete: false, stored: self.pos };
             write_meta(self.dir, &meta).await.map_err(Fail::Fatal)?;
-            self.written = Some((self.total, self.etag.clone()));
+            self.written = Some((self.total, self.pin.validator.clone()));
         }
         if let Some(body) = resp.body() {
             let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
@@ -292,17 +337,27 @@ impl<'a> Download<'a> {
         }
         self.pos += n;
         self.received += n;
+        if self.pos - self.flushed >= self.opts.flush_bytes {
+            self.handle.flush().map_err(|e| Fail::Fatal(self.io(format!("flushing the cache failed: {}", js::error_text(&e)))))?;
+            self.flushed = self.pos;
+        }
         self.progress(false);
         Ok(())
     }
 
-    /// Empties the file; the next attempt starts from byte 0.
-    fn restart(&mut self, why: &str) -> Fail {
+    /// Empties the file and forgets the pinned version (the next attempt
+    /// starts from byte 0 at the original URL); logs `why` and reports the
+    /// restart in the progress (`restarts` counts those of a changed file).
+    fn restart(&mut self, why: Error) -> Fail {
         if let Err(e) = self.handle.truncate_with_f64(0.0) {
             return Fail::Fatal(self.io(format!("cannot empty the cache file: {}", js::error_text(&e))));
         }
-        (self.pos, self.total, self.etag, self.resumed_from) = (0, None, None, 0);
-        Fail::Retry(self.io(why.to_string()))
+        web_sys::console::warn_1(&format!("{why}; downloading it again from the first byte").into());
+        (self.pos, self.total, self.pin, self.resumed_from, self.flushed) = (0, None, Pin::default(), 0, 0);
+        // A host that ignores ranges is not a new version of the file.
+        self.restarts += u32::from(matches!(why, Error::FileChanged { .. }));
+        self.progress(true);
+        Fail::Retry(why)
     }
 
     /// A rejected `fetch` or body read.
@@ -325,7 +380,7 @@ impl<'a> Download<'a> {
         let rate = self.received as f64 / ((now - self.started_ms) / 1000.0).max(1e-3);
         let total = self.total.unwrap_or(0);
         let eta_s = (rate > 0.0 && total > 0).then(|| total.saturating_sub(self.pos) as f64 / rate);
-        let p = DownloadProgress { bytes: self.pos, total, rate, eta_s, resumed_from: self.resumed_from, retries: self.retries };
+        let p = DownloadProgress { bytes: self.pos, total, rate, eta_s, resumed_from: self.resumed_from, retries: self.retries, restarts: self.restarts, flushed: self.flushed };
         (self.on_progress)(&p);
     }
 

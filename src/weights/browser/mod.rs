@@ -4,7 +4,8 @@
 //! every byte must be readable synchronously:
 //! - `cache` (async): downloads a URL into the Origin Private File System
 //!   (`iclora-cache/`) with `fetch` and a streamed body, resuming, retrying,
-//!   timing out stalls, reporting progress, cancellable; keyed by URL + size + ETag.
+//!   timing out stalls, reporting progress, cancellable; keyed by URL + size + validator (`X-Linked-Etag`,
+//!   `ETag` or `Last-Modified`).
 //! - `opfs`: `prepare(url)` (async) opens a cached file's sync access handle;
 //!   `open(url)` (sync) then returns it as a `ByteSource` (`OpfsSource`), or an
 //!   `XhrSource` when the file is not cached.
@@ -54,6 +55,12 @@ pub struct DownloadProgress {
     pub resumed_from: u64,
     /// Faults recovered from so far (truncated or reset bodies, stalls, 5xx).
     pub retries: u32,
+    /// Times the file changed on the server during this download, each of
+    /// which restarted it from byte 0 (`bytes` went back to 0).
+    pub restarts: u32,
+    /// Bytes of the file flushed to disk so far (what a crash would keep);
+    /// less than `DownloadOptions::flush_bytes` behind `bytes` between chunks.
+    pub flushed: u64,
 }
 
 /// Cancels a download: `cancel()` sets a flag and aborts the request in flight

@@ -10,6 +10,7 @@ use wasm_bindgen::prelude::*;
 use super::{cache, js, opfs, xhr, Cancel, CacheStatus, DownloadOptions, DownloadProgress};
 use crate::error::Error;
 use crate::weights::load::ByteSource;
+use crate::weights::range::Validator;
 
 /// The `Error` variant's name, for the test's assertions.
 fn kind(e: &Error) -> &'static str {
@@ -21,6 +22,8 @@ fn kind(e: &Error) -> &'static str {
         Error::NoRangeSupport { .. } => "NoRangeSupport",
         Error::Timeout { .. } => "Timeout",
         Error::Io { .. } => "Io",
+        Error::FileChanged { .. } => "FileChanged",
+        Error::RangesNotShown { .. } => "RangesNotShown",
         _ => "Other",
     }
 }
@@ -50,7 +53,7 @@ fn hash_source(src: &mut dyn ByteSource) -> Result<(u64, String), Error> {
 
 /// `ensure_cached_with(url)`, then the file read back through `prepare` +
 /// `open` (OPFS when cached, else XHR). `options` (JSON, all optional):
-/// `stall_ms`, `retries`, `backoff_ms`, `quota_bytes`, and `cancel_after_bytes`
+/// `stall_ms`, `retries`, `backoff_ms`, `quota_bytes`, `flush_bytes`, and `cancel_after_bytes`
 /// (cancels from the progress callback once that many bytes are stored).
 #[wasm_bindgen]
 pub async fn weights_probe_download(url: String, options: String) -> Result<String, JsValue> {
@@ -61,12 +64,15 @@ pub async fn weights_probe_download(url: String, options: String) -> Result<Stri
     opts.backoff_ms = num("backoff_ms").unwrap_or(opts.backoff_ms);
     opts.retries = num("retries").map_or(opts.retries, |r| r as u32);
     opts.quota_bytes = num("quota_bytes").map(|q| q as u64);
+    opts.flush_bytes = num("flush_bytes").map_or(opts.flush_bytes, |b| b as u64);
     let cancel_after = num("cancel_after_bytes").map(|b| b as u64);
 
     let cancel = Cancel::new();
     let (mut events, mut monotonic, mut last): (u64, bool, Option<DownloadProgress>) = (0, true, None);
+    let mut max_unflushed = 0u64;
     let mut on_progress = |p: &DownloadProgress| {
         events += 1;
+        max_unflushed = max_unflushed.max(p.bytes.saturating_sub(p.flushed));
         // Bytes only go down when a changed file restarts from 0.
         monotonic &= last.is_none_or(|l| p.bytes >= l.bytes || p.bytes < p.resumed_from.max(1));
         last = Some(*p);
@@ -91,20 +97,31 @@ pub async fn weights_probe_download(url: String, options: String) -> Result<Stri
     out["hash"] = json!(hash);
     out["progress_events"] = json!(events);
     out["progress_monotonic"] = json!(monotonic);
+    out["max_unflushed"] = json!(max_unflushed);
     if let Some(p) = last {
-        out["last_progress"] = json!({ "bytes": p.bytes, "total": p.total, "rate": p.rate, "eta_s": p.eta_s, "retries": p.retries });
+        out["last_progress"] = json!({ "bytes": p.bytes, "total": p.total, "rate": p.rate, "eta_s": p.eta_s, "retries": p.retries, "restarts": p.restarts });
     }
     Ok(out.to_string())
 }
 
-/// `XhrSource::open(url)` then `read_range(offset, len)`.
+/// The validator's value when it is an ETag (what the test's server sends).
+fn etag(v: Option<&Validator>) -> Option<&str> {
+    v.filter(|v| v.header == "etag").map(|v| v.value.as_str())
+}
+
+/// `XhrSource::open_with(url)` then `read_range(offset, len)`. `options`
+/// (JSON, optional): `timeout_ms` and `min_rate` (`XhrOptions`).
 #[wasm_bindgen]
-pub fn weights_probe_xhr(url: String, offset: f64, len: u32) -> Result<String, JsValue> {
-    let mut src = xhr::XhrSource::open(&url).map_err(fail)?;
+pub fn weights_probe_xhr(url: String, offset: f64, len: u32, options: Option<String>) -> Result<String, JsValue> {
+    let o: Value = options.and_then(|o| serde_json::from_str(&o).ok()).unwrap_or(Value::Null);
+    let mut opts = xhr::XhrOptions::default();
+    opts.timeout_ms = o.get("timeout_ms").and_then(Value::as_f64).unwrap_or(opts.timeout_ms);
+    opts.min_rate = o.get("min_rate").and_then(Value::as_f64).unwrap_or(opts.min_rate);
+    let mut src = xhr::XhrSource::open_with(&url, opts).map_err(fail)?;
     let bytes = src.read_range(offset as u64, len as usize).map_err(fail)?;
     let mut h = js::Fnv::default();
     h.update(&bytes);
-    Ok(json!({ "total": src.len(), "etag": src.etag(), "len": bytes.len(), "hash": h.hex(), "retries": src.retries() }).to_string())
+    Ok(json!({ "total": src.len(), "etag": etag(src.validator()), "len": bytes.len(), "hash": h.hex(), "retries": src.retries() }).to_string())
 }
 
 /// `read_all(url)`.
@@ -126,7 +143,10 @@ pub fn weights_probe_exists(url: String) -> Result<String, JsValue> {
 #[wasm_bindgen]
 pub async fn weights_probe_list() -> Result<String, JsValue> {
     let entries = cache::list().await.map_err(fail)?;
-    let v: Vec<Value> = entries.iter().map(|e| json!({ "url": e.url, "bytes": e.bytes, "etag": e.etag, "complete": e.complete, "stored": e.stored })).collect();
+    let v: Vec<Value> = entries
+        .iter()
+        .map(|e| json!({ "url": e.url, "bytes": e.bytes, "etag": etag(e.validator.as_ref()), "validator": e.validator.as_ref().map(|v| v.to_string()), "complete": e.complete, "stored": e.stored }))
+        .collect();
     Ok(Value::Array(v).to_string())
 }
 

@@ -5,12 +5,26 @@
 //!
 //! The rules are `range.rs`'s, shared with `http.rs` (native): every read is one `Range: bytes=a-b`
 //! `GET` that must come back `206` with a `Content-Range` starting where we
-//! asked and naming the same total size (and the same `ETag`, when the server
-//! sends one), else the file changed on the server (fatal). A `200` means the
-//! host ignores ranges: `NoRangeSupport`. Network errors, short bodies and
-//! 408/429/5xx are retried from the last byte received; `retries` bounds the
-//! consecutive attempts that bring no new byte. A worker cannot sleep without
-//! blocking, so the backoff between retries is a short spin (≤ 0.8 s each).
+//! asked, from the version of the file the first answer pinned (its validator
+//! and size), sent to the final URL of the first answer's redirects; another
+//! version is `FileChanged` (fatal). A `200` means the host ignores ranges:
+//! `NoRangeSupport`. Network errors, short bodies, timeouts and 408/429/5xx are
+//! retried from the last byte received; `retries` bounds the consecutive
+//! attempts that bring no new byte. A worker cannot sleep without blocking, so
+//! the backoff between retries is a short spin (≤ 0.8 s each).
+//!
+//! A synchronous XHR fires no event before its body is complete (Chromium's
+//! `XMLHttpRequest::DispatchReadyStateChangeEvent` skips HEADERS_RECEIVED and
+//! LOADING when not async), so a `200` with a whole 12 GB file could not be
+//! refused before it is held. `open` therefore first sends a `HEAD` (with
+//! `Range: bytes=0-0`; no body can come back) and reads only from a host that
+//! shows it serves ranges or whose file is small (`range::check_head`). Every
+//! request has a timeout (allowed on synchronous requests in workers, not on a
+//! page): `timeout_ms` plus the time the asked bytes take at `min_rate`, so a
+//! stalled host fails, and is retried, instead of blocking the worker and its
+//! Cancel forever. No `If-Range` is sent: it is not a CORS-safelisted header (a
+//! preflight that hosts such as Hugging Face's CDN do not allow), and its `200`
+//! would be a whole body; the validator is compared on each answer instead.
 //!
 //! A network error on another origin is indistinguishable from a CORS refusal
 //! (the browser hides both); once retries run out it is reported as `Cors`.
@@ -26,10 +40,38 @@ use web_sys::{XmlHttpRequest, XmlHttpRequestResponseType};
 use super::{js, network_error, HIDDEN_HINT};
 use crate::error::{Error, Result};
 use crate::weights::load::{ByteSource, FIRST_FETCH};
-use crate::weights::range::{check_answer, fetch_resuming, parse_content_range, read_in_head, status_fail, Asked, ContentRange, Fail, Failures};
+use crate::weights::range::{
+    check_answer, check_head, fetch_resuming, parse_content_range, read_in_head, status_fail, Asked, ContentRange, Fail, Failures, Pin, Validator,
+};
 
 /// Consecutive attempts without a new byte before a read gives up.
 pub const XHR_RETRIES: u32 = 3;
+
+/// Retries and timeouts of synchronous reads.
+#[derive(Clone, Copy, Debug)]
+pub struct XhrOptions {
+    /// Consecutive failed attempts without a new byte before giving up.
+    pub retries: u32,
+    /// The timeout of a request without a body; one with a body gets the time
+    /// its bytes take at `min_rate` on top (an XHR's timeout covers the whole
+    /// request, not one stalled read).
+    pub timeout_ms: f64,
+    /// Bytes per second below which a read counts as stalled.
+    pub min_rate: f64,
+}
+
+impl Default for XhrOptions {
+    fn default() -> Self {
+        XhrOptions { retries: XHR_RETRIES, timeout_ms: 30_000.0, min_rate: 128.0 * 1024.0 }
+    }
+}
+
+impl XhrOptions {
+    /// The timeout of a request for `bytes` bytes.
+    fn timeout_for(&self, bytes: u64) -> u32 {
+        (self.timeout_ms + bytes as f64 / self.min_rate.max(1.0) * 1000.0).min(f64::from(u32::MAX)) as u32
+    }
+}
 
 /// One synchronous answer.
 struct Reply {
@@ -37,12 +79,17 @@ struct Reply {
     body: Vec<u8>,
     /// `Some(None)`: a header that does not parse.
     content_range: Option<Option<ContentRange>>,
-    etag: Option<String>,
+    validator: Option<Validator>,
+    /// The URL that answered, after redirects (`responseURL`).
+    final_url: Option<String>,
     content_type: Option<String>,
+    accept_ranges: Option<String>,
+    content_length: Option<u64>,
 }
 
-/// One synchronous request; `Retry` for network failures (status 0).
-fn request(method: &str, url: &str, range: Option<&str>) -> std::result::Result<Reply, Fail> {
+/// One synchronous request with a timeout; `Retry` for network failures
+/// (status 0) and timeouts.
+fn request(method: &str, url: &str, range: Option<&str>, timeout_ms: u32) -> std::result::Result<Reply, Fail> {
     let io = |what: String| Error::Io { file: url.to_string(), message: what };
     let xhr = XmlHttpRequest::new().map_err(|e| Fail::Fatal(io(format!("XMLHttpRequest is not available: {}", js::error_text(&e)))))?;
     xhr.open_with_async(method, url, false).map_err(|e| Fail::Fatal(io(format!("not a valid URL ({})", js::error_text(&e)))))?;
@@ -56,8 +103,13 @@ fn request(method: &str, url: &str, range: Option<&str>) -> std::result::Result<
         return Err(Fail::Fatal(io("synchronous weight reads only work in a Web Worker (the engine's worker), not on the page".into())));
     }
     xhr.set_response_type(XmlHttpRequestResponseType::Arraybuffer);
+    xhr.set_timeout(timeout_ms);
     if let Err(e) = xhr.send() {
         let name = js::error_name(&e);
+        if name == "TimeoutError" {
+            let what = format!("(no complete answer within {:.0} s) waiting for", f64::from(timeout_ms) / 1000.0);
+            return Err(Fail::Retry(Error::Timeout { url: url.to_string(), what }));
+        }
         return Err(Fail::Retry(network_error(url, &format!("{name} ({})", js::error_text(&e)))));
     }
     let status = xhr.status().unwrap_or(0);
@@ -69,7 +121,16 @@ fn request(method: &str, url: &str, range: Option<&str>) -> std::result::Result<
         Ok(v) if method != "HEAD" => v.dyn_into::<ArrayBuffer>().map(|ab| Uint8Array::new(&ab).to_vec()).unwrap_or_default(),
         _ => Vec::new(),
     };
-    Ok(Reply { status, body, content_range: header("content-range").map(|v| parse_content_range(&v)), etag: header("etag"), content_type: header("content-type") })
+    Ok(Reply {
+        status,
+        body,
+        content_range: header("content-range").map(|v| parse_content_range(&v)),
+        validator: Validator::from_headers(header),
+        final_url: Some(xhr.response_url()).filter(|u| !u.is_empty()),
+        content_type: header("content-type"),
+        accept_ranges: header("accept-ranges"),
+        content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
+    })
 }
 
 /// Busy-waits `ms` (a worker has no synchronous sleep without SharedArrayBuffer).
@@ -103,27 +164,43 @@ fn with_retries<T>(retries: u32, mut attempt: impl FnMut() -> std::result::Resul
 pub struct XhrSource {
     url: String,
     len: u64,
-    etag: Option<String>,
+    /// The final URL and validator of the first answers.
+    pin: Pin,
     /// The file's first bytes, fetched by `open` (≤ `FIRST_FETCH`).
     head: Vec<u8>,
-    retries: u32,
+    opts: XhrOptions,
     retried: u64,
 }
 
 impl XhrSource {
-    /// Fetches the first `FIRST_FETCH` bytes (one request): the size (from
-    /// `Content-Range`), the `ETag`, and usually the whole header.
+    /// `open_with` and default options.
     pub fn open(url: &str) -> Result<XhrSource> {
-        let mut src = XhrSource { url: url.to_string(), len: 0, etag: None, head: Vec::new(), retries: XHR_RETRIES, retried: 0 };
+        XhrSource::open_with(url, XhrOptions::default())
+    }
+
+    /// Checks with a `HEAD` that a range read cannot bring the whole file
+    /// (`range::check_head`), then fetches the first `FIRST_FETCH` bytes (one
+    /// request): the size (from `Content-Range`), the validator, and usually
+    /// the whole header.
+    pub fn open_with(url: &str, opts: XhrOptions) -> Result<XhrSource> {
+        let mut src = XhrSource { url: url.to_string(), len: 0, pin: Pin::default(), head: Vec::new(), opts, retried: 0 };
+        let head = with_retries(opts.retries, || {
+            let reply = request("HEAD", url, Some("bytes=0-0"), opts.timeout_for(0))?;
+            let length = reply.content_length.filter(|_| reply.status != 206);
+            check_head(url, reply.status, reply.accept_ranges.as_deref(), length, FIRST_FETCH as u64)?;
+            Ok(reply.final_url)
+        })?;
+        // Later requests skip the redirects (the validator is pinned by the first `GET`).
+        src.pin.url = head;
         let (head, total) = src.fetch(0, FIRST_FETCH as u64, None)?;
         src.head = head;
         src.len = total;
         Ok(src)
     }
 
-    /// The `ETag` the server sent, if any (the OPFS cache keys entries by it).
-    pub fn etag(&self) -> Option<&str> {
-        self.etag.as_deref()
+    /// The file's validator (`X-Linked-Etag`, `ETag` or `Last-Modified`), if the server names one.
+    pub fn validator(&self) -> Option<&Validator> {
+        self.pin.validator.as_ref()
     }
 
     /// Retries made so far (every fault recovered from counts one).
@@ -140,7 +217,7 @@ impl XhrSource {
             retried += 1;
             backoff(failures);
         };
-        let (url, retries) = (self.url.clone(), self.retries);
+        let (url, retries) = (self.url.clone(), self.opts.retries);
         let attempt = |start, end, total, out: &mut Vec<u8>| self.attempt(start, end, total, out);
         let r = fetch_resuming(&url, offset, len, total, retries, attempt, wait);
         self.retried += retried;
@@ -151,12 +228,15 @@ impl XhrSource {
     /// file size from `Content-Range`.
     fn attempt(&mut self, start: u64, end: u64, total: Option<u64>, out: &mut Vec<u8>) -> std::result::Result<u64, Fail> {
         let range = format!("bytes={start}-{}", end.saturating_sub(1));
-        let reply = request("GET", &self.url, Some(&range))?;
-        let asked = Asked { url: &self.url, range: &range, start, total, etag: self.etag.as_deref(), hidden_hint: HIDDEN_HINT };
-        let Some(size) = check_answer(&asked, reply.status, reply.content_range, reply.etag.as_deref())? else { return Ok(0) };
-        if self.etag.is_none() {
-            self.etag = reply.etag;
+        let target = self.pin.target(&self.url).to_string();
+        let reply = request("GET", &target, Some(&range), self.opts.timeout_for(end.saturating_sub(start)))?;
+        if self.pin.expired(&self.url, reply.status) {
+            return Err(Fail::Retry(Error::Http { url: target, status: reply.status }));
         }
+        let asked = Asked { url: &self.url, range: &range, start, total, validator: self.pin.validator.as_ref(), if_range: false, hidden_hint: HIDDEN_HINT };
+        let size = check_answer(&asked, reply.status, reply.content_range, reply.validator.as_ref())?;
+        self.pin.answer(&self.url, reply.final_url, reply.validator).map_err(Fail::Fatal)?;
+        let Some(size) = size else { return Ok(0) };
         let want = end.min(size).saturating_sub(start) as usize;
         out.extend_from_slice(&reply.body[..reply.body.len().min(want)]);
         Ok(size)
@@ -181,8 +261,10 @@ impl ByteSource for XhrSource {
 /// A whole small file (a config, a tokenizer), with one plain `GET` (retried on
 /// network errors and 408/429/5xx). Do not use it for weights: it holds the file.
 pub fn read_all(url: &str) -> Result<Vec<u8>> {
-    with_retries(XHR_RETRIES, || {
-        let reply = request("GET", url, None)?;
+    let opts = XhrOptions::default();
+    with_retries(opts.retries, || {
+        // Small files: the base timeout plus 16 MiB's worth.
+        let reply = request("GET", url, None, opts.timeout_for(16 << 20))?;
         match reply.status {
             200..=299 => Ok(reply.body),
             s => Err(status_fail(url, s)),
@@ -193,8 +275,9 @@ pub fn read_all(url: &str) -> Result<Vec<u8>> {
 /// Whether `url` exists (a `HEAD`): 2xx → true, 404/410 → false, any other
 /// status or a network/CORS failure → an error.
 pub fn exists(url: &str) -> Result<bool> {
-    with_retries(XHR_RETRIES, || {
-        let reply = request("HEAD", url, None)?;
+    let opts = XhrOptions::default();
+    with_retries(opts.retries, || {
+        let reply = request("HEAD", url, None, opts.timeout_for(0))?;
         // Static hosts with a single-page-app fallback answer any missing path with their
         // index.html; no weights, config or tokenizer file is HTML.
         let html = reply.content_type.as_deref().is_some_and(|t| t.trim_start().starts_with("text/html"));
