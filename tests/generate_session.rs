@@ -25,6 +25,7 @@ fn opts(prompt: &str, seed: u64) -> GenerateOptions {
         references: Vec::new(),
         merge_loras: false,
         f16: false,
+        step_cache: None,
     }
 }
 

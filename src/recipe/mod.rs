@@ -5,6 +5,7 @@
 //!
 //! Everything here is plain Rust (no GPU, no I/O) so the browser build and native tests share it.
 
+pub mod fast;
 pub mod png;
 pub mod presets;
 pub mod share;
@@ -139,6 +140,10 @@ pub struct Recipe {
     pub sampler: String,
     /// Whether reference panels were given (the images themselves are never in a recipe).
     pub references_used: bool,
+    /// The step cache (`pipeline::step_cache`); absent in recipes written before it existed,
+    /// which means off (the same images as then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_cache: Option<crate::pipeline::step_cache::StepCache>,
 }
 
 fn invalid(field: impl Into<String>, why: impl Into<String>) -> Error {
@@ -259,6 +264,9 @@ impl Recipe {
         }
         if !SAMPLERS.contains(&self.sampler.as_str()) {
             return Err(invalid("sampler", format!("`{}` is not one of {SAMPLERS:?}", self.sampler)));
+        }
+        if let Some(c) = &self.step_cache {
+            c.check("step_cache").map_err(|e| invalid("step_cache", e.to_string()))?;
         }
         Ok(())
     }

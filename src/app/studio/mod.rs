@@ -6,6 +6,7 @@ mod form;
 mod output;
 mod refs;
 mod share;
+mod speed;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -98,6 +99,7 @@ pub fn model_spec(source: &ModelSource) -> AppResult<ModelUrls> {
 pub fn start() -> AppResult<App> {
     let app: App = Rc::new(Studio { state: RefCell::default(), client: RefCell::new(None) });
     form::fill_presets()?;
+    speed::fill()?;
     form::set_value_default()?;
     let a = app.clone();
     let client = Client::start(move |msg, bufs| {
@@ -139,6 +141,9 @@ fn bind(app: &App) -> AppResult<()> {
             let _ = refs::rebuild(&a);
         }
         let _ = form::rebuild_prompt();
+    })?;
+    on::<Event>(&by_id("fast-preset")?, "change", |_| {
+        let _ = speed::apply();
     })?;
     on::<Event>(&by_id("prompt-auto")?, "change", |_| {
         let _ = form::rebuild_prompt();
@@ -234,6 +239,7 @@ fn try_generate(app: &App) -> AppResult<()> {
         recipe: recipe.to_json()?,
         preview_every: 1,
         convert: value("convert")?,
+        step_cache: recipe.step_cache,
     };
     // Gigabytes from other hosts are fetched only after the user has seen what they are.
     let key = download_key(&request.model, &request.loras);
