@@ -265,8 +265,8 @@ impl Recipe {
         if !SAMPLERS.contains(&self.sampler.as_str()) {
             return Err(invalid("sampler", format!("`{}` is not one of {SAMPLERS:?}", self.sampler)));
         }
-        if let Some(c) = &self.step_cache {
-            c.check("step_cache").map_err(|e| invalid("step_cache", e.to_string()))?;
+        if let Some(p) = self.step_cache.as_ref().and_then(|c| c.problem()) {
+            return Err(invalid("step_cache", p));
         }
         Ok(())
     }
