@@ -6,7 +6,7 @@
 
 override WG: u32 = 256;
 // unary: 0 = gelu_tanh, 1 = quick_gelu, 2 = silu, 3 = identity
-// binary: 0 = add, 1 = mul (b broadcast along rows)
+// binary: 0 = add, 1 = mul, 2 = sub (b broadcast along rows)
 override OP: u32 = 0;
 
 struct Params {
@@ -43,8 +43,10 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let j = i % p.b_len;
     if (OP == 0u) {
         y[i] = a[i] + b[j];
-    } else {
+    } else if (OP == 1u) {
         y[i] = a[i] * b[j];
+    } else {
+        y[i] = a[i] - b[j];
     }
 }
 

@@ -85,13 +85,13 @@ fn sampler_steps_compile_nothing_and_create_no_buffer() {
     let m = tiny(&g);
     let mut rng = Rng::new(2);
     let (txt, pooled) = (upload(&g, &mut rng, &[7, 64]), upload(&g, &mut rng, &[32]));
-    let opts = SampleOptions { height: 48, width: 80, steps: 4, guidance: Some(3.5), variant: FluxVariant::Dev };
+    let opts = SampleOptions { height: 48, width: 80, steps: 4, guidance: Some(3.5), variant: FluxVariant::Dev, step_cache: None };
     let noise = rng.vec(3 * 5 * 64, -1.0, 1.0);
     let mut s = Sampler::new(&g, &m, &txt, &pooled, &noise, &opts, None).unwrap();
     let compiled = g.pipelines_compiled();
     let planned = g.buffer_stats();
     let mut after = Vec::new();
-    while let Some(info) = s.step(&g).unwrap() {
+    while let Some(info) = s.step_blocking(&g).unwrap() {
         g.wait_idle().unwrap();
         assert_eq!(g.pipelines_compiled(), compiled, "step {} compiled a pipeline", info.index);
         eprintln!("after step {}: {:?}", info.index, g.buffer_stats());

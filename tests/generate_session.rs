@@ -25,6 +25,7 @@ fn opts(prompt: &str, seed: u64) -> GenerateOptions {
         references: Vec::new(),
         merge_loras: false,
         f16: false,
+        step_cache: None,
     }
 }
 
@@ -77,4 +78,30 @@ fn a_session_reuses_models_and_embeddings_without_changing_the_image() {
     let (e, log) = run(&gpu, &mut s, &opts("[SCENE-1] a green owl", 3));
     assert!(log.contains("load: transformer ("), "{log}");
     assert_eq!(e.unwrap(), fresh(&gpu, &opts("[SCENE-1] a green owl", 3)));
+}
+
+/// The step cache lives in one sampler run: in a session, a run after another (new seed, new LoRA
+/// scale) gives exactly what a fresh session gives with the same settings, and each run reports its
+/// own counts.
+#[test]
+fn the_step_cache_never_crosses_runs() {
+    let gpu = Gpu::new_blocking(&GpuOptions::default()).unwrap();
+    let lora = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden/pipe_lora_a_diffusers.safetensors");
+    let cached = |seed: u64, scale: f32| GenerateOptions {
+        steps: 5,
+        loras: vec![(lora.to_string(), scale)],
+        step_cache: Some(iclora::pipeline::step_cache::StepCache { threshold: 10.0, max_reuse: None }),
+        ..opts("[SCENE-1] a red fox", seed)
+    };
+    let mut s = Session::default();
+    let mut last = None;
+    for (seed, scale) in [(1, 1.0), (2, 1.0), (2, 0.5), (2, 1.0)] {
+        let (img, log) = run(&gpu, &mut s, &cached(seed, scale));
+        assert!(log.lines().any(|l| l == "step cache: computed 2 of 5 steps"), "{log}");
+        let img = img.unwrap();
+        assert_eq!(img, fresh(&gpu, &cached(seed, scale)), "seed {seed}, scale {scale}: a session run equals a fresh one");
+        if let Some(prev) = last.replace(img.clone()) {
+            assert_ne!(prev, img, "seed {seed}, scale {scale}: the settings must matter");
+        }
+    }
 }

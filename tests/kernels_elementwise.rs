@@ -26,7 +26,7 @@ fn activations_match_reference() {
 }
 
 #[test]
-fn add_mul_broadcast_match_reference() {
+fn add_mul_sub_broadcast_match_reference() {
     let mut rng = Rng::new(2);
     for shape in SHAPES {
         let n: usize = shape.iter().product();
@@ -38,6 +38,8 @@ fn add_mul_broadcast_match_reference() {
             assert_close(&format!("add {shape:?} b {b_len}"), &got, &reference::add(&a, &bv), RTOL);
             let got = run(|g, b| ew::mul(g, b, &g.upload_f32(shape, &a)?, &g.upload_f32(&[b_len], &bv)?));
             assert_close(&format!("mul {shape:?} b {b_len}"), &got, &reference::mul(&a, &bv), RTOL);
+            let got = run(|g, b| ew::sub(g, b, &g.upload_f32(shape, &a)?, &g.upload_f32(&[b_len], &bv)?));
+            assert_close(&format!("sub {shape:?} b {b_len}"), &got, &reference::sub(&a, &bv), RTOL);
         }
     }
 }

@@ -39,7 +39,7 @@ use iclora::Error;
 
 const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-flux");
 const KEEP_PSNR_DB: f64 = 40.0;
-const OPTS: SampleOptions = SampleOptions { height: 32, width: 64, steps: 4, guidance: Some(3.5), variant: FluxVariant::Dev };
+const OPTS: SampleOptions = SampleOptions { height: 32, width: 64, steps: 4, guidance: Some(3.5), variant: FluxVariant::Dev, step_cache: None };
 const LAYOUT: Layout = Layout { rows: 1, cols: 2 };
 /// Tokens of panel 0 in the 2×4-token canvas (row-major).
 const PANEL0: [usize; 4] = [0, 1, 4, 5];
@@ -116,12 +116,12 @@ fn run_for(o: &SampleOptions, cond: Option<Conditioning>) -> Vec<Vec<f32>> {
     let mut s = Sampler::new(g, model(), txt, pooled, &noise_for(o), o, cond).unwrap();
     assert_eq!((s.steps(), s.done()), (o.steps, 0));
     let mut out = Vec::new();
-    while let Some(info) = s.step(g).unwrap() {
+    while let Some(info) = s.step_blocking(g).unwrap() {
         assert_eq!((info.index, info.steps, s.done()), (out.len(), o.steps, out.len() + 1));
         assert_eq!((info.sigma, info.sigma_next), (s.sigmas()[info.index], s.sigmas()[info.index + 1]));
         out.push(g.read_f32_blocking(s.latents()).unwrap());
     }
-    assert!(s.step(g).unwrap().is_none(), "a finished sampler stays finished");
+    assert!(s.step_blocking(g).unwrap().is_none(), "a finished sampler stays finished");
     out
 }
 

@@ -3,11 +3,13 @@
 
 use iclora::error::Error;
 use iclora::pipeline::preview::{latent_preview, FLUX_LATENT_RGB_BIAS, FLUX_LATENT_RGB_FACTORS};
+use iclora::recipe::fast::{fast_preset, fast_preset_of, fast_presets};
 use iclora::recipe::presets::{build_prompt, model_presets, split_prompt, task_preset, task_presets};
 use iclora::recipe::png::{encode_png, recipe_from_png, KEYWORD};
 use iclora::recipe::share::{base64url_decode, base64url_encode, from_fragment, to_fragment};
 use iclora::recipe::zip::zip;
 use iclora::recipe::{check_url, parse_web_url, url_host, Adapter, ModelSource, ModelUrls, Recipe, RECIPE_VERSION};
+use iclora::pipeline::step_cache::StepCache;
 use iclora::reference::pack::pack;
 
 /// xorshift64*: deterministic test data without a dependency.
@@ -47,6 +49,7 @@ fn rich() -> Recipe {
     r.seed = u64::MAX;
     r.guidance = 0.1;
     r.references_used = true;
+    r.step_cache = Some(StepCache { threshold: 0.12, max_reuse: Some(3) });
     r
 }
 
@@ -118,6 +121,35 @@ fn share_links_round_trip() {
     let mut bad = film("tiny");
     bad.steps = 0;
     assert!(to_fragment(&bad).is_err());
+}
+
+/// The step cache travels in recipes, PNGs' JSON and links; recipes and links written before it
+/// existed (no such field) still open, with the cache off, and a recipe with the cache off is
+/// written exactly as before (so older apps open it too).
+#[test]
+fn step_cache_setting_travels_and_its_absence_means_off() {
+    assert_eq!(RECIPE_VERSION, 1, "the step cache needs no new format version");
+    // JSON as builds before the step cache wrote it.
+    let old = r#"{"version":1,"model":{"preset":"tiny"},"adapters":[],"task":null,"captions":{"overall":"","panels":[]},"prompt":"a cat","layout":{"rows":1,"cols":1},"width":64,"height":64,"steps":4,"guidance":3.5,"seed":1,"sampler":"euler","references_used":false}"#;
+    let mut r = Recipe::from_json(old).unwrap();
+    assert_eq!(r.step_cache, None);
+    assert_eq!(r.to_json().unwrap(), old, "with the cache off a recipe is written as before");
+    // A link as builds before the step cache wrote it: the 16-element array.
+    let old_wire = r#"[1,"tiny",[],null,"",[],"a cat",1,1,64,64,4,3.5,1,"euler",0]"#;
+    let enc = |json: &str| format!("#r={}", base64url_encode(&miniz_oxide::deflate::compress_to_vec(json.as_bytes(), 9)));
+    assert_eq!(from_fragment(&enc(old_wire)).unwrap(), r);
+    assert_eq!(to_fragment(&r).unwrap(), enc(old_wire), "with the cache off a link is written as before");
+    // On: JSON and link carry it, with and without a cap.
+    for c in [StepCache { threshold: 0.08, max_reuse: None }, StepCache { threshold: 0.25, max_reuse: Some(2) }] {
+        r.step_cache = Some(c);
+        assert_eq!(Recipe::from_json(&r.to_json().unwrap()).unwrap(), r);
+        assert_eq!(from_fragment(&to_fragment(&r).unwrap()).unwrap(), r);
+    }
+    // Checked like every field.
+    for bad in [StepCache { threshold: -0.5, max_reuse: None }, StepCache { threshold: f32::INFINITY, max_reuse: None }, StepCache { threshold: 0.1, max_reuse: Some(0) }] {
+        r.step_cache = Some(bad);
+        assert_eq!(field_of(r.validate().unwrap_err()), "step_cache", "{bad:?}");
+    }
 }
 
 #[test]
@@ -286,6 +318,41 @@ fn zip_store_only_round_trips() {
         .map(|(n, d)| format!("{n} {} 0 (1980, 1, 1, 0, 0, 0) {:08x}\n", d.len(), crc32fast::hash(d)))
         .collect();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+}
+
+/// Few-step presets (`web/presets/fast.json`): the model cards' settings, stacked on any task's
+/// adapter as one more adapter that links and the host list carry.
+#[test]
+fn fast_presets_stack_a_few_step_lora_on_the_task() {
+    let presets = fast_presets().unwrap();
+    let card = [
+        ("turbo-alpha-8", "https://huggingface.co/alimama-creative/FLUX.1-Turbo-Alpha/resolve/main/diffusion_pytorch_model.safetensors", 1.0, 8, 3.5),
+        ("hyper-flux-8", "https://huggingface.co/ByteDance/Hyper-SD/resolve/main/Hyper-FLUX.1-dev-8steps-lora.safetensors", 0.125, 8, 3.5),
+    ];
+    assert_eq!(presets.len(), card.len());
+    for (p, (id, url, scale, steps, guidance)) in presets.iter().zip(card) {
+        assert_eq!((p.id.as_str(), p.adapter.as_str(), p.scale, p.steps, p.guidance), (id, url, scale, steps, guidance));
+        assert!(p.title.starts_with("Fast: 8 steps"), "{}", p.title);
+        check_url("adapter", &p.adapter).unwrap();
+    }
+    for t in task_presets().unwrap() {
+        let mut r = t.example_recipe(ModelSource::Preset("flux-dev-q4_0".into()), 3);
+        let p = fast_preset("turbo-alpha-8").unwrap();
+        p.apply(&mut r);
+        assert_eq!(r.adapters, vec![Adapter { url: t.adapter.clone(), scale: t.scale }, Adapter { url: p.adapter.clone(), scale: p.scale }], "{}", t.id);
+        assert_eq!((r.steps, r.guidance), (8, 3.5));
+        r.validate().unwrap();
+        assert_eq!(fast_preset_of(&r).map(|p| p.id.as_str()), Some("turbo-alpha-8"));
+        // Applying again, or another few-step preset, keeps one few-step adapter after the task's.
+        p.apply(&mut r);
+        let hyper = fast_preset("hyper-flux-8").unwrap();
+        hyper.apply(&mut r);
+        assert_eq!(r.adapters, vec![Adapter { url: t.adapter.clone(), scale: t.scale }, Adapter { url: hyper.adapter.clone(), scale: 0.125 }], "{}", t.id);
+        assert_eq!(from_fragment(&to_fragment(&r).unwrap()).unwrap(), r, "{}: the link carries it", t.id);
+        assert!(r.urls().contains(&hyper.adapter) && r.hosts().contains(&"huggingface.co".to_string()));
+    }
+    assert!(fast_preset("nope").is_none());
+    assert!(fast_preset_of(&film("tiny")).is_none());
 }
 
 #[test]

@@ -85,6 +85,9 @@ pub struct GenerateRequest {
     /// How the transformer's float weights load: `keep`, `f16`, `q8_0` or `q4_0`.
     #[serde(default)]
     pub convert: String,
+    /// The step cache (`None`: off).
+    #[serde(default)]
+    pub step_cache: Option<crate::pipeline::step_cache::StepCache>,
 }
 
 /// Page → worker.
@@ -131,7 +134,15 @@ pub enum FromWorker {
     /// Download progress of one file (`total` 0 when unknown); `overall_*` over the whole plan.
     Download { job: u32, file: String, bytes: u64, total: u64, rate: f64, eta: f64, overall_bytes: u64, overall_total: u64 },
     Stage { job: u32, stage: String, what: String },
-    Step { job: u32, index: usize, steps: usize, seconds: f64 },
+    /// `computed`: with a step cache, the steps so far that ran every block.
+    Step {
+        job: u32,
+        index: usize,
+        steps: usize,
+        seconds: f64,
+        #[serde(default)]
+        computed: Option<usize>,
+    },
     Line { job: u32, line: String },
     Warning { job: u32, message: String },
     /// An adapter's report (formats, ranks, layers applied, keys ignored).

@@ -123,7 +123,7 @@ impl Observer for Progress<'_> {
             Event::Warning(w) => FromWorker::Warning { job, message: w.into() },
             Event::Adapter(a) => FromWorker::Adapter { job, summary: a.into() },
             Event::Stage { stage, what } => FromWorker::Stage { job, stage: format!("{stage:?}").to_lowercase(), what: what.into() },
-            Event::Step { index, steps, seconds } => FromWorker::Step { job, index, steps, seconds },
+            Event::Step { index, steps, seconds, computed } => FromWorker::Step { job, index, steps, seconds, computed },
             Event::Preview { index, image } => {
                 post(&FromWorker::Preview { job, step: index, width: image.width, height: image.height }, vec![rgba(image)]);
                 return;
@@ -184,6 +184,7 @@ pub async fn run_job(gpu: &Gpu, session: &mut Session, job: u32, req: &GenerateR
         references,
         convert,
         f16: false,
+        step_cache: req.step_cache,
     };
     let image = session.run(gpu, &super::protocol::paths(&req.model), &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;
     let recipe = Recipe::from_json(&req.recipe).ok();

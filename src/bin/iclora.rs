@@ -4,7 +4,7 @@
 //!   iclora inspect FILE|URL
 //!   iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
 //!       [--lora FILE|URL[:SCALE]]... [--layout ROWSxCOLS --reference PANEL=IMAGE.png[:STRENGTH]]...
-//!       [--convert keep|f16|q8_0|q4_0] [--f16]
+//!       [--convert keep|f16|q8_0|q4_0] [--f16] [--step-cache THRESHOLD [--step-cache-max-reuse N]]
 //!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16] [--kernels matmul,...]
 //!   iclora bench stream --url URL [--convert keep|f16|q8_0|q4_0] | --make FILE [--gib G] [--hidden H]
 //!   iclora bench flux-step [--tokens N] [--format Q4_0|Q8_0|F16] [--double K] [--single K] [--iters N] [--heads H] [--head-dim D] [--loras N] [--rank R] [--f16]
@@ -44,6 +44,11 @@ mod cli {
       [--transformer F] [--vae F] [--t5 F] [--clip F] [--t5-tokenizer F] [--clip-tokenizer F]
       [--lora F[:SCALE]]... [--max-sequence-length L] [--convert keep|f16|q8_0|q4_0]
       [--layout ROWSxCOLS] [--reference PANEL=IMAGE.png[:STRENGTH]]... [--lora-merge yes] [--f16]
+      [--step-cache THRESHOLD [--step-cache-max-reuse N]]
+                     --step-cache reuses the transformer's blocks after the first on steps where the first
+                     block's residual moved less than THRESHOLD (relative L1; ~0.05–0.25, 0 measures only)
+                     since the last computed step, at most N steps in a row (default: no limit); prints
+                     `step cache: computed C of N steps`
                      --f16 runs the transformer's matmuls with f16 tiles (needs shader-f16; ~1e-3 relative)
                      --lora-merge yes merges the LoRAs into F32/F16 transformer weights (faster steps)
                      reference panels (counted from 1, row by row) are kept as given (RePaint) or, with a
@@ -243,6 +248,7 @@ mod cli {
         let (mut width, mut height, mut steps, mut guidance, mut seed, mut max_len) = (None, None, None, None, None, None);
         let mut convert = iclora::weights::load::Convert::Keep;
         let mut f16 = false;
+        let (mut cache_threshold, mut cache_max_reuse) = (None, None);
         let mut it = args.iter();
         while let Some(&a) = it.next() {
             if a == "--f16" {
@@ -280,6 +286,8 @@ mod cli {
                     layout = Some(iclora::pipeline::panels::Layout::new(num(r)?, num(c)?));
                 }
                 "--reference" => refs.push(reference(&v)?),
+                "--step-cache" => cache_threshold = Some(v.parse::<f32>().map_err(|e| format!("--step-cache {v}: {e}"))?),
+                "--step-cache-max-reuse" => cache_max_reuse = Some(v.parse::<u32>().map_err(|e| format!("{a} {v}: {e}"))?),
                 "--convert" => convert = parse_convert(&v)?,
                 "--lora-merge" => {
                     merge = match v.as_str() {
@@ -292,6 +300,14 @@ mod cli {
             }
         }
         let need = |name: &str| format!("generate needs {name}\n{USAGE}");
+        let step_cache = match (cache_threshold, cache_max_reuse) {
+            (Some(threshold), max_reuse) => Some(iclora::pipeline::step_cache::StepCache { threshold, max_reuse }),
+            (None, Some(_)) => return Err(format!("--step-cache-max-reuse needs --step-cache THRESHOLD\n{USAGE}")),
+            (None, None) => None,
+        };
+        if let Some(c) = &step_cache {
+            c.check("--step-cache").map_err(|e| e.to_string())?;
+        }
         let opts = GenerateOptions {
             prompt: prompt.ok_or_else(|| need("--prompt"))?,
             width: width.ok_or_else(|| need("--width"))?,
@@ -306,6 +322,7 @@ mod cli {
             merge_loras: merge,
             convert,
             f16,
+            step_cache,
         };
         let out = out.ok_or_else(|| need("--out"))?;
         let gpu = open()?;

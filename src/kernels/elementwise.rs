@@ -41,6 +41,7 @@ pub fn variants() -> Vec<Variant> {
         Activation::ALL.iter().map(|a| Variant::new("unary", &[("WG", WG as f64), ("OP", *a as u32 as f64)])).collect();
     v.push(Variant::new("binary", &[("WG", WG as f64), ("OP", 0.0)]));
     v.push(Variant::new("binary", &[("WG", WG as f64), ("OP", 1.0)]));
+    v.push(Variant::new("binary", &[("WG", WG as f64), ("OP", 2.0)]));
     v.push(Variant::new("gated_add", &[("WG", WG as f64)]));
     v.push(Variant::new("masked_blend", &[("WG", WG as f64)]));
     v
@@ -101,6 +102,11 @@ pub fn add(gpu: &Gpu, batch: &mut Batch, a: &Tensor, b: &Tensor) -> Result<Tenso
 /// `a ⊙ b`, with `b` repeated along the rows of `a` when smaller.
 pub fn mul(gpu: &Gpu, batch: &mut Batch, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(gpu, batch, a, b, 1, "mul")
+}
+
+/// `a − b`, with `b` repeated along the rows of `a` when smaller (the step cache's residuals).
+pub fn sub(gpu: &Gpu, batch: &mut Batch, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(gpu, batch, a, b, 2, "sub")
 }
 
 /// Gated residual `a + gate ⊙ b`; `a`, `b` are `[rows, C]`, `gate` is `[C]` (or divides C).

@@ -18,6 +18,7 @@ pub mod softmax;
 pub mod norm;
 pub mod rope;
 pub mod quantize;
+pub mod reduce;
 
 /// One pipeline a wrapper may create: an entry point and its override values.
 #[derive(Debug, Clone)]
@@ -52,6 +53,7 @@ pub fn all_shaders() -> Vec<(&'static ShaderSpec, Vec<Variant>)> {
         (&norm::SHADER, norm::variants()),
         (&rope::SHADER, rope::variants()),
         (&quantize::SHADER, quantize::variants()),
+        (&reduce::SHADER, reduce::variants()),
     ]
 }
 

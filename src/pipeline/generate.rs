@@ -57,6 +57,9 @@ pub struct GenerateOptions {
     /// Run the transformer's matmuls with f16 tiles (`FluxModel::set_precision`: f16 products,
     /// f32 accumulation; needs shader-f16, else the run fails with `Error::MissingFeature`).
     pub f16: bool,
+    /// Skip the transformer's remaining blocks on steps where its first block barely changed
+    /// (`step_cache`); `None`: off.
+    pub step_cache: Option<super::step_cache::StepCache>,
 }
 
 pub use super::image::RgbImage;
@@ -176,8 +179,9 @@ pub enum Event<'a> {
     Warning(&'a str),
     /// A stage begins; `what` names it for people ("loading the transformer").
     Stage { stage: Stage, what: &'a str },
-    /// Step `index` (from 0) of `steps` finished on the GPU in `seconds`.
-    Step { index: usize, steps: usize, seconds: f64 },
+    /// Step `index` (from 0) of `steps` finished on the GPU in `seconds`; with a step cache,
+    /// `computed` counts the steps so far (this one included) that ran every block.
+    Step { index: usize, steps: usize, seconds: f64, computed: Option<usize> },
     /// An adapter was read: what it changes and what it leaves out ([`crate::lora::LoraReport::summary`]).
     Adapter(&'a str),
     /// A cheap look at the latents after step `index` (latent resolution, 1/8 of the canvas).

@@ -7,6 +7,7 @@
 pub mod schedule;
 pub mod seed;
 pub mod sampler;
+pub mod step_cache;
 pub mod image;
 pub mod panels;
 pub mod conditioning;

@@ -3,10 +3,13 @@
 //! FluxPipeline with `FlowMatchEulerDiscreteScheduler` does it. One command submission per step
 //! and no read-back: the final packed latents stay on the GPU for the VAE (or a test) to read.
 //! [`Sampler`] is the loop as a stepper (the browser awaits between steps); [`sample`] runs it whole.
+//! With a step cache (`step_cache`), a step also reads back one small reduction to decide whether
+//! to run the transformer's remaining blocks.
 
 use super::conditioning::Conditioning;
 use super::schedule::{flux_sigmas, FluxVariant};
 use super::seed::latent_hw;
+use super::step_cache::{CacheRun, CacheStep, StepCache};
 use crate::error::{Error, Result};
 use crate::gpu::{Batch, Gpu, Tensor};
 use crate::kernels::elementwise::gated_add;
@@ -26,6 +29,9 @@ pub struct SampleOptions {
     pub guidance: Option<f32>,
     /// Picks the sigma schedule (dev: resolution-dependent shift; schnell: unshifted).
     pub variant: FluxVariant,
+    /// Skip the transformer's remaining blocks on steps where the first block's output barely
+    /// changed (`step_cache`); `None`: every step runs every block.
+    pub step_cache: Option<StepCache>,
 }
 
 /// Reported after each step's commands are recorded and submitted: `index` counts from 0 to
@@ -47,6 +53,8 @@ pub struct StepInfo {
     pub steps: usize,
     pub sigma: f32,
     pub sigma_next: f32,
+    /// With a step cache: whether this step ran the remaining blocks, and the distance measured.
+    pub cache: Option<CacheStep>,
 }
 
 /// The denoising loop as a stepper the caller drives, one step (one submission) per call, so that
@@ -68,6 +76,7 @@ pub struct Sampler<'a> {
     noise: Option<Tensor>,
     x: Tensor,
     cond: Option<Conditioning>,
+    cache: Option<CacheRun>,
     done: usize,
 }
 
@@ -115,7 +124,8 @@ impl<'a> Sampler<'a> {
         let x = gpu.upload_f32(&[rows * cols, channels], noise)?;
         let noise = if cond.is_some() { Some(gpu.upload_f32(&[rows * cols, channels], noise)?) } else { None };
         let dts = sigmas.windows(2).map(|s| gpu.upload_f32(&[1], &[s[1] - s[0]])).collect::<Result<Vec<_>>>()?;
-        let s = Sampler { model, txt, pooled, guidance, sigmas, dts, rope, noise, x, cond, done: 0 };
+        let cache = opts.step_cache.map(CacheRun::new).transpose()?;
+        let s = Sampler { model, txt, pooled, guidance, sigmas, dts, rope, noise, x, cond, cache, done: 0 };
         // Compile every pipeline of a step and plan its buffers before the first one: a step
         // recorded into a dry batch runs nothing, and its buffers go back to the pool.
         let mut dry = gpu.dry_batch();
@@ -134,6 +144,11 @@ impl<'a> Sampler<'a> {
         self.done
     }
 
+    /// With a step cache: the steps that ran every block so far.
+    pub fn computed(&self) -> Option<usize> {
+        self.cache.as_ref().map(CacheRun::computed)
+    }
+
     /// The schedule, `steps + 1` sigmas ending with 0.
     pub fn sigmas(&self) -> &[f32] {
         &self.sigmas
@@ -141,32 +156,61 @@ impl<'a> Sampler<'a> {
 
     /// Records and submits one step; `None` once all steps have run. The latents after it are
     /// [`latents`](Self::latents), valid once the GPU has run the submission. On error the state is
-    /// that of the previous step.
-    pub fn step(&mut self, gpu: &Gpu) -> Result<Option<StepInfo>> {
+    /// that of the previous step. Without a step cache nothing is awaited; with one, the step
+    /// awaits the read-back of its decision (natively that blocks until the GPU gets there).
+    pub async fn step(&mut self, gpu: &Gpu) -> Result<Option<StepInfo>> {
         let i = self.done;
         let (Some(&sigma), Some(&sigma_next)) = (self.sigmas.get(i), self.sigmas.get(i + 1)) else {
             return Ok(None);
         };
         let mut b = gpu.batch();
-        let next = self.record(gpu, &mut b, i)?;
+        let (next, pending) = match &self.cache {
+            None => (self.record(gpu, &mut b, i)?, None),
+            Some(cache) => {
+                let (v, pending) = cache.velocity(gpu, &mut b, self.model, &self.inputs(i)?, i, self.steps()).await?;
+                (self.advance(gpu, &mut b, i, &v)?, Some(pending))
+            }
+        };
         gpu.submit(b)?;
         self.x = next;
         self.done += 1;
-        Ok(Some(StepInfo { index: i, steps: self.steps(), sigma, sigma_next }))
+        let cache = match (&mut self.cache, pending) {
+            (Some(c), Some(p)) => Some(c.commit(p)),
+            _ => None,
+        };
+        Ok(Some(StepInfo { index: i, steps: self.steps(), sigma, sigma_next, cache }))
     }
 
-    /// Records step `i` (`sigmas[i]` → `sigmas[i + 1]`, which must exist) from the current latents.
-    fn record(&self, gpu: &Gpu, b: &mut Batch, i: usize) -> Result<Tensor> {
-        let (Some(&sigma), Some(&sigma_next), Some(dt)) = (self.sigmas.get(i), self.sigmas.get(i + 1), self.dts.get(i)) else {
+    /// [`step`](Self::step), blocking (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn step_blocking(&mut self, gpu: &Gpu) -> Result<Option<StepInfo>> {
+        pollster::block_on(self.step(gpu))
+    }
+
+    /// The transformer's inputs at step `i`.
+    fn inputs(&self, i: usize) -> Result<FluxInputs<'_>> {
+        let Some(&sigma) = self.sigmas.get(i) else {
             return Err(Error::InvalidArgument(format!("sampler: no step {i} in a schedule of {} steps", self.steps())));
         };
         // FluxPipeline passes `t / 1000` with `t = sigma·1000` (both f32), not sigma itself.
         let timestep = (sigma * 1000.0) / 1000.0;
-        let inp = FluxInputs { img: &self.x, txt: self.txt, pooled: self.pooled, timestep, guidance: self.guidance, rope: &self.rope };
-        let v = self.model.forward(gpu, b, &inp)?;
+        Ok(FluxInputs { img: &self.x, txt: self.txt, pooled: self.pooled, timestep, guidance: self.guidance, rope: &self.rope })
+    }
+
+    /// Records step `i` (`sigmas[i]` → `sigmas[i + 1]`, which must exist) from the current latents.
+    fn record(&self, gpu: &Gpu, b: &mut Batch, i: usize) -> Result<Tensor> {
+        let v = self.model.forward(gpu, b, &self.inputs(i)?)?;
+        self.advance(gpu, b, i, &v)
+    }
+
+    /// The Euler update of step `i` with velocity `v`, then the reference panels re-imposed.
+    fn advance(&self, gpu: &Gpu, b: &mut Batch, i: usize, v: &Tensor) -> Result<Tensor> {
+        let (Some(&sigma_next), Some(dt)) = (self.sigmas.get(i + 1), self.dts.get(i)) else {
+            return Err(Error::InvalidArgument(format!("sampler: no step {i} in a schedule of {} steps", self.steps())));
+        };
         // The scheduler's step `x + dt·v` with dt rounded to f32 (schedule::euler_step), done as
         // a gated residual whose one-element gate is dt.
-        let mut next = gated_add(gpu, b, &self.x, dt, &v)?;
+        let mut next = gated_add(gpu, b, &self.x, dt, v)?;
         if let (Some(c), Some(noise)) = (&self.cond, &self.noise) {
             next = c.impose(gpu, b, &next, noise, sigma_next)?;
         }
@@ -186,7 +230,8 @@ impl<'a> Sampler<'a> {
 /// Runs the sampler from `noise` (packed `[L_img·64]` values, e.g. `seed::flux_noise` or
 /// [`noise_from_source`]) with text conditioning `txt` `[L_txt, context_dim]` and `pooled`
 /// `[pooled_dim]`; returns the final packed latents `[L_img, in_channels]` on the GPU. A loop over
-/// [`Sampler`] without conditioning.
+/// [`Sampler`] without conditioning (native: it blocks on the GPU).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn sample(
     gpu: &Gpu,
     model: &FluxModel,
@@ -197,7 +242,7 @@ pub fn sample(
     progress: &mut dyn FnMut(Step),
 ) -> Result<Tensor> {
     let mut s = Sampler::new(gpu, model, txt, pooled, noise, opts, None)?;
-    while let Some(info) = s.step(gpu)? {
+    while let Some(info) = s.step_blocking(gpu)? {
         progress(Step { index: info.index, steps: info.steps, sigma: info.sigma, sigma_next: info.sigma_next, latents: s.latents() });
     }
     Ok(s.into_latents())

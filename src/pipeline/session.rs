@@ -14,6 +14,7 @@ use super::conditioning::Conditioning;
 use super::generate::{check, load_component, load_vae, sub, to_rgb8, tokenizer, variant, Event, GenerateOptions, ModelPaths, Observer, RgbImage, Stage};
 use super::preview::latent_preview;
 use super::sampler::{SampleOptions, Sampler};
+use super::step_cache::summary;
 use super::schedule::FluxVariant;
 use super::seed::{flux_noise, latent_hw};
 use crate::clock::Stopwatch;
@@ -161,22 +162,31 @@ impl Session {
         // Denoise.
         obs.event(Event::Stage { stage: Stage::Denoise, what: "denoising" });
         let noise = flux_noise(opts.seed, height, width);
-        let sopts = SampleOptions { height, width, steps: opts.steps, guidance: Some(opts.guidance), variant };
+        // The step cache lives in this sampler only: nothing computed under another run's LoRA
+        // scales, references or prompt is reused.
+        let sopts = SampleOptions { height, width, steps: opts.steps, guidance: Some(opts.guidance), variant, step_cache: opts.step_cache };
         let mut stepper = Sampler::new(gpu, model, txt, pooled, &noise, &sopts, cond)?;
         let every = obs.preview_every();
         loop {
             let t = Stopwatch::start();
-            let Some(s) = stepper.step(gpu)? else { break };
+            let Some(s) = stepper.step(gpu).await? else { break };
             // Wait for the step so that its time is the GPU's (and a browser's event loop runs).
             gpu.done().await?;
             let secs = t.secs();
-            obs.event(Event::Line(&format!("step {}/{}: sigma {:.4} → {:.4} in {secs:.2}s", s.index + 1, s.steps, s.sigma, s.sigma_next)));
-            obs.event(Event::Step { index: s.index, steps: s.steps, seconds: secs });
+            let cache = match s.cache {
+                Some(c) => format!(" ({}{})", if c.computed { "computed" } else { "cached" }, c.diff.map(|d| format!(", distance {d:.4}")).unwrap_or_default()),
+                None => String::new(),
+            };
+            obs.event(Event::Line(&format!("step {}/{}: sigma {:.4} → {:.4} in {secs:.2}s{cache}", s.index + 1, s.steps, s.sigma, s.sigma_next)));
+            obs.event(Event::Step { index: s.index, steps: s.steps, seconds: secs, computed: stepper.computed() });
             if every > 0 && (s.index + 1) % every == 0 && s.index + 1 < s.steps {
                 let packed = gpu.read_f32(stepper.latents()).await?;
                 obs.event(Event::Preview { index: s.index, image: &latent_preview(&packed, lh, lw)? });
             }
             check(obs)?;
+        }
+        if let Some(computed) = stepper.computed() {
+            obs.event(Event::Line(&summary(computed, stepper.steps())));
         }
         let mut b = gpu.batch();
         let latents = unpack(gpu, &mut b, stepper.latents(), model.config.in_channels / 4, lh, lw)?;

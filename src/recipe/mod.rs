@@ -5,6 +5,7 @@
 //!
 //! Everything here is plain Rust (no GPU, no I/O) so the browser build and native tests share it.
 
+pub mod fast;
 pub mod png;
 pub mod presets;
 pub mod share;
@@ -142,6 +143,10 @@ pub struct Recipe {
     pub sampler: String,
     /// Whether reference panels were given (the images themselves are never in a recipe).
     pub references_used: bool,
+    /// The step cache (`pipeline::step_cache`); absent in recipes written before it existed,
+    /// which means off (the same images as then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_cache: Option<crate::pipeline::step_cache::StepCache>,
 }
 
 fn invalid(field: impl Into<String>, why: impl Into<String>) -> Error {
@@ -246,6 +251,9 @@ impl Recipe {
         }
         if !SAMPLERS.contains(&self.sampler.as_str()) {
             return Err(invalid("sampler", format!("`{}` is not one of {SAMPLERS:?}", self.sampler)));
+        }
+        if let Some(p) = self.step_cache.as_ref().and_then(|c| c.problem()) {
+            return Err(invalid("step_cache", p));
         }
         Ok(())
     }

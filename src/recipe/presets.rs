@@ -88,7 +88,7 @@ struct ModelsFile {
     models: Vec<ModelPreset>,
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(file: &str, json: &str) -> Result<T> {
+pub(super) fn parse<T: for<'de> Deserialize<'de>>(file: &str, json: &str) -> Result<T> {
     serde_json::from_str(json).map_err(|e| Error::Malformed { file: file.into(), what: e.to_string() })
 }
 
@@ -170,6 +170,7 @@ impl TaskPreset {
             seed,
             sampler: "euler".into(),
             references_used: false,
+            step_cache: None,
         }
     }
 }

@@ -8,12 +8,14 @@
 //! Wire array, in order: version, model (preset id string, or `[root, transformer, t5, clip, vae,
 //! t5_tokenizer, clip_tokenizer]` with nulls), adapters `[[url, scale], ...]`, task (or null),
 //! overall caption, panel captions, prompt, rows, cols, width, height, steps, guidance, seed,
-//! sampler, references_used (0/1).
+//! sampler, references_used (0/1), then — only when the step cache is on — `[threshold,
+//! max_reuse or null]` (links written before the cache existed end before it: off).
 
 use serde::{Deserialize, Serialize};
 
 use super::{Adapter, Captions, Layout, ModelSource, ModelUrls, Recipe, RECIPE_VERSION};
 use crate::error::{Error, Result};
+use crate::pipeline::step_cache::StepCache;
 
 /// The fragment parameter that holds a recipe.
 pub const PARAM: &str = "r";
@@ -46,6 +48,7 @@ struct Wire(
     u64,
     String,
     u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")] Option<(f32, Option<u32>)>,
 );
 
 fn bad(why: impl Into<String>) -> Error {
@@ -83,11 +86,12 @@ impl Wire {
             r.seed,
             r.sampler.clone(),
             r.references_used as u8,
+            r.step_cache.map(|c| (c.threshold, c.max_reuse)),
         )
     }
 
     fn into_recipe(self) -> Recipe {
-        let Wire(version, model, adapters, task, overall, panels, prompt, rows, cols, width, height, steps, guidance, seed, sampler, refs) =
+        let Wire(version, model, adapters, task, overall, panels, prompt, rows, cols, width, height, steps, guidance, seed, sampler, refs, cache) =
             self;
         let model = match model {
             WireModel::Preset(id) => ModelSource::Preset(id),
@@ -110,6 +114,7 @@ impl Wire {
             seed,
             sampler,
             references_used: refs != 0,
+            step_cache: cache.map(|(threshold, max_reuse)| StepCache { threshold, max_reuse }),
         }
     }
 }

@@ -42,6 +42,10 @@ pub fn mul(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().enumerate().map(|(i, &v)| v * b[i % b.len()]).collect()
 }
 
+pub fn sub(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().enumerate().map(|(i, &v)| v - b[i % b.len()]).collect()
+}
+
 /// `a + gate ⊙ b`, gate repeated every `gate.len()` elements.
 pub fn gated_add(a: &[f32], gate: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).enumerate().map(|(i, (&x, &y))| x + gate[i % gate.len()] * y).collect()

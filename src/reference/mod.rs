@@ -16,3 +16,4 @@ pub mod softmax;
 pub mod norm;
 pub mod rope;
 pub mod quantize;
+pub mod reduce;

@@ -17,6 +17,9 @@
 //   - a model on another host: nothing is contacted before an explicit click
 //     in the hosts dialog (Ctrl+Enter does not confirm), then the sizes, then
 //     a second click downloads and the image matches native.
+//   - the "Faster (step cache)" control matches native --step-cache, the
+//     progress line counts computed/skipped steps, and a share link carries it;
+//   - the "Speed" choice stacks the few-step LoRA on the task's (form only).
 // Screenshots of the main states go to tests/e2e/screenshots/. The last line
 // is `app: N passed, M failed`.
 
@@ -300,6 +303,54 @@ async function main() {
     await clearAdapters(page);
     const run7 = await generate(page);
     check('the page generates again after the errors', run7.state === 'done', run7.state === 'done' ? '' : run7.error);
+
+    // 5b. Step cache: a threshold above every distance on 6 steps computes the first and the last
+    // only; the same recipe natively with --step-cache; the progress line counts them; a share
+    // link restores the control.
+    await page.fill('#steps', '6');
+    await page.check('#step-cache');
+    await page.fill('#step-cache-threshold', '10');
+    await page.fill('#step-cache-max-reuse', '');
+    await page.evaluate(() => {
+      window.__progress = [];
+      new MutationObserver(() => window.__progress.push(document.getElementById('progress-text').textContent))
+        .observe(document.getElementById('progress-text'), { childList: true, characterData: true, subtree: true });
+    });
+    const consoleLines = [];
+    const onConsole = (m) => consoleLines.push(m.text());
+    page.on('console', onConsole);
+    const run9 = await generate(page);
+    page.off('console', onConsole);
+    const [args9] = await cliArgs(page);
+    const want9 = await pngPixels(page, native([...args9, '--step-cache', '10'], path.join(tmp, 'native-cache.png')));
+    const plain9 = await pngPixels(page, native(args9, path.join(tmp, 'native-nocache.png')));
+    const pixels9 = run9.state === 'done' ? await canvasPixels(page) : Buffer.alloc(0);
+    const db9 = run9.state === 'done' ? psnr(pixels9, want9, 4) : 0;
+    check('step cache on vs `iclora generate --step-cache` (PSNR >= 40 dB)', db9 >= 40, run9.state === 'done' ? `${db9.toFixed(1)} dB; vs no cache ${psnr(pixels9, plain9, 4).toFixed(1)} dB` : run9.error);
+    const progress9 = await page.evaluate(() => window.__progress);
+    const last9 = progress9.filter((t) => t.startsWith('Step 6/6')).pop() ?? '';
+    check('the progress line counts computed and skipped steps', /step cache: 2 computed, 4 skipped/.test(last9), last9 || progress9.slice(-3).join(' | '));
+    check('the worker logs the step cache summary', consoleLines.includes('step cache: computed 2 of 6 steps'), consoleLines.filter((l) => l.startsWith('step cache')).join(' | ') || '(none)');
+    const link9 = await page.inputValue('#share-link');
+    const p3 = await first.context.newPage();
+    try {
+      await p3.goto(link9);
+      await p3.waitForFunction(() => document.body.dataset.confirm === 'open', null, { timeout: 60_000 });
+      const restored9 = await p3.evaluate(() => [document.getElementById('step-cache').checked, document.getElementById('step-cache-threshold').value, document.getElementById('steps').value]);
+      check('a share link carries the step cache', restored9[0] === true && Number(restored9[1]) === 10 && restored9[2] === '6', JSON.stringify(restored9));
+    } finally {
+      await p3.close();
+    }
+    await page.uncheck('#step-cache');
+
+    // 5c. Speed: a few-step preset adds its LoRA after the task's and sets steps and guidance (no
+    // generation: the adapter is on huggingface.co); back to full steps removes it.
+    await page.selectOption('#fast-preset', 'hyper-flux-8');
+    const fast = await page.evaluate(() => [[...document.querySelectorAll('#adapters .adapter')].map((r) => [r.querySelector('.adapter-url').value, r.querySelector('.adapter-scale').value]), document.getElementById('steps').value, document.getElementById('guidance').value]);
+    check('the Speed choice adds the few-step LoRA with its settings', fast[0].length === 1 && /Hyper-FLUX\.1-dev-8steps/.test(fast[0][0][0]) && fast[0][0][1] === '0.125' && fast[1] === '8' && fast[2] === '3.5', JSON.stringify(fast));
+    await page.selectOption('#fast-preset', 'full');
+    const none = await page.evaluate(() => document.querySelectorAll('#adapters .adapter').length);
+    check('full steps removes it again', none === 0, `${none} adapter rows`);
 
     // 6. Cancel: a long run stops after the current step and the page stays usable.
     await page.fill('#steps', '60');

@@ -8,6 +8,7 @@ use web_sys::{HtmlInputElement, HtmlSelectElement};
 use crate::app::dom::{add, by_id, clear, document, input, set_text, set_value, value, AppError, AppResult};
 use crate::recipe::presets::{build_prompt, model_preset, model_presets, task_preset, task_presets, CaptionTemplate};
 use crate::recipe::{Adapter, Captions, Layout, ModelSource, ModelUrls, Recipe, RECIPE_VERSION};
+use crate::pipeline::step_cache::StepCache;
 
 /// The id of the bundled tiny model preset.
 pub const TINY: &str = "tiny";
@@ -25,11 +26,11 @@ const URL_FIELDS: [(&str, &str); 7] = [
     ("clip_tokenizer", "model-clip-tokenizer"),
 ];
 
-fn select(id: &str) -> AppResult<HtmlSelectElement> {
+pub(super) fn select(id: &str) -> AppResult<HtmlSelectElement> {
     by_id(id)?.dyn_into().map_err(|_| AppError::Browser(format!("#{id} is not a <select>")))
 }
 
-fn option(sel: &HtmlSelectElement, value: &str, text: &str) -> AppResult<()> {
+pub(super) fn option(sel: &HtmlSelectElement, value: &str, text: &str) -> AppResult<()> {
     let o = add(sel, "option", "", text)?;
     o.set_attribute("value", value)?;
     Ok(())
@@ -185,6 +186,7 @@ pub fn apply_task(id: &str) -> AppResult<()> {
         &format!("{}: {}×{} canvas, {} × {} panels, LoRA scale {}, {} steps, guidance {}. Replace the example captions with yours.", t.title, t.width, t.height, t.rows, t.cols, t.scale, t.steps, t.guidance),
     )?;
     input("prompt-auto")?.set_checked(true);
+    super::speed::apply()?;
     rebuild_prompt()
 }
 
@@ -237,9 +239,19 @@ pub fn recipe(references_used: bool) -> AppResult<Recipe> {
         seed: num("seed", "Seed")?,
         sampler: "euler".into(),
         references_used,
+        step_cache: step_cache()?,
     };
     r.validate()?;
     Ok(r)
+}
+
+/// The step-cache controls (`None` when the box is unchecked; an empty cap: no limit).
+fn step_cache() -> AppResult<Option<StepCache>> {
+    if !input("step-cache")?.checked() {
+        return Ok(None);
+    }
+    let max_reuse = opt(value("step-cache-max-reuse")?).map(|_| num("step-cache-max-reuse", "Reused steps in a row")).transpose()?;
+    Ok(Some(StepCache { threshold: num("step-cache-threshold", "Step-cache threshold")?, max_reuse }))
 }
 
 /// Puts a recipe back into the form.
@@ -268,10 +280,16 @@ pub fn restore(r: &Recipe) -> AppResult<()> {
         set_value(el, &v)?;
     }
     input("seed-random")?.set_checked(false);
+    input("step-cache")?.set_checked(r.step_cache.is_some());
+    if let Some(c) = &r.step_cache {
+        set_value("step-cache-threshold", &c.threshold.to_string())?;
+        set_value("step-cache-max-reuse", &c.max_reuse.map(|m| m.to_string()).unwrap_or_default())?;
+    }
     clear(&by_id("adapters")?);
     for a in &r.adapters {
         add_adapter_row(&a.url, a.scale)?;
     }
+    super::speed::restore(r)?;
     set_value("caption-overall", &r.captions.overall)?;
     let tags = r.task.as_deref().and_then(task_preset).map(|t| t.template.panel_tags.clone()).unwrap_or_default();
     caption_fields((r.layout.rows * r.layout.cols) as usize, &tags, &r.captions.panels)?;

@@ -7,6 +7,7 @@ mod form;
 mod output;
 mod refs;
 mod share;
+mod speed;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -109,6 +110,7 @@ pub fn model_spec(source: &ModelSource) -> AppResult<ModelUrls> {
 pub fn start() -> AppResult<App> {
     let app: App = Rc::new(Studio { state: RefCell::default(), client: RefCell::new(None) });
     form::fill_presets()?;
+    speed::fill()?;
     form::set_value_default()?;
     spawn_engine(&app)?;
     bind(&app)?;
@@ -207,6 +209,9 @@ fn bind(app: &App) -> AppResult<()> {
             let _ = refs::rebuild(&a);
         }
         let _ = form::rebuild_prompt();
+    })?;
+    on::<Event>(&by_id("fast-preset")?, "change", |_| {
+        let _ = speed::apply();
     })?;
     on::<Event>(&by_id("prompt-auto")?, "change", |_| {
         let _ = form::rebuild_prompt();
@@ -334,6 +339,7 @@ fn try_generate(app: &App) -> AppResult<()> {
         recipe: recipe.to_json()?,
         preview_every: 1,
         convert: value("convert")?,
+        step_cache: recipe.step_cache,
     };
     // Gigabytes from other hosts are fetched only after the user has seen what they are.
     let key = download_key(&request.model, &request.loras);

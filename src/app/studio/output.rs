@@ -151,13 +151,15 @@ pub fn progress(app: &App, msg: FromWorker, bufs: Vec<Vec<u8>>) -> AppResult<()>
         FromWorker::Stage { what, .. } => {
             set_text("progress-text", &format!("{}…", capitalize(&what)))?;
         }
-        FromWorker::Step { index, steps, seconds, .. } => {
+        FromWorker::Step { index, steps, seconds, computed, .. } => {
             let avg = {
                 let mut s = app.state.borrow_mut();
                 s.step_secs.push(seconds);
                 s.step_secs.iter().sum::<f64>() / s.step_secs.len() as f64
             };
-            set_text("progress-text", &format!("Step {}/{steps}", index + 1))?;
+            // With the step cache, how many steps ran the whole transformer and how many reused it.
+            let cache = computed.map(|c| format!(" · step cache: {c} computed, {} skipped", index + 1 - c.min(index + 1))).unwrap_or_default();
+            set_text("progress-text", &format!("Step {}/{steps}{cache}", index + 1))?;
             set_text("progress-detail", &format!("{seconds:.2} s/step; about {} left", human_secs(avg * (steps - index - 1) as f64)))?;
             bar(0.3 + 0.65 * (index + 1) as f64 / steps as f64)?;
         }

@@ -7,6 +7,6 @@ pub mod model;
 pub mod weights;
 
 pub use config::{FluxConfig, KeyScheme};
-pub use model::{timestep_embedding, FluxInputs, FluxModel};
+pub use model::{timestep_embedding, FluxHead, FluxInputs, FluxModel};
 pub use weights::{DoubleBlock, FluxWeights, SingleBlock};
 pub mod random;

@@ -49,6 +49,16 @@ pub struct FluxInputs<'a> {
     pub rope: &'a RopeTables,
 }
 
+/// What [`FluxModel::forward_head`] leaves for the rest of the forward: `svec = silu(vec)`
+/// `[1, hidden]`, the image stream before (`img_in`, after `x_embedder`) and after (`img`) the
+/// first double block, and the text stream after it (`txt`), `[L, hidden]` each.
+pub struct FluxHead {
+    pub svec: Tensor,
+    pub img_in: Tensor,
+    pub txt: Tensor,
+    pub img: Tensor,
+}
+
 pub struct FluxModel {
     pub config: FluxConfig,
     pub weights: FluxWeights,
@@ -137,11 +147,24 @@ impl FluxModel {
     /// `"temb"` `[1, hidden]`, `"double{i}/txt"`, `"double{i}/img"` after each double block,
     /// `"single{i}"` (joint `[L_txt + L_img, hidden]`, text first) after each single block. The
     /// tensors are written by commands recorded in `b` (flushed after every block); read them after
-    /// submitting it.
+    /// submitting it. The same three parts the step cache runs separately: [`forward_head`],
+    /// [`forward_tail`], [`final_layer`].
+    ///
+    /// [`forward_head`]: Self::forward_head
+    /// [`forward_tail`]: Self::forward_tail
+    /// [`final_layer`]: Self::final_layer
     pub fn forward_traced(&self, gpu: &Gpu, b: &mut Batch, inp: &FluxInputs, trace: &mut dyn FnMut(&str, &Tensor)) -> Result<Tensor> {
+        let FluxHead { svec, img_in, txt, img } = self.forward_head(gpu, b, inp, trace)?;
+        drop(img_in); // back to the pool: a forward holds one block's activations at a time
+        let img = self.forward_tail(gpu, b, inp, &svec, txt, img, trace)?;
+        self.final_layer(gpu, b, &svec, &img)
+    }
+
+    /// The embedders and the first double block (§1.3–1.5): what the step cache runs every step to
+    /// decide whether the remaining blocks must run.
+    pub fn forward_head(&self, gpu: &Gpu, b: &mut Batch, inp: &FluxInputs, trace: &mut dyn FnMut(&str, &Tensor)) -> Result<FluxHead> {
         let (c, w) = (&self.config, &self.weights);
         self.check_inputs(inp)?;
-        let (lt, li) = (inp.txt.rows(), inp.img.rows());
 
         // §1.3: vec = t_emb (+ g_emb) + y_emb; every modulation consumes silu(vec).
         let mut vec = self.embed_scalar(gpu, b, inp.timestep, &w.time_text_embed.timestep)?;
@@ -156,11 +179,41 @@ impl FluxModel {
         trace("temb", &vec);
         let svec = activation(gpu, b, &vec, Activation::Silu)?;
 
-        // §1.4 input projections, §1.5 double blocks.
-        let mut img = linear(gpu, b, inp.img, &w.x_embedder, None)?;
-        let mut txt = linear(gpu, b, inp.txt, &w.context_embedder, None)?;
-        for (i, blk) in w.transformer_blocks.iter().enumerate() {
-            (txt, img) = blk.forward(gpu, b, c, &txt, &img, &svec, inp.rope)?;
+        // §1.4 input projections, then the first of the §1.5 double blocks.
+        let img_in = linear(gpu, b, inp.img, &w.x_embedder, None)?;
+        let txt = linear(gpu, b, inp.txt, &w.context_embedder, None)?;
+        let (txt, img) = match w.transformer_blocks.first() {
+            Some(blk) => {
+                let (txt, img) = blk.forward(gpu, b, c, &txt, &img_in, &svec, inp.rope)?;
+                trace("double0/txt", &txt);
+                trace("double0/img", &img);
+                b.flush(gpu)?;
+                (txt, img)
+            }
+            None => (txt, img_in.clone()),
+        };
+        Ok(FluxHead { svec, img_in, txt, img })
+    }
+
+    /// The remaining double blocks and the single blocks after [`forward_head`](Self::forward_head):
+    /// from its `svec`, `txt` and `img` (taken, so that a caller that keeps no clone frees them
+    /// after the next block): the image stream `[L_img, hidden]` that enters the final
+    /// layer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_tail(
+        &self,
+        gpu: &Gpu,
+        b: &mut Batch,
+        inp: &FluxInputs,
+        svec: &Tensor,
+        mut txt: Tensor,
+        mut img: Tensor,
+        trace: &mut dyn FnMut(&str, &Tensor),
+    ) -> Result<Tensor> {
+        let (c, w) = (&self.config, &self.weights);
+        let (lt, li) = (txt.rows(), img.rows());
+        for (i, blk) in w.transformer_blocks.iter().enumerate().skip(1) {
+            (txt, img) = blk.forward(gpu, b, c, &txt, &img, svec, inp.rope)?;
             trace(&format!("double{i}/txt"), &txt);
             trace(&format!("double{i}/img"), &img);
             // Submit block by block: the block's intermediates go back to the pool, so a step
@@ -171,16 +224,21 @@ impl FluxModel {
         // §1.7 single blocks on the joint sequence, text first; then keep the image tokens.
         let mut x = concat_rows(gpu, b, &txt, &img)?;
         for (i, blk) in w.single_transformer_blocks.iter().enumerate() {
-            x = blk.forward(gpu, b, c, &x, &svec, inp.rope)?;
+            x = blk.forward(gpu, b, c, &x, svec, inp.rope)?;
             trace(&format!("single{i}"), &x);
             b.flush(gpu)?;
         }
-        let img = slice_rows(gpu, b, &x, lt, li)?;
+        slice_rows(gpu, b, &x, lt, li)
+    }
 
-        // §1.8 final layer (shift/scale halves in checkpoint order, see `NormOut`).
-        let m = linear(gpu, b, &svec, &w.norm_out.linear, None)?;
+    /// §1.8 final layer on the image stream `img` `[L_img, hidden]` with `svec = silu(vec)` from
+    /// the head: the velocity `[L_img, out_channels]` (shift/scale halves in checkpoint order, see
+    /// `NormOut`).
+    pub fn final_layer(&self, gpu: &Gpu, b: &mut Batch, svec: &Tensor, img: &Tensor) -> Result<Tensor> {
+        let w = &self.weights;
+        let m = linear(gpu, b, svec, &w.norm_out.linear, None)?;
         let modulation = Modulation { tensor: &m, shift: w.norm_out.shift_at, scale: w.norm_out.scale_at };
-        let n = layer_norm_modulated(gpu, b, &img, &modulation, EPS_FLUX)?;
+        let n = layer_norm_modulated(gpu, b, img, &modulation, EPS_FLUX)?;
         linear(gpu, b, &n, &w.proj_out, None)
     }
 
