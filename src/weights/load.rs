@@ -317,9 +317,9 @@ fn now<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
 /// Bytes written to the GPU between waits for it, when a loader paces its uploads.
 ///
 /// Why: in a browser every `writeBuffer` is copied into shared memory until the GPU process takes
-/// it, and a loader that never waits queues uploads faster than they are taken, so the tab's
-/// memory grows with the model's size (measured: +360 MiB from a 1.06 to a 2.31 GB transformer
-/// in headless Chromium). Waiting for the queue every few chunks bounds that to about this much.
+/// it, and a loader that never waits could queue uploads faster than they are taken, growing the
+/// tab's memory with the model. Waiting for the queue every few chunks bounds the staged bytes to
+/// about this much (benches/browser_memory.mjs; on SwiftShader the GPU process keeps up anyway).
 pub const PACE_BYTES: usize = 4 * CHUNK_BYTES;
 
 /// Counts uploaded bytes and waits for the GPU's queue every `every` bytes.
