@@ -29,6 +29,8 @@ use half::f16;
 
 pub use super::fp8::{f8_e4m3_to_f32, f8_e5m2_to_f32, f8_to_f16};
 use super::fp8::{f8_to_f16_scaled, weight_scale};
+use super::upload::now;
+pub use super::upload::{Pacer, Uploads, PACE_BYTES};
 use super::gguf::parse_gguf_header;
 use super::repack::repack;
 use super::safetensors::parse_safetensors_header;
@@ -304,107 +306,6 @@ fn load_as_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &Tenso
     Ok(t)
 }
 
-/// Runs a future that never waits (an upload without pacing) to its end on this thread: the
-/// synchronous loaders share the paced code path.
-fn now<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    let mut f = std::pin::pin!(f);
-    match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-        std::task::Poll::Ready(r) => r,
-        std::task::Poll::Pending => Err(Error::InvalidArgument("an upload without pacing waited for the GPU".into())),
-    }
-}
-
-/// Bytes written to the GPU between waits for it, when a loader paces its uploads.
-///
-/// Why: in a browser every `writeBuffer` is copied into shared memory until the GPU process takes
-/// it, and a loader that never waits could queue uploads faster than they are taken, growing the
-/// tab's memory with the model. Waiting for the queue every few chunks bounds the staged bytes to
-/// about this much (benches/browser_memory.mjs; on SwiftShader the GPU process keeps up anyway).
-pub const PACE_BYTES: usize = 4 * CHUNK_BYTES;
-
-/// Counts uploaded bytes and waits for the GPU's queue every `every` bytes.
-pub struct Pacer {
-    every: Option<usize>,
-    since: usize,
-    /// How many times it waited.
-    pub waits: u64,
-}
-
-impl Pacer {
-    /// Never waits (native synchronous loading: wgpu's staging is flushed per chunk anyway).
-    pub fn never() -> Pacer {
-        Pacer { every: None, since: 0, waits: 0 }
-    }
-
-    /// Waits for the queue after every `bytes` uploaded.
-    pub fn every(bytes: usize) -> Pacer {
-        Pacer { every: Some(bytes.max(1)), since: 0, waits: 0 }
-    }
-
-    async fn wrote(&mut self, gpu: &Gpu, bytes: usize) -> Result<()> {
-        self.since += bytes;
-        if self.every.is_some_and(|e| self.since >= e) {
-            self.since = 0;
-            self.waits += 1;
-            gpu.done().await?;
-        }
-        Ok(())
-    }
-}
-
-/// Uploads a loader plans while it builds a model (tensors allocated, nothing read yet) and runs
-/// afterwards, so that the bytes can stream with pacing ([`Pacer`]) from an async caller while
-/// the model code itself stays synchronous.
-pub struct Uploads {
-    file: String,
-    jobs: Vec<Upload>,
-}
-
-struct Upload {
-    info: TensorInfo,
-    convert: Convert,
-    scale: f32,
-    dst: Tensor,
-    offset: usize,
-}
-
-impl Uploads {
-    pub fn new(header: &WeightsHeader) -> Uploads {
-        Uploads { file: header.file.clone(), jobs: Vec::new() }
-    }
-
-    /// A tensor loaded as [`load_tensor_as`] would: allocated now, filled by [`run`](Self::run).
-    pub fn tensor_as(&mut self, gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, info: &TensorInfo, convert: Convert) -> Result<Tensor> {
-        let scale = weight_scale(src, header, info)?;
-        let (shape, dtype) = converted_layout(&header.file, info, convert)?;
-        let dst = gpu.empty(&shape, dtype)?;
-        self.jobs.push(Upload { info: info.clone(), convert, scale, dst: dst.clone(), offset: 0 });
-        Ok(dst)
-    }
-
-    /// Rows of `dst` filled from `info`, as [`load_rows_into`] would, by [`run`](Self::run).
-    pub fn rows_into(&mut self, src: &mut dyn ByteSource, header: &WeightsHeader, info: &TensorInfo, convert: Convert, dst: &Tensor, first_row: usize) -> Result<()> {
-        let scale = weight_scale(src, header, info)?;
-        let offset = place_rows(&header.file, info, convert, dst, first_row)?;
-        self.jobs.push(Upload { info: info.clone(), convert, scale, dst: dst.clone(), offset });
-        Ok(())
-    }
-
-    /// Streams every planned tensor from `src`, in plan order, in reads of at most
-    /// `chunk_bytes`, waiting as `pace` says; returns the pacer (its `waits`).
-    pub async fn run(self, gpu: &Gpu, src: &mut dyn ByteSource, chunk_bytes: usize, mut pace: Pacer) -> Result<Pacer> {
-        for u in &self.jobs {
-            fill(gpu, src, &self.file, &u.info, u.convert, chunk_bytes, u.scale, &u.dst, u.offset, &mut pace).await?;
-        }
-        Ok(pace)
-    }
-
-    /// [`run`](Self::run) without pacing, synchronously.
-    pub fn run_now(self, gpu: &Gpu, src: &mut dyn ByteSource) -> Result<()> {
-        now(self.run(gpu, src, CHUNK_BYTES, Pacer::never())).map(|_| ())
-    }
-}
-
 /// The GPU shape and format `info` takes once loaded as `convert` asks (see [`load_tensor_as`]).
 pub fn converted_layout(file: &str, info: &TensorInfo, convert: Convert) -> Result<(Vec<usize>, DType)> {
     let (shape, stored) = gpu_layout(file, info)?;
@@ -455,7 +356,7 @@ pub fn load_rows_into_chunked(
 
 /// The element offset of row `first_row` of `dst`, where `info` (loaded as `convert` asks) goes,
 /// after checking that it fits there.
-fn place_rows(file: &str, info: &TensorInfo, convert: Convert, dst: &Tensor, first_row: usize) -> Result<usize> {
+pub(super) fn place_rows(file: &str, info: &TensorInfo, convert: Convert, dst: &Tensor, first_row: usize) -> Result<usize> {
     let (shape, dtype) = converted_layout(file, info, convert)?;
     let row = shape.last().copied().unwrap_or(1).max(1);
     let numel: usize = shape.iter().product();
@@ -475,7 +376,7 @@ fn place_rows(file: &str, info: &TensorInfo, convert: Convert, dst: &Tensor, fir
 /// Streams `info` into `dst` from element `offset` on, converting as `convert` asks; the caller
 /// checked that `dst` has the converted format and room.
 #[allow(clippy::too_many_arguments)]
-async fn fill(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, convert: Convert, chunk_bytes: usize, scale: f32, dst: &Tensor, offset: usize, pace: &mut Pacer) -> Result<()> {
+pub(super) async fn fill(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, convert: Convert, chunk_bytes: usize, scale: f32, dst: &Tensor, offset: usize, pace: &mut Pacer) -> Result<()> {
     let (shape, stored) = gpu_layout(file, info)?;
     if !convert.target().is_some_and(|t| !stored.is_quantized() && t != stored) {
         return fill_stored(gpu, src, file, info, chunk_bytes, scale, dst, offset, pace).await;

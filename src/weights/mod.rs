@@ -5,6 +5,7 @@ pub mod tensor_info;
 pub mod safetensors;
 pub mod gguf;
 pub mod load;
+pub mod upload;
 pub mod fp8;
 pub mod detect;
 pub mod source;

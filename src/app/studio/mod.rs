@@ -420,6 +420,8 @@ fn on_message(app: &App, msg: FromWorker, bufs: Vec<Vec<u8>>) -> AppResult<()> {
                 output::finished(app)?;
             }
             if app.state.borrow().plan_job == Some(job) {
+                // A failed plan confirms nothing: the next plan is a plain size check.
+                app.state.borrow_mut().confirming = None;
                 set_text("plan-summary", "")?;
             }
             output::show_error(&message, &kind);
