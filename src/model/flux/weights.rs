@@ -271,6 +271,8 @@ impl FluxWeights {
     /// stream (e.g. BF16 → Q8_0 on the GPU), per tensor as `Convert::for_tensor` decides; biases
     /// and norm scales are F32 either way.
     pub fn load_with(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &FluxConfig, opts: &LoadOptions) -> Result<FluxWeights> {
+        // A config built in code skipped `from_diffusers_json`'s caps; they bound the block lists.
+        c.check_caps(&header.file)?;
         c.validate()?;
         let scheme = KeyScheme::detect(header)?;
         let diffusers = matches!(scheme, KeyScheme::Diffusers { .. });

@@ -114,6 +114,8 @@ impl T5Weights {
         c: &T5Config,
         table_bytes: u64,
     ) -> Result<T5Weights> {
+        // A config built in code skipped `from_json`'s caps; they bound the block list.
+        c.check_caps(&header.file)?;
         c.validate()?;
         let keys = T5Keys::detect(header);
         let k = |hf: &str| keys.key(hf);
