@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use iclora::error::Error;
 use iclora::recipe::png::recipe_from_png;
 
+
 struct Counting;
 
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
@@ -75,6 +76,12 @@ fn a_png_bomb_is_refused_from_its_header() {
     }
     assert!(largest < 1 << 20, "the refused PNG still allocated {largest} bytes at once");
     assert!(secs < 1.0, "refusing took {secs} s");
+    // The same check from the first bytes only, for images other decoders will read.
+    let prefix = &file[..iclora::recipe::png::HEADER_PREFIX];
+    let result = iclora::recipe::png::check_image_prefix("bomb.png", prefix);
+    assert!(matches!(&result, Err(Error::FileLimit { found: 2_048_000_000, .. })), "{result:?}");
+    assert!(iclora::recipe::png::check_image_prefix("small.png", &bomb(64, 64)[..33]).is_ok());
+    assert!(iclora::recipe::png::check_image_prefix("photo.jpg", b"\xff\xd8\xff\xe0 not a png").is_ok());
     // Over the side cap: 100000 × 1.
     let result = recipe_from_png("wide.png", &bomb(100_000, 1));
     assert!(matches!(&result, Err(Error::FileLimit { found: 100_000, .. })), "{result:?}");

@@ -67,6 +67,21 @@ pub fn check_png_header(file: &str, info: &png::Info) -> Result<()> {
     PNG_DECODED_BYTES.check(file, bytes)
 }
 
+/// Bytes from the start of a PNG through its IHDR chunk (signature, length, type, 13 bytes, CRC):
+/// enough for [`check_image_prefix`].
+pub const HEADER_PREFIX: usize = 33;
+
+/// For an image about to be handed to another decoder (the browser's, for reference panels): when
+/// `prefix` (its first [`HEADER_PREFIX`] bytes) is a PNG's, checks its IHDR as
+/// [`check_png_header`] does; other formats pass (their decoders have their own limits).
+pub fn check_image_prefix(file: &str, prefix: &[u8]) -> Result<()> {
+    if !prefix.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Ok(());
+    }
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(prefix));
+    check_png_header(file, decoder.read_header_info().map_err(bad)?)
+}
+
 /// The recipe in a PNG called `file` (in errors): `Ok(None)` for a valid PNG without one, an error
 /// for a file that is not a readable PNG (the whole image is decoded, so truncation or corrupt data
 /// is caught) or whose recipe does not parse or validate. Memory stays small whatever the file
