@@ -120,7 +120,7 @@ pub fn tensor_data(data: &[u8]) {
             Err(e) if typed(&e) => continue,
             Err(e) => panic!("untyped layout error {e:?}"),
         };
-        let numel: u64 = shape.iter().map(|&d| d as u64).product();
+        let numel = if shape.contains(&0) { 0 } else { shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX) };
         assert_eq!(numel, info.numel(), "`{}`: the GPU layout {shape:?} changes the element count", info.name);
         let _ = Convert::for_tensor(info, Convert::Q4_0);
         let scale = match weight_scale(&mut src, &header, info) {

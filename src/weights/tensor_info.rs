@@ -113,8 +113,15 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// Elements. A zero dimension makes 0 whatever the others: GGUF checks the product innermost
+    /// first, so `[huge, huge, 0]` (outermost first) is a valid empty tensor whose plain product
+    /// overflows before it reaches the 0 (found by the `tensor_data` fuzz target). Otherwise the
+    /// parsers have checked that the product fits.
     pub fn numel(&self) -> u64 {
-        self.shape.iter().product()
+        if self.shape.contains(&0) {
+            return 0;
+        }
+        self.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).unwrap_or(u64::MAX)
     }
 }
 
