@@ -88,6 +88,11 @@ pub enum Error {
     #[error("LoRA `{file}`: key `{key}`: {why}")]
     Lora { file: String, key: String, why: String },
 
+    /// A count or size read from a file (a `config.json`, a LoRA, a tokenizer, a PNG) over one of
+    /// this app's caps (`crate::limits`); it was refused before anything was allocated from it.
+    #[error("`{file}`: {what} is {found}, over this app's limit of {limit} ({why}); the file is damaged, hostile or not the kind of file expected here: check that it is the right file, or pick another")]
+    FileLimit { file: String, what: String, found: u64, limit: u64, why: String },
+
     /// The user stopped the run (a generation's Cancel button, a cancelled download).
     #[error("cancelled")]
     Cancelled,

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod limits;
 pub mod lora;
 pub mod model;
 pub mod pipeline;

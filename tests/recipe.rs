@@ -225,7 +225,7 @@ fn png_carries_the_recipe() {
     let recipe = rich();
     let bytes = encode_png(w, h, &rgb, Some(&recipe)).unwrap();
     assert_eq!(png_pixels(&bytes), (w, h, rgb.clone()));
-    assert_eq!(recipe_from_png(&bytes).unwrap(), Some(recipe.clone()));
+    assert_eq!(recipe_from_png("test.png", &bytes).unwrap(), Some(recipe.clone()));
     // The chunk is ASCII JSON that any JSON reader parses to the same recipe.
     let r = png::Decoder::new(std::io::Cursor::new(&bytes[..])).read_info().unwrap();
     let chunk = r.info().uncompressed_latin1_text.iter().find(|c| c.keyword == KEYWORD).unwrap();
@@ -233,7 +233,7 @@ fn png_carries_the_recipe() {
     assert_eq!(serde_json::from_str::<Recipe>(&chunk.text).unwrap(), recipe);
 
     let plain = encode_png(w, h, &rgb, None).unwrap();
-    assert_eq!(recipe_from_png(&plain).unwrap(), None);
+    assert_eq!(recipe_from_png("test.png", &plain).unwrap(), None);
     assert!(matches!(encode_png(w, h, &rgb[1..], None), Err(Error::ShapeMismatch { .. })));
 }
 
@@ -241,7 +241,7 @@ fn png_carries_the_recipe() {
 fn corrupt_pngs_are_typed_errors() {
     let rgb = Rng(5).bytes(16 * 16 * 3);
     let bytes = encode_png(16, 16, &rgb, Some(&film("tiny"))).unwrap();
-    let is_bad_image = |b: &[u8]| matches!(recipe_from_png(b), Err(Error::BadImage { format: "PNG", .. }));
+    let is_bad_image = |b: &[u8]| matches!(recipe_from_png("test.png", b), Err(Error::BadImage { format: "PNG", .. }));
     for cut in [0, 7, 20, bytes.len() / 2, bytes.len() - 13] {
         assert!(is_bad_image(&bytes[..cut]), "cut at {cut}");
     }
@@ -258,7 +258,7 @@ fn corrupt_pngs_are_typed_errors() {
     let mut wr = enc.write_header().unwrap();
     wr.write_image_data(&[1, 2, 3]).unwrap();
     wr.finish().unwrap();
-    assert!(matches!(recipe_from_png(&out), Err(Error::InvalidRecipe { .. })));
+    assert!(matches!(recipe_from_png("test.png", &out), Err(Error::InvalidRecipe { .. })));
 }
 
 /// Parses a ZIP from its end-of-central-directory record, checking every field this writer sets.

@@ -233,7 +233,15 @@ mod cli {
             _ => (rest, RefMode::Keep),
         };
         let bytes = std::fs::read(file).map_err(|e| format!("--reference: reading `{file}`: {e}"))?;
-        let img = image::load_from_memory(&bytes).map_err(|e| format!("--reference: `{file}` is not a PNG image: {e}"))?.to_rgb8();
+        let not_png = |e: image::ImageError| format!("--reference: `{file}` is not a PNG image this tool accepts: {e}");
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(|e| not_png(e.into()))?;
+        // The same caps as a PNG dropped on the page, checked from the header before decoding.
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(iclora::limits::PNG_SIDE.max as u32);
+        limits.max_image_height = Some(iclora::limits::PNG_SIDE.max as u32);
+        limits.max_alloc = Some(iclora::limits::PNG_DECODED_BYTES.max);
+        reader.limits(limits);
+        let img = reader.decode().map_err(not_png)?.to_rgb8();
         let (w, h) = (img.width() as usize, img.height() as usize);
         let image = iclora::pipeline::image::RgbImage { width: w, height: h, pixels: img.into_raw() };
         Ok(Reference { panel: panel.checked_sub(1).ok_or("--reference: panels are counted from 1")?, image, mode })

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::clip::clip_linear_name;
 use super::targets::{Target, Targets};
 use crate::error::{Error, Result};
+use crate::limits::{LORA_F32_BYTES, LORA_RANK};
 use crate::model::flux::FluxConfig;
 use crate::weights::load::{read_floats, read_header, ByteSource};
 use crate::weights::tensor_info::{TensorInfo, WeightsHeader};
@@ -268,6 +269,9 @@ impl LoraAdapter {
         ordered.sort_by_key(|(_, (o, _))| *o);
         let (mut formats, mut ranks, mut layers, mut clip_layers) = (BTreeSet::new(), BTreeSet::new(), Vec::new(), Vec::new());
         let (mut modules, mut clip) = (Vec::new(), Vec::new());
+        // Every factor is decoded to f32 below: the total is checked before the first is read.
+        let factors = ordered.iter().flat_map(|(_, (_, p))| [p.down, p.up, p.alpha]).flatten();
+        LORA_F32_BYTES.check(file, factors.fold(0u64, |d, i| d.saturating_add(i.numel().saturating_mul(4))))?;
         for (module, (_, p)) in ordered {
             let Some((mut target, format)) = p.target else { continue };
             let (Some(down), Some(up)) = (p.down, p.up) else {
@@ -280,6 +284,7 @@ impl LoraAdapter {
                 (target.k, target.len) = (ds.get(1).copied().unwrap_or(0), us.first().copied().unwrap_or(0));
             }
             let rank = ds.first().copied().unwrap_or(0);
+            LORA_RANK.check_usize(file, rank)?;
             let shape_err = |info: &TensorInfo, expected: String, got: &[usize]| Error::TensorShape {
                 file: file.into(),
                 name: info.name.clone(),

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 
 use crate::error::{Error, Result};
+use crate::limits::{Cap, CONFIG_JSON_BYTES, INDEX_JSON_BYTES, TOKENIZER_BYTES};
 use crate::weights::load::{read_header, ByteSource};
 use crate::weights::tensor_info::WeightsHeader;
 
@@ -61,15 +62,15 @@ pub fn in_component(component: &str, file: &str, e: Error) -> Error {
     }
 }
 
-/// A small file (config, tokenizer) whole.
-pub fn read_all(component: &str, location: &str) -> Result<Vec<u8>> {
-    crate::weights::source::read_all(location).map_err(|e| in_component(component, location, e))
+/// A small file (config, tokenizer, index) whole, at most `cap` bytes (`crate::limits`).
+pub fn read_all(component: &str, location: &str, cap: &Cap) -> Result<Vec<u8>> {
+    crate::weights::source::read_all(location, cap).map_err(|e| in_component(component, location, e))
 }
 
 /// A small file when it exists, `None` when it does not.
-pub fn read_optional(component: &str, location: &str) -> Result<Option<Vec<u8>>> {
+pub fn read_optional(component: &str, location: &str, cap: &Cap) -> Result<Option<Vec<u8>>> {
     if exists(location).map_err(|e| in_component(component, location, e))? {
-        read_all(component, location).map(Some)
+        read_all(component, location, cap).map(Some)
     } else {
         Ok(None)
     }
@@ -161,7 +162,7 @@ pub struct Weights {
 pub fn open_weights(component: &str, location: &str) -> Result<Weights> {
     let wrap = |e| in_component(component, location, e);
     if location.ends_with(".index.json") {
-        let json = read_all(component, location)?;
+        let json = read_all(component, location, &INDEX_JSON_BYTES)?;
         let files = shard_files(location, &json).map_err(wrap)?;
         let (src, header) = ShardedSource::open(location, &files).map_err(wrap)?;
         let files = files.into_iter().zip(src.shards.iter().map(|(_, s)| s.len())).collect();
@@ -205,7 +206,7 @@ pub fn resolve(component: &str, dir: Option<&str>, file: Option<&str>, stem: &st
         });
     };
     let config_file = join(&dir, "config.json");
-    let config = read_optional(component, &config_file)?
+    let config = read_optional(component, &config_file, &CONFIG_JSON_BYTES)?
         .map(|b| String::from_utf8(b).map_err(|_| Error::Component { component: component.into(), file: config_file.clone(), message: "not UTF-8".into() }))
         .transpose()?;
     Ok(Component { weights: open_weights(component, &location)?, config })
@@ -231,13 +232,13 @@ pub fn resolve_tokenizer(component: &str, dir: Option<&str>, file: Option<&str>)
             return Err(Error::Component { component: component.into(), file: "(none)".into(), message: "no --model and no file given for it".into() })
         }
     };
-    let config = read_optional(component, &join(&dir, "tokenizer_config.json"))?;
+    let config = read_optional(component, &join(&dir, "tokenizer_config.json"), &CONFIG_JSON_BYTES)?;
     let json_file = json_file.unwrap_or_else(|| join(&dir, "tokenizer.json"));
-    if let Some(j) = read_optional(component, &json_file)? {
+    if let Some(j) = read_optional(component, &json_file, &TOKENIZER_BYTES)? {
         return Ok(TokenizerFiles { location: json_file, tokenizer_json: Some(j), vocab_merges: None, config });
     }
     let (vocab, merges) = (join(&dir, "vocab.json"), join(&dir, "merges.txt"));
-    match (read_optional(component, &vocab)?, read_optional(component, &merges)?) {
+    match (read_optional(component, &vocab, &TOKENIZER_BYTES)?, read_optional(component, &merges, &TOKENIZER_BYTES)?) {
         (Some(v), Some(m)) => Ok(TokenizerFiles { location: dir, tokenizer_json: None, vocab_merges: Some((v, m)), config }),
         _ => Err(Error::Component {
             component: component.into(),

@@ -73,7 +73,7 @@ pub(super) fn sub(paths: &ModelPaths, folder: &str) -> Option<String> {
 /// the model folder has one, else whether the transformer has a guidance embedder.
 pub(super) fn variant(paths: &ModelPaths, config: &FluxConfig) -> Result<FluxVariant> {
     if let Some(file) = sub(paths, "scheduler/scheduler_config.json") {
-        if let Some(bytes) = read_optional("scheduler", &file)? {
+        if let Some(bytes) = read_optional("scheduler", &file, &crate::limits::CONFIG_JSON_BYTES)? {
             let j: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Component { component: "scheduler".into(), file: file.clone(), message: format!("not JSON: {e}") })?;
             let dynamic = j.get("use_dynamic_shifting").and_then(|v| v.as_bool()).unwrap_or(config.guidance);

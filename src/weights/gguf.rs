@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use super::tensor_info::{
     check_layout, check_unique, malformed, FileDType, FileFormat, MetaType, MetaValue, Parsed, TensorData, TensorInfo,
-    WeightsHeader, MAX_HEADER_BYTES,
+    WeightsHeader, MAX_HEADER_BYTES, MAX_TENSORS,
 };
 use crate::error::{Error, Result};
 use crate::gpu::DType;
@@ -19,7 +19,6 @@ const MAX_DIMS: u32 = 4;
 /// (tokens, scores, types, merges) needs under 1.1M.
 const MAX_META_VALUES: usize = 1 << 21;
 const MAX_ARRAY_DEPTH: usize = 4;
-const MAX_TENSORS: u64 = 1 << 20;
 const MAX_KVS: u64 = 1 << 16;
 /// First fetch size suggested when the prefix is short; then doubled.
 const MIN_FETCH: u64 = 64 * 1024;

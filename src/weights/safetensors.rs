@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::tensor_info::{
     check_layout, check_unique, malformed, FileDType, FileFormat, MetaValue, Parsed, TensorData, TensorInfo, WeightsHeader,
-    MAX_HEADER_BYTES,
+    MAX_HEADER_BYTES, MAX_TENSORS,
 };
 use crate::error::{Error, Result};
 use crate::gpu::DType;
@@ -147,6 +147,10 @@ impl<'de> Deserialize<'de> for Entries {
                 let mut seen = HashSet::new();
                 let mut out = Vec::new();
                 while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    // Checked while parsing, before the tensor list is allocated.
+                    if out.len() as u64 > MAX_TENSORS {
+                        return Err(serde::de::Error::custom(format!("more than {MAX_TENSORS} tensors")));
+                    }
                     if !seen.insert(k.clone()) {
                         return Err(serde::de::Error::custom(format!("the key `{k}` appears twice")));
                     }

@@ -6,6 +6,7 @@
 
 use super::load::ByteSource;
 use crate::error::Result;
+use crate::limits::Cap;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::error::Error;
 
@@ -89,21 +90,26 @@ pub fn is_dir(location: &str) -> bool {
     };
 }
 
-/// A small file (config, tokenizer, index) whole.
-pub fn read_all(location: &str) -> Result<Vec<u8>> {
+/// A small file (config, tokenizer, index) whole, refused (`Error::FileLimit`) when it is larger
+/// than `cap` allows: natively before any byte is read, from its length.
+pub fn read_all(location: &str, cap: &Cap) -> Result<Vec<u8>> {
     #[cfg(not(target_arch = "wasm32"))]
     {
-        if is_url(location) {
-            let mut s = open(location)?;
-            let len = usize::try_from(s.len()).map_err(|_| Error::Io { file: location.into(), message: "too large to read whole".into() })?;
-            return s.read_range(0, len);
-        }
-        std::fs::read(location).map_err(|e| Error::Io { file: location.into(), message: e.to_string() })
+        let mut s = open(location)?;
+        cap.check(location, s.len())?;
+        let len = usize::try_from(s.len()).map_err(|_| Error::Io { file: location.into(), message: "too large to read whole".into() })?;
+        s.read_range(0, len)
     }
+    // A plain GET learns the length with the body; the cap still keeps an oversized answer from
+    // being parsed (JSON parsing multiplies its memory several times).
     #[cfg(target_arch = "wasm32")]
-    return match dropped::get(location) {
-        Some(bytes) => Ok(bytes),
-        None => super::browser::xhr::read_all(location),
-    };
+    {
+        let bytes = match dropped::get(location) {
+            Some(bytes) => bytes,
+            None => super::browser::xhr::read_all(location)?,
+        };
+        cap.check(location, bytes.len() as u64)?;
+        Ok(bytes)
+    }
 }
 

@@ -7,9 +7,16 @@ use crate::error::{Error, Result};
 use crate::gpu::DType;
 
 /// The largest header either parser accepts (safetensors JSON, or GGUF
-/// metadata + tensor infos). Real FLUX/T5 headers are well under 2 MB; a
-/// larger claim is treated as a corrupt file rather than allocated.
-pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+/// metadata + tensor infos). Real headers of the files this app loads are
+/// ~100 KB (FLUX safetensors, ~780 tensors) to ~1 MB (a T5-XXL GGUF with its
+/// 32k-token vocabulary in the metadata): 16 MiB is 16× the largest. The whole
+/// header sits in wasm memory and its parsed JSON takes several times more, so
+/// a larger claim is treated as a corrupt file rather than allocated.
+pub const MAX_HEADER_BYTES: u64 = 16 << 20;
+
+/// The most tensors either parser accepts: FLUX.1 has ~780 (diffusers names
+/// ~1000), T5-XXL ~220, a LoRA on every FLUX and CLIP Linear with alphas ~3000.
+pub const MAX_TENSORS: u64 = 1 << 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileFormat {
@@ -106,8 +113,15 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// Elements. A zero dimension makes 0 whatever the others: GGUF checks the product innermost
+    /// first, so `[huge, huge, 0]` (outermost first) is a valid empty tensor whose plain product
+    /// overflows before it reaches the 0 (found by the `tensor_data` fuzz target). Otherwise the
+    /// parsers have checked that the product fits.
     pub fn numel(&self) -> u64 {
-        self.shape.iter().product()
+        if self.shape.contains(&0) {
+            return 0;
+        }
+        self.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).unwrap_or(u64::MAX)
     }
 }
 

@@ -8,6 +8,7 @@ use web_sys::{CanvasRenderingContext2d, DragEvent, Event, HtmlCanvasElement, Htm
 use super::output::show_error;
 use super::{App, Reference};
 use crate::app::dom::{add, by_id, clear, document, value, window, AppError, AppResult};
+use crate::recipe::png::{check_image_prefix, HEADER_PREFIX};
 
 fn grid() -> (usize, usize, usize, usize) {
     let n = |id: &str| value(id).ok().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(1).max(1);
@@ -111,6 +112,9 @@ fn load(app: &App, panel: usize, file: web_sys::File) {
 /// The image center-cropped to the panel's aspect and scaled to its size, as RGB.
 async fn decode(file: &web_sys::File) -> AppResult<(usize, usize, Vec<u8>)> {
     let (_, _, pw, ph) = grid();
+    // A PNG's declared size is checked before the browser decodes (and allocates) its pixels.
+    let head = wasm_bindgen_futures::JsFuture::from(file.slice_with_i32_and_i32(0, HEADER_PREFIX as i32)?.array_buffer()).await?;
+    check_image_prefix(&file.name(), &js_sys::Uint8Array::new(&head).to_vec())?;
     let bitmap = wasm_bindgen_futures::JsFuture::from(window()?.create_image_bitmap_with_blob(file)?)
         .await
         .map_err(|_| AppError::Browser("not an image this browser can decode (PNG, JPEG, WebP)".into()))?

@@ -8,6 +8,7 @@ use web_sys::{DragEvent, Event};
 use super::output::{show_error, status};
 use super::{form, App};
 use crate::app::dom::{by_id, set_text, set_value, window, AppError, AppResult};
+use crate::limits::{Cap, LORA_FILE_BYTES, PNG_FILE_BYTES};
 use crate::recipe::png::recipe_from_png;
 use crate::recipe::share::{from_fragment, to_fragment};
 use crate::recipe::Recipe;
@@ -101,15 +102,16 @@ pub fn bind(app: &App) -> AppResult<()> {
     Ok(())
 }
 
-/// The bytes of a user's file.
-pub async fn file_bytes(file: &web_sys::File) -> AppResult<Vec<u8>> {
+/// The bytes of a user's file, refused before reading when larger than `cap` allows.
+pub async fn file_bytes(file: &web_sys::File, cap: &Cap) -> AppResult<Vec<u8>> {
+    cap.check(&file.name(), file.size() as u64)?;
     let buf = wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await?;
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
 /// Hands a LoRA file the user picked or dropped to the worker and lists it as an adapter.
 pub async fn add_lora_file(app: &App, file: web_sys::File) -> AppResult<()> {
-    let bytes = file_bytes(&file).await?;
+    let bytes = file_bytes(&file, &LORA_FILE_BYTES).await?;
     let name = file.name();
     app.send(&crate::app::protocol::ToWorker::AddFile { name: name.clone() }, vec![bytes.clone()])?;
     app.state.borrow_mut().dropped_files.insert(name.clone(), bytes);
@@ -122,8 +124,8 @@ pub async fn restore_png(app: &App, file: web_sys::File) -> AppResult<()> {
     if file.name().ends_with(".safetensors") {
         return add_lora_file(app, file).await;
     }
-    let bytes = file_bytes(&file).await?;
-    match recipe_from_png(&bytes)? {
+    let bytes = file_bytes(&file, &PNG_FILE_BYTES).await?;
+    match recipe_from_png(&file.name(), &bytes)? {
         Some(r) => {
             form::restore(&r)?;
             refresh_refs(app);

@@ -78,6 +78,7 @@ impl ClipConfig {
                 .and_then(Value::as_u64)
                 .map(|x| x as u32),
         };
+        c.check_caps(file)?;
         c.validate()?;
         Ok(c)
     }
@@ -123,8 +124,20 @@ impl ClipConfig {
             eps: 1e-5,
             eos_token_id: None,
         };
+        c.check_caps(&header.file)?;
         c.validate()?;
         Ok(c)
+    }
+
+    /// Every count and width against `crate::limits` (`file` names the config in the error),
+    /// before anything is allocated from them.
+    pub fn check_caps(&self, file: &str) -> Result<()> {
+        use crate::limits::{CLIP_HEADS, CLIP_LAYERS, CLIP_POSITIONS, CLIP_VOCAB, CLIP_WIDTH};
+        CLIP_LAYERS.check_usize(file, self.layers)?;
+        CLIP_HEADS.check_usize(file, self.heads)?;
+        CLIP_VOCAB.check_usize(file, self.vocab)?;
+        CLIP_POSITIONS.check_usize(file, self.max_positions)?;
+        [self.hidden, self.intermediate].iter().try_for_each(|&w| CLIP_WIDTH.check_usize(file, w))
     }
 
     pub fn validate(&self) -> Result<()> {

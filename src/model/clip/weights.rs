@@ -92,6 +92,8 @@ impl ClipWeights {
         header: &WeightsHeader,
         c: &ClipConfig,
     ) -> Result<ClipWeights> {
+        // A config built in code skipped `from_json`'s caps; they bound the layer list.
+        c.check_caps(&header.file)?;
         c.validate()?;
         let max_bytes = gpu.info().max_storage_binding;
         let mut l = TensorLoader::new(gpu, src, header, MODEL);

@@ -125,13 +125,14 @@ impl FluxConfig {
             head_dim,
             double_blocks: required(&j, "num_layers")?,
             single_blocks: required(&j, "num_single_layers")?,
-            mlp_hidden: 4 * heads * head_dim,
+            mlp_hidden: heads.saturating_mul(head_dim).saturating_mul(4),
             context_dim: required(&j, "joint_attention_dim")?,
             pooled_dim: required(&j, "pooled_projection_dim")?,
             guidance: j.get("guidance_embeds").and_then(Value::as_bool).unwrap_or(false),
             axes_dim,
             theta: 10000.0,
         };
+        c.check_caps("FLUX config.json")?;
         c.validate()?;
         Ok(c)
     }
@@ -180,15 +181,16 @@ impl FluxConfig {
             shape("single_transformer_blocks.0.attn.norm_q.weight", "single_blocks.0.norm.query_norm.scale")?
         }
         .iter()
-        .product::<usize>();
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .unwrap_or(usize::MAX);
         let mlp_hidden = if double_blocks > 0 {
             dims2("transformer_blocks.0.ff.net.0.proj.weight", "double_blocks.0.img_mlp.0.weight")?.0
         } else {
             let n = dims2("single_transformer_blocks.0.proj_mlp.weight", "single_blocks.0.linear1.weight")?.0;
-            if matches!(s, KeyScheme::Bfl { .. }) { n.saturating_sub(3 * hidden) } else { n }
+            if matches!(s, KeyScheme::Bfl { .. }) { n.saturating_sub(hidden.saturating_mul(3)) } else { n }
         };
         let guidance = header.tensor(&s.key("time_text_embed.guidance_embedder.linear_1.weight", "guidance_in.in_layer.weight")).is_some();
-        let axes_dim = if head_dim == 128 { vec![16, 56, 56] } else { vec![head_dim / 8, 7 * head_dim / 16, 7 * head_dim / 16] };
+        let axes_dim = if head_dim == 128 { vec![16, 56, 56] } else { vec![head_dim / 8, head_dim.saturating_mul(7) / 16, head_dim.saturating_mul(7) / 16] };
         let c = FluxConfig {
             in_channels,
             out_channels,
@@ -209,8 +211,22 @@ impl FluxConfig {
                 header.file
             )));
         }
+        c.check_caps(&header.file)?;
         c.validate()?;
         Ok(c)
+    }
+
+    /// Every count and width against `crate::limits` (`file` names the config in the error),
+    /// before anything is allocated from them.
+    pub fn check_caps(&self, file: &str) -> Result<()> {
+        use crate::limits::{FLUX_DOUBLE_BLOCKS, FLUX_HEADS, FLUX_HEAD_DIM, FLUX_MLP, FLUX_SINGLE_BLOCKS, FLUX_WIDTH};
+        FLUX_DOUBLE_BLOCKS.check_usize(file, self.double_blocks)?;
+        FLUX_SINGLE_BLOCKS.check_usize(file, self.single_blocks)?;
+        FLUX_HEADS.check_usize(file, self.heads)?;
+        FLUX_HEAD_DIM.check_usize(file, self.head_dim)?;
+        FLUX_MLP.check_usize(file, self.mlp_hidden)?;
+        let widths = [self.in_channels, self.out_channels, self.context_dim, self.pooled_dim];
+        widths.iter().chain(&self.axes_dim).try_for_each(|&w| FLUX_WIDTH.check_usize(file, w))
     }
 
     /// Consistency checks the kernels rely on (RoPE covers the whole head).

@@ -285,6 +285,8 @@ impl FluxWeights {
 
     /// The weight tree with its matrices allocated, and the uploads that fill them.
     fn plan(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &FluxConfig, opts: &LoadOptions) -> Result<(FluxWeights, Uploads)> {
+        // A config built in code skipped `from_diffusers_json`'s caps; they bound the block lists.
+        c.check_caps(&header.file)?;
         c.validate()?;
         let scheme = KeyScheme::detect(header)?;
         let diffusers = matches!(scheme, KeyScheme::Diffusers { .. });

@@ -85,6 +85,7 @@ impl T5Config {
                 .and_then(Value::as_f64)
                 .unwrap_or(1e-6) as f32,
         };
+        c.check_caps(file)?;
         c.validate()?;
         Ok(c)
     }
@@ -144,8 +145,20 @@ impl T5Config {
             max_distance: 128,
             eps: 1e-6,
         };
+        c.check_caps(&header.file)?;
         c.validate()?;
         Ok(c)
+    }
+
+    /// Every count and width against `crate::limits` (`file` names the config in the error),
+    /// before anything is allocated from them.
+    pub fn check_caps(&self, file: &str) -> Result<()> {
+        use crate::limits::{T5_BUCKETS, T5_HEADS, T5_LAYERS, T5_VOCAB, T5_WIDTH};
+        T5_LAYERS.check_usize(file, self.layers)?;
+        T5_HEADS.check_usize(file, self.heads)?;
+        T5_VOCAB.check_usize(file, self.vocab)?;
+        [self.d_model, self.d_kv, self.d_ff].iter().try_for_each(|&w| T5_WIDTH.check_usize(file, w))?;
+        [self.buckets, self.max_distance].iter().try_for_each(|&b| T5_BUCKETS.check_usize(file, b))
     }
 
     pub fn validate(&self) -> Result<()> {

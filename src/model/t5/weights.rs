@@ -129,6 +129,8 @@ impl T5Weights {
 
     /// The weight tree with its matrices allocated, and the uploads that fill them.
     fn plan(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &T5Config, table_bytes: u64) -> Result<(T5Weights, Uploads)> {
+        // A config built in code skipped `from_json`'s caps; they bound the block list.
+        c.check_caps(&header.file)?;
         c.validate()?;
         let keys = T5Keys::detect(header);
         let k = |hf: &str| keys.key(hf);

@@ -90,6 +90,7 @@ impl VaeConfig {
             shift_factor: f32_or(&j, "shift_factor", d.shift_factor)?,
             mid_block_attention: bool_or(&j, "mid_block_add_attention", true)?,
         };
+        c.check_caps("VAE config.json")?;
         c.validate()?;
         Ok(c)
     }
@@ -102,6 +103,16 @@ impl VaeConfig {
     /// Pixels per latent pixel along each side: 2^(levels − 1) (FLUX: 8).
     pub fn downsampling(&self) -> usize {
         1 << self.block_out_channels.len().saturating_sub(1)
+    }
+
+    /// Every count and width against `crate::limits` (`file` names the config in the error),
+    /// before anything is allocated from them.
+    pub fn check_caps(&self, file: &str) -> Result<()> {
+        use crate::limits::{VAE_LAYERS, VAE_LEVELS, VAE_WIDTH};
+        VAE_LEVELS.check_usize(file, self.block_out_channels.len())?;
+        VAE_LAYERS.check_usize(file, self.layers_per_block)?;
+        let widths = [self.in_channels, self.out_channels, self.latent_channels, self.norm_num_groups];
+        widths.iter().chain(&self.block_out_channels).try_for_each(|&w| VAE_WIDTH.check_usize(file, w))
     }
 
     /// Every width a GroupNorm sees must split into the configured number of groups.

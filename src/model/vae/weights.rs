@@ -269,6 +269,8 @@ pub fn load_vae(
     config: &VaeConfig,
     parts: VaeParts,
 ) -> Result<(Option<Encoder>, Option<Decoder>)> {
+    // A config built in code skipped `from_diffusers_json`'s caps; they bound the block lists.
+    config.check_caps(&header.file)?;
     config.validate()?;
     let keys = VaeKeys::detect(header)?;
     let mut l = Loader { gpu, src, header, keys };
