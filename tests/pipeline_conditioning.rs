@@ -23,7 +23,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{gpu, psnr, Rng};
+use common::{gpu, psnr, random_text, Rng};
 use iclora::gpu::{Gpu, Tensor};
 use iclora::kernels::pack::unpack;
 use iclora::model::flux::{FluxConfig, FluxModel};
@@ -67,12 +67,7 @@ fn vae() -> &'static Vae {
 /// Random text conditioning of the model's shapes (8 text tokens).
 fn text() -> &'static (Tensor, Tensor) {
     static T: OnceLock<(Tensor, Tensor)> = OnceLock::new();
-    T.get_or_init(|| {
-        let c = &model().config;
-        let mut rng = Rng::new(7);
-        let g = gpu();
-        (g.upload_f32(&[8, c.context_dim], &rng.vec(8 * c.context_dim, -1.0, 1.0)).unwrap(), g.upload_f32(&[c.pooled_dim], &rng.vec(c.pooled_dim, -1.0, 1.0)).unwrap())
-    })
+    T.get_or_init(|| random_text(&model().config, 8, 7))
 }
 
 fn noise() -> Vec<f32> {

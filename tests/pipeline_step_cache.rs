@@ -17,7 +17,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{assert_close, gpu, Rng};
+use common::{assert_close, gpu, random_text};
 use iclora::gpu::Tensor;
 use iclora::model::flux::{FluxConfig, FluxHead, FluxInputs, FluxModel};
 use iclora::pipeline::components::resolve;
@@ -43,12 +43,7 @@ fn model() -> &'static FluxModel {
 /// Random text conditioning of the model's shapes (8 text tokens).
 fn text() -> &'static (Tensor, Tensor) {
     static T: OnceLock<(Tensor, Tensor)> = OnceLock::new();
-    T.get_or_init(|| {
-        let c = &model().config;
-        let mut rng = Rng::new(11);
-        let g = gpu();
-        (g.upload_f32(&[8, c.context_dim], &rng.vec(8 * c.context_dim, -1.0, 1.0)).unwrap(), g.upload_f32(&[c.pooled_dim], &rng.vec(c.pooled_dim, -1.0, 1.0)).unwrap())
-    })
+    T.get_or_init(|| random_text(&model().config, 8, 11))
 }
 
 fn noise() -> Vec<f32> {

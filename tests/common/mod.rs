@@ -19,6 +19,14 @@ pub fn gpu() -> &'static Gpu {
 #[allow(unused_imports)]
 pub use iclora::reference::random::Rng;
 
+/// Random FLUX text conditioning of `c`'s shapes: `(txt [tokens, context_dim], pooled [pooled_dim])`.
+pub fn random_text(c: &iclora::model::flux::FluxConfig, tokens: usize, seed: u64) -> (iclora::gpu::Tensor, iclora::gpu::Tensor) {
+    let mut rng = Rng::new(seed);
+    let g = gpu();
+    let txt = g.upload_f32(&[tokens, c.context_dim], &rng.vec(tokens * c.context_dim, -1.0, 1.0)).unwrap();
+    (txt, g.upload_f32(&[c.pooled_dim], &rng.vec(c.pooled_dim, -1.0, 1.0)).unwrap())
+}
+
 /// Asserts `|got − expected| ≤ rtol · max(|expected|, rms(expected))` for every
 /// element (`iclora::selftest::compare`): relative error, with the output's RMS
 /// as the floor so values that cancel to near zero are judged against the scale
