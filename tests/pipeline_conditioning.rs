@@ -23,10 +23,10 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{gpu, psnr, random_text, Rng};
+use common::{gpu, psnr, random_text, tiny_transformer, Rng};
 use iclora::gpu::{Gpu, Tensor};
 use iclora::kernels::pack::unpack;
-use iclora::model::flux::{FluxConfig, FluxModel};
+use iclora::model::flux::FluxModel;
 use iclora::model::vae::{Vae, VaeConfig, VaeParts};
 use iclora::pipeline::components::resolve;
 use iclora::pipeline::conditioning::{Conditioning, RefMode, Reference};
@@ -45,12 +45,7 @@ const LAYOUT: Layout = Layout { rows: 1, cols: 2 };
 const PANEL0: [usize; 4] = [0, 1, 4, 5];
 
 fn model() -> &'static FluxModel {
-    static M: OnceLock<FluxModel> = OnceLock::new();
-    M.get_or_init(|| {
-        let mut c = resolve("transformer", Some(&format!("{MODEL}/transformer")), None, "diffusion_pytorch_model").unwrap();
-        let cfg = FluxConfig::from_diffusers_json(c.config.as_deref().unwrap()).unwrap();
-        FluxModel::load(gpu(), c.weights.source.as_mut(), &c.weights.header, Some(cfg)).unwrap()
-    })
+    tiny_transformer()
 }
 
 fn load_vae(parts: VaeParts) -> Vae {

@@ -17,27 +17,20 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{assert_close, gpu, random_text};
+use common::{assert_close, gpu, random_text, tiny_transformer};
 use iclora::gpu::Tensor;
-use iclora::model::flux::{FluxConfig, FluxHead, FluxInputs, FluxModel};
-use iclora::pipeline::components::resolve;
+use iclora::model::flux::{FluxHead, FluxInputs, FluxModel};
 use iclora::pipeline::sampler::{SampleOptions, Sampler, StepInfo};
 use iclora::pipeline::schedule::FluxVariant;
 use iclora::pipeline::seed::flux_noise;
 use iclora::pipeline::step_cache::StepCache;
 
-const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-flux");
 const OPTS: SampleOptions = SampleOptions { height: 48, width: 80, steps: 8, guidance: Some(3.5), variant: FluxVariant::Dev, step_cache: None };
 /// Above any distance the tiny model shows (they are printed by `threshold_zero_…`).
 const HUGE: f32 = 10.0;
 
 fn model() -> &'static FluxModel {
-    static M: OnceLock<FluxModel> = OnceLock::new();
-    M.get_or_init(|| {
-        let mut c = resolve("transformer", Some(&format!("{MODEL}/transformer")), None, "diffusion_pytorch_model").unwrap();
-        let cfg = FluxConfig::from_diffusers_json(c.config.as_deref().unwrap()).unwrap();
-        FluxModel::load(gpu(), c.weights.source.as_mut(), &c.weights.header, Some(cfg)).unwrap()
-    })
+    tiny_transformer()
 }
 
 /// Random text conditioning of the model's shapes (8 text tokens).

@@ -19,6 +19,20 @@ pub fn gpu() -> &'static Gpu {
 #[allow(unused_imports)]
 pub use iclora::reference::random::Rng;
 
+/// The bundled tiny diffusers-layout pipeline (tests/fixtures/tiny-flux).
+pub const TINY_FLUX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-flux");
+
+/// The tiny pipeline's transformer, loaded once per test binary.
+pub fn tiny_transformer() -> &'static iclora::model::flux::FluxModel {
+    use iclora::model::flux::{FluxConfig, FluxModel};
+    static M: OnceLock<FluxModel> = OnceLock::new();
+    M.get_or_init(|| {
+        let mut c = iclora::pipeline::components::resolve("transformer", Some(&format!("{TINY_FLUX}/transformer")), None, "diffusion_pytorch_model").unwrap();
+        let cfg = FluxConfig::from_diffusers_json(c.config.as_deref().unwrap()).unwrap();
+        FluxModel::load(gpu(), c.weights.source.as_mut(), &c.weights.header, Some(cfg)).unwrap()
+    })
+}
+
 /// Random FLUX text conditioning of `c`'s shapes: `(txt [tokens, context_dim], pooled [pooled_dim])`.
 pub fn random_text(c: &iclora::model::flux::FluxConfig, tokens: usize, seed: u64) -> (iclora::gpu::Tensor, iclora::gpu::Tensor) {
     let mut rng = Rng::new(seed);
