@@ -99,7 +99,7 @@ if [ "$failed" -ne 0 ]; then
   exit 1
 fi
 
-# --- npm: binaryen (wasm-opt) and playwright-core --------------------------
+# --- npm: binaryen (wasm-opt), playwright-core, webgpu (dawn.node) ----------
 # node_modules/.iclora-lock records the lockfile the install was made from.
 if cmp -s package-lock.json node_modules/.iclora-lock 2>/dev/null && [ -x node_modules/.bin/wasm-opt ]; then
   say "npm packages: present"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Everything CI runs, from a fresh Debian 12 machine: installs (scripts/setup.sh
 # test), the crate's tests on lavapipe (naga shader validation, every kernel
-# against its CPU reference, golden model tests), the wasm app build, and three
+# against its CPU reference, golden model tests), the wasm app build, three
 # browser tests in headless Chromium on WebGPU: the kernel self-test
 # (tests/e2e/selftest.mjs), weight downloads and the OPFS cache
-# (tests/e2e/weights.mjs) and the studio end to end (tests/e2e/app.mjs).
+# (tests/e2e/weights.mjs) and the studio end to end (tests/e2e/app.mjs), and the
+# kernel self-test under Node on Chrome's Dawn (tests/e2e/dawn_selftest.mjs, the
+# harness the GPU machine runs).
 # Prints the time of each phase at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -37,6 +39,7 @@ failed=0
 phase "cargo test --release" cargo test --release --locked || failed=1
 if phase "trunk build --release" trunk build --release; then
   phase "browser self-test" node tests/e2e/selftest.mjs || failed=1
+  phase "dawn.node self-test" node tests/e2e/dawn_selftest.mjs || failed=1
   phase "browser weights" node tests/e2e/weights.mjs || failed=1
   # Needs target/release/iclora, which `cargo test --release` built.
   phase "browser studio" node tests/e2e/app.mjs || failed=1

@@ -1,4 +1,5 @@
-// Normalizations over groups of contiguous f32 elements (activations.wgsl is prepended for silu):
+// Normalizations over groups of contiguous f32 elements (activations.wgsl is prepended for silu,
+// and prelude_reduce.wgsl or prelude_reduce_sg.wgsl for the workgroup sums):
 //   layer_norm  LayerNorm over the last dim, biased variance, optional affine, optional fused AdaLN
 //               modulation `LN(x)·(1 + scale) + shift` (FLUX_REFERENCE.md §1.5, §1.7, §1.8, §5.2, §9)
 //   rms_norm    `x / sqrt(mean(x²) + eps) · w` over groups of n consecutive elements inside a column
@@ -45,8 +46,6 @@ struct Params {
 // the n-element runs at shift_off and scale_off
 @group(0) @binding(5) var<storage, read> m: array<f32>;
 
-var<workgroup> red: array<vec2<f32>, WG>;
-
 fn group_id(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
 }
@@ -58,38 +57,23 @@ fn ld(i: u32) -> f32 {
     return x[i];
 }
 
-// Workgroup sum of v; every invocation gets the result.
-fn wg_sum(lid: u32, v: vec2<f32>) -> vec2<f32> {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier(); // red is written again by the next call
-    return r;
-}
-
 // Statistics of the n elements at base: (m0, dm, rstd) so that the normalized value is
 // ((x − m0) − dm) · rstd. center = false gives RMS: m0 = dm = 0, rstd = 1/sqrt(mean(x²) + eps).
-fn moments(lid: u32, base: u32, center: bool) -> vec3<f32> {
+fn moments(lane: Lane, base: u32, center: bool) -> vec3<f32> {
     let n = f32(p.n);
     var s = 0.0;
     if (center) {
-        for (var i = lid; i < p.n; i += WG) {
+        for (var i = lane.li; i < p.n; i += WG) {
             s += ld(base + i);
         }
     }
-    let m0 = wg_sum(lid, vec2<f32>(s, 0.0)).x / n;
+    let m0 = wg_sum(lane, vec4<f32>(s, 0.0, 0.0, 0.0)).x / n;
     var a = vec2<f32>(0.0);
-    for (var i = lid; i < p.n; i += WG) {
+    for (var i = lane.li; i < p.n; i += WG) {
         let d = ld(base + i) - m0;
         a += vec2<f32>(d, d * d);
     }
-    let t = wg_sum(lid, a) / n;
+    let t = wg_sum(lane, vec4<f32>(a, 0.0, 0.0)).xy / n;
     if (!center) {
         return vec3<f32>(0.0, 0.0, inverseSqrt(t.y + p.eps));
     }
@@ -106,12 +90,12 @@ fn bases(g: u32) -> vec2<u32> {
 
 @compute @workgroup_size(WG)
 fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>) {
+              lane: Lane) {
     let g = group_id(wid, nwg);
     if (g >= p.groups) { return; }
     let io = bases(g);
-    let st = moments(lid.x, io.x, true);
-    for (var i = lid.x; i < p.n; i += WG) {
+    let st = moments(lane, io.x, true);
+    for (var i = lane.li; i < p.n; i += WG) {
         var v = ((ld(io.x + i) - st.x) - st.y) * st.z;
         if (AFFINE) {
             v = v * w[i] + b[i];
@@ -125,27 +109,27 @@ fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 
 @compute @workgroup_size(WG)
 fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_id) lid: vec3<u32>) {
+            lane: Lane) {
     let g = group_id(wid, nwg);
     if (g >= p.groups) { return; }
     let io = bases(g);
-    let st = moments(lid.x, io.x, false);
+    let st = moments(lane, io.x, false);
     // In place each invocation reads and then writes only its own elements, after the reductions.
-    for (var i = lid.x; i < p.n; i += WG) {
+    for (var i = lane.li; i < p.n; i += WG) {
         y[io.y + i] = ld(io.x + i) * st.z * w[i];
     }
 }
 
 @compute @workgroup_size(WG)
 fn group_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>) {
+              lane: Lane) {
     let g = group_id(wid, nwg);
     if (g >= p.groups) { return; }
     // A group is C/G whole channels of H·W elements: one contiguous run of n elements.
     let io = bases(g);
-    let st = moments(lid.x, io.x, true);
+    let st = moments(lane, io.x, true);
     let first_channel = (p.g0 + g) * (p.n / p.hw);
-    for (var i = lid.x; i < p.n; i += WG) {
+    for (var i = lane.li; i < p.n; i += WG) {
         let c = first_channel + i / p.hw;
         var v = ((ld(io.x + i) - st.x) - st.y) * st.z * w[c] + b[c];
         if (SILU) {

@@ -5,8 +5,8 @@
 // each workgroup: the step cache's relative L1 distance mean|a − b| / mean|b| between this step's
 // first-block residual (a) and the last computed step's (b) is their ratio once the CPU adds the
 // partials (in f64). A fixed, small number of workgroups strides over the tensor (grid-stride
-// loop), each invocation accumulating its elements in f32; a tree over the workgroup (WG a power
-// of two) merges them. The read-back is 2 · groups floats, however large the tensor.
+// loop), each invocation accumulating its elements in f32; a workgroup sum (prelude_reduce.wgsl or
+// prelude_reduce_sg.wgsl, prepended by the wrapper) merges them. The read-back is 2 · groups floats, however large the tensor.
 
 override WG: u32 = 256u;   // invocations per workgroup, a power of two (the wrapper rounds down)
 
@@ -22,12 +22,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;            // (n)
 @group(0) @binding(3) var<storage, read_write> sums: array<f32>;   // (groups, 2): Σ|a − b|, Σ|b|
 
-var<workgroup> red_d: array<f32, WG>;  // per-invocation Σ|a − b|
-var<workgroup> red_b: array<f32, WG>;  // per-invocation Σ|b|
-
 @compute @workgroup_size(WG)
-fn abs_diff_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = lid.x;
+fn abs_diff_sums(@builtin(workgroup_id) wid: vec3<u32>, lane: Lane) {
+    let t = lane.li;
     var d = 0.0;
     var s = 0.0;
     for (var i = wid.x * WG + t; i < p.n; i += p.groups * WG) {
@@ -35,18 +32,9 @@ fn abs_diff_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         d += abs(a[i] - bv);
         s += abs(bv);
     }
-    red_d[t] = d;
-    red_b[t] = s;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k /= 2u) {
-        if (t < k) {
-            red_d[t] += red_d[t + k];
-            red_b[t] += red_b[t + k];
-        }
-        workgroupBarrier();
-    }
+    let r = wg_sum(lane, vec4<f32>(d, s, 0.0, 0.0));
     if (t == 0u) {
-        sums[2u * wid.x] = red_d[0];
-        sums[2u * wid.x + 1u] = red_b[0];
+        sums[2u * wid.x] = r.x;
+        sums[2u * wid.x + 1u] = r.y;
     }
 }

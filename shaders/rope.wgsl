@@ -15,7 +15,8 @@
 // with this rotation: one workgroup per (row, head) of q and of k, in place on the fused qkv, so q
 // and k are read and written once instead of twice each. The same f32 operations as rms_norm
 // (norm.wgsl) followed by rope, in the same order; only the sum of squares is reduced in another
-// order. Group g: row g / (2·heads); (g % (2·heads)) < heads is a q head, else a k head.
+// order. Group g: row g / (2·heads); (g % (2·heads)) < heads is a q head, else a k head. Its sum
+// comes from prelude_reduce.wgsl or prelude_reduce_sg.wgsl, prepended by the wrapper.
 
 override WG: u32 = 256;
 override INPLACE: bool = true;  // read the input from y instead of x
@@ -50,8 +51,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read> norm_q: array<f32>; // qk_norm_rope: (2 · half_dim) q weight
 @group(0) @binding(6) var<storage, read> norm_k: array<f32>; // qk_norm_rope: (2 · half_dim) k weight
 
-var<workgroup> red: array<f32, WG>;  // qk_norm_rope: the sum of squares, WG a power of two
-
 fn ld(i: u32) -> f32 {
     if (INPLACE) {
         return y[i];
@@ -77,22 +76,9 @@ fn rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     y[dst + 1u] = a * s + b * c;
 }
 
-// Workgroup sum of v (tree over WG, a power of two); every invocation gets the result.
-fn wg_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return red[0];
-}
-
 @compute @workgroup_size(WG)
 fn qk_norm_rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_id) lid: vec3<u32>) {
+                lane: Lane) {
     let g = wid.y * nwg.x + wid.x;
     if (g >= p.groups) { return; }  // uniform per workgroup
     let row = g / (2u * p.heads);
@@ -100,15 +86,15 @@ fn qk_norm_rope(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let is_k = r >= p.heads;
     let base = row * p.in_stride + select(p.q_off, p.k_off, is_k) + (r % p.heads) * 2u * p.half_dim;
     var ss = 0.0;
-    for (var j = lid.x; j < p.half_dim; j += WG) {
+    for (var j = lane.li; j < p.half_dim; j += WG) {
         let a = ld(base + 2u * j);
         let b = ld(base + 2u * j + 1u);
         ss += a * a + b * b;
     }
-    let rstd = inverseSqrt(wg_sum(lid.x, ss) / f32(2u * p.half_dim) + p.eps);
+    let rstd = inverseSqrt(wg_sum(lane, vec4<f32>(ss, 0.0, 0.0, 0.0)).x / f32(2u * p.half_dim) + p.eps);
     // Each invocation rewrites only the pairs it read, after the reduction.
     let trow = (p.pos_off + row) * p.half_dim;
-    for (var j = lid.x; j < p.half_dim; j += WG) {
+    for (var j = lane.li; j < p.half_dim; j += WG) {
         var wa = norm_q[2u * j];
         var wb = norm_q[2u * j + 1u];
         if (is_k) {

@@ -4,8 +4,9 @@
 //
 // One workgroup per row (2-D grid when rows exceed the per-dimension limit:
 // row = wid.y * nwg.x + wid.x). Each invocation keeps an online (max, sum) pair over the
-// elements lid, lid+WG, ...; the pairs are merged by a tree over the workgroup; a second pass
-// writes the probabilities. Two reads of the row instead of three.
+// elements lid, lid+WG, ...; the row max M is the workgroup max of the running maxima, and the sum
+// the workgroup sum of l·exp(m − M) (prelude_reduce.wgsl or prelude_reduce_sg.wgsl, prepended by
+// the wrapper); a second pass writes the probabilities. Two reads of the row instead of three.
 
 override WG: u32 = 256u;   // invocations per workgroup, a power of two (the wrapper rounds down)
 
@@ -24,16 +25,13 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;        // (rows, n)
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;  // (rows, n)
 
-var<workgroup> red_m: array<f32, WG>;  // per-invocation running max
-var<workgroup> red_l: array<f32, WG>;  // per-invocation Σ exp(x − running max)
-
 @compute @workgroup_size(WG)
 fn softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_id) lid: vec3<u32>) {
+                lane: Lane) {
     let row = wid.y * nwg.x + wid.x;
     if (row >= p.rows) { return; } // uniform: the 2-D grid may overshoot
     let base = row * p.n;
-    let t = lid.x;
+    let t = lane.li;
 
     var m = NEG;
     var l = 0.0;
@@ -43,21 +41,8 @@ fn softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         l = l * exp(m - m2) + exp(xv - m2);
         m = m2;
     }
-    red_m[t] = m;
-    red_l[t] = l;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s /= 2u) {
-        if (t < s) {
-            let m1 = red_m[t];
-            let m2 = red_m[t + s];
-            let mm = max(m1, m2);
-            red_l[t] = red_l[t] * exp(m1 - mm) + red_l[t + s] * exp(m2 - mm);
-            red_m[t] = mm;
-        }
-        workgroupBarrier();
-    }
-    let mx = red_m[0];
-    let inv = 1.0 / red_l[0];
+    let mx = wg_max(lane, m);
+    let inv = 1.0 / wg_sum(lane, vec4<f32>(l * exp(m - mx), 0.0, 0.0, 0.0)).x;
     for (var j = t; j < p.n; j += WG) {
         y[base + j] = exp(x[base + j] - mx) * inv;
     }

@@ -26,7 +26,9 @@ pub struct BenchOpts {
 
 /// The kernel families `iclora bench kernels` knows. `matmul_coop` runs the cooperative-matrix
 /// (tensor core) matmul alone, for A/B against `matmul` with `ICLORA_NO_COOP=1` (FMA kernels).
-pub const KERNELS: [&str; 4] = ["matmul", "attention", "conv2d", "matmul_coop"];
+/// `reductions` times the row-reducing kernels on their subgroup and workgroup-memory paths
+/// (`bench_reduce`).
+pub const KERNELS: [&str; 5] = ["matmul", "attention", "conv2d", "matmul_coop", "reductions"];
 
 impl Default for BenchOpts {
     fn default() -> Self {
@@ -270,6 +272,9 @@ pub fn bench_kernels(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRo
     }
     if wants("matmul_coop") {
         bench_matmul_coop(gpu, opts, &mut report)?;
+    }
+    if wants("reductions") {
+        crate::bench_reduce::bench_reductions(gpu, opts, &mut report)?;
     }
     Ok(())
 }

@@ -10,12 +10,14 @@ static BROKEN: ShaderSpec = ShaderSpec {
     name: "broken_for_test",
     sources: &["@group(0) @binding(0) var<storage, read_write> y: array<f32>;\n@compute @workgroup_size(1) fn main() { y[0] = undefined_name; }"],
     needs_f16: false,
+    needs_subgroups: false,
 };
 
 static TINY: ShaderSpec = ShaderSpec {
     name: "tiny_for_test",
     sources: &["override V: f32 = 1.0;\n@group(0) @binding(0) var<storage, read_write> y: array<f32>;\n@compute @workgroup_size(1) fn main(@builtin(workgroup_id) w: vec3<u32>) { y[w.x] = V + f32(w.x); }"],
     needs_f16: false,
+    needs_subgroups: false,
 };
 
 #[test]

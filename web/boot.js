@@ -4,6 +4,8 @@
 const tag = document.querySelector('script[data-iclora-js]');
 
 try {
+  // Before the engine opens a device: adds the features wgpu cannot request (gpu_bridge.js).
+  await import('./gpu_bridge.js');
   const { default: init } = await import(tag.dataset.icloraJs);
   await init({ module_or_path: tag.dataset.icloraWasm });
 } catch (err) {

@@ -20,6 +20,7 @@ const crashed = (message) => {
 self.addEventListener('unhandledrejection', (e) => crashed(e.reason?.stack ?? e.reason));
 const q = new URL(self.location.href).searchParams;
 try {
+  await import('./gpu_bridge.js'); // before the engine opens its device
   const mod = await import(q.get('js'));
   await mod.default({ module_or_path: q.get('wasm') });
   mod.worker_main();

@@ -94,12 +94,15 @@ pub fn set_marker(key: &str, value: &str) -> AppResult<()> {
     Ok(())
 }
 
-/// Resolves after the browser has had a chance to render and handle events.
+/// Resolves after the browser has had a chance to render and handle events. Uses the global
+/// `setTimeout`, so it works in the page, in a worker and under Node (the dawn.node harness).
 pub async fn yield_to_browser() -> AppResult<()> {
-    let win = window()?;
+    let set_timeout: js_sys::Function = js_sys::Reflect::get(&js_sys::global(), &"setTimeout".into())?
+        .dyn_into()
+        .map_err(|_| AppError::Browser("no setTimeout in this JavaScript environment".into()))?;
     let promise = js_sys::Promise::new(&mut |resolve, _reject| {
         // If scheduling fails, resolve at once rather than hang.
-        if win.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0).is_err() {
+        if set_timeout.call2(&JsValue::UNDEFINED, &resolve, &JsValue::from(0)).is_err() {
             let _ = resolve.call0(&JsValue::UNDEFINED);
         }
     });
@@ -107,9 +110,11 @@ pub async fn yield_to_browser() -> AppResult<()> {
     Ok(())
 }
 
-/// Milliseconds from the page's time origin.
+/// Milliseconds from the time origin of this page, worker or Node process (global `performance`).
 pub fn now_ms() -> f64 {
-    web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0)
+    let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).unwrap_or(JsValue::UNDEFINED);
+    let now = js_sys::Reflect::get(&perf, &"now".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+    now.and_then(|f| f.call0(&perf).ok()).and_then(|v| v.as_f64()).unwrap_or(0.0)
 }
 
 /// True when the page URL's query has `name` (`?selftest`, `?selftest=1`, `?a&selftest`).

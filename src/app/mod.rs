@@ -15,6 +15,7 @@ mod selftest;
 mod studio;
 mod worker;
 
+pub use selftest::selftest_headless;
 pub use worker::worker_main;
 
 use std::cell::Cell;
@@ -31,8 +32,9 @@ use dom::{add, by_id, clear, document, query_has, window, AppError, AppResult};
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();
-    // The same module runs the engine in web/worker.js, which calls `worker_main` instead.
-    if worker::in_worker() {
+    // The same module runs the engine in web/worker.js, which calls `worker_main` instead, and
+    // under Node (tests/e2e/dawn_selftest.mjs), which calls `selftest_headless`: no page there.
+    if worker::in_worker() || web_sys::window().is_none() {
         return;
     }
     wasm_bindgen_futures::spawn_local(async {
@@ -169,6 +171,18 @@ async fn browser_adapter_label() -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(" / "))
 }
 
+/// Chrome's subgroup-matrix configurations ("f16→f32 8×8×8, …"), or why there are none.
+fn matrix_configs(configs: &[crate::gpu::CoopMatrixConfig]) -> String {
+    if configs.is_empty() {
+        // Chrome offers them behind chrome://flags "WebGPU Developer Features" (Apple, Intel, AMD:
+        // f16/f32; NVIDIA: 8-bit integers); no kernel of ours uses them yet.
+        return "none offered".to_string();
+    }
+    let name = |s: crate::gpu::CoopScalar| format!("{s:?}").to_lowercase();
+    let list: Vec<String> = configs.iter().map(|c| format!("{}→{} {}×{}×{}", name(c.ab), name(c.acc), c.m, c.n, c.k)).collect();
+    format!("{} (not used yet)", list.join(", "))
+}
+
 /// Fills `#adapter` with the adapter's name, backend, optional features and the limits kernels are sized by.
 fn show_adapter(gpu: &Gpu, browser_label: Option<String>) -> AppResult<()> {
     let (i, f) = (gpu.info(), gpu.features());
@@ -189,6 +203,8 @@ fn show_adapter(gpu: &Gpu, browser_label: Option<String>) -> AppResult<()> {
         ("driver", or_unknown(&i.driver)),
         ("shader-f16", yes_no(f.shader_f16).into()),
         ("subgroups", yes_no(f.subgroups).into()),
+        ("subgroup matrices", matrix_configs(&i.cooperative_matrix_configs)),
+        ("kernel paths", crate::kernels::describe_paths(gpu, crate::app::run::PRECISION)),
         ("timestamp-query", yes_no(f.timestamp_query).into()),
         ("max storage buffer binding", bytes(i.max_storage_binding)),
         ("max buffer size", bytes(i.max_buffer_size)),

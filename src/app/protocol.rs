@@ -129,7 +129,8 @@ pub struct CachedFile {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum FromWorker {
-    Ready { adapter: String, shader_f16: bool, max_binding: u64, max_buffer: u64 },
+    /// `paths`: the kernel paths generation runs (`kernels::describe_paths`).
+    Ready { adapter: String, paths: String, max_binding: u64, max_buffer: u64 },
     Plan { job: u32, files: Vec<PlannedFile> },
     /// Download progress of one file (`total` 0 when unknown); `overall_*` over the whole plan.
     Download { job: u32, file: String, bytes: u64, total: u64, rate: f64, eta: f64, overall_bytes: u64, overall_total: u64 },

@@ -9,6 +9,7 @@ use super::protocol::{FromWorker, GenerateRequest, PlannedFile};
 use super::worker::post;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::kernels::matmul::Precision;
 use crate::pipeline::generate::{Event, GenerateOptions, Observer, RgbImage, Session};
 use crate::pipeline::conditioning::{RefMode, Reference};
 use crate::pipeline::panels::Layout;
@@ -27,6 +28,9 @@ pub struct Finished {
 
 /// Files downloaded at the same time (each is one streamed request at a time).
 const PARALLEL_FILES: usize = 3;
+/// The studio's matmul tiles: f32 on every GPU, so that a share link gives the same set on a GPU
+/// with `shader-f16` as on one without (f16 products round differently).
+pub(crate) const PRECISION: Precision = Precision::F32;
 
 /// Fetches every planned file into the cache (skipping complete entries), a few at a time, and
 /// prepares each for synchronous reads; progress per file and overall goes to the page.
@@ -183,7 +187,7 @@ pub async fn run_job(gpu: &Gpu, session: &mut Session, job: u32, req: &GenerateR
         merge_loras: false,
         references,
         convert,
-        f16: false,
+        f16: PRECISION == Precision::F16,
         step_cache: req.step_cache,
     };
     let image = session.run(gpu, &super::protocol::paths(&req.model), &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;

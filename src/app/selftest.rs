@@ -1,12 +1,16 @@
 //! Kernel self-test page: runs every case of the registry (`crate::selftest`) on this
 //! browser's GPU, compares with the CPU reference, and shows one table row per
 //! run. When it is done it sets `document.body.dataset.selftest` to "pass" or
-//! "fail" and writes `selftest: N passed, M failed` into `#selftest-summary`;
+//! "fail" and writes `selftest: N passed, M failed, K not offered` into `#selftest-summary`;
 //! tests/e2e/selftest.mjs waits for that marker.
+//!
+//! Kernels that reduce through `kernels::Reducing` get two rows per run: "subgroups" on the page's
+//! device, and "workgroup memory" on a second device opened without subgroups. Where the adapter
+//! has no subgroups the first row says "not offered" and counts neither as passed nor as failed.
 
 use crate::selftest::{self as cases, compare, Case, Comparison, Rng};
 use super::dom::{add, by_id, clear, el, now_ms, set_marker, yield_to_browser, AppResult};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, GpuOptions};
 
 /// Runs one case: random inputs, one batch, async readback, comparison.
 async fn check(gpu: &Gpu, case: &Case, dims: &[usize], seed: u64) -> AppResult<Comparison> {
@@ -34,15 +38,27 @@ struct Row {
 }
 
 impl Row {
-    fn new(tbody: &web_sys::Element, case: &Case, dims: &[usize]) -> AppResult<Row> {
+    fn new(tbody: &web_sys::Element, case: &Case, path: Option<&str>, dims: &[usize]) -> AppResult<Row> {
         let tr = add(tbody, "tr", "running", "")?;
-        add(&tr, "td", "kernel", case.kernel)?;
+        add(&tr, "td", "kernel", &match path {
+            Some(p) => format!("{} · {p}", case.kernel),
+            None => case.kernel.to_string(),
+        })?;
         add(&tr, "td", "shape", &case.describe(dims))?;
         let err = add(&tr, "td", "num", "…")?;
         add(&tr, "td", "num", &if case.rtol == 0.0 { "exact".to_string() } else { format!("{:.0e}", case.rtol) })?;
         let result = add(&tr, "td", "result", "running")?;
         let time = add(&tr, "td", "num", "")?;
         Ok(Row { tr, err, result, time })
+    }
+
+    /// The adapter lacks what this path needs: neither passed nor failed.
+    fn not_offered(&self, what: &str) -> AppResult<()> {
+        self.tr.set_class_name("skip");
+        self.result.set_text_content(Some("not offered"));
+        self.err.set_text_content(Some("—"));
+        self.tr.set_attribute("title", &format!("this adapter has no {what}"))?;
+        Ok(())
     }
 
     fn finish(&self, passed: bool, err: &str, ms: f64, details: &str) -> AppResult<()> {
@@ -67,52 +83,179 @@ impl Row {
     }
 }
 
+/// How one run ended.
+enum Outcome {
+    Done(Comparison),
+    Error(String),
+    /// The device lacks what this path needs: neither passed nor failed.
+    NotOffered,
+}
+
+/// Where the runs go: the page's table ([`Table`]) or the headless report ([`Report`]).
+trait Sink {
+    /// A run starts; `paint` says whether to give the browser a turn to draw before the GPU work.
+    fn start(&mut self, case: &Case, path: Option<&str>, dims: &[usize], progress: (usize, usize)) -> AppResult<bool>;
+    fn finish(&mut self, case: &Case, path: Option<&str>, dims: &[usize], outcome: &Outcome, ms: f64) -> AppResult<()>;
+}
+
+/// What the subgroup path needs, for "not offered".
+const SUBGROUPS: &str = "subgroups (with the subgroup_id builtin)";
+
+/// Runs every case on `gpu`, and each reducing case also on a device without subgroups; returns
+/// (passed, failed, not offered).
+async fn run_cases(gpu: &Gpu, sink: &mut impl Sink) -> AppResult<(usize, usize, usize)> {
+    // The workgroup-memory path of the reducing kernels: `gpu` itself when it has no subgroups,
+    // else a second device opened without them.
+    let plain = if gpu.features().subgroups {
+        Some(Gpu::new(&GpuOptions { allow_subgroups: false, ..GpuOptions::default() }).await?)
+    } else {
+        None
+    };
+    let plain_gpu = plain.as_ref().unwrap_or(gpu);
+    let cases = cases::all();
+    let total: usize = cases.iter().map(|c| c.dims.len() * if c.reduces { 2 } else { 1 }).sum();
+    let (mut passed, mut failed, mut skipped, mut seed, mut done) = (0usize, 0usize, 0usize, 0u64, 0usize);
+    for case in &cases {
+        for dims in case.dims {
+            seed += 1;
+            let paths: &[Option<&str>] = if case.reduces { &[Some("subgroups"), Some("workgroup memory")] } else { &[None] };
+            for &path in paths {
+                done += 1;
+                if sink.start(case, path, dims, (done, total))? {
+                    yield_to_browser().await?;
+                }
+                let on = match path {
+                    Some("workgroup memory") => Some(plain_gpu),
+                    Some(_) if !gpu.features().subgroups => None,
+                    _ => Some(gpu),
+                };
+                let t0 = now_ms();
+                let outcome = match on {
+                    None => Outcome::NotOffered,
+                    Some(g) => match check(g, case, dims, seed).await {
+                        Ok(c) => Outcome::Done(c),
+                        Err(e) => Outcome::Error(e.to_string()),
+                    },
+                };
+                match &outcome {
+                    Outcome::Done(c) if c.first_bad.is_none() => passed += 1,
+                    Outcome::NotOffered => skipped += 1,
+                    _ => failed += 1,
+                }
+                sink.finish(case, path, dims, &outcome, now_ms() - t0)?;
+            }
+        }
+    }
+    Ok((passed, failed, skipped))
+}
+
+/// The page's table: one row per run, filled in as it runs.
+struct Table {
+    tbody: web_sys::Element,
+    summary: web_sys::Element,
+    row: Option<Row>,
+}
+
+impl Sink for Table {
+    fn start(&mut self, case: &Case, path: Option<&str>, dims: &[usize], (done, total): (usize, usize)) -> AppResult<bool> {
+        self.summary.set_text_content(Some(&format!("running {done}/{total}: {} {}", case.kernel, case.describe(dims))));
+        self.row = Some(Row::new(&self.tbody, case, path, dims)?);
+        Ok(true)
+    }
+
+    fn finish(&mut self, _: &Case, _: Option<&str>, _: &[usize], outcome: &Outcome, ms: f64) -> AppResult<()> {
+        let Some(row) = self.row.take() else { return Ok(()) };
+        match outcome {
+            Outcome::Done(c) => {
+                let details = match c.first_bad {
+                    Some((i, g, e)) => format!("first bad index {i}: got {g}, expected {e}"),
+                    None => String::new(),
+                };
+                row.finish(c.first_bad.is_none(), &format!("{:.2e}", c.max_err), ms, &details)
+            }
+            Outcome::Error(e) => row.finish(false, "—", ms, e),
+            Outcome::NotOffered => row.not_offered(SUBGROUPS),
+        }
+    }
+}
+
 /// Runs the whole registry; returns (passed, failed).
 pub async fn run(gpu: &Gpu) -> AppResult<(usize, usize)> {
     let tbody = by_id("selftest-rows")?;
     let summary = by_id("selftest-summary")?;
     clear(&tbody);
     set_marker("selftest", "running")?;
-    let cases = cases::all();
-    let total: usize = cases.iter().map(|c| c.dims.len()).sum();
-    let (mut passed, mut failed, mut seed) = (0usize, 0usize, 0u64);
-    for case in &cases {
-        for dims in case.dims {
-            seed += 1;
-            let row = Row::new(&tbody, case, dims)?;
-            summary.set_text_content(Some(&format!("running {seed}/{total}: {} {}", case.kernel, case.describe(dims))));
-            // Let the browser paint the row before the GPU work and readback.
-            yield_to_browser().await?;
-            let t0 = now_ms();
-            let outcome = check(gpu, case, dims, seed).await;
-            let ms = now_ms() - t0;
-            let ok = match outcome {
-                Ok(c) => {
-                    let details = match c.first_bad {
-                        Some((i, g, e)) => format!("first bad index {i}: got {g}, expected {e}"),
-                        None => String::new(),
-                    };
-                    row.finish(c.first_bad.is_none(), &format!("{:.2e}", c.max_err), ms, &details)?;
-                    c.first_bad.is_none()
-                }
-                Err(e) => {
-                    row.finish(false, "—", ms, &e.to_string())?;
-                    false
-                }
-            };
-            if ok {
-                passed += 1;
-            } else {
-                failed += 1;
-            }
-        }
-    }
-    let line = format!("selftest: {passed} passed, {failed} failed");
+    let mut table = Table { tbody, summary: summary.clone(), row: None };
+    let (passed, failed, skipped) = run_cases(gpu, &mut table).await?;
+    let line = format!("selftest: {passed} passed, {failed} failed, {skipped} not offered");
     summary.set_text_content(Some(&line));
     summary.set_class_name(if failed == 0 { "summary pass" } else { "summary fail" });
     web_sys::console::log_1(&line.into());
     set_marker("selftest", if failed == 0 { "pass" } else { "fail" })?;
     Ok((passed, failed))
+}
+
+/// The headless report: one JSON object per run.
+#[derive(Default)]
+struct Report {
+    runs: Vec<serde_json::Value>,
+}
+
+impl Sink for Report {
+    fn start(&mut self, _: &Case, _: Option<&str>, _: &[usize], _: (usize, usize)) -> AppResult<bool> {
+        Ok(false)
+    }
+
+    fn finish(&mut self, case: &Case, path: Option<&str>, dims: &[usize], outcome: &Outcome, ms: f64) -> AppResult<()> {
+        let (result, max_err, detail) = match outcome {
+            Outcome::Done(c) => match c.first_bad {
+                None => ("pass", Some(c.max_err), String::new()),
+                Some((i, g, e)) => ("fail", Some(c.max_err), format!("first bad index {i}: got {g}, expected {e}")),
+            },
+            Outcome::Error(e) => ("fail", None, e.clone()),
+            Outcome::NotOffered => ("not offered", None, format!("this adapter has no {SUBGROUPS}")),
+        };
+        self.runs.push(serde_json::json!({
+            "kernel": case.kernel,
+            "path": path,
+            "shape": case.describe(dims),
+            "rtol": case.rtol,
+            "result": result,
+            "max_err": max_err,
+            "ms": ms,
+            "detail": detail,
+        }));
+        Ok(())
+    }
+}
+
+/// The self-test without a page, for a JavaScript host that gives the engine `navigator.gpu`
+/// (tests/e2e/dawn_selftest.mjs runs it under Node with Chrome's Dawn, dawn.node): every case on
+/// the default device, as JSON `{ adapter, paths, passed, failed, not_offered, runs: [...] }`.
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub async fn selftest_headless() -> Result<String, wasm_bindgen::JsValue> {
+    let run = async {
+        let gpu = Gpu::new(&GpuOptions::default()).await?;
+        let mut report = Report::default();
+        let (passed, failed, skipped) = run_cases(&gpu, &mut report).await?;
+        let i = gpu.info();
+        let f = gpu.features();
+        Ok::<_, super::dom::AppError>(serde_json::json!({
+            "adapter": i.name,
+            "backend": i.backend,
+            "shader_f16": f.shader_f16,
+            "subgroups": f.subgroups,
+            "subgroup_size": [i.subgroup_min_size, i.subgroup_max_size],
+            "subgroup_matrix": format!("{:?}", i.cooperative_matrix_configs),
+            "paths": crate::kernels::describe_paths(&gpu, super::run::PRECISION),
+            "passed": passed,
+            "failed": failed,
+            "not_offered": skipped,
+            "runs": report.runs,
+        })
+        .to_string())
+    };
+    run.await.map_err(|e| wasm_bindgen::JsValue::from_str(&e.to_string()))
 }
 
 /// The self-test cannot run at all (no WebGPU, no device): say why and mark it failed.

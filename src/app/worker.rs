@@ -149,7 +149,12 @@ async fn handle(engine: &Shared, msg: ToWorker, bufs: Vec<Vec<u8>>) {
             Ok(g) => {
                 let i = g.info();
                 post(
-                    &FromWorker::Ready { adapter: i.name.clone(), shader_f16: g.features().shader_f16, max_binding: i.max_storage_binding, max_buffer: i.max_buffer_size },
+                    &FromWorker::Ready {
+                        adapter: i.name.clone(),
+                        paths: crate::kernels::describe_paths(&g, super::run::PRECISION),
+                        max_binding: i.max_storage_binding,
+                        max_buffer: i.max_buffer_size,
+                    },
                     vec![],
                 );
             }

@@ -5,7 +5,7 @@
 //!   iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
 //!       [--lora FILE|URL[:SCALE]]... [--layout ROWSxCOLS --reference PANEL=IMAGE.png[:STRENGTH]]...
 //!       [--convert keep|f16|q8_0|q4_0] [--f16] [--step-cache THRESHOLD [--step-cache-max-reuse N]]
-//!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16] [--kernels matmul,...]
+//!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16] [--kernels matmul,reductions,...]
 //!   iclora bench stream --url URL [--convert keep|f16|q8_0|q4_0] | --make FILE [--gib G] [--hidden H]
 //!   iclora bench flux-step [--tokens N] [--format Q4_0|Q8_0|F16] [--double K] [--single K] [--iters N] [--heads H] [--head-dim D] [--loras N] [--rank R] [--f16]
 
@@ -65,8 +65,9 @@ mod cli {
       --iters N      timed runs per case, median reported (default 5)
       --formats L    comma-separated weight formats (default: all of F32,F16,BF16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q5_K,Q6_K)
       --f16          f16 tile arithmetic (needs shader-f16)
-      --kernels L    comma-separated subset of matmul,matmul_coop,attention,conv2d (default: all but
-                     matmul_coop, the cooperative-matrix path, which needs an adapter that offers it)";
+      --kernels L    comma-separated subset of matmul,matmul_coop,attention,conv2d,reductions (default:
+                     all but matmul_coop, the cooperative-matrix path, which needs an adapter that
+                     offers it; reductions times norms/softmax with subgroup and workgroup-memory sums)";
 
     pub fn run(args: Vec<String>) -> Result<(), String> {
         let words: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -45,6 +45,9 @@ pub enum CoopScalar {
     F32,
     I32,
     U32,
+    /// 8-bit operands: only Chrome's subgroup matrices report them (integer configurations on NVIDIA).
+    I8,
+    U8,
 }
 
 /// One cooperative-matrix configuration the adapter reports (subgroup scope):
@@ -79,6 +82,9 @@ impl CoopMatrixConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GpuFeatures {
     pub shader_f16: bool,
+    /// Subgroup operations and the `subgroup_id` / `num_subgroups` builtins: natively wgpu's
+    /// `SUBGROUP`; in the browser the `subgroups` feature that web/gpu_bridge.js requests plus
+    /// the WGSL language feature `subgroup_id` (Chrome 144+).
     pub subgroups: bool,
     pub timestamp_query: bool,
     /// The cooperative-matrix configuration the kernels use (`None`: the adapter has none
@@ -103,8 +109,10 @@ pub struct GpuInfo {
     pub max_storage_buffers_per_stage: u32,
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
-    /// Every cooperative-matrix configuration the adapter reports (wgpu keeps subgroup-scope
-    /// ones with sizes 8 or 16); empty without `EXPERIMENTAL_COOPERATIVE_MATRIX`.
+    /// Every cooperative-matrix configuration the adapter reports: natively wgpu's (subgroup-scope
+    /// ones with sizes 8 or 16; empty without `EXPERIMENTAL_COOPERATIVE_MATRIX`), in the browser
+    /// Chrome's `chromium-experimental-subgroup-matrix` ones (web/gpu_bridge.js; empty unless
+    /// the browser offers the feature).
     pub cooperative_matrix_configs: Vec<CoopMatrixConfig>,
 }
 
@@ -194,9 +202,14 @@ impl Gpu {
         if let Some(cap) = opts.max_storage_binding {
             limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap);
         }
+        // In the browser the label keys what web/gpu_bridge.js records about this device.
+        #[cfg(target_arch = "wasm32")]
+        let label = super::web::unique_label();
+        #[cfg(not(target_arch = "wasm32"))]
+        let label = "iclora".to_string();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
-                label: Some("iclora"),
+                label: Some(&label),
                 required_features: wanted,
                 required_limits: limits.clone(),
                 experimental_features: if features.cooperative_matrix.is_some() {
@@ -214,7 +227,8 @@ impl Gpu {
             .map_err(|e| Error::DeviceRequest(e.to_string()))?;
 
         let ai = adapter.get_info();
-        let info = GpuInfo {
+        #[allow(unused_mut)] // changed only in the browser
+        let mut info = GpuInfo {
             name: ai.name.clone(),
             backend: format!("{:?}", ai.backend),
             device_type: format!("{:?}", ai.device_type),
@@ -231,6 +245,16 @@ impl Gpu {
             subgroup_max_size: ai.subgroup_max_size,
             cooperative_matrix_configs: coop_configs,
         };
+        // wgpu's WebGPU backend cannot request subgroups: the bridge did (web/gpu_bridge.js).
+        #[cfg(target_arch = "wasm32")]
+        {
+            let web = super::web::take_facts(&label);
+            features.subgroups = opts.allow_subgroups && web.subgroups;
+            if info.subgroup_max_size == 0 {
+                (info.subgroup_min_size, info.subgroup_max_size) = (web.subgroup_min_size, web.subgroup_max_size);
+            }
+            info.cooperative_matrix_configs = web.matrix_configs;
+        }
 
         let errors: Arc<Mutex<Vec<Error>>> = Arc::default();
         let sink = errors.clone();

@@ -8,6 +8,8 @@ mod context;
 mod dtype;
 mod pipeline;
 mod tensor;
+#[cfg(target_arch = "wasm32")]
+mod web;
 
 pub use batch::{Batch, Binding};
 pub use buffer::{BufferStats, GpuBuffer};

@@ -20,11 +20,21 @@ pub struct ShaderSpec {
     pub sources: &'static [&'static str],
     /// The source starts with `enable f16;` and needs the `shader-f16` feature.
     pub needs_f16: bool,
+    /// The program uses subgroup operations or builtins: it needs `GpuFeatures::subgroups`.
+    pub needs_subgroups: bool,
 }
 
 impl ShaderSpec {
+    /// The program as the device compiles it. In the browser a subgroup program starts with
+    /// `enable subgroups;` (WGSL requires it, and wgpu hands the text to the browser unchanged);
+    /// natively naga 30 rejects that directive (it parses it as not implemented) and takes the
+    /// operations from the device's features, so the files never carry it.
     pub fn source(&self) -> String {
-        self.sources.join("\n")
+        let body = self.sources.join("\n");
+        if cfg!(target_arch = "wasm32") && self.needs_subgroups {
+            return format!("enable subgroups;\n{body}");
+        }
+        body
     }
 }
 
@@ -56,6 +66,9 @@ impl Gpu {
     ) -> Result<Arc<wgpu::ComputePipeline>> {
         if spec.needs_f16 && !self.features().shader_f16 {
             return Err(Error::MissingFeature { op: spec.name, feature: "shader-f16" });
+        }
+        if spec.needs_subgroups && !self.features().subgroups {
+            return Err(Error::MissingFeature { op: spec.name, feature: "subgroups" });
         }
         let mut sorted: Vec<(&'static str, u64)> = overrides.iter().map(|(k, v)| (*k, v.to_bits())).collect();
         sorted.sort();

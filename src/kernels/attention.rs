@@ -11,7 +11,7 @@ use super::{expect_f32, shape_err, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, Batch, Binding, DType, Gpu, ShaderSpec, Tensor};
 
-pub static SHADER: ShaderSpec = ShaderSpec { name: "attention", sources: &[include_str!("../../shaders/attention.wgsl")], needs_f16: false };
+pub static SHADER: ShaderSpec = ShaderSpec { name: "attention", sources: &[include_str!("../../shaders/attention.wgsl")], needs_f16: false, needs_subgroups: false };
 
 /// Head dims the models use: CLIP-L and T5-XXL 64, FLUX 128, VAE mid-block 512 (one head).
 pub const MODEL_HEAD_DIMS: [usize; 3] = [64, 128, 512];

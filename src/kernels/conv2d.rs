@@ -9,7 +9,7 @@ use super::{expect_f32, shape_err, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::{Batch, Binding, DType, Gpu, ShaderSpec, Tensor};
 
-pub static SHADER: ShaderSpec = ShaderSpec { name: "conv2d", sources: &[include_str!("../../shaders/conv2d.wgsl")], needs_f16: false };
+pub static SHADER: ShaderSpec = ShaderSpec { name: "conv2d", sources: &[include_str!("../../shaders/conv2d.wgsl")], needs_f16: false, needs_subgroups: false };
 
 /// Zero padding on each side of the input, in input pixels (after upsampling, when fused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -14,7 +14,7 @@ use super::{launch_1d, shape_err, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::{Batch, Binding, DType, Gpu, ShaderSpec, Tensor};
 
-pub static SHADER: ShaderSpec = ShaderSpec { name: "copy", sources: &[include_str!("../../shaders/copy.wgsl")], needs_f16: false };
+pub static SHADER: ShaderSpec = ShaderSpec { name: "copy", sources: &[include_str!("../../shaders/copy.wgsl")], needs_f16: false, needs_subgroups: false };
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]

@@ -11,6 +11,7 @@ pub static SHADER: ShaderSpec = ShaderSpec {
     name: "elementwise",
     sources: &[include_str!("../../shaders/activations.wgsl"), include_str!("../../shaders/elementwise.wgsl")],
     needs_f16: false,
+    needs_subgroups: false,
 };
 
 /// Activation functions; the discriminant is the WGSL id in `activations.wgsl`.

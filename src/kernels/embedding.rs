@@ -12,6 +12,7 @@ pub static SHADER: ShaderSpec = ShaderSpec {
     name: "embedding",
     sources: &[include_str!("../../shaders/quant.wgsl"), include_str!("../../shaders/embedding.wgsl")],
     needs_f16: false,
+    needs_subgroups: false,
 };
 
 const WG: u32 = 256;

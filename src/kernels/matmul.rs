@@ -21,6 +21,7 @@ pub static SHADER: ShaderSpec = ShaderSpec {
     name: "matmul",
     sources: &[include_str!("../../shaders/precision_f32.wgsl"), QUANT, ACT, MATMUL],
     needs_f16: false,
+    needs_subgroups: false,
 };
 
 /// The same kernel with f16 tiles and products (f32 accumulation); needs `shader-f16`.
@@ -28,6 +29,7 @@ pub static SHADER_F16: ShaderSpec = ShaderSpec {
     name: "matmul_f16",
     sources: &[include_str!("../../shaders/precision_f16.wgsl"), QUANT, ACT, MATMUL],
     needs_f16: true,
+    needs_subgroups: false,
 };
 
 /// The kernel for CPU adapters with 8-lane subgroups (lavapipe): `shaders/matmul_sg.wgsl`
@@ -37,6 +39,7 @@ pub static SHADER_SG: ShaderSpec = ShaderSpec {
     name: "matmul_sg",
     sources: &[include_str!("../../shaders/precision_f32.wgsl"), QUANT, ACT, MATMUL, include_str!("../../shaders/matmul_sg.wgsl")],
     needs_f16: false,
+    needs_subgroups: true,
 };
 
 const TILE: usize = 64;

@@ -32,6 +32,7 @@ pub static SHADER_F16X16: ShaderSpec = ShaderSpec {
     name: "matmul_coop_f16x16",
     sources: &[include_str!("../../shaders/coop_f16x16.wgsl"), QUANT, ACT, MATMUL_COOP],
     needs_f16: true,
+    needs_subgroups: false,
 };
 
 /// 8×8×8 tiles, f32 operands and accumulation (Metal simdgroup matrices).
@@ -39,6 +40,7 @@ pub static SHADER_F32X8: ShaderSpec = ShaderSpec {
     name: "matmul_coop_f32x8",
     sources: &[include_str!("../../shaders/coop_f32x8.wgsl"), QUANT, ACT, MATMUL_COOP],
     needs_f16: false,
+    needs_subgroups: false,
 };
 
 /// Why a call does not take the cooperative path.

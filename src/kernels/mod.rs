@@ -33,10 +33,76 @@ impl Variant {
     }
 }
 
+/// The workgroup reductions prepended to kernels that reduce rows per workgroup (their contract is
+/// in the files): through workgroup memory on any adapter, or through subgroup operations.
+pub const PRELUDE_REDUCE: &str = include_str!("../../shaders/prelude_reduce.wgsl");
+pub const PRELUDE_REDUCE_SG: &str = include_str!("../../shaders/prelude_reduce_sg.wgsl");
+
+/// One kernel source as two programs: after `prelude_reduce.wgsl` and after
+/// `prelude_reduce_sg.wgsl`. Built with [`reducing!`].
+pub struct Reducing {
+    pub workgroup: ShaderSpec,
+    pub subgroup: ShaderSpec,
+}
+
+impl Reducing {
+    /// The program for this device: subgroup reductions where it has subgroups (one barrier pair
+    /// per reduction instead of a log2(WG)-step tree). `GpuOptions::allow_subgroups = false`
+    /// gives the workgroup-memory program, which the tests and the self-test run side by side.
+    pub fn pick(&'static self, gpu: &Gpu) -> &'static ShaderSpec {
+        if gpu.features().subgroups {
+            &self.subgroup
+        } else {
+            &self.workgroup
+        }
+    }
+
+    /// Both programs with the same variants, for [`all_shaders`].
+    fn both(&'static self, variants: Vec<Variant>) -> [(&'static ShaderSpec, Vec<Variant>); 2] {
+        [(&self.workgroup, variants.clone()), (&self.subgroup, variants)]
+    }
+}
+
+/// `reducing!("norm", [ACT, NORM])`: the [`Reducing`] pair of programs named `norm` and `norm_sg`.
+macro_rules! reducing {
+    ($name:literal, [$($src:expr),+ $(,)?]) => {
+        $crate::kernels::Reducing {
+            workgroup: $crate::gpu::ShaderSpec {
+                name: $name,
+                sources: &[$crate::kernels::PRELUDE_REDUCE, $($src),+],
+                needs_f16: false,
+                needs_subgroups: false,
+            },
+            subgroup: $crate::gpu::ShaderSpec {
+                name: concat!($name, "_sg"),
+                sources: &[$crate::kernels::PRELUDE_REDUCE_SG, $($src),+],
+                needs_f16: false,
+                needs_subgroups: true,
+            },
+        }
+    };
+}
+pub(crate) use reducing;
+
+/// The kernel paths a model at `precision` runs on this device, as the page's status line and
+/// adapter table name them: e.g. "f32 tiles, subgroup reductions".
+pub fn describe_paths(gpu: &Gpu, precision: matmul::Precision) -> String {
+    let f = gpu.features();
+    let mut parts = vec![match precision {
+        matmul::Precision::F16 => "f16 tiles".to_string(),
+        matmul::Precision::F32 => "f32 tiles".to_string(),
+    }];
+    if let Some(c) = f.cooperative_matrix {
+        parts.push(format!("cooperative matrices {}×{}×{}", c.m, c.n, c.k));
+    }
+    parts.push(if f.subgroups { "subgroup reductions" } else { "workgroup-memory reductions" }.to_string());
+    parts.join(", ")
+}
+
 /// Every shader program the engine can build, with every variant it uses.
 /// `tests/shaders_validate.rs` validates all of them with naga, no GPU needed.
 pub fn all_shaders() -> Vec<(&'static ShaderSpec, Vec<Variant>)> {
-    vec![
+    let mut v = vec![
         (&elementwise::SHADER, elementwise::variants()),
         (&embedding::SHADER, embedding::variants()),
         (&conv2d::SHADER, conv2d::variants()),
@@ -49,12 +115,13 @@ pub fn all_shaders() -> Vec<(&'static ShaderSpec, Vec<Variant>)> {
         (&matmul_coop::SHADER_F16X16, matmul_coop::variants()),
         (&matmul_coop::SHADER_F32X8, matmul_coop::variants()),
         (&attention::SHADER, attention::variants()),
-        (&softmax::SHADER, softmax::variants()),
-        (&norm::SHADER, norm::variants()),
-        (&rope::SHADER, rope::variants()),
         (&quantize::SHADER, quantize::variants()),
-        (&reduce::SHADER, reduce::variants()),
-    ]
+    ];
+    v.extend(softmax::SHADERS.both(softmax::variants()));
+    v.extend(norm::SHADERS.both(norm::variants()));
+    v.extend(rope::SHADERS.both(rope::variants()));
+    v.extend(reduce::SHADERS.both(reduce::variants()));
+    v
 }
 
 /// Workgroup size (from the device limits) and grid for `n` one-per-invocation items.

@@ -10,13 +10,11 @@ use bytemuck::{Pod, Zeroable};
 use super::conv2d::span;
 use super::{expect_f32, shape_err, Variant};
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Batch, Binding, Gpu, ShaderSpec, Tensor};
+use crate::gpu::{grid_1d, Batch, Binding, Gpu, Tensor};
 
-pub static SHADER: ShaderSpec = ShaderSpec {
-    name: "norm",
-    sources: &[include_str!("../../shaders/activations.wgsl"), include_str!("../../shaders/norm.wgsl")],
-    needs_f16: false,
-};
+/// The kernel after the workgroup-reduction prelude of this device (see `kernels::Reducing`).
+pub static SHADERS: super::Reducing =
+    super::reducing!("norm", [include_str!("../../shaders/activations.wgsl"), include_str!("../../shaders/norm.wgsl")]);
 
 /// eps of FLUX's LayerNorms and QK RMSNorm, T5's RMSNorm and the VAE's GroupNorm (FLUX_REFERENCE.md §9).
 pub const EPS_FLUX: f32 = 1e-6;
@@ -145,7 +143,7 @@ fn dispatch(
     let mut bindings = vec![Binding::Uniform(bytemuck::bytes_of(&p))];
     bindings.extend(tensors.iter().map(|t| Binding::Tensor(t)));
     let grid = grid_1d(p.groups.max(1), gpu.info().max_workgroups_per_dim);
-    batch.dispatch(gpu, &SHADER, entry, &overrides, &bindings, grid)
+    batch.dispatch(gpu, SHADERS.pick(gpu), entry, &overrides, &bindings, grid)
 }
 
 /// Rows `[rows, C]` of `x` for the row-wise norms (C = last dim, must be > 0).
@@ -352,7 +350,7 @@ pub fn group_norm(
         let (yb, y_off) = span(gpu, &y, g0 * n * 4, gc * n * 4);
         let q = Params { groups: gc as u32, in_off: (x_off / 4) as u32, out_off: (y_off / 4) as u32, g0: g0 as u32, ..p };
         let bindings = [Binding::Uniform(bytemuck::bytes_of(&q)), xb, yb, Binding::Tensor(w), Binding::Tensor(b)];
-        batch.dispatch(gpu, &SHADER, "group_norm", &overrides, &bindings, grid_1d(q.groups, info.max_workgroups_per_dim))?;
+        batch.dispatch(gpu, SHADERS.pick(gpu), "group_norm", &overrides, &bindings, grid_1d(q.groups, info.max_workgroups_per_dim))?;
     }
     Ok(y)
 }

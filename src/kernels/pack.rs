@@ -7,7 +7,7 @@ use super::{expect_f32, launch_1d, shape_err, Variant};
 use crate::error::Result;
 use crate::gpu::{Batch, Binding, Gpu, ShaderSpec, Tensor};
 
-pub static SHADER: ShaderSpec = ShaderSpec { name: "pack", sources: &[include_str!("../../shaders/pack.wgsl")], needs_f16: false };
+pub static SHADER: ShaderSpec = ShaderSpec { name: "pack", sources: &[include_str!("../../shaders/pack.wgsl")], needs_f16: false, needs_subgroups: false };
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]

@@ -17,6 +17,7 @@ pub static SHADER: ShaderSpec = ShaderSpec {
     name: "quantize",
     sources: &[include_str!("../../shaders/quant.wgsl"), include_str!("../../shaders/quantize.wgsl")],
     needs_f16: false,
+    needs_subgroups: false,
 };
 
 /// Input formats the kernel reads.

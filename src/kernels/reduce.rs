@@ -5,9 +5,10 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{expect_f32, shape_err, Variant};
 use crate::error::{Error, Result};
-use crate::gpu::{Batch, Binding, Gpu, ShaderSpec, Tensor};
+use crate::gpu::{Batch, Binding, Gpu, Tensor};
 
-pub static SHADER: ShaderSpec = ShaderSpec { name: "reduce", sources: &[include_str!("../../shaders/reduce.wgsl")], needs_f16: false };
+/// The kernel after the workgroup-reduction prelude of this device (see `kernels::Reducing`).
+pub static SHADERS: super::Reducing = super::reducing!("reduce", [include_str!("../../shaders/reduce.wgsl")]);
 
 const WG: u32 = 256;
 /// Workgroups of one reduction: enough to keep a large GPU busy on a 20-million-element tensor
@@ -53,7 +54,7 @@ pub fn abs_diff_sums(gpu: &Gpu, batch: &mut Batch, a: &Tensor, b: &Tensor) -> Re
     let sums = gpu.empty(&[groups as usize, 2], crate::gpu::DType::F32)?;
     batch.dispatch(
         gpu,
-        &SHADER,
+        SHADERS.pick(gpu),
         OP,
         &[("WG", wg as f64)],
         &[Binding::Uniform(bytemuck::bytes_of(&p)), Binding::Tensor(a), Binding::Tensor(b), Binding::Tensor(&sums)],

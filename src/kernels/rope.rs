@@ -9,10 +9,10 @@ use bytemuck::{Pod, Zeroable};
 use super::norm::Columns;
 use super::{expect_f32, launch_1d, shape_err, Variant};
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Batch, Binding, Gpu, ShaderSpec, Tensor};
+use crate::gpu::{grid_1d, Batch, Binding, Gpu, Tensor};
 
-pub static SHADER: ShaderSpec =
-    ShaderSpec { name: "rope", sources: &[include_str!("../../shaders/rope.wgsl")], needs_f16: false };
+/// The kernel after the workgroup-reduction prelude of this device (qk_norm_rope's sum of squares).
+pub static SHADERS: super::Reducing = super::reducing!("rope", [include_str!("../../shaders/rope.wgsl")]);
 
 /// FLUX's rotary axes (§1.1, §1.6): 16 + 56 + 56 = 128 = head dim.
 pub const FLUX_AXES: [usize; 3] = [16, 56, 56];
@@ -164,7 +164,7 @@ fn dispatch(gpu: &Gpu, batch: &mut Batch, p: Params, inplace: bool, tensors: [&T
     let (wg, grid) = launch_1d(gpu, p.pairs as usize, WG);
     let mut bindings = vec![Binding::Uniform(bytemuck::bytes_of(&p))];
     bindings.extend(tensors.iter().map(|t| Binding::Tensor(t)));
-    batch.dispatch(gpu, &SHADER, "rope", &[("WG", wg as f64), ("INPLACE", inplace as u32 as f64)], &bindings, grid)
+    batch.dispatch(gpu, SHADERS.pick(gpu), "rope", &[("WG", wg as f64), ("INPLACE", inplace as u32 as f64)], &bindings, grid)
 }
 
 /// Rotates every `head_dim`-wide head of the column slice `cols` of `x` `[rows, C]` in place
@@ -264,7 +264,7 @@ pub fn qk_norm_rope_inplace(
     let mut b = vec![Binding::Uniform(bytemuck::bytes_of(&p))];
     b.extend(bindings.iter().map(|t| Binding::Tensor(t)));
     let grid = grid_1d(groups, gpu.info().max_workgroups_per_dim);
-    batch.dispatch(gpu, &SHADER, "qk_norm_rope", &[("WG", wg as f64), ("INPLACE", 1.0)], &b, grid)
+    batch.dispatch(gpu, SHADERS.pick(gpu), "qk_norm_rope", &[("WG", wg as f64), ("INPLACE", 1.0)], &b, grid)
 }
 
 /// The shared shape checks report as "rope"; name the fused op instead.

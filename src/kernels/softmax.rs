@@ -5,9 +5,10 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{expect_f32, shape_err, Variant};
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Batch, Binding, Gpu, ShaderSpec, Tensor};
+use crate::gpu::{grid_1d, Batch, Binding, Gpu, Tensor};
 
-pub static SHADER: ShaderSpec = ShaderSpec { name: "softmax", sources: &[include_str!("../../shaders/softmax.wgsl")], needs_f16: false };
+/// The kernel after the workgroup-reduction prelude of this device (see `kernels::Reducing`).
+pub static SHADERS: super::Reducing = super::reducing!("softmax", [include_str!("../../shaders/softmax.wgsl")]);
 
 const WG: u32 = 256;
 
@@ -23,7 +24,7 @@ pub fn variants() -> Vec<Variant> {
     vec![Variant::new("softmax_rows", &[("WG", WG as f64)])]
 }
 
-/// The shader's tree reduction halves the workgroup: use the largest power of two the device allows.
+/// The workgroup-memory reduction (a tree) halves the workgroup: use the largest power of two the device allows.
 fn workgroup(gpu: &Gpu) -> u32 {
     let wg = gpu.workgroup_size(WG);
     1 << (31 - wg.leading_zeros())
@@ -49,7 +50,7 @@ pub fn softmax(gpu: &Gpu, batch: &mut Batch, x: &Tensor) -> Result<Tensor> {
     let wg = workgroup(gpu);
     batch.dispatch(
         gpu,
-        &SHADER,
+        SHADERS.pick(gpu),
         "softmax_rows",
         &[("WG", wg as f64)],
         &[Binding::Uniform(bytemuck::bytes_of(&p)), Binding::Tensor(x), Binding::Tensor(&y)],

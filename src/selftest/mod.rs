@@ -30,6 +30,9 @@ pub struct Case {
     /// Maximum relative error (see `selftest::compare`); 0 for exact copies.
     pub rtol: f32,
     pub run: CaseFn,
+    /// The kernel reduces through `kernels::Reducing` (workgroup memory or subgroups): runners
+    /// run it on both paths where the device has subgroups, and say "not offered" where not.
+    pub reduces: bool,
 }
 
 impl Case {
@@ -44,7 +47,12 @@ impl Case {
 }
 
 fn case(kernel: &'static str, names: &'static [&'static str], dims: Dims, rtol: f32, run: CaseFn) -> Case {
-    Case { kernel, names, dims, rtol, run }
+    Case { kernel, names, dims, rtol, run, reduces: false }
+}
+
+/// A case whose kernel reduces through `kernels::Reducing` (see [`Case::reduces`]).
+fn reducing(kernel: &'static str, names: &'static [&'static str], dims: Dims, rtol: f32, run: CaseFn) -> Case {
+    Case { reduces: true, ..case(kernel, names, dims, rtol, run) }
 }
 
 /// f32 kernels against f64 references: 1e-5 relative (with the output-RMS floor).
@@ -77,14 +85,15 @@ pub fn all() -> Vec<Case> {
         case("add (row broadcast)", NONE, ELEMENTWISE, F32, |g, b, d, x| r::binary(g, b, d, x, true, r::ADD)),
         case("mul (row broadcast)", NONE, ELEMENTWISE, F32, |g, b, d, x| r::binary(g, b, d, x, true, r::MUL)),
         case("gated_add", NONE, ELEMENTWISE, F32, r::gated_add),
-        case("softmax", NONE, &[&[1, 1], &[7, 33], &[3, 257], &[2, 4096], &[1, 12288]], F32, r::softmax),
-        case("layer_norm", NONE, ROWS, F32, |g, b, d, x| r::layer_norm(g, b, d, x, false)),
-        case("layer_norm (affine)", NONE, ROWS, F32, |g, b, d, x| r::layer_norm(g, b, d, x, true)),
-        case("adaLN (modulated)", NONE, &[&[1, 7], &[5, 33], &[3, 3072]], F32, r::ada_ln),
-        case("rms_norm", &["rows", "C", "D"], &[&[1, 1, 1], &[7, 96, 32], &[3, 3072, 128], &[2, 4096, 4096]], F32, r::rms_norm),
-        case("rms_norm (q|k slice, in place)", ROW_NAMES, &[&[5, 24, 8, 8, 8], &[3, 9216, 3072, 3072, 128]], F32, r::qk_norm),
-        case("group_norm + silu", &["C", "H", "W", "groups"], &[&[4, 1, 1, 2], &[64, 5, 7, 32], &[512, 4, 4, 32]], F32, r::group_norm),
+        reducing("softmax", NONE, &[&[1, 1], &[7, 33], &[3, 257], &[2, 4096], &[1, 12288]], F32, r::softmax),
+        reducing("layer_norm", NONE, ROWS, F32, |g, b, d, x| r::layer_norm(g, b, d, x, false)),
+        reducing("layer_norm (affine)", NONE, ROWS, F32, |g, b, d, x| r::layer_norm(g, b, d, x, true)),
+        reducing("adaLN (modulated)", NONE, &[&[1, 7], &[5, 33], &[3, 3072]], F32, r::ada_ln),
+        reducing("rms_norm", &["rows", "C", "D"], &[&[1, 1, 1], &[7, 96, 32], &[3, 3072, 128], &[2, 4096, 4096]], F32, r::rms_norm),
+        reducing("rms_norm (q|k slice, in place)", ROW_NAMES, &[&[5, 24, 8, 8, 8], &[3, 9216, 3072, 3072, 128]], F32, r::qk_norm),
+        reducing("group_norm + silu", &["C", "H", "W", "groups"], &[&[4, 1, 1, 2], &[64, 5, 7, 32], &[512, 4, 4, 32]], F32, r::group_norm),
         case("rope (in place)", ROW_NAMES, &[&[1, 8, 0, 8, 8], &[5, 40, 8, 16, 8], &[3, 9216, 0, 6144, 128]], F32, |g, b, d, x| r::rope(g, b, d, x, true)),
+        reducing("qk_norm + rope (fused, in place)", ROW_NAMES, &[&[1, 24, 0, 8, 8], &[7, 40, 16, 8, 8], &[3, 9216, 0, 3072, 128]], F32, r::qk_norm_rope),
         case("rope (to new tensor)", ROW_NAMES, &[&[7, 24, 8, 16, 8], &[4, 9216, 3072, 3072, 128]], F32, |g, b, d, x| r::rope(g, b, d, x, false)),
         case("slice_cols", &["rows", "cols", "start", "width"], &[&[1, 1, 0, 1], &[7, 33, 5, 17], &[3, 9216, 3072, 3072]], EXACT, l::slice_cols),
         case("concat_rows", &["rows a", "rows b", "cols"], &[&[1, 1, 1], &[7, 5, 33], &[4, 6, 3072]], EXACT, l::concat_rows),

@@ -98,6 +98,24 @@ pub fn group_norm(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng) -> Out 
     Ok((y, norm_ref::group_norm(&xv, c, hw, groups, &wv, &bv, EPS_FLUX, true)))
 }
 
+/// dims `[rows, C, q offset, width, D]`: FLUX's QK RMSNorm fused with RoPE (`qk_norm_rope`), in
+/// place; k is the `width` columns after q's. Positions as in [`rope`].
+pub fn qk_norm_rope(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng) -> Out {
+    let (rows, c, q_off, width, d) = (dim(dims, 0), dim(dims, 1), dim(dims, 2), dim(dims, 3), dim(dims, 4));
+    let axes = if d == 128 { vec![16, 56, 56] } else { vec![d / 4, d / 4, d / 2] };
+    let ids = kr::flux_position_ids(2, 2, rows.div_ceil(2));
+    let pos = ids.len() - rows;
+    let tables = kr::RopeTables::new(g, &ids, &axes, FLUX_THETA)?;
+    let (x, xv) = random(g, &[rows, c], rng, -3.0, 3.0)?;
+    let (nq, wq) = random(g, &[d], rng, -1.5, 1.5)?;
+    let (nk, wk) = random(g, &[d], rng, 0.2, 2.0)?;
+    let (q, k) = (Columns { offset: q_off, width }, Columns { offset: q_off + width, width });
+    let spec = kr::QkNormRope { q, k, norm_q: &nq, norm_k: &nk, eps: EPS_FLUX };
+    kr::qk_norm_rope_inplace(g, b, &x, &spec, &tables, pos)?;
+    let expected = rope_ref::qk_norm_rope(&xv, c, (q_off, q_off + width, width), (&wq, &wk), EPS_FLUX, &ids[pos..], &axes, FLUX_THETA);
+    Ok((x, expected))
+}
+
 /// dims `[rows, C, offset, width, D]`: RoPE on the D-wide heads of a column slice. Positions are
 /// FLUX's (2 text tokens, then a 2-row image grid); the rows take the last positions.
 pub fn rope(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng, inplace: bool) -> Out {

@@ -162,6 +162,10 @@ async function main() {
     await page.goto(`${origin}/`);
     await page.waitForFunction(() => document.body.dataset.engine === 'ready', null, { timeout: 120_000 });
     await page.screenshot({ path: `${shots}/studio.png`, fullPage: true });
+    // The worker's device got `subgroups` through web/gpu_bridge.js (SwiftShader offers them), and
+    // the status line names the paths generation runs.
+    const ready = await page.textContent('#status');
+    check('the engine names its kernel paths, with subgroup reductions in the worker', /\(f32 tiles, subgroup reductions\)/.test(ready), ready);
 
     // 1. A film-storyboard set on the bundled tiny model, vs the native CLI.
     await page.selectOption('#model-preset', 'tiny');

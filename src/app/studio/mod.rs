@@ -384,11 +384,10 @@ pub fn confirm_downloads(app: &App) -> AppResult<()> {
 
 fn on_message(app: &App, msg: FromWorker, bufs: Vec<Vec<u8>>) -> AppResult<()> {
     match msg {
-        FromWorker::Ready { adapter, shader_f16, .. } => {
+        FromWorker::Ready { adapter, paths, .. } => {
             app.state.borrow_mut().restarts_unready = 0;
             enable("generate", true)?;
-            let f16 = if shader_f16 { "" } else { " This GPU lacks shader-f16: the f32 path runs, which is slower." };
-            output::status(&format!("Engine ready on {}.{f16}", if adapter.is_empty() { "your GPU" } else { &adapter }), "ok")?;
+            output::status(&format!("Engine ready on {} ({paths}).", if adapter.is_empty() { "your GPU" } else { &adapter }), "ok")?;
             super::dom::set_marker("engine", "ready")?;
             app.send(&ToWorker::CacheList, vec![])?;
             if std::mem::take(&mut app.state.borrow_mut().pending_generate) {
