@@ -11,6 +11,7 @@
 //! sampler, references_used (0/1), then — only when the step cache is on — `[threshold,
 //! max_reuse or null]` (links written before the cache existed end before it: off).
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::{Adapter, Captions, Layout, ModelSource, ModelUrls, Recipe, RECIPE_VERSION};
@@ -154,50 +155,28 @@ pub fn from_fragment(fragment: &str) -> Result<Recipe> {
     Ok(recipe)
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/// RFC 4648 §5 base64url: encoded without padding; trailing `=` padding accepted when decoding;
+/// non-canonical trailing bits refused (one link, one spelling).
+const B64URL: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 
 /// RFC 4648 §5 base64url without padding.
 pub fn base64url_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        // 2, 3 or 4 characters for 1, 2 or 3 bytes.
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
+    B64URL.encode(bytes)
 }
 
 /// Inverse of [`base64url_encode`]; also accepts trailing `=` padding. Anything else that is not
-/// canonical base64url is an error.
+/// canonical base64url is an error that says what is wrong with the link.
 pub fn base64url_decode(text: &str) -> Result<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    if text.len() % 4 == 1 {
-        return Err(bad("its data was cut off"));
-    }
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    for chunk in text.as_bytes().chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            let v = match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'-' => 62,
-                b'_' => 63,
-                _ => return Err(bad(format!("it has a character `{}` that links do not use", c as char))),
-            };
-            n |= (v as u32) << (18 - 6 * i);
-        }
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        let keep = chunk.len() - 1;
-        // The unused low bits of the last character must be zero (canonical encoding).
-        if keep < 3 && bytes[keep..].iter().any(|&b| b != 0) {
-            return Err(bad("its data ends in a character that cannot end a link"));
-        }
-        out.extend_from_slice(&bytes[..keep]);
-    }
-    Ok(out)
+    use base64::DecodeError as E;
+    B64URL.decode(text).map_err(|e| match e {
+        E::InvalidByte(_, c) => bad(format!("it has a character `{}` that links do not use", c as char)),
+        E::InvalidLength(_) => bad("its data was cut off"),
+        E::InvalidLastSymbol { .. } => bad("its data ends in a character that cannot end a link"),
+        E::InvalidPadding => bad("its data has misplaced `=` padding"),
+    })
 }
