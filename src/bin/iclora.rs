@@ -1,4 +1,5 @@
-//! iclora command-line tool (native): adapter info and benchmarks.
+//! iclora command-line tool (native): adapter info, file inspection, generation and benchmarks.
+//! Arguments are parsed by clap; `iclora help <command>` (or `--help` anywhere) describes each.
 //!
 //!   iclora info
 //!   iclora inspect FILE|URL
@@ -11,7 +12,14 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
-    if let Err(e) = cli::run(std::env::args().skip(1).collect()) {
+    use clap::Parser;
+    // Mesa prints "XDG_RUNTIME_DIR is invalid or not set" before every command's output where the
+    // variable is unset (a root shell, CI); it only needs a writable directory.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: single-threaded here, before any thread (or the GPU driver) reads the environment.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
+    if let Err(e) = cli::run(cli::Cli::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
@@ -22,67 +30,262 @@ fn main() {}
 
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
+    use clap::{Args, Parser, Subcommand, ValueEnum};
     use iclora::bench::{bench_kernels, BenchOpts, KERNELS};
     use iclora::gpu::{DType, Gpu, GpuOptions};
     use iclora::kernels::matmul::Precision;
+    use iclora::pipeline::panels::Layout;
+    use iclora::weights::load::Convert;
 
-    const USAGE: &str = "usage:
-  iclora info                       print the GPU adapter, its features and limits
-  iclora inspect FILE|URL           list a safetensors/GGUF file's metadata and tensors (URL: http(s), Range requests)
-  iclora bench flux-step [options]  time one denoising step of a FLUX.1 transformer with random weights
-      --tokens N     joint tokens, 1/9 of them text (default 4608 = 1024² + 512 text; 256 on CPU adapters)
-      --format F     weight format Q4_0, Q8_0 or F16 (default Q8_0)
-      --double K     double blocks to run (default 19; 1 on CPU adapters); blocks share weights
-      --single K     single blocks to run (default 38; 1 on CPU adapters)
-      --iters N      timed runs, median reported (default 3)
-      --heads H, --head-dim D   narrower model for smoke tests only (FLUX.1: 24 × 128)
-      --loras N      attach N random LoRA adapters at run time (default 0), each on every attention/MLP
-                     Linear of the blocks (q/k/v separately, as IC-LoRA's); gflops count base matmuls only
-      --rank R       rank of each adapter (default 16)
-      --f16          f16 tile arithmetic in every matmul (f16 products, f32 accumulation; needs shader-f16)
-  iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
-      [--transformer F] [--vae F] [--t5 F] [--clip F] [--t5-tokenizer F] [--clip-tokenizer F]
-      [--lora F[:SCALE]]... [--max-sequence-length L] [--convert keep|f16|q8_0|q4_0]
-      [--layout ROWSxCOLS] [--reference PANEL=IMAGE.png[:STRENGTH]]... [--lora-merge yes] [--f16]
-      [--step-cache THRESHOLD [--step-cache-max-reuse N]]
-                     --step-cache reuses the transformer's blocks after the first on steps where the first
-                     block's residual moved less than THRESHOLD (relative L1; ~0.05–0.25, 0 measures only)
-                     since the last computed step, at most N steps in a row (default: no limit); prints
-                     `step cache: computed C of N steps`
-                     --f16 runs the transformer's matmuls with f16 tiles (needs shader-f16; ~1e-3 relative)
-                     --lora-merge yes merges the LoRAs into F32/F16 transformer weights (faster steps)
-                     reference panels (counted from 1, row by row) are kept as given (RePaint) or, with a
-                     strength in (0,1), imposed while sigma ≥ strength (SDEdit-like); needs --layout
-                     text to image as diffusers' FluxPipeline (diffusers-layout folder or URL root; each F, a
-                     path or URL, overrides that component; progress on stderr); --convert converts
-                     the transformer's float weight matrices on the GPU while they load (default keep)
-  iclora bench stream --url URL [--convert C]   stream a weights file over HTTP Range requests into GPU
-                     buffers (each tensor dropped after loading); file MB/s and peak RSS
-  iclora bench stream --make FILE [--gib G] [--hidden H]   write a FLUX-shaped Q8_0/Q4_0 GGUF of ≥ G GiB
-                     (default 1) of blocks of width H (default 3072, FLUX.1; smaller for smoke tests)
-  iclora bench kernels [options]    time kernels at FLUX shapes
-      --scale S      fraction of FLUX's 4608 tokens to use (default 1.0; ~0.1 on software adapters)
-      --iters N      timed runs per case, median reported (default 5)
-      --formats L    comma-separated weight formats (default: all of F32,F16,BF16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q5_K,Q6_K)
-      --f16          f16 tile arithmetic (needs shader-f16)
-      --kernels L    comma-separated subset of matmul,matmul_coop,attention,conv2d,reductions (default:
-                     all but matmul_coop, the cooperative-matrix path, which needs an adapter that
-                     offers it; reductions times norms/softmax with subgroup and workgroup-memory sums)";
+    #[derive(Parser)]
+    #[command(name = "iclora", version, about = "In-Context LoRA for FLUX.1 on WebGPU: the native tool (adapter info, file inspection, generation, benchmarks)")]
+    pub struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
 
-    pub fn run(args: Vec<String>) -> Result<(), String> {
-        let words: Vec<&str> = args.iter().map(String::as_str).collect();
-        match words.as_slice() {
-            ["info"] => info(),
-            ["inspect", path] => inspect(path),
-            ["bench", "kernels", rest @ ..] => bench(rest),
-            ["bench", "flux-step", rest @ ..] => bench_flux(rest),
-            ["bench", "stream", rest @ ..] => bench_stream(rest),
-            ["generate", rest @ ..] => generate(rest),
-            [] | ["help"] | ["--help"] | ["-h"] => {
-                println!("{USAGE}");
-                Ok(())
+    #[derive(Subcommand)]
+    enum Command {
+        /// Print the GPU adapter, its features and limits
+        Info,
+        /// List a safetensors/GGUF file's metadata and tensors
+        Inspect {
+            /// A local file, or an http(s) URL read with Range requests
+            file: String,
+        },
+        /// Text to image as diffusers' FluxPipeline (progress on stderr), PNG to --out
+        Generate(GenerateArgs),
+        /// Time kernels, a FLUX step or weight streaming on this adapter
+        #[command(subcommand)]
+        Bench(Bench),
+    }
+
+    #[derive(Subcommand)]
+    enum Bench {
+        /// Time kernels at FLUX shapes
+        Kernels(KernelArgs),
+        /// Time one denoising step of a FLUX.1 transformer with random weights
+        FluxStep(FluxStepArgs),
+        /// Stream a weights file over HTTP Range requests into GPU buffers (file MB/s, peak RSS),
+        /// or write a FLUX-shaped GGUF to stream
+        Stream(StreamArgs),
+    }
+
+    /// How the transformer's float weight matrices are converted on the GPU while they load.
+    #[derive(Clone, Copy, ValueEnum)]
+    #[value(rename_all = "snake_case")]
+    enum ConvertArg {
+        Keep,
+        F16,
+        #[value(name = "q8_0")]
+        Q8_0,
+        #[value(name = "q4_0")]
+        Q4_0,
+    }
+
+    impl From<ConvertArg> for Convert {
+        fn from(c: ConvertArg) -> Convert {
+            match c {
+                ConvertArg::Keep => Convert::Keep,
+                ConvertArg::F16 => Convert::F16,
+                ConvertArg::Q8_0 => Convert::Q8_0,
+                ConvertArg::Q4_0 => Convert::Q4_0,
             }
-            _ => Err(format!("unknown command {:?}\n{USAGE}", args.join(" "))),
+        }
+    }
+
+    #[derive(Args)]
+    struct KernelArgs {
+        /// Fraction of FLUX's 4608 tokens to use (~0.1 on software adapters), in (0, 4]
+        #[arg(long, default_value_t = 1.0, value_parser = scale)]
+        scale: f64,
+        /// Timed runs per case, median reported
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// Comma-separated weight formats (default: all of F32,F16,BF16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K,Q5_K,Q6_K)
+        #[arg(long, value_delimiter = ',', value_parser = weight_format)]
+        formats: Vec<DType>,
+        /// f16 tile arithmetic (needs shader-f16)
+        #[arg(long)]
+        f16: bool,
+        /// Comma-separated kernel families (default: all but matmul_coop, the cooperative-matrix
+        /// path; reductions times norms/softmax with subgroup and workgroup-memory sums)
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(KERNELS))]
+        kernels: Vec<String>,
+    }
+
+    #[derive(Args)]
+    struct FluxStepArgs {
+        /// Joint tokens, 1/9 of them text (default 4608 = 1024² + 512 text; 256 on CPU adapters)
+        #[arg(long)]
+        tokens: Option<usize>,
+        /// Weight format: Q4_0, Q8_0 or F16 (default Q8_0)
+        #[arg(long, value_parser = step_format)]
+        format: Option<DType>,
+        /// Double blocks to run (default 19; 1 on CPU adapters); blocks share weights
+        #[arg(long)]
+        double: Option<usize>,
+        /// Single blocks to run (default 38; 1 on CPU adapters)
+        #[arg(long)]
+        single: Option<usize>,
+        /// Timed runs, median reported (default 3)
+        #[arg(long)]
+        iters: Option<usize>,
+        /// Heads: a narrower model for smoke tests only (FLUX.1: 24)
+        #[arg(long)]
+        heads: Option<usize>,
+        /// Head dim, a multiple of 16 (FLUX.1: 128)
+        #[arg(long)]
+        head_dim: Option<usize>,
+        /// Attach N random LoRA adapters at run time, each on every attention/MLP Linear of the
+        /// blocks (q/k/v separately, as IC-LoRA's); gflops count base matmuls only
+        #[arg(long)]
+        loras: Option<usize>,
+        /// Rank of each adapter (default 16)
+        #[arg(long)]
+        rank: Option<usize>,
+        /// f16 tile arithmetic in every matmul (f16 products, f32 accumulation; needs shader-f16)
+        #[arg(long)]
+        f16: bool,
+    }
+
+    #[derive(Args)]
+    struct StreamArgs {
+        /// The weights file to stream (http or https)
+        #[arg(long, required_unless_present = "make", conflicts_with = "make")]
+        url: Option<String>,
+        /// Write a FLUX-shaped Q8_0/Q4_0 GGUF here instead
+        #[arg(long)]
+        make: Option<String>,
+        /// Size of the file --make writes, GiB in (0, 64]
+        #[arg(long, default_value_t = 1.0)]
+        gib: f64,
+        /// Block width of the file --make writes, a multiple of 32 (FLUX.1: 3072)
+        #[arg(long, default_value_t = 3072)]
+        hidden: u64,
+        /// Conversion while streaming
+        #[arg(long, value_enum, default_value = "keep")]
+        convert: ConvertArg,
+    }
+
+    #[derive(Args)]
+    struct GenerateArgs {
+        /// A diffusers-layout folder or URL root (each component flag below overrides one part)
+        #[arg(long)]
+        model: Option<String>,
+        /// The transformer (file, folder or URL)
+        #[arg(long)]
+        transformer: Option<String>,
+        /// The VAE
+        #[arg(long)]
+        vae: Option<String>,
+        /// The T5 encoder
+        #[arg(long)]
+        t5: Option<String>,
+        /// The CLIP text encoder
+        #[arg(long)]
+        clip: Option<String>,
+        /// T5's tokenizer.json
+        #[arg(long)]
+        t5_tokenizer: Option<String>,
+        /// CLIP's tokenizer.json
+        #[arg(long)]
+        clip_tokenizer: Option<String>,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long)]
+        width: usize,
+        #[arg(long)]
+        height: usize,
+        #[arg(long)]
+        steps: usize,
+        #[arg(long)]
+        guidance: f32,
+        /// Seed of the initial noise (the same noise as torch.randn with this seed)
+        #[arg(long)]
+        seed: u64,
+        /// The PNG to write
+        #[arg(long)]
+        out: String,
+        /// T5 tokens (default 512)
+        #[arg(long)]
+        max_sequence_length: Option<usize>,
+        /// A LoRA file or URL, optionally with :SCALE (repeatable)
+        #[arg(long = "lora", value_name = "F[:SCALE]", value_parser = lora)]
+        loras: Vec<(String, f32)>,
+        /// Panel grid of the canvas, e.g. 3x1
+        #[arg(long, value_name = "ROWSxCOLS", value_parser = layout)]
+        layout: Option<Layout>,
+        /// A reference panel (counted from 1, row by row): kept as given (RePaint) or, with a
+        /// strength in (0,1), imposed while sigma ≥ strength (SDEdit-like); needs --layout
+        #[arg(long = "reference", value_name = "PANEL=IMAGE.png[:STRENGTH]")]
+        references: Vec<String>,
+        /// Merge the LoRAs into F32/F16 transformer weights (faster steps)
+        #[arg(long, value_name = "yes|no", default_value = "no", value_parser = yes_no)]
+        lora_merge: bool,
+        /// Convert the transformer's float weight matrices on the GPU while they load
+        #[arg(long, value_enum, default_value = "keep", ignore_case = true)]
+        convert: ConvertArg,
+        /// The transformer's matmuls with f16 tiles (needs shader-f16; ~1e-3 relative)
+        #[arg(long)]
+        f16: bool,
+        /// Reuse the transformer's blocks after the first on steps where the first block's
+        /// residual moved less than THRESHOLD (relative L1; ~0.05–0.25, 0 measures only) since the
+        /// last computed step; prints `step cache: computed C of N steps`
+        #[arg(long, value_name = "THRESHOLD")]
+        step_cache: Option<f32>,
+        /// At most N reused steps in a row (default: no limit)
+        #[arg(long, value_name = "N", requires = "step_cache")]
+        step_cache_max_reuse: Option<u32>,
+    }
+
+    fn scale(v: &str) -> Result<f64, String> {
+        let s: f64 = v.parse().map_err(|e| format!("{e}"))?;
+        if s > 0.0 && s <= 4.0 {
+            Ok(s)
+        } else {
+            Err("--scale must be in (0, 4]".into())
+        }
+    }
+
+    fn weight_format(v: &str) -> Result<DType, String> {
+        DType::parse(v).filter(|d| DType::WEIGHT_FORMATS.contains(d)).ok_or_else(|| format!("unknown weight format {v}"))
+    }
+
+    fn step_format(v: &str) -> Result<DType, String> {
+        DType::parse(v).filter(|d| [DType::Q4_0, DType::Q8_0, DType::F16].contains(d)).ok_or_else(|| format!("{v} is not one of Q4_0, Q8_0, F16"))
+    }
+
+    /// `F:SCALE` when what follows the last colon is a number (a URL's `https:` is not).
+    fn lora(v: &str) -> Result<(String, f32), String> {
+        Ok(match v.rsplit_once(':').map(|(f, s)| (f, s.parse::<f32>())) {
+            Some((f, Ok(s))) if !f.is_empty() => (f.to_string(), s),
+            _ => (v.to_string(), 1.0),
+        })
+    }
+
+    fn layout(v: &str) -> Result<Layout, String> {
+        let (r, c) = v.split_once(['x', '×']).ok_or("expected ROWSxCOLS, e.g. 3x1")?;
+        let num = |s: &str| s.parse::<usize>().map_err(|e| format!("{s}: {e}"));
+        Ok(Layout::new(num(r)?, num(c)?))
+    }
+
+    fn yes_no(v: &str) -> Result<bool, String> {
+        match v {
+            "yes" | "on" | "true" => Ok(true),
+            "no" | "off" | "false" => Ok(false),
+            _ => Err("expected yes or no".into()),
+        }
+    }
+
+    pub fn run(cli: Cli) -> Result<(), String> {
+        match cli.command {
+            Command::Info => info(),
+            Command::Inspect { file } => inspect(&file),
+            Command::Generate(a) => generate(a),
+            Command::Bench(Bench::Kernels(a)) => bench(a),
+            Command::Bench(Bench::FluxStep(a)) => bench_flux(a),
+            Command::Bench(Bench::Stream(a)) => bench_stream(a),
         }
     }
 
@@ -136,32 +339,16 @@ mod cli {
         Ok(())
     }
 
-    fn bench(args: &[&str]) -> Result<(), String> {
-        let mut opts = BenchOpts::default();
-        let mut it = args.iter();
-        while let Some(&a) = it.next() {
-            let mut value = || it.next().copied().ok_or_else(|| format!("{a} needs a value"));
-            match a {
-                "--scale" => opts.scale = value()?.parse().map_err(|e| format!("--scale: {e}"))?,
-                "--iters" => opts.iters = value()?.parse().map_err(|e| format!("--iters: {e}"))?,
-                "--formats" => {
-                    opts.formats = value()?
-                        .split(',')
-                        .map(|s| DType::parse(s).filter(|d| DType::WEIGHT_FORMATS.contains(d)).ok_or_else(|| format!("unknown weight format {s}")))
-                        .collect::<Result<_, _>>()?
-                }
-                "--f16" => opts.precision = Precision::F16,
-                "--kernels" => {
-                    opts.kernels = value()?.split(',').map(str::to_string).collect();
-                    if let Some(bad) = opts.kernels.iter().find(|k| !KERNELS.contains(&k.as_str())) {
-                        return Err(format!("unknown kernel family {bad} (known: {})", KERNELS.join(",")));
-                    }
-                }
-                other => return Err(format!("unknown option {other}\n{USAGE}")),
-            }
+    fn bench(a: KernelArgs) -> Result<(), String> {
+        let mut opts = BenchOpts { scale: a.scale, iters: a.iters, ..BenchOpts::default() };
+        if !a.formats.is_empty() {
+            opts.formats = a.formats;
         }
-        if !(opts.scale > 0.0 && opts.scale <= 4.0) {
-            return Err("--scale must be in (0, 4]".into());
+        if !a.kernels.is_empty() {
+            opts.kernels = a.kernels;
+        }
+        if a.f16 {
+            opts.precision = Precision::F16;
         }
         let gpu = open()?;
         println!("{}", describe(&gpu));
@@ -170,35 +357,29 @@ mod cli {
     }
 
     /// `iclora bench flux-step`: time per block type and GFLOP/s of one step (iclora::bench).
-    fn bench_flux(args: &[&str]) -> Result<(), String> {
+    fn bench_flux(a: FluxStepArgs) -> Result<(), String> {
         use iclora::bench::{bench_flux_step, FluxStepOpts};
         let gpu = open()?;
         let software = gpu.info().device_type == "Cpu";
         let mut opts = FluxStepOpts::defaults(software);
-        let mut it = args.iter();
-        while let Some(&a) = it.next() {
-            if a == "--f16" {
-                opts.precision = Precision::F16;
-                continue;
+        let set = |field: &mut usize, v: Option<usize>| {
+            if let Some(v) = v {
+                *field = v;
             }
-            let v = it.next().copied().ok_or_else(|| format!("{a} needs a value"))?;
-            let num = |v: &str| v.parse::<usize>().map_err(|e| format!("{a}: {e}"));
-            match a {
-                "--tokens" => opts.tokens = num(v)?,
-                "--double" => opts.double = num(v)?,
-                "--single" => opts.single = num(v)?,
-                "--iters" => opts.iters = num(v)?,
-                "--heads" => opts.heads = num(v)?,
-                "--head-dim" => opts.head_dim = num(v)?,
-                "--loras" => opts.loras = num(v)?,
-                "--rank" => opts.lora_rank = num(v)?,
-                "--format" => {
-                    opts.format = DType::parse(v)
-                        .filter(|d| [DType::Q4_0, DType::Q8_0, DType::F16].contains(d))
-                        .ok_or_else(|| format!("--format: {v} is not one of Q4_0, Q8_0, F16"))?
-                }
-                other => return Err(format!("unknown option {other}\n{USAGE}")),
-            }
+        };
+        set(&mut opts.tokens, a.tokens);
+        set(&mut opts.double, a.double);
+        set(&mut opts.single, a.single);
+        set(&mut opts.iters, a.iters);
+        set(&mut opts.heads, a.heads);
+        set(&mut opts.head_dim, a.head_dim);
+        set(&mut opts.loras, a.loras);
+        set(&mut opts.lora_rank, a.rank);
+        if let Some(f) = a.format {
+            opts.format = f;
+        }
+        if a.f16 {
+            opts.precision = Precision::F16;
         }
         if opts.tokens < 2 || opts.double + opts.single == 0 || opts.heads == 0 || opts.head_dim < 16 || !opts.head_dim.is_multiple_of(16) {
             return Err("need --tokens >= 2, at least one block, --heads >= 1 and --head-dim a multiple of 16".into());
@@ -249,91 +430,39 @@ mod cli {
     }
 
     /// `iclora generate`: text to image (iclora::pipeline::generate), PNG to `--out`.
-    fn generate(args: &[&str]) -> Result<(), String> {
+    fn generate(a: GenerateArgs) -> Result<(), String> {
         use iclora::pipeline::generate::{encode_png, generate, GenerateOptions, ModelPaths};
-        let mut paths = ModelPaths::default();
-        let (mut prompt, mut out, mut loras, mut layout, mut refs) = (None, None, Vec::new(), None, Vec::new());
-        let mut merge = false;
-        let (mut width, mut height, mut steps, mut guidance, mut seed, mut max_len) = (None, None, None, None, None, None);
-        let mut convert = iclora::weights::load::Convert::Keep;
-        let mut f16 = false;
-        let (mut cache_threshold, mut cache_max_reuse) = (None, None);
-        let mut it = args.iter();
-        while let Some(&a) = it.next() {
-            if a == "--f16" {
-                f16 = true;
-                continue;
-            }
-            let v = it.next().map(|s| s.to_string()).ok_or_else(|| format!("{a} needs a value"))?;
-            let num = |v: &str| v.parse::<usize>().map_err(|e| format!("{a} {v}: {e}"));
-            match a {
-                "--model" => paths.model = Some(v),
-                "--transformer" => paths.transformer = Some(v),
-                "--vae" => paths.vae = Some(v),
-                "--t5" => paths.t5 = Some(v),
-                "--clip" => paths.clip = Some(v),
-                "--t5-tokenizer" => paths.t5_tokenizer = Some(v),
-                "--clip-tokenizer" => paths.clip_tokenizer = Some(v),
-                "--prompt" => prompt = Some(v),
-                "--out" => out = Some(v),
-                "--width" => width = Some(num(&v)?),
-                "--height" => height = Some(num(&v)?),
-                "--steps" => steps = Some(num(&v)?),
-                "--max-sequence-length" => max_len = Some(num(&v)?),
-                "--guidance" => guidance = Some(v.parse::<f32>().map_err(|e| format!("--guidance {v}: {e}"))?),
-                "--seed" => seed = Some(v.parse::<u64>().map_err(|e| format!("--seed {v}: {e}"))?),
-                "--lora" => {
-                    // `F:SCALE` when what follows the last colon is a number (a URL's `https:` is not).
-                    let (file, scale) = match v.rsplit_once(':').map(|(f, s)| (f, s.parse::<f32>())) {
-                        Some((f, Ok(s))) if !f.is_empty() => (f.to_string(), s),
-                        _ => (v.clone(), 1.0),
-                    };
-                    loras.push((file, scale));
-                }
-                "--layout" => {
-                    let (r, c) = v.split_once(['x', '×']).ok_or_else(|| format!("--layout {v}: expected ROWSxCOLS, e.g. 3x1"))?;
-                    layout = Some(iclora::pipeline::panels::Layout::new(num(r)?, num(c)?));
-                }
-                "--reference" => refs.push(reference(&v)?),
-                "--step-cache" => cache_threshold = Some(v.parse::<f32>().map_err(|e| format!("--step-cache {v}: {e}"))?),
-                "--step-cache-max-reuse" => cache_max_reuse = Some(v.parse::<u32>().map_err(|e| format!("{a} {v}: {e}"))?),
-                "--convert" => convert = parse_convert(&v)?,
-                "--lora-merge" => {
-                    merge = match v.as_str() {
-                        "yes" | "on" | "true" => true,
-                        "no" | "off" | "false" => false,
-                        _ => return Err(format!("--lora-merge {v}: expected yes or no")),
-                    }
-                }
-                other => return Err(format!("unknown option {other}\n{USAGE}")),
-            }
-        }
-        let need = |name: &str| format!("generate needs {name}\n{USAGE}");
-        let step_cache = match (cache_threshold, cache_max_reuse) {
-            (Some(threshold), max_reuse) => Some(iclora::pipeline::step_cache::StepCache { threshold, max_reuse }),
-            (None, Some(_)) => return Err(format!("--step-cache-max-reuse needs --step-cache THRESHOLD\n{USAGE}")),
-            (None, None) => None,
+        let paths = ModelPaths {
+            model: a.model,
+            transformer: a.transformer,
+            vae: a.vae,
+            t5: a.t5,
+            clip: a.clip,
+            t5_tokenizer: a.t5_tokenizer,
+            clip_tokenizer: a.clip_tokenizer,
         };
+        let step_cache = a.step_cache.map(|threshold| iclora::pipeline::step_cache::StepCache { threshold, max_reuse: a.step_cache_max_reuse });
         if let Some(c) = &step_cache {
             c.check("--step-cache").map_err(|e| e.to_string())?;
         }
+        let references = a.references.iter().map(|r| reference(r)).collect::<Result<Vec<_>, _>>()?;
         let opts = GenerateOptions {
-            prompt: prompt.ok_or_else(|| need("--prompt"))?,
-            width: width.ok_or_else(|| need("--width"))?,
-            height: height.ok_or_else(|| need("--height"))?,
-            steps: steps.ok_or_else(|| need("--steps"))?,
-            guidance: guidance.ok_or_else(|| need("--guidance"))?,
-            seed: seed.ok_or_else(|| need("--seed"))?,
-            max_sequence_length: max_len,
-            loras,
-            layout,
-            references: refs,
-            merge_loras: merge,
-            convert,
-            f16,
+            prompt: a.prompt,
+            width: a.width,
+            height: a.height,
+            steps: a.steps,
+            guidance: a.guidance,
+            seed: a.seed,
+            max_sequence_length: a.max_sequence_length,
+            loras: a.loras,
+            layout: a.layout,
+            references,
+            merge_loras: a.lora_merge,
+            convert: a.convert.into(),
+            f16: a.f16,
             step_cache,
         };
-        let out = out.ok_or_else(|| need("--out"))?;
+        let out = a.out;
         let gpu = open()?;
         eprintln!("{}", gpu.info().name);
         let image = generate(&gpu, &paths, &opts, &mut |line| eprintln!("{line}")).map_err(|e| e.to_string())?;
@@ -343,37 +472,13 @@ mod cli {
         Ok(())
     }
 
-    /// `--convert keep|f16|q8_0|q4_0` (case-insensitive).
-    fn parse_convert(v: &str) -> Result<iclora::weights::load::Convert, String> {
-        use iclora::weights::load::Convert;
-        Ok(match v.to_ascii_lowercase().as_str() {
-            "keep" => Convert::Keep,
-            "f16" => Convert::F16,
-            "q8_0" => Convert::Q8_0,
-            "q4_0" => Convert::Q4_0,
-            _ => return Err(format!("--convert {v}: expected keep, f16, q8_0 or q4_0")),
-        })
-    }
-
     /// `iclora bench stream`: `--make FILE [--gib G]` writes the benchmark GGUF; `--url URL
     /// [--convert C]` streams a file into GPU buffers (iclora::bench_stream) and prints one
     /// `stream` row with file MB/s and the process's peak RSS.
-    fn bench_stream(args: &[&str]) -> Result<(), String> {
+    fn bench_stream(a: StreamArgs) -> Result<(), String> {
         use iclora::bench_stream::{bench_stream, peak_rss_kib, write_flux_gguf};
-        let (mut url, mut make, mut gib, mut hidden, mut convert) = (None, None, 1.0f64, 3072u64, iclora::weights::load::Convert::Keep);
-        let mut it = args.iter();
-        while let Some(&a) = it.next() {
-            let v = it.next().copied().ok_or_else(|| format!("{a} needs a value"))?;
-            match a {
-                "--url" => url = Some(v),
-                "--make" => make = Some(v),
-                "--gib" => gib = v.parse().map_err(|e| format!("--gib {v}: {e}"))?,
-                "--hidden" => hidden = v.parse().map_err(|e| format!("--hidden {v}: {e}"))?,
-                "--convert" => convert = parse_convert(v)?,
-                other => return Err(format!("unknown option {other}\n{USAGE}")),
-            }
-        }
-        if let Some(path) = make {
+        let (gib, hidden, convert): (f64, u64, Convert) = (a.gib, a.hidden, a.convert.into());
+        if let Some(path) = &a.make {
             if !(gib > 0.0 && gib <= 64.0) || hidden == 0 || hidden % 32 != 0 {
                 return Err("--gib must be in (0, 64] and --hidden a positive multiple of 32".into());
             }
@@ -381,7 +486,7 @@ mod cli {
             println!("wrote {path}: {bytes} bytes ({:.2} GiB)", bytes as f64 / (1u64 << 30) as f64);
             return Ok(());
         }
-        let url = url.ok_or_else(|| format!("bench stream needs --url URL or --make FILE\n{USAGE}"))?;
+        let url = a.url.as_deref().ok_or("bench stream needs --url URL or --make FILE")?;
         let gpu = open()?;
         println!("adapter: {}", gpu.info().name);
         let mut last = 0;
