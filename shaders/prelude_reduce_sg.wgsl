@@ -35,11 +35,3 @@ fn wg_reduce(lane: Lane, v: vec4<f32>, take_max: bool) -> vec4<f32> {
     workgroupBarrier(); // red_sg is written again by the next call
     return r;
 }
-
-fn wg_sum(lane: Lane, v: vec4<f32>) -> vec4<f32> {
-    return wg_reduce(lane, v, false);
-}
-
-fn wg_max(lane: Lane, v: f32) -> f32 {
-    return wg_reduce(lane, vec4<f32>(v), true).x;
-}

@@ -37,9 +37,11 @@ impl Variant {
 /// in the files): through workgroup memory on any adapter, or through subgroup operations.
 pub const PRELUDE_REDUCE: &str = include_str!("../../shaders/prelude_reduce.wgsl");
 pub const PRELUDE_REDUCE_SG: &str = include_str!("../../shaders/prelude_reduce_sg.wgsl");
+/// `wg_sum` / `wg_max`, on top of either prelude's `wg_reduce`.
+pub const PRELUDE_REDUCE_API: &str = include_str!("../../shaders/prelude_reduce_api.wgsl");
 
 /// One kernel source as two programs: after `prelude_reduce.wgsl` and after
-/// `prelude_reduce_sg.wgsl`. Built with [`reducing!`].
+/// `prelude_reduce_sg.wgsl` (each followed by `prelude_reduce_api.wgsl`). Built with [`reducing!`].
 pub struct Reducing {
     pub workgroup: ShaderSpec,
     pub subgroup: ShaderSpec,
@@ -69,13 +71,13 @@ macro_rules! reducing {
         $crate::kernels::Reducing {
             workgroup: $crate::gpu::ShaderSpec {
                 name: $name,
-                sources: &[$crate::kernels::PRELUDE_REDUCE, $($src),+],
+                sources: &[$crate::kernels::PRELUDE_REDUCE, $crate::kernels::PRELUDE_REDUCE_API, $($src),+],
                 needs_f16: false,
                 needs_subgroups: false,
             },
             subgroup: $crate::gpu::ShaderSpec {
                 name: concat!($name, "_sg"),
-                sources: &[$crate::kernels::PRELUDE_REDUCE_SG, $($src),+],
+                sources: &[$crate::kernels::PRELUDE_REDUCE_SG, $crate::kernels::PRELUDE_REDUCE_API, $($src),+],
                 needs_f16: false,
                 needs_subgroups: true,
             },

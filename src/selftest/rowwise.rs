@@ -98,15 +98,33 @@ pub fn group_norm(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng) -> Out 
     Ok((y, norm_ref::group_norm(&xv, c, hw, groups, &wv, &bv, EPS_FLUX, true)))
 }
 
-/// dims `[rows, C, q offset, width, D]`: FLUX's QK RMSNorm fused with RoPE (`qk_norm_rope`), in
-/// place; k is the `width` columns after q's. Positions as in [`rope`].
-pub fn qk_norm_rope(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng) -> Out {
-    let (rows, c, q_off, width, d) = (dim(dims, 0), dim(dims, 1), dim(dims, 2), dim(dims, 3), dim(dims, 4));
+/// The inputs of a RoPE run with dims `[rows, C, offset, width, D]`: FLUX's axes for D = 128
+/// (§1.6; smaller heads keep the same 1:1:2 split), FLUX's positions (2 text tokens, then a 2-row
+/// image grid) with the rows on the last ones, their tables, and a random `[rows, C]` input.
+struct RopeRun {
+    axes: Vec<usize>,
+    ids: Vec<[f32; 3]>,
+    pos: usize,
+    tables: kr::RopeTables,
+    x: Tensor,
+    xv: Vec<f32>,
+}
+
+fn rope_run(g: &Gpu, dims: &[usize], rng: &mut Rng) -> Result<RopeRun> {
+    let (rows, c, d) = (dim(dims, 0), dim(dims, 1), dim(dims, 4));
     let axes = if d == 128 { vec![16, 56, 56] } else { vec![d / 4, d / 4, d / 2] };
     let ids = kr::flux_position_ids(2, 2, rows.div_ceil(2));
     let pos = ids.len() - rows;
     let tables = kr::RopeTables::new(g, &ids, &axes, FLUX_THETA)?;
     let (x, xv) = random(g, &[rows, c], rng, -3.0, 3.0)?;
+    Ok(RopeRun { axes, ids, pos, tables, x, xv })
+}
+
+/// dims `[rows, C, q offset, width, D]`: FLUX's QK RMSNorm fused with RoPE (`qk_norm_rope`), in
+/// place; k is the `width` columns after q's. Positions as in [`rope`].
+pub fn qk_norm_rope(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng) -> Out {
+    let (c, q_off, width, d) = (dim(dims, 1), dim(dims, 2), dim(dims, 3), dim(dims, 4));
+    let RopeRun { axes, ids, pos, tables, x, xv } = rope_run(g, dims, rng)?;
     let (nq, wq) = random(g, &[d], rng, -1.5, 1.5)?;
     let (nk, wk) = random(g, &[d], rng, 0.2, 2.0)?;
     let (q, k) = (Columns { offset: q_off, width }, Columns { offset: q_off + width, width });
@@ -116,16 +134,11 @@ pub fn qk_norm_rope(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng) -> Ou
     Ok((x, expected))
 }
 
-/// dims `[rows, C, offset, width, D]`: RoPE on the D-wide heads of a column slice. Positions are
-/// FLUX's (2 text tokens, then a 2-row image grid); the rows take the last positions.
+/// dims `[rows, C, offset, width, D]`: RoPE on the D-wide heads of a column slice (inputs from
+/// [`rope_run`]).
 pub fn rope(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng, inplace: bool) -> Out {
-    let (rows, c, offset, width, d) = (dim(dims, 0), dim(dims, 1), dim(dims, 2), dim(dims, 3), dim(dims, 4));
-    // FLUX's axes for D = 128 (§1.6); smaller heads keep the same 1:1:2 split.
-    let axes = if d == 128 { vec![16, 56, 56] } else { vec![d / 4, d / 4, d / 2] };
-    let ids = kr::flux_position_ids(2, 2, rows.div_ceil(2));
-    let pos = ids.len() - rows;
-    let tables = kr::RopeTables::new(g, &ids, &axes, FLUX_THETA)?;
-    let (x, xv) = random(g, &[rows, c], rng, -3.0, 3.0)?;
+    let (c, offset, width) = (dim(dims, 1), dim(dims, 2), dim(dims, 3));
+    let RopeRun { axes, ids, pos, tables, x, xv } = rope_run(g, dims, rng)?;
     let cols = Columns { offset, width };
     let rotated = rope_ref::rope(&xv, c, offset, width, &ids[pos..], &axes, FLUX_THETA);
     if inplace {
