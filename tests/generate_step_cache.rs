@@ -77,9 +77,9 @@ fn threshold_zero_is_the_same_png_and_a_huge_one_computes_only_forced_steps() {
 fn bad_step_cache_settings_are_refused() {
     for (extra, needle) in [
         (&["--step-cache", "-1"][..], "--step-cache"),
-        (&["--step-cache", "abc"][..], "--step-cache abc"),
+        (&["--step-cache", "abc"][..], "invalid value 'abc' for '--step-cache <THRESHOLD>'"),
         (&["--step-cache", "0.1", "--step-cache-max-reuse", "0"][..], "--step-cache"),
-        (&["--step-cache-max-reuse", "2"][..], "needs --step-cache"),
+        (&["--step-cache-max-reuse", "2"][..], "required arguments were not provided:\n  --step-cache <THRESHOLD>"),
     ] {
         let (o, _) = generate("bad.png", extra);
         let log = stderr(&o);

@@ -232,7 +232,7 @@ mod cli {
         /// Reuse the transformer's blocks after the first on steps where the first block's
         /// residual moved less than THRESHOLD (relative L1; ~0.05–0.25, 0 measures only) since the
         /// last computed step; prints `step cache: computed C of N steps`
-        #[arg(long, value_name = "THRESHOLD")]
+        #[arg(long, value_name = "THRESHOLD", allow_negative_numbers = true)]
         step_cache: Option<f32>,
         /// At most N reused steps in a row (default: no limit)
         #[arg(long, value_name = "N", requires = "step_cache")]
