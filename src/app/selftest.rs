@@ -91,6 +91,36 @@ enum Outcome {
     NotOffered,
 }
 
+impl Outcome {
+    /// ("pass" | "fail" | "not offered", max error, what went wrong), as both sinks report it.
+    fn verdict(&self) -> (&'static str, Option<f32>, String) {
+        match self {
+            Outcome::Done(c) => match c.first_bad {
+                None => ("pass", Some(c.max_err), String::new()),
+                Some((i, g, e)) => ("fail", Some(c.max_err), format!("first bad index {i}: got {g}, expected {e}")),
+            },
+            Outcome::Error(e) => ("fail", None, e.clone()),
+            Outcome::NotOffered => ("not offered", None, format!("this adapter has no {SUBGROUPS}")),
+        }
+    }
+}
+
+/// Which reduction path a run of a reducing case takes (`None` for the other cases).
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    Subgroups,
+    WorkgroupMemory,
+}
+
+impl Path {
+    fn label(path: Option<Path>) -> Option<&'static str> {
+        path.map(|p| match p {
+            Path::Subgroups => "subgroups",
+            Path::WorkgroupMemory => "workgroup memory",
+        })
+    }
+}
+
 /// Where the runs go: the page's table ([`Table`]) or the headless report ([`Report`]).
 trait Sink {
     /// A run starts; `paint` says whether to give the browser a turn to draw before the GPU work.
@@ -118,15 +148,16 @@ async fn run_cases(gpu: &Gpu, sink: &mut impl Sink) -> AppResult<(usize, usize, 
     for case in &cases {
         for dims in case.dims {
             seed += 1;
-            let paths: &[Option<&str>] = if case.reduces { &[Some("subgroups"), Some("workgroup memory")] } else { &[None] };
-            for &path in paths {
+            let paths: &[Option<Path>] = if case.reduces { &[Some(Path::Subgroups), Some(Path::WorkgroupMemory)] } else { &[None] };
+            for &p in paths {
+                let path = Path::label(p);
                 done += 1;
                 if sink.start(case, path, dims, (done, total))? {
                     yield_to_browser().await?;
                 }
-                let on = match path {
-                    Some("workgroup memory") => Some(plain_gpu),
-                    Some(_) if !gpu.features().subgroups => None,
+                let on = match p {
+                    Some(Path::WorkgroupMemory) => Some(plain_gpu),
+                    Some(Path::Subgroups) if !gpu.features().subgroups => None,
                     _ => Some(gpu),
                 };
                 let t0 = now_ms();
@@ -137,9 +168,9 @@ async fn run_cases(gpu: &Gpu, sink: &mut impl Sink) -> AppResult<(usize, usize, 
                         Err(e) => Outcome::Error(e.to_string()),
                     },
                 };
-                match &outcome {
-                    Outcome::Done(c) if c.first_bad.is_none() => passed += 1,
-                    Outcome::NotOffered => skipped += 1,
+                match outcome.verdict().0 {
+                    "pass" => passed += 1,
+                    "not offered" => skipped += 1,
                     _ => failed += 1,
                 }
                 sink.finish(case, path, dims, &outcome, now_ms() - t0)?;
@@ -165,16 +196,10 @@ impl Sink for Table {
 
     fn finish(&mut self, _: &Case, _: Option<&str>, _: &[usize], outcome: &Outcome, ms: f64) -> AppResult<()> {
         let Some(row) = self.row.take() else { return Ok(()) };
-        match outcome {
-            Outcome::Done(c) => {
-                let details = match c.first_bad {
-                    Some((i, g, e)) => format!("first bad index {i}: got {g}, expected {e}"),
-                    None => String::new(),
-                };
-                row.finish(c.first_bad.is_none(), &format!("{:.2e}", c.max_err), ms, &details)
-            }
-            Outcome::Error(e) => row.finish(false, "—", ms, e),
-            Outcome::NotOffered => row.not_offered(SUBGROUPS),
+        let (result, max_err, detail) = outcome.verdict();
+        match result {
+            "not offered" => row.not_offered(SUBGROUPS),
+            _ => row.finish(result == "pass", &max_err.map_or("—".to_string(), |e| format!("{e:.2e}")), ms, &detail),
         }
     }
 }
@@ -207,14 +232,7 @@ impl Sink for Report {
     }
 
     fn finish(&mut self, case: &Case, path: Option<&str>, dims: &[usize], outcome: &Outcome, ms: f64) -> AppResult<()> {
-        let (result, max_err, detail) = match outcome {
-            Outcome::Done(c) => match c.first_bad {
-                None => ("pass", Some(c.max_err), String::new()),
-                Some((i, g, e)) => ("fail", Some(c.max_err), format!("first bad index {i}: got {g}, expected {e}")),
-            },
-            Outcome::Error(e) => ("fail", None, e.clone()),
-            Outcome::NotOffered => ("not offered", None, format!("this adapter has no {SUBGROUPS}")),
-        };
+        let (result, max_err, detail) = outcome.verdict();
         self.runs.push(serde_json::json!({
             "kernel": case.kernel,
             "path": path,
