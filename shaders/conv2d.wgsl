@@ -1,5 +1,6 @@
 // 2-D convolution for the FLUX VAE (FLUX_REFERENCE.md §4.2: ResnetBlock convs, Downsample, Upsample),
-// batch 1, with bias, optional fused nearest ×2 upsampling of the input and optional fused residual add.
+// batch 1, with bias, optional fused nearest ×2 upsampling of the input, optional fused residual add
+// and optional ReLU (the tiny preview decoder, src/model/taef1.rs).
 // Reference: src/reference/conv2d.rs. Wrapper: src/kernels/conv2d.rs.
 //
 // Computed as an implicit GEMM: out[o, p] = Σ_k W[o, k] · X̂[k, p] + bias[o], where k = (ci, ky, kx)
@@ -46,6 +47,10 @@ struct Params {
     res_off: u32,
     y_off: u32,
     accumulate: u32, // 1: add to y (a later input-channel chunk); 0: write bias (+ residual) + sum
+    relu: u32,       // 1: max(·, 0) on the stored value (the wrapper sets it on the last input chunk only)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -165,6 +170,9 @@ fn store(o: u32, pix: u32, npix: u32, v: vec4<f32>) {
                 if (RESIDUAL) {
                     r += res[p.res_off + idx];
                 }
+            }
+            if (p.relu != 0u) {
+                r = max(r, 0.0);
             }
             y[p.y_off + idx] = r;
         }

@@ -35,12 +35,15 @@ const CASES: &[Case] = &[
     case((1, 1, 1), 1, 3, Conv2d::same(1), false),    // smallest: only the centre tap sees data
     case((7, 1, 13), 5, 3, Conv2d::same(1), true),    // one row, few output channels (narrow tile)
     case((5, 3, 4), 7, 3, Conv2d::UPSAMPLE, false),   // fused nearest ×2 then 3×3
-    case((33, 6, 5), 40, 3, Conv2d { stride: 2, padding: Padding { left: 1, right: 0, top: 2, bottom: 1 }, upsample: false }, false),
+    case((33, 6, 5), 40, 3, Conv2d { stride: 2, padding: Padding { left: 1, right: 0, top: 2, bottom: 1 }, upsample: false, relu: false }, false),
     case((512, 4, 4), 512, 3, Conv2d::same(1), true), // real VAE width (mid-block resnet)
     case((128, 8, 8), 3, 3, Conv2d::same(1), false),  // decoder conv_out
+    // The tiny preview decoder's convs: ReLU after bias, and after the residual add.
+    case((16, 5, 7), 64, 3, Conv2d::same(1).then_relu(), false),
+    case((64, 6, 5), 64, 3, Conv2d::same(1).then_relu(), true),
     // Kernel sizes other than 1 and 3 take the shader's run-time-size path.
     Case { chw: (6, 5, 7), out: 9, k: (2, 3), conv: Conv2d::same(1), residual: false },
-    Case { chw: (3, 11, 4), out: 20, k: (5, 1), conv: Conv2d { stride: 2, padding: Padding::DOWNSAMPLE, upsample: true }, residual: true },
+    Case { chw: (3, 11, 4), out: 20, k: (5, 1), conv: Conv2d { stride: 2, padding: Padding::DOWNSAMPLE, upsample: true, relu: true }, residual: true },
 ];
 
 fn check(rng: &mut Rng, c: &Case, format: DType) {
@@ -79,8 +82,8 @@ fn check_on(g: &Gpu, rng: &mut Rng, c: &Case, format: DType) {
     });
     let pad = c.conv.padding;
     let what = format!(
-        "conv2d {:?}→{} k{kh}×{kw} s{} pad({},{},{},{}) up {} residual {} {format}",
-        c.chw, c.out, c.conv.stride, pad.left, pad.right, pad.top, pad.bottom, c.conv.upsample, c.residual
+        "conv2d {:?}→{} k{kh}×{kw} s{} pad({},{},{},{}) up {} residual {} relu {} {format}",
+        c.chw, c.out, c.conv.stride, pad.left, pad.right, pad.top, pad.bottom, c.conv.upsample, c.residual, c.conv.relu
     );
     assert_close(&what, &got, &expected, RTOL);
 }
@@ -100,6 +103,8 @@ const SPLIT_CASES: &[Case] = &[
     case((24, 13, 11), 30, 3, Conv2d::UPSAMPLE, false), // output 68 KB, fused ×2 upsample
     case((33, 25, 21), 64, 1, Conv2d::same(0), true),   // weight rows of 33 (odd in f16), output 134 KB
     case((70, 17, 15), 9, 3, Conv2d::DOWNSAMPLE, false), // 70 input channels in 4 chunks, few outputs
+    // ReLU over input chunks: applied once, to the full sum (a ReLU per partial sum fails this).
+    case((70, 17, 15), 24, 3, Conv2d::same(1).then_relu(), true),
 ];
 
 #[test]

@@ -1,6 +1,7 @@
 //! Wrapper for `shaders/conv2d.wgsl`: 2-D convolution of one `[C, H, W]` image (the FLUX VAE,
 //! FLUX_REFERENCE.md §4.2) with F32 or F16 weights, bias, optional fused nearest ×2 upsampling of the
-//! input (the decoder's `Upsample`) and optional fused residual add (`shortcut(x) + h`).
+//! input (the decoder's `Upsample`), optional fused residual add (`shortcut(x) + h`) and optional
+//! fused ReLU (the tiny preview decoder, `model::taef1`).
 //! Reference: `reference::conv2d`.
 
 use bytemuck::{Pod, Zeroable};
@@ -37,19 +38,27 @@ pub struct Conv2d {
     pub padding: Padding,
     /// Upsample the input ×2 (nearest) before convolving, without materialising it (§4.2 `Upsample`).
     pub upsample: bool,
+    /// Then `max(·, 0)` on the result (bias and residual included): the tiny decoder's ReLU
+    /// (`model::taef1`), fused into the store.
+    pub relu: bool,
 }
 
 impl Conv2d {
     /// Stride 1, the same padding on all sides.
     pub const fn same(pad: usize) -> Conv2d {
-        Conv2d { stride: 1, padding: Padding::uniform(pad), upsample: false }
+        Conv2d { stride: 1, padding: Padding::uniform(pad), upsample: false, relu: false }
+    }
+
+    /// The same convolution followed by a ReLU.
+    pub const fn then_relu(self) -> Conv2d {
+        Conv2d { relu: true, ..self }
     }
 
     /// The VAE encoder's `Downsample` conv: pad (0, 1, 0, 1), 3×3, stride 2.
-    pub const DOWNSAMPLE: Conv2d = Conv2d { stride: 2, padding: Padding::DOWNSAMPLE, upsample: false };
+    pub const DOWNSAMPLE: Conv2d = Conv2d { stride: 2, padding: Padding::DOWNSAMPLE, upsample: false, relu: false };
 
     /// The VAE decoder's `Upsample`: nearest ×2, then 3×3 conv with padding 1.
-    pub const UPSAMPLE: Conv2d = Conv2d { stride: 1, padding: Padding::uniform(1), upsample: true };
+    pub const UPSAMPLE: Conv2d = Conv2d { stride: 1, padding: Padding::uniform(1), upsample: true, relu: false };
 
     /// Output `(height, width)` for an input of `h × w` and a `kh × kw` kernel:
     /// `(H' + top + bottom − kh) / stride + 1`, with `H' = 2H` when upsampling. `None` when the padded
@@ -87,6 +96,8 @@ struct Params {
     res_off: u32,
     y_off: u32,
     accumulate: u32,
+    relu: u32,
+    _pad: [u32; 3],
 }
 
 /// Each invocation computes 4 output channels × 4 output pixels (fixed in the shader).
@@ -247,6 +258,8 @@ pub fn conv2d(
                 res_off: (res_off / 4) as u32,
                 y_off: (y_off / 4) as u32,
                 accumulate: (c0 > 0) as u32,
+                // After the last input chunk's sum only: ReLU of a partial sum is not a ReLU.
+                relu: (conv.relu && c0 + cc == cin) as u32,
                 ..base
             };
             batch.dispatch(

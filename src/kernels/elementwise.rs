@@ -21,10 +21,12 @@ pub enum Activation {
     QuickGelu = 1,
     Silu = 2,
     None = 3,
+    /// The tiny preview decoder's input clamp `3·tanh(x/3)` (`model::taef1`).
+    Tanh = 4,
 }
 
 impl Activation {
-    pub const ALL: [Activation; 4] = [Activation::GeluTanh, Activation::QuickGelu, Activation::Silu, Activation::None];
+    pub const ALL: [Activation; 5] = [Activation::GeluTanh, Activation::QuickGelu, Activation::Silu, Activation::None, Activation::Tanh];
 }
 
 #[repr(C)]
@@ -103,6 +105,12 @@ pub fn add(gpu: &Gpu, batch: &mut Batch, a: &Tensor, b: &Tensor) -> Result<Tenso
 /// `a ⊙ b`, with `b` repeated along the rows of `a` when smaller.
 pub fn mul(gpu: &Gpu, batch: &mut Batch, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(gpu, batch, a, b, 1, "mul")
+}
+
+/// `x · scale + offset` with both scalars broadcast (two elementwise passes).
+pub fn affine(gpu: &Gpu, batch: &mut Batch, x: &Tensor, scale: f32, offset: f32) -> Result<Tensor> {
+    let y = mul(gpu, batch, x, &gpu.upload_f32(&[1], &[scale])?)?;
+    add(gpu, batch, &y, &gpu.upload_f32(&[1], &[offset])?)
 }
 
 /// `a − b`, with `b` repeated along the rows of `a` when smaller (the step cache's residuals).

@@ -4,6 +4,7 @@
 pub mod flux;
 pub mod clip;
 pub mod t5;
+pub mod taef1;
 pub mod text_weights;
 pub mod tokenize;
 pub mod vae;

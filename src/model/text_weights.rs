@@ -77,6 +77,18 @@ impl TensorLoader<'_> {
         })
     }
 
+    /// A small weight of shape `shape` (a conv kernel) on the GPU: F16 when stored as F16 (exact),
+    /// else F32 (from any float format).
+    pub fn float_weight(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let stored_f16 = self.find(&[name])?.dtype == FileDType::Gpu(crate::gpu::DType::F16);
+        let v = self.values(&[name], shape)?;
+        if stored_f16 {
+            self.gpu.upload_half(shape, &v, crate::gpu::DType::F16)
+        } else {
+            self.gpu.upload_f32(shape, &v)
+        }
+    }
+
     /// A vector `[len]` as an F32 GPU tensor.
     pub fn vector(&mut self, name: &str, len: usize) -> Result<Tensor> {
         let v = self.values(&[name], &[len])?;

@@ -2,8 +2,8 @@
 
 use crate::kernels::conv2d::Conv2d;
 
-/// Output `[O, Ho, Wo]` of `conv(x) + bias (+ residual)` for `x` `[C, H, W]` and `weight`
-/// `[O, C, kh, kw]` (F16 weights: pass them already rounded to f16). Returns `(out, ho, wo)`;
+/// Output `[O, Ho, Wo]` of `conv(x) + bias (+ residual)`, then ReLU when `conv.relu`, for `x`
+/// `[C, H, W]` and `weight` `[O, C, kh, kw]` (F16 weights: pass them already rounded to f16). Returns `(out, ho, wo)`;
 /// an impossible geometry gives an empty output of size 0 × 0.
 pub fn conv2d(
     x: &[f32],
@@ -49,6 +49,9 @@ pub fn conv2d(
                 let idx = (oc * ho + oy) * wo + ox;
                 if let Some(r) = residual {
                     acc += r[idx] as f64;
+                }
+                if conv.relu {
+                    acc = acc.max(0.0);
                 }
                 out[idx] = acc as f32;
             }

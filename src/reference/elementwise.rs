@@ -26,6 +26,7 @@ pub fn activate(x: f32, act: Activation) -> f32 {
         Activation::QuickGelu => quick_gelu(x),
         Activation::Silu => silu(x),
         Activation::None => x,
+        Activation::Tanh => (x as f64).tanh() as f32,
     }
 }
 

@@ -92,6 +92,8 @@ pub enum ConvKind {
     Down,
     /// The decoder's Upsample: nearest ×2 fused into a 3×3 conv.
     Up,
+    /// The tiny preview decoder's block end: 3×3 + residual, then ReLU.
+    ResidualRelu,
 }
 
 /// dims `[C, H, W, O]`, F32 weights scaled by 1/sqrt(fan-in).
@@ -102,6 +104,7 @@ pub fn conv2d(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng, kind: ConvK
         ConvKind::Shortcut => (1, Conv2d::same(0), true),
         ConvKind::Down => (3, Conv2d::DOWNSAMPLE, false),
         ConvKind::Up => (3, Conv2d::UPSAMPLE, false),
+        ConvKind::ResidualRelu => (3, Conv2d::same(1).then_relu(), true),
     };
     let fan_in = (c * ksize * ksize) as f32;
     let (x, xv) = random(g, &[c, h, w], rng, -1.0, 1.0)?;

@@ -118,6 +118,7 @@ pub fn all() -> Vec<Case> {
         case("conv2d 1×1 + residual", &["C", "H", "W", "O"], &[&[24, 5, 6, 16], &[512, 8, 8, 256]], F32, |g, b, d, x| c::conv2d(g, b, d, x, c::ConvKind::Shortcut)),
         case("conv2d downsample (stride 2)", &["C", "H", "W", "O"], &[&[8, 9, 10, 12], &[128, 16, 16, 128]], F32, |g, b, d, x| c::conv2d(g, b, d, x, c::ConvKind::Down)),
         case("conv2d upsample ×2 (fused)", &["C", "H", "W", "O"], &[&[5, 3, 4, 7], &[128, 8, 8, 128]], F32, |g, b, d, x| c::conv2d(g, b, d, x, c::ConvKind::Up)),
+        case("conv2d 3×3 + residual + ReLU", &["C", "H", "W", "O"], &[&[16, 5, 7, 16], &[64, 16, 16, 64]], F32, |g, b, d, x| c::conv2d(g, b, d, x, c::ConvKind::ResidualRelu)),
     ]
 }
 

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Batch, Gpu, Tensor};
 use crate::kernels::conv2d::Conv2d;
 use crate::kernels::copy::slice_rows;
-use crate::kernels::elementwise::{add, mul};
+use crate::kernels::elementwise::affine;
 use crate::kernels::shape_err;
 use crate::weights::load::ByteSource;
 use crate::weights::tensor_info::WeightsHeader;
@@ -25,12 +25,6 @@ pub struct Vae {
     pub config: VaeConfig,
     pub encoder: Option<Encoder>,
     pub decoder: Option<Decoder>,
-}
-
-/// `x · scale + offset` with both scalars broadcast (two elementwise passes).
-fn affine(gpu: &Gpu, b: &mut Batch, x: &Tensor, scale: f32, offset: f32) -> Result<Tensor> {
-    let y = mul(gpu, b, x, &gpu.upload_f32(&[1], &[scale])?)?;
-    add(gpu, b, &y, &gpu.upload_f32(&[1], &[offset])?)
 }
 
 impl Vae {
