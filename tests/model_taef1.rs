@@ -31,7 +31,7 @@ fn io(key: &str) -> (Vec<usize>, Vec<f32>) {
 }
 
 fn config() -> TinyDecoderConfig {
-    let file = format!("{DIR}/taef1_tiny.config.json");
+    let file = format!("{DIR}/taef1_tiny/config.json");
     TinyDecoderConfig::from_diffusers_json(&file, &std::fs::read(&file).unwrap()).unwrap()
 }
 
@@ -79,7 +79,7 @@ fn config_reads_diffusers_json_with_taef1_defaults() {
 
 #[test]
 fn decode_matches_diffusers() {
-    let mut src = FileSource::open(format!("{DIR}/taef1_tiny.safetensors")).unwrap();
+    let mut src = FileSource::open(format!("{DIR}/taef1_tiny/diffusion_pytorch_model.safetensors")).unwrap();
     let header = read_header(&mut src).unwrap();
     let dec = TinyDecoder::load(gpu(), &mut src, &header, Some(config())).unwrap();
     check_all(&dec, "diffusers names");
@@ -88,7 +88,7 @@ fn decode_matches_diffusers() {
 /// The fixture's decoder tensors rewritten by `rename` (`None`: dropped); `reshape` changes one
 /// tensor's shape (its data cut or padded to fit).
 fn rewritten(rename: impl Fn(&str) -> Option<String>, reshape: Option<(&str, Vec<u64>)>) -> (MemSource, WeightsHeader) {
-    let bytes = std::fs::read(format!("{DIR}/taef1_tiny.safetensors")).unwrap();
+    let bytes = std::fs::read(format!("{DIR}/taef1_tiny/diffusion_pytorch_model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors = Vec::new();
     for (name, view) in st.tensors() {
@@ -147,7 +147,7 @@ fn missing_and_misshapen_tensors_are_typed_errors() {
 
 #[test]
 fn a_latent_of_the_wrong_shape_is_refused() {
-    let mut src = FileSource::open(format!("{DIR}/taef1_tiny.safetensors")).unwrap();
+    let mut src = FileSource::open(format!("{DIR}/taef1_tiny/diffusion_pytorch_model.safetensors")).unwrap();
     let header = read_header(&mut src).unwrap();
     let dec = TinyDecoder::load(gpu(), &mut src, &header, Some(config())).unwrap();
     let g = gpu();

@@ -13,6 +13,7 @@ use crate::clock::Stopwatch;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::model::flux::FluxConfig;
+use crate::model::taef1::{self, TinyDecoder, TinyDecoderConfig};
 use crate::model::tokenize::PromptTokenizer;
 use crate::model::vae::{Vae, VaeConfig, VaeParts};
 use crate::weights::load::ByteSource;
@@ -30,6 +31,10 @@ pub struct ModelPaths {
     pub clip: Option<String>,
     pub t5_tokenizer: Option<String>,
     pub clip_tokenizer: Option<String>,
+    /// The tiny autoencoder that decodes live previews (TAEF1: a weights file, or its folder with
+    /// `config.json`); `None`: previews through the linear latent→RGB map. Not part of the
+    /// result: previews only.
+    pub preview_decoder: Option<String>,
 }
 
 /// One generation's settings (FluxPipeline's arguments of the same names).
@@ -155,6 +160,10 @@ pub fn weight_files(paths: &ModelPaths, loras: &[(String, f32)]) -> Result<Vec<W
         let c = resolve(component, sub(paths, folder).as_deref(), file, stem)?;
         out.extend(c.weights.files.into_iter().map(|(location, bytes)| WeightFile { component, location, bytes }));
     }
+    if let Some(file) = &paths.preview_decoder {
+        let c = resolve(taef1::MODEL, None, Some(file), "diffusion_pytorch_model")?;
+        out.extend(c.weights.files.into_iter().map(|(location, bytes)| WeightFile { component: taef1::MODEL, location, bytes }));
+    }
     for (file, _) in loras {
         let src = open(file).map_err(|e| in_component("LoRA", file, e))?;
         out.push(WeightFile { component: "LoRA", location: file.clone(), bytes: src.len() });
@@ -184,7 +193,8 @@ pub enum Event<'a> {
     Step { index: usize, steps: usize, seconds: f64, computed: Option<usize> },
     /// An adapter was read: what it changes and what it leaves out ([`crate::lora::LoraReport::summary`]).
     Adapter(&'a str),
-    /// A cheap look at the latents after step `index` (latent resolution, 1/8 of the canvas).
+    /// A cheap look at the latents after step `index`: at latent resolution (1/8 of the canvas)
+    /// through the linear map, or at full resolution through the preview decoder.
     Preview { index: usize, image: &'a RgbImage },
 }
 
@@ -232,6 +242,17 @@ pub(super) fn load_vae(gpu: &Gpu, paths: &ModelPaths, parts: VaeParts, obs: &mut
     let vae = load_component("VAE", &mut vaec, |s, h| Vae::load(gpu, s, h, vcfg, parts))?;
     obs.event(Event::Line(&format!("load: VAE ({vfile}) in {:.2}s", t.secs())));
     Ok((vae, vfile))
+}
+
+/// Loads the preview decoder `file` (a weights file, or a folder with `config.json`).
+pub(super) fn load_preview_decoder(gpu: &Gpu, file: &str, obs: &mut dyn Observer) -> Result<(TinyDecoder, String)> {
+    let t = Stopwatch::start();
+    let mut c = resolve(taef1::MODEL, None, Some(file), "diffusion_pytorch_model")?;
+    let wfile = c.weights.file.clone();
+    let config = c.config.as_deref().map(|j| TinyDecoderConfig::from_diffusers_json(&wfile, j.as_bytes())).transpose().map_err(|e| in_component(taef1::MODEL, &wfile, e))?;
+    let dec = load_component(taef1::MODEL, &mut c, |s, h| TinyDecoder::load(gpu, s, h, config))?;
+    obs.event(Event::Line(&format!("load: {} ({wfile}) in {:.2}s", taef1::MODEL, t.secs())));
+    Ok((dec, wfile))
 }
 
 /// Text → image, blocking (native). `log` receives the progress lines (load, encode, each step

@@ -11,7 +11,7 @@
 
 use super::components::{in_component, resolve, resolve_tokenizer};
 use super::conditioning::Conditioning;
-use super::generate::{check, load_component, load_vae, sub, to_rgb8, tokenizer, variant, Event, GenerateOptions, ModelPaths, Observer, RgbImage, Stage};
+use super::generate::{check, load_component, load_preview_decoder, load_vae, sub, to_rgb8, tokenizer, variant, Event, GenerateOptions, ModelPaths, Observer, RgbImage, Stage};
 use super::preview::latent_preview;
 use super::sampler::{SampleOptions, Sampler};
 use super::step_cache::summary;
@@ -26,6 +26,7 @@ use crate::lora::LoraAdapter;
 use crate::model::clip::{ClipConfig, ClipTextEncoder};
 use crate::model::flux::{FluxConfig, FluxModel};
 use crate::model::t5::{T5Config, T5Encoder};
+use crate::model::taef1::{self, TinyDecoder};
 use crate::model::tokenize::{T5_MAX_LEN_DEV, T5_MAX_LEN_SCHNELL};
 use crate::model::vae::{TileOptions, Vae, VaeParts};
 use crate::weights::load::LoadOptions;
@@ -39,6 +40,8 @@ pub struct Session {
     transformer: Option<(String, FluxModel)>,
     vae: Option<(String, Vae, bool)>,
     text: Option<(String, Tensor, Tensor)>,
+    /// The preview decoder, by the location it was loaded from.
+    preview: Option<(String, TinyDecoder)>,
 }
 
 impl Session {
@@ -159,6 +162,27 @@ impl Session {
         }
         check(obs)?;
 
+        // The preview decoder, when previews are asked for and it is given (small: kept loaded).
+        let every = obs.preview_every();
+        match (&paths.preview_decoder, every) {
+            (Some(file), 1..) if self.preview.as_ref().is_none_or(|(f, _)| f != file) => {
+                self.preview = None;
+                let (dec, wfile) = load_preview_decoder(gpu, file, obs)?;
+                let latent = model.config.in_channels / 4;
+                if dec.config.latent_channels != latent {
+                    return Err(Error::Component {
+                        component: taef1::MODEL.into(),
+                        file: wfile,
+                        message: format!("it decodes {}-channel latents; this transformer's have {latent} (use TAEF1, madebyollin/taef1, for FLUX.1)", dec.config.latent_channels),
+                    });
+                }
+                self.preview = Some((file.clone(), dec));
+            }
+            (None, _) => self.preview = None,
+            _ => {}
+        }
+        check(obs)?;
+
         // Denoise.
         obs.event(Event::Stage { stage: Stage::Denoise, what: "denoising" });
         let noise = flux_noise(opts.seed, height, width);
@@ -166,7 +190,6 @@ impl Session {
         // scales, references or prompt is reused.
         let sopts = SampleOptions { height, width, steps: opts.steps, guidance: Some(opts.guidance), variant, step_cache: opts.step_cache };
         let mut stepper = Sampler::new(gpu, model, txt, pooled, &noise, &sopts, cond)?;
-        let every = obs.preview_every();
         loop {
             let t = Stopwatch::start();
             let Some(s) = stepper.step(gpu).await? else { break };
@@ -180,8 +203,26 @@ impl Session {
             obs.event(Event::Line(&format!("step {}/{}: sigma {:.4} → {:.4} in {secs:.2}s{cache}", s.index + 1, s.steps, s.sigma, s.sigma_next)));
             obs.event(Event::Step { index: s.index, steps: s.steps, seconds: secs, computed: stepper.computed() });
             if every > 0 && (s.index + 1) % every == 0 && s.index + 1 < s.steps {
-                let packed = gpu.read_f32(stepper.latents()).await?;
-                obs.event(Event::Preview { index: s.index, image: &latent_preview(&packed, lh, lw)? });
+                let t = Stopwatch::start();
+                let sharp = match &self.preview {
+                    Some((file, dec)) => Some(decode_preview(gpu, dec, stepper.latents(), lh, lw).await.map_err(|e| (file.clone(), e))),
+                    None => None,
+                };
+                let image = match sharp {
+                    Some(Ok(image)) => {
+                        obs.event(Event::Line(&format!("preview: step {} decoded by TAEF1 in {:.3}s", s.index + 1, t.secs())));
+                        image
+                    }
+                    other => {
+                        if let Some(Err((file, e))) = other {
+                            // A preview is not worth the run: say so and go on with the linear map.
+                            obs.event(Event::Warning(&format!("{} ({file}): {e}; previews use the linear map for the rest of this run", taef1::MODEL)));
+                            self.preview = None;
+                        }
+                        latent_preview(&gpu.read_f32(stepper.latents()).await?, lh, lw)?
+                    }
+                };
+                obs.event(Event::Preview { index: s.index, image: &image });
             }
             check(obs)?;
         }
@@ -216,6 +257,16 @@ impl Session {
         self.vae = Some((vfile, vae, encoder));
         Ok(())
     }
+}
+
+/// Packed latents `[(lh/2)(lw/2), 64]` → the tiny decoder's image at full resolution, as bytes.
+async fn decode_preview(gpu: &Gpu, dec: &TinyDecoder, packed: &Tensor, lh: usize, lw: usize) -> Result<RgbImage> {
+    let mut b = gpu.batch();
+    let z = unpack(gpu, &mut b, packed, dec.config.latent_channels, lh, lw)?;
+    let image = dec.decode(gpu, &mut b, &z)?;
+    gpu.submit(b)?;
+    let f = dec.config.upscale();
+    to_rgb8(&gpu.read_f32(&image).await?, lh * f, lw * f)
 }
 
 /// Tokenizes and encodes `prompt` with T5 and CLIP (the CLIP parts of `loras` applied), then

@@ -6,10 +6,12 @@ float32 on the CPU.
 
 Writes under tests/fixtures/golden/:
 
-  taef1_tiny.config.json      the diffusers config (AutoencoderTiny.config)
-  taef1_tiny.safetensors      the weights, diffusers names (encoder included, as in TAEF1's file).
-                              Conv weights stored as F16 (TAEF1's file is F16) and the model runs on
-                              exactly those values widened to float32; biases float32.
+  taef1_tiny/config.json      the diffusers config (AutoencoderTiny.config): a component folder, as
+                              madebyollin/taef1 is, so the studio and the CLI load it by folder
+  taef1_tiny/diffusion_pytorch_model.safetensors
+                              the weights, diffusers names (encoder included, as in TAEF1's file).
+                              Conv weights stored as F16 and the model runs on exactly those values
+                              widened to float32; biases float32.
   taef1_tiny.io.safetensors   float32 inputs and outputs:
      dec{h}x{w}/z [16, h, w]        a latent in the sampler's space, h x w in 4x4, 5x3
      dec{h}x{w}/image [3, 8h, 8w]   vae.decode(z / scaling + shift).sample, as FluxPipeline calls it
@@ -72,10 +74,12 @@ def main():
     randomize(vae)
     os.makedirs(OUT, exist_ok=True)
     cfg = dict(vae.config)
-    with open(os.path.join(OUT, "taef1_tiny.config.json"), "w") as f:
+    folder = os.path.join(OUT, "taef1_tiny")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump({k: v for k, v in cfg.items() if not k.startswith("_")} | {"_class_name": "AutoencoderTiny"}, f, indent=1)
     store = {k: (v.half() if v.dim() >= 2 else v.float()).contiguous() for k, v in vae.state_dict().items()}
-    save_file(store, os.path.join(OUT, "taef1_tiny.safetensors"))
+    save_file(store, os.path.join(folder, "diffusion_pytorch_model.safetensors"))
     sf, sh = CONFIG["scaling_factor"], CONFIG["shift_factor"]
     g = torch.Generator("cpu").manual_seed(SEED + 1)
     io = {}

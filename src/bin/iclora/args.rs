@@ -177,6 +177,13 @@ pub struct GenerateArgs {
     /// The PNG to write
     #[arg(long)]
     pub out: String,
+    /// Write the live preview after each step (but the last) to DIR/step-NN.png
+    #[arg(long, value_name = "DIR")]
+    pub previews: Option<String>,
+    /// Decode those previews with this tiny autoencoder (TAEF1: its weights file, or its folder
+    /// with config.json) instead of the linear latent→RGB map (1/8 resolution)
+    #[arg(long, value_name = "FILE|FOLDER", requires = "previews")]
+    pub preview_decoder: Option<String>,
     /// T5 tokens (default 512)
     #[arg(long)]
     pub max_sequence_length: Option<usize>,

@@ -191,9 +191,38 @@ mod cli {
         Ok(Reference { panel: panel.checked_sub(1).ok_or("--reference: panels are counted from 1")?, image, mode })
     }
 
+    /// Progress lines to stderr; with `--previews DIR`, each step's preview to `DIR/step-NN.png`.
+    struct Previews {
+        dir: Option<String>,
+        /// The first preview that could not be written (the run stops at the next check).
+        failed: Option<String>,
+    }
+
+    impl iclora::pipeline::generate::Observer for Previews {
+        fn event(&mut self, e: iclora::pipeline::generate::Event<'_>) {
+            use iclora::pipeline::generate::{encode_png, Event};
+            match (e, &self.dir) {
+                (Event::Preview { index, image }, Some(dir)) => {
+                    let file = std::path::Path::new(dir).join(format!("step-{:02}.png", index + 1));
+                    let written = encode_png(image).map_err(|e| e.to_string()).and_then(|png| std::fs::write(&file, png).map_err(|e| e.to_string()));
+                    if let Err(e) = written {
+                        self.failed.get_or_insert(format!("--previews: writing `{}`: {e}", file.display()));
+                    }
+                }
+                (e, _) => iclora::pipeline::generate::Lines(|l: &str| eprintln!("{l}")).event(e),
+            }
+        }
+        fn cancelled(&self) -> bool {
+            self.failed.is_some()
+        }
+        fn preview_every(&self) -> usize {
+            self.dir.is_some() as usize
+        }
+    }
+
     /// `iclora generate`: text to image (iclora::pipeline::generate), PNG to `--out`.
     fn generate(a: GenerateArgs) -> Result<(), String> {
-        use iclora::pipeline::generate::{encode_png, generate, GenerateOptions, ModelPaths};
+        use iclora::pipeline::generate::{encode_png, run, GenerateOptions, ModelPaths};
         let paths = ModelPaths {
             model: a.model,
             transformer: a.transformer,
@@ -202,6 +231,7 @@ mod cli {
             clip: a.clip,
             t5_tokenizer: a.t5_tokenizer,
             clip_tokenizer: a.clip_tokenizer,
+            preview_decoder: a.preview_decoder,
         };
         let step_cache = a.step_cache.map(|threshold| iclora::pipeline::step_cache::StepCache { threshold, max_reuse: a.step_cache_max_reuse });
         if let Some(c) = &step_cache {
@@ -225,9 +255,16 @@ mod cli {
             step_cache,
         };
         let out = a.out;
+        if let Some(dir) = &a.previews {
+            std::fs::create_dir_all(dir).map_err(|e| format!("--previews: creating `{dir}`: {e}"))?;
+        }
         let gpu = open()?;
         eprintln!("{}", gpu.info().name);
-        let image = generate(&gpu, &paths, &opts, &mut |line| eprintln!("{line}")).map_err(|e| e.to_string())?;
+        let mut obs = Previews { dir: a.previews, failed: None };
+        let image = pollster::block_on(run(&gpu, &paths, &opts, &mut obs)).map_err(|e| e.to_string())?;
+        if let Some(e) = obs.failed {
+            return Err(e);
+        }
         let png = encode_png(&image).map_err(|e| e.to_string())?;
         std::fs::write(&out, png).map_err(|e| format!("writing `{out}`: {e}"))?;
         eprintln!("wrote {out} ({}×{})", image.width, image.height);
