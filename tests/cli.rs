@@ -149,3 +149,33 @@ fn generate_with_convert_q8_0_differs_a_little_from_keep() {
     assert!(!ok && err.contains("possible values: keep, f16, q8_0, q4_0"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--previews DIR` writes one PNG per step but the last: at 1/8 resolution through the linear
+/// map, at full resolution through `--preview-decoder`, whose decode time is logged per step.
+#[test]
+fn generate_writes_previews_linear_or_through_taef1() {
+    let dir = std::env::temp_dir().join(format!("iclora-cli-previews-{}", std::process::id()));
+    let model = format!("{FIXTURES}/tiny-flux");
+    let taef1 = format!("{FIXTURES}/golden/taef1_tiny");
+    for (sub, decoder, size) in [("linear", None, (8, 12)), ("taef1", Some(taef1.as_str()), (64, 96))] {
+        let previews = dir.join(sub);
+        let out = dir.join(format!("{sub}.png"));
+        let mut args = vec!["generate", "--model", &model, "--prompt", "a fox", "--width", "64", "--height", "96", "--steps", "3",
+            "--guidance", "3.5", "--seed", "3", "--max-sequence-length", "16", "--out", out.to_str().unwrap(), "--previews", previews.to_str().unwrap()];
+        args.extend(decoder.iter().flat_map(|d| ["--preview-decoder", *d]));
+        let (ok, _, err) = iclora(&args);
+        assert!(ok, "{sub}: {err}");
+        assert_eq!(decoder.is_some(), err.contains("preview: step 2 decoded by TAEF1 in "), "{err}");
+        let mut names: Vec<String> = std::fs::read_dir(&previews).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["step-01.png", "step-02.png"], "{sub}");
+        for n in names {
+            let img = image::open(previews.join(n)).unwrap();
+            assert_eq!((img.width(), img.height()), size, "{sub}");
+        }
+    }
+    let (ok, _, err) = iclora(&["generate", "--model", &model, "--prompt", "a", "--width", "64", "--height", "64", "--steps", "1",
+        "--guidance", "1", "--seed", "1", "--out", "/tmp/x.png", "--preview-decoder", &taef1]);
+    assert!(!ok && err.contains("--previews"), "--preview-decoder needs --previews: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

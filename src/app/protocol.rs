@@ -9,8 +9,9 @@ use wasm_bindgen::{JsCast, JsValue};
 use crate::pipeline::generate::ModelPaths;
 use crate::recipe::ModelUrls;
 
-/// Where the worker finds a model: the recipe's URL set (made absolute by the page).
-pub fn paths(u: &ModelUrls) -> ModelPaths {
+/// Where the worker finds a model: the recipe's URL set (made absolute by the page), and the
+/// preview decoder when the page asks for sharp previews.
+pub fn paths(u: &ModelUrls, preview_decoder: Option<&String>) -> ModelPaths {
     ModelPaths {
         model: u.root.clone(),
         transformer: u.transformer.clone(),
@@ -19,6 +20,7 @@ pub fn paths(u: &ModelUrls) -> ModelPaths {
         clip: u.clip.clone(),
         t5_tokenizer: u.t5_tokenizer.clone(),
         clip_tokenizer: u.clip_tokenizer.clone(),
+        preview_decoder: preview_decoder.cloned(),
     }
 }
 
@@ -82,6 +84,10 @@ pub struct GenerateRequest {
     /// Steps between live previews (0: none).
     #[serde(default)]
     pub preview_every: usize,
+    /// The tiny autoencoder that decodes those previews (TAEF1; `None`: the linear map). Not part
+    /// of the recipe: it changes only the previews.
+    #[serde(default)]
+    pub preview_decoder: Option<String>,
     /// How the transformer's float weights load: `keep`, `f16`, `q8_0` or `q4_0`.
     #[serde(default)]
     pub convert: String,
@@ -97,7 +103,13 @@ pub enum ToWorker {
     /// Open the GPU; answered by `Ready` or `Error`.
     Init,
     /// List the files a model (and adapters) will download, with sizes and cache state.
-    Plan { job: u32, model: ModelUrls, loras: Vec<(String, f32)> },
+    Plan {
+        job: u32,
+        model: ModelUrls,
+        loras: Vec<(String, f32)>,
+        #[serde(default)]
+        preview_decoder: Option<String>,
+    },
     Generate { job: u32, request: GenerateRequest },
     Cancel { job: u32 },
     /// PNGs of a finished job's panels (and the canvas), optionally zipped.

@@ -190,7 +190,7 @@ pub async fn run_job(gpu: &Gpu, session: &mut Session, job: u32, req: &GenerateR
         f16: PRECISION == Precision::F16,
         step_cache: req.step_cache,
     };
-    let image = session.run(gpu, &super::protocol::paths(&req.model), &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;
+    let image = session.run(gpu, &super::protocol::paths(&req.model, req.preview_decoder.as_ref()), &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;
     let recipe = Recipe::from_json(&req.recipe).ok();
     let png = encode_png(image.width as u32, image.height as u32, &image.pixels, recipe.as_ref())?;
     post(&FromWorker::Done { job, width: image.width, height: image.height, seconds: t.secs() }, vec![rgba(&image), png]);

@@ -19,7 +19,9 @@
 //     a second click downloads and the image matches native.
 //   - the "Faster (step cache)" control matches native --step-cache, the
 //     progress line counts computed/skipped steps, and a share link carries it;
-//   - the "Speed" choice stacks the few-step LoRA on the task's (form only).
+//   - the "Speed" choice stacks the few-step LoRA on the task's (form only);
+//   - "Sharp live preview" decodes previews with TAEF1 at the canvas size and leaves the result
+//     unchanged.
 // Screenshots of the main states go to tests/e2e/screenshots/. The last line
 // is `app: N passed, M failed`.
 
@@ -346,6 +348,30 @@ async function main() {
       await p3.close();
     }
     await page.uncheck('#step-cache');
+
+    // 5b'. Sharp preview: the TAEF1 decoder (the width-16 golden fixture, a folder with its
+    // config.json) is planned, downloaded and decodes every preview at the canvas's size; the
+    // result is the same as without it (previews only).
+    await page.fill('#steps', '3');
+    const before10 = await generate(page);
+    const plain10 = before10.state === 'done' ? await canvasPixels(page) : Buffer.alloc(0);
+    await page.check('#preview-taef1');
+    await page.fill('#preview-decoder-url', `${origin}/fixtures/taef1_tiny`);
+    const lines10 = [];
+    const onLine10 = (m) => lines10.push(m.text());
+    page.on('console', onLine10);
+    await page.evaluate(() => { document.body.dataset.previews = '0'; });
+    const run10 = await generate(page);
+    page.off('console', onLine10);
+    const [, form10] = await cliArgs(page);
+    const sharp10 = await page.evaluate(() => [Number(document.body.dataset.previews ?? 0), document.getElementById('preview').width, document.getElementById('preview').height]);
+    check('sharp previews: TAEF1 decodes each step at the canvas size', run10.state === 'done' && sharp10[0] === 2 && sharp10[1] === Number(form10.width) && sharp10[2] === Number(form10.height),
+      run10.state === 'done' ? `${JSON.stringify(sharp10)} for ${form10.width}×${form10.height}` : run10.error);
+    check('the worker logs the preview decoder and its time per step', lines10.some((l) => l.startsWith('load: TAEF1 preview decoder')) && lines10.some((l) => /^preview: step 2 decoded by TAEF1 in /.test(l)),
+      lines10.filter((l) => /TAEF1/.test(l)).join(' | ') || '(none)');
+    const same10 = run10.state === 'done' && before10.state === 'done' && Buffer.compare(await canvasPixels(page), plain10) === 0;
+    check('sharp previews leave the result unchanged', same10, run10.state === 'done' ? '' : run10.error);
+    await page.uncheck('#preview-taef1');
 
     // 5c. Speed: a few-step preset adds its LoRA after the task's and sets steps and guidance (no
     // generation: the adapter is on huggingface.co); back to full steps removes it.

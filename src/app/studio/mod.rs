@@ -3,6 +3,7 @@
 //! links and PNG recipes.
 
 mod confirm;
+mod downloads;
 mod form;
 mod output;
 mod refs;
@@ -21,6 +22,7 @@ use super::dom::{by_id, document, enable, input, on, set_text, value, AppError, 
 use super::protocol::{FromWorker, GenerateRequest, ReferenceSpec, ToWorker};
 use crate::recipe::presets::model_preset;
 use crate::recipe::{ModelSource, ModelUrls, Recipe};
+use downloads::Downloads;
 
 /// A reference image for one panel: RGB pixels at the panel's size.
 pub struct Reference {
@@ -244,7 +246,7 @@ fn bind(app: &App) -> AppResult<()> {
     })?;
     let a = app.clone();
     on::<Event>(&by_id("plan-check")?, "click", move |_| {
-        let asked = form_hosts().map(|h| confirm::unallowed(&a, h)).and_then(|hosts| {
+        let asked = Downloads::from_form().map(|d| confirm::unallowed(&a, d.hosts())).and_then(|hosts| {
             if hosts.is_empty() {
                 plan(&a)
             } else {
@@ -261,17 +263,10 @@ fn bind(app: &App) -> AppResult<()> {
     Ok(())
 }
 
-/// The hosts the form's model and adapters come from.
-fn form_hosts() -> AppResult<Vec<confirm::Host>> {
-    let model = model_spec(&form::model_source()?)?;
-    let adapters = form::adapters()?;
-    Ok(confirm::hosts_of(model.entries().into_iter().map(|(_, u)| u).chain(adapters.iter().map(|a| a.url.as_str()))))
-}
-
 /// The plan of the form's model, if all its hosts may be contacted; else says which hosts a
 /// size check would ask.
 fn plan_if_allowed(app: &App) -> AppResult<()> {
-    let hosts = confirm::unallowed(app, form_hosts()?);
+    let hosts = confirm::unallowed(app, Downloads::from_form()?.hosts());
     if hosts.is_empty() {
         return plan(app);
     }
@@ -280,18 +275,16 @@ fn plan_if_allowed(app: &App) -> AppResult<()> {
     set_text("plan-summary", &format!("This model downloads from {}. “Check download size” asks them for the sizes; nothing is contacted before that.", names.join(", ")))
 }
 
-/// Asks the worker for the download plan of the chosen model and adapters.
+/// Asks the worker for the download plan of the chosen model, adapters and preview decoder.
 fn plan(app: &App) -> AppResult<()> {
-    let model = model_spec(&form::model_source()?)?;
-    let loras = form::adapters()?.into_iter().map(|a| (absolute(&a.url), a.scale)).collect();
-    plan_of(app, model, loras)
+    plan_of(app, Downloads::from_form()?)
 }
 
-fn plan_of(app: &App, model: ModelUrls, loras: Vec<(String, f32)>) -> AppResult<()> {
+fn plan_of(app: &App, d: Downloads) -> AppResult<()> {
     set_text("plan-summary", "Asking the servers for file sizes (headers only)…")?;
     let job = next_job(app);
     app.state.borrow_mut().plan_job = Some(job);
-    app.send(&ToWorker::Plan { job, model, loras }, vec![])
+    app.send(&ToWorker::Plan { job, model: d.model, loras: d.loras, preview_decoder: d.preview_decoder }, vec![])
 }
 
 fn next_job(app: &App) -> u32 {
@@ -338,47 +331,31 @@ fn try_generate(app: &App) -> AppResult<()> {
         references: specs,
         recipe: recipe.to_json()?,
         preview_every: 1,
+        preview_decoder: downloads::preview_decoder()?,
         convert: value("convert")?,
         step_cache: recipe.step_cache,
     };
     // Gigabytes from other hosts are fetched only after the user has seen what they are.
-    let key = download_key(&request.model, &request.loras);
-    if from_other_hosts(&request.model, &request.loras) && app.state.borrow().confirmed.as_deref() != Some(key.as_str()) {
-        let hosts = confirm::unallowed(app, request_hosts(&request.model, &request.loras));
+    let d = Downloads { model: request.model.clone(), loras: request.loras.clone(), preview_decoder: request.preview_decoder.clone() };
+    let key = d.key();
+    if d.from_other_hosts() && app.state.borrow().confirmed.as_deref() != Some(key.as_str()) {
+        let hosts = confirm::unallowed(app, d.hosts());
         if !hosts.is_empty() {
             return confirm::open(app, confirm::Ask::Generate, &hosts, "");
         }
         app.state.borrow_mut().confirming = Some(key);
         output::status("Asking the servers for file sizes (headers only); no weights are downloaded yet…", "ok")?;
-        return plan_of(app, request.model, request.loras);
+        return plan_of(app, d);
     }
     let job = next_job(app);
     output::started(app, job, recipe)?;
     app.send(&ToWorker::Generate { job, request }, bufs)
 }
 
-/// What a confirmation covers: the model's and the adapters' URLs.
-fn download_key(model: &ModelUrls, loras: &[(String, f32)]) -> String {
-    let urls: Vec<&str> = model.entries().into_iter().map(|(_, u)| u).chain(loras.iter().map(|(u, _)| u.as_str())).collect();
-    urls.join(" ")
-}
-
-/// The hosts of a request's files.
-fn request_hosts(model: &ModelUrls, loras: &[(String, f32)]) -> Vec<confirm::Host> {
-    confirm::hosts_of(model.entries().into_iter().map(|(_, u)| u).chain(loras.iter().map(|(u, _)| u.as_str())))
-}
-
-/// Whether any file comes from another host than this page's.
-fn from_other_hosts(model: &ModelUrls, loras: &[(String, f32)]) -> bool {
-    let own = crate::app::dom::window().ok().and_then(|w| w.location().host().ok()).unwrap_or_default();
-    request_hosts(model, loras).iter().any(|h| h.host != own)
-}
-
-/// The user accepted downloads for the form's current model and adapters (a share link's OK).
+/// The user accepted downloads for the form's current model, adapters and preview decoder (a
+/// share link's OK).
 pub fn confirm_downloads(app: &App) -> AppResult<()> {
-    let model = model_spec(&form::model_source()?)?;
-    let loras: Vec<(String, f32)> = form::adapters()?.into_iter().map(|a| (absolute(&a.url), a.scale)).collect();
-    app.state.borrow_mut().confirmed = Some(download_key(&model, &loras));
+    app.state.borrow_mut().confirmed = Some(Downloads::from_form()?.key());
     Ok(())
 }
 
