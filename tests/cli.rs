@@ -56,6 +56,7 @@ fn every_command_has_help() {
         (&["bench", "flux-step", "--help"][..], "--tokens"),
         (&["bench", "kernels", "--help"][..], "--formats"),
         (&["bench", "stream", "--help"][..], "--make"),
+        (&["bench", "preview", "--help"][..], "--width"),
         (&["generate", "--help"][..], "--step-cache-max-reuse"),
         (&["inspect", "--help"][..], "http(s) URL"),
     ] {
@@ -178,4 +179,16 @@ fn generate_writes_previews_linear_or_through_taef1() {
         "--guidance", "1", "--seed", "1", "--out", "/tmp/x.png", "--preview-decoder", &taef1]);
     assert!(!ok && err.contains("--previews"), "--preview-decoder needs --previews: {err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `iclora bench preview` times both previews at a canvas size (figures not asserted).
+#[test]
+fn bench_preview_times_taef1_and_the_linear_map() {
+    let (ok, out, err) = iclora(&["bench", "preview", "--width", "32", "--height", "48", "--iters", "1"]);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains("median_ms=")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows[0].starts_with("taef1") && rows[0].contains("32x48") && rows[1].starts_with("linear"), "{out}");
+    let (ok, _, err) = iclora(&["bench", "preview", "--width", "8"]);
+    assert!(!ok && err.contains("at least 16"), "{err}");
 }

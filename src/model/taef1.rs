@@ -191,6 +191,42 @@ impl TinyDecoder {
         Ok(TinyDecoder { config, conv_in, levels, conv_out })
     }
 
+    /// Random weights of `config`'s shape (F16, He-scaled), for benchmarks.
+    pub fn random(gpu: &Gpu, config: TinyDecoderConfig, seed: u64) -> Result<TinyDecoder> {
+        let mut rng = crate::reference::random::Rng::new(seed);
+        let c = config.channels;
+        let mut conv = |cout: usize, cin: usize| -> Result<Conv> {
+            let s = (2.0 / (cin * 9) as f32).sqrt();
+            let w = gpu.upload_half(&[cout, cin, 3, 3], &rng.vec(cout * cin * 9, -s, s), crate::gpu::DType::F16)?;
+            Ok(Conv { w, b: gpu.upload_f32(&[cout], &rng.vec(cout, -0.05, 0.05))? })
+        };
+        let conv_in = conv(c, config.latent_channels)?;
+        let mut levels = Vec::new();
+        for (level, &n) in config.blocks.iter().enumerate() {
+            let blocks = (0..n).map(|_| Ok(Block { convs: [conv(c, c)?, conv(c, c)?, conv(c, c)?] })).collect::<Result<Vec<_>>>()?;
+            let upsample = if level + 1 < config.blocks.len() { Some(conv(c, c)?) } else { None };
+            levels.push(Level { blocks, upsample });
+        }
+        let conv_out = conv(config.out_channels, c)?;
+        Ok(TinyDecoder { config, conv_in, levels, conv_out })
+    }
+
+    /// FLOPs of one decode of an `h × w` latent (`2·O·I·9` per output pixel of each conv).
+    pub fn flops(&self, h: usize, w: usize) -> f64 {
+        let c = &self.config;
+        let conv = |o: usize, i: usize, pixels: usize| 2.0 * (o * i * 9 * pixels) as f64;
+        let mut pixels = h * w;
+        let mut total = conv(c.channels, c.latent_channels, pixels);
+        for (level, &n) in c.blocks.iter().enumerate() {
+            total += 3.0 * n as f64 * conv(c.channels, c.channels, pixels);
+            if level + 1 < c.blocks.len() {
+                pixels *= 4;
+                total += conv(c.channels, c.channels, pixels);
+            }
+        }
+        total + conv(c.out_channels, c.channels, pixels)
+    }
+
     /// A latent `[latent_channels, h, w]` in the sampler's space → image `[out_channels, f·h, f·w]`
     /// in about [−1, 1] (f = [`TinyDecoderConfig::upscale`]). Each level is submitted on its own, so
     /// its activations return to the pool before the next, four times larger, level.

@@ -36,6 +36,8 @@ pub enum Bench {
     Kernels(KernelArgs),
     /// Time one denoising step of a FLUX.1 transformer with random weights
     FluxStep(FluxStepArgs),
+    /// Time a live preview at a canvas size: the TAEF1 decoder vs the linear latent→RGB map
+    Preview(PreviewArgs),
     /// Stream a weights file over HTTP Range requests into GPU buffers (file MB/s, peak RSS),
     /// or write a FLUX-shaped GGUF to stream
     Stream(StreamArgs),
@@ -82,6 +84,19 @@ pub struct KernelArgs {
     /// path; reductions times norms/softmax with subgroup and workgroup-memory sums)
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(KERNELS))]
     pub kernels: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct PreviewArgs {
+    /// Canvas width (pixels)
+    #[arg(long, default_value_t = 1024)]
+    pub width: usize,
+    /// Canvas height (pixels)
+    #[arg(long, default_value_t = 1024)]
+    pub height: usize,
+    /// Timed runs after a warm-up, median reported
+    #[arg(long, default_value_t = 3)]
+    pub iters: usize,
 }
 
 #[derive(Args)]

@@ -34,7 +34,7 @@ mod args;
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
     pub use super::args::Cli;
-    use super::args::{Bench, Command, FluxStepArgs, GenerateArgs, KernelArgs, StreamArgs};
+    use super::args::{Bench, Command, FluxStepArgs, GenerateArgs, KernelArgs, PreviewArgs, StreamArgs};
     use iclora::bench::{bench_kernels, BenchOpts};
     use iclora::gpu::{Gpu, GpuOptions};
     use iclora::kernels::matmul::Precision;
@@ -47,6 +47,7 @@ mod cli {
             Command::Generate(a) => generate(a),
             Command::Bench(Bench::Kernels(a)) => bench(a),
             Command::Bench(Bench::FluxStep(a)) => bench_flux(a),
+            Command::Bench(Bench::Preview(a)) => bench_preview(a),
             Command::Bench(Bench::Stream(a)) => bench_stream(a),
         }
     }
@@ -119,6 +120,16 @@ mod cli {
     }
 
     /// `iclora bench flux-step`: time per block type and GFLOP/s of one step (iclora::bench).
+    /// `iclora bench preview`: the TAEF1 decoder and the linear map at one canvas size.
+    fn bench_preview(a: PreviewArgs) -> Result<(), String> {
+        if a.width < 16 || a.height < 16 {
+            return Err("--width and --height must be at least 16".into());
+        }
+        let gpu = open()?;
+        println!("{}", describe(&gpu));
+        iclora::bench_preview::bench_preview(&gpu, a.width, a.height, a.iters, |row| println!("{row}")).map_err(|e| e.to_string())
+    }
+
     fn bench_flux(a: FluxStepArgs) -> Result<(), String> {
         use iclora::bench::{bench_flux_step, FluxStepOpts};
         let gpu = open()?;
