@@ -62,7 +62,7 @@ impl Observer for Collect {
 }
 
 fn run(gpu: &Gpu, s: &mut Session, decoder: Option<&str>, every: usize) -> (iclora::Result<RgbImage>, Collect) {
-    let paths = ModelPaths { model: Some(MODEL.into()), preview_decoder: decoder.map(String::from), ..Default::default() };
+    let paths = ModelPaths { root: Some(MODEL.into()), preview_decoder: decoder.map(String::from), ..Default::default() };
     let mut c = Collect { every, ..Default::default() };
     let img = pollster::block_on(s.run(gpu, &paths, &opts(), &mut c));
     (img, c)

@@ -30,7 +30,7 @@ fn opts(prompt: &str, seed: u64) -> GenerateOptions {
 }
 
 fn run(gpu: &Gpu, session: &mut Session, o: &GenerateOptions) -> (iclora::Result<RgbImage>, String) {
-    let paths = ModelPaths { model: Some(MODEL.into()), ..Default::default() };
+    let paths = ModelPaths { root: Some(MODEL.into()), ..Default::default() };
     let mut log = String::new();
     let img = pollster::block_on(session.run(gpu, &paths, o, &mut Lines(|l: &str| {
         log.push_str(l);

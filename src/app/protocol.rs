@@ -6,23 +6,7 @@ use serde::{Deserialize, Serialize};
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 
-use crate::pipeline::generate::ModelPaths;
 use crate::recipe::ModelUrls;
-
-/// Where the worker finds a model: the recipe's URL set (made absolute by the page), and the
-/// preview decoder when the page asks for sharp previews.
-pub fn paths(u: &ModelUrls, preview_decoder: Option<&String>) -> ModelPaths {
-    ModelPaths {
-        model: u.root.clone(),
-        transformer: u.transformer.clone(),
-        vae: u.vae.clone(),
-        t5: u.t5.clone(),
-        clip: u.clip.clone(),
-        t5_tokenizer: u.t5_tokenizer.clone(),
-        clip_tokenizer: u.clip_tokenizer.clone(),
-        preview_decoder: preview_decoder.cloned(),
-    }
-}
 
 /// A message as posted: `{ json, bufs }`, the byte arrays transferred (not copied).
 pub fn envelope(json: &str, bufs: Vec<Vec<u8>>) -> Result<(Object, Array), JsValue> {
@@ -81,16 +65,12 @@ pub struct GenerateRequest {
     /// The recipe JSON written into the PNG's `tEXt` chunk.
     #[serde(default)]
     pub recipe: String,
-    /// Steps between live previews (0: none).
+    /// Steps between live previews (0: none), decoded by `model.preview_decoder` when set.
     #[serde(default)]
     pub preview_every: usize,
-    /// The tiny autoencoder that decodes those previews (TAEF1; `None`: the linear map). Not part
-    /// of the recipe: it changes only the previews.
+    /// How the transformer's float weights load.
     #[serde(default)]
-    pub preview_decoder: Option<String>,
-    /// How the transformer's float weights load: `keep`, `f16`, `q8_0` or `q4_0`.
-    #[serde(default)]
-    pub convert: String,
+    pub convert: crate::weights::load::Convert,
     /// The step cache (`None`: off).
     #[serde(default)]
     pub step_cache: Option<crate::pipeline::step_cache::StepCache>,
@@ -103,13 +83,7 @@ pub enum ToWorker {
     /// Open the GPU; answered by `Ready` or `Error`.
     Init,
     /// List the files a model (and adapters) will download, with sizes and cache state.
-    Plan {
-        job: u32,
-        model: ModelUrls,
-        loras: Vec<(String, f32)>,
-        #[serde(default)]
-        preview_decoder: Option<String>,
-    },
+    Plan { job: u32, model: ModelUrls, loras: Vec<(String, f32)> },
     Generate { job: u32, request: GenerateRequest },
     Cancel { job: u32 },
     /// PNGs of a finished job's panels (and the canvas), optionally zipped.

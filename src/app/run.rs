@@ -15,7 +15,6 @@ use crate::pipeline::conditioning::{RefMode, Reference};
 use crate::pipeline::panels::Layout;
 use crate::recipe::png::encode_png;
 use crate::recipe::Recipe;
-use crate::weights::load::Convert;
 use crate::weights::browser::{cache, opfs, Cancel, DownloadProgress};
 
 /// A finished set, kept in the worker for exports.
@@ -167,13 +166,6 @@ pub async fn run_job(gpu: &Gpu, session: &mut Session, job: u32, req: &GenerateR
             },
         })
         .collect();
-    let convert = match req.convert.as_str() {
-        "" | "keep" => Convert::Keep,
-        "f16" => Convert::F16,
-        "q8_0" => Convert::Q8_0,
-        "q4_0" => Convert::Q4_0,
-        other => return Err(Error::InvalidArgument(format!("unknown weight conversion `{other}`"))),
-    };
     let opts = GenerateOptions {
         prompt: req.prompt.clone(),
         width: req.width,
@@ -186,11 +178,11 @@ pub async fn run_job(gpu: &Gpu, session: &mut Session, job: u32, req: &GenerateR
         layout: Some(Layout::new(req.rows, req.cols)),
         merge_loras: false,
         references,
-        convert,
+        convert: req.convert,
         f16: PRECISION == Precision::F16,
         step_cache: req.step_cache,
     };
-    let image = session.run(gpu, &super::protocol::paths(&req.model, req.preview_decoder.as_ref()), &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;
+    let image = session.run(gpu, &req.model, &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;
     let recipe = Recipe::from_json(&req.recipe).ok();
     let png = encode_png(image.width as u32, image.height as u32, &image.pixels, recipe.as_ref())?;
     post(&FromWorker::Done { job, width: image.width, height: image.height, seconds: t.secs() }, vec![rgba(&image), png]);

@@ -15,7 +15,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-use super::protocol::{envelope, open_envelope, paths, CachedFile, FromWorker, GenerateRequest, PlannedFile, ToWorker};
+use super::protocol::{envelope, open_envelope, CachedFile, FromWorker, GenerateRequest, PlannedFile, ToWorker};
 use super::run::{export, run_job, Finished};
 use crate::error::Error;
 use crate::gpu::{Gpu, GpuOptions};
@@ -160,8 +160,8 @@ async fn handle(engine: &Shared, msg: ToWorker, bufs: Vec<Vec<u8>>) {
             }
             Err(e) => report(0, &e),
         },
-        ToWorker::Plan { job, model, loras, preview_decoder } => {
-            let planned = plan(&paths(&model, preview_decoder.as_ref()), &loras).await;
+        ToWorker::Plan { job, model, loras } => {
+            let planned = plan(&model, &loras).await;
             crate::weights::browser::opfs::release_all();
             match planned {
                 Ok(files) => post(&FromWorker::Plan { job, files }, vec![]),
@@ -225,7 +225,7 @@ async fn plan(paths: &crate::pipeline::generate::ModelPaths, loras: &[(String, f
     let cached = cache::list().await.unwrap_or_default();
     // Headers of files this browser already holds are read from its copy (an OPFS handle), not
     // fetched again: every Generate plans first.
-    let roots: Vec<&str> = [&paths.model, &paths.transformer, &paths.vae, &paths.t5, &paths.clip, &paths.preview_decoder]
+    let roots: Vec<&str> = [&paths.root, &paths.transformer, &paths.vae, &paths.t5, &paths.clip, &paths.preview_decoder]
         .into_iter()
         .flatten()
         .map(String::as_str)
@@ -253,7 +253,7 @@ async fn generate(engine: &Shared, job: u32, req: &GenerateRequest, bufs: Vec<Ve
 async fn download_and_run(engine: &Shared, job: u32, req: &GenerateRequest, bufs: Vec<Vec<u8>>, cancel: &Cancel) -> Result<Finished, Error> {
     let gpu = gpu(engine).await?;
     post(&FromWorker::Stage { job, stage: "download".into(), what: "checking the files".into() }, vec![]);
-    let files = plan(&paths(&req.model, req.preview_decoder.as_ref()), &req.loras).await?;
+    let files = plan(&req.model, &req.loras).await?;
     super::run::download(job, &files, cancel).await?;
     let mut session = std::mem::take(&mut engine.borrow_mut().session);
     let out = run_job(&gpu, &mut session, job, req, bufs, cancel).await;

@@ -19,23 +19,11 @@ use crate::model::vae::{Vae, VaeConfig, VaeParts};
 use crate::weights::load::ByteSource;
 use crate::weights::source::open;
 
-/// Where the components are: `model` is a diffusers-layout folder or URL root; each other field,
-/// when set, overrides that component (a weights file or `*.index.json`, or a component folder;
-/// for tokenizers a `tokenizer.json` or a folder). Paths and URLs alike.
-#[derive(Debug, Clone, Default)]
-pub struct ModelPaths {
-    pub model: Option<String>,
-    pub transformer: Option<String>,
-    pub vae: Option<String>,
-    pub t5: Option<String>,
-    pub clip: Option<String>,
-    pub t5_tokenizer: Option<String>,
-    pub clip_tokenizer: Option<String>,
-    /// The tiny autoencoder that decodes live previews (TAEF1: a weights file, or its folder with
-    /// `config.json`); `None`: previews through the linear latent→RGB map. Not part of the
-    /// result: previews only.
-    pub preview_decoder: Option<String>,
-}
+/// Where the components are: the recipe's [`ModelUrls`] (one type for the CLI, the worker and
+/// recipes): `root` is a diffusers-layout folder or URL root; each other field, when set, overrides
+/// that component (a weights file or `*.index.json`, or a component folder; for tokenizers a
+/// `tokenizer.json` or a folder). Paths and URLs alike.
+pub type ModelPaths = crate::recipe::ModelUrls;
 
 /// One generation's settings (FluxPipeline's arguments of the same names).
 #[derive(Debug, Clone)]
@@ -71,7 +59,7 @@ pub use super::image::RgbImage;
 pub use super::session::Session;
 
 pub(super) fn sub(paths: &ModelPaths, folder: &str) -> Option<String> {
-    paths.model.as_deref().map(|m| join(m, folder))
+    paths.root.as_deref().map(|m| join(m, folder))
 }
 
 /// Dev (dynamic shift) or schnell: `scheduler/scheduler_config.json`'s `use_dynamic_shifting` when

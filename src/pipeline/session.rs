@@ -104,7 +104,7 @@ impl Session {
         // Text embeddings: reused when the prompt (and what shapes it) is unchanged.
         let clip_loras: Vec<String> =
             opts.loras.iter().zip(&adapters).filter(|(_, (a, _))| !a.clip.is_empty()).map(|((f, s), _)| format!("{f}:{s}")).collect();
-        let text_key = format!("{}|{t5_len}|{:?}|{:?}|{:?}|{}", opts.prompt, paths.t5, paths.clip, paths.model, clip_loras.join(","));
+        let text_key = format!("{}|{t5_len}|{:?}|{:?}|{:?}|{}", opts.prompt, paths.t5, paths.clip, paths.root, clip_loras.join(","));
         if self.text.as_ref().map(|(k, ..)| k != &text_key).unwrap_or(true) {
             self.text = None;
             if !self.keep_transformer_while_encoding {

@@ -48,9 +48,10 @@ pub enum ModelSource {
     Custom(ModelUrls),
 }
 
-/// Custom model locations (http(s) only). `root` is a diffusers-layout folder; each other field
-/// overrides one component (as `iclora generate`'s `ModelPaths`). Tokenizers: a `tokenizer.json`
-/// or a folder.
+/// Model locations: `root` is a diffusers-layout folder; each other field overrides one component.
+/// Tokenizers: a `tokenizer.json` or a folder. One type for recipes (http(s) only, checked by
+/// [`Recipe::validate`]), the worker's requests and the CLI (`pipeline::generate::ModelPaths`,
+/// where local paths work too).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelUrls {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,6 +68,11 @@ pub struct ModelUrls {
     pub t5_tokenizer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_tokenizer: Option<String>,
+    /// The tiny autoencoder that decodes live previews (TAEF1: a weights file, or its folder with
+    /// `config.json`); `None`: previews through the linear latent→RGB map. It changes only the
+    /// previews, so share links leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_decoder: Option<String>,
 }
 
 impl ModelUrls {
@@ -81,6 +87,7 @@ impl ModelUrls {
             vae: g(&self.vae),
             t5_tokenizer: g(&self.t5_tokenizer),
             clip_tokenizer: g(&self.clip_tokenizer),
+            preview_decoder: g(&self.preview_decoder),
         }
     }
 
@@ -94,6 +101,7 @@ impl ModelUrls {
             ("vae", &self.vae),
             ("t5_tokenizer", &self.t5_tokenizer),
             ("clip_tokenizer", &self.clip_tokenizer),
+            ("preview_decoder", &self.preview_decoder),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))

@@ -130,6 +130,7 @@ impl ModelPreset {
             vae: url(&self.vae),
             t5_tokenizer: url(&self.t5_tokenizer),
             clip_tokenizer: url(&self.clip_tokenizer),
+            preview_decoder: None,
         }
     }
 

@@ -97,7 +97,7 @@ impl Wire {
         let model = match model {
             WireModel::Preset(id) => ModelSource::Preset(id),
             WireModel::Custom([root, transformer, t5, clip, vae, t5_tokenizer, clip_tokenizer]) => {
-                ModelSource::Custom(ModelUrls { root, transformer, t5, clip, vae, t5_tokenizer, clip_tokenizer })
+                ModelSource::Custom(ModelUrls { root, transformer, t5, clip, vae, t5_tokenizer, clip_tokenizer, preview_decoder: None })
             }
         };
         Recipe {

@@ -216,8 +216,10 @@ async fn fill_stored(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &Ten
     Ok(())
 }
 
-/// What [`load_tensor_as`] does with a tensor's element format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What [`load_tensor_as`] does with a tensor's element format. Named `keep`, `f16`, `q8_0`,
+/// `q4_0` (the studio's form, the worker's messages, the CLI's `--convert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Convert {
     /// As stored (F8 becomes F16), exactly [`load_tensor`].
     #[default]
@@ -228,6 +230,15 @@ pub enum Convert {
     Q8_0,
     /// Float sources quantized to Q4_0 (ggml `quantize_row_q4_0_ref`), on the GPU.
     Q4_0,
+}
+
+impl std::str::FromStr for Convert {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Convert> {
+        serde_json::from_value(serde_json::Value::String(s.into()))
+            .map_err(|_| Error::InvalidArgument(format!("unknown weight conversion `{s}` (keep, f16, q8_0 or q4_0)")))
+    }
 }
 
 impl Convert {

@@ -1,5 +1,5 @@
-//! What a generation downloads: the model's URLs, the adapters and the optional preview decoder
-//! (TAEF1). One value for the plan, the confirmation of other hosts and the request, so that
+//! What a generation downloads: the model's URLs (with the optional preview decoder, TAEF1) and
+//! the adapters. One value for the plan, the confirmation of other hosts and the request, so that
 //! nothing is fetched from a host the user has not seen listed.
 
 use super::confirm::{self, Host};
@@ -10,27 +10,23 @@ use crate::recipe::ModelUrls;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Downloads {
+    /// With `preview_decoder` set when "Sharp live preview" is checked.
     pub model: ModelUrls,
     /// LoRA locations (absolute URLs, or `file:` names of dropped files) with their strengths.
     pub loras: Vec<(String, f32)>,
-    /// The tiny autoencoder for sharp previews, when the box is checked (absolute URL).
-    pub preview_decoder: Option<String>,
 }
 
 impl Downloads {
     /// The form's model, adapters and preview choice.
     pub fn from_form() -> AppResult<Downloads> {
-        Ok(Downloads {
-            model: model_spec(&form::model_source()?)?,
-            loras: form::adapters()?.into_iter().map(|a| (absolute(&a.url), a.scale)).collect(),
-            preview_decoder: preview_decoder()?,
-        })
+        let model = ModelUrls { preview_decoder: preview_decoder()?, ..model_spec(&form::model_source()?)? };
+        Ok(Downloads { model, loras: form::adapters()?.into_iter().map(|a| (absolute(&a.url), a.scale)).collect() })
     }
 
     /// Every location, in a fixed order.
     pub fn urls(&self) -> impl Iterator<Item = &str> {
         let model = self.model.entries().into_iter().map(|(_, u)| u);
-        model.chain(self.loras.iter().map(|(u, _)| u.as_str())).chain(self.preview_decoder.as_deref())
+        model.chain(self.loras.iter().map(|(u, _)| u.as_str()))
     }
 
     /// What a confirmation covers: every location.

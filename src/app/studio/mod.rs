@@ -284,7 +284,7 @@ fn plan_of(app: &App, d: Downloads) -> AppResult<()> {
     set_text("plan-summary", "Asking the servers for file sizes (headers only)…")?;
     let job = next_job(app);
     app.state.borrow_mut().plan_job = Some(job);
-    app.send(&ToWorker::Plan { job, model: d.model, loras: d.loras, preview_decoder: d.preview_decoder }, vec![])
+    app.send(&ToWorker::Plan { job, model: d.model, loras: d.loras }, vec![])
 }
 
 fn next_job(app: &App) -> u32 {
@@ -311,7 +311,7 @@ fn try_generate(app: &App) -> AppResult<()> {
     form::rebuild_prompt()?;
     let references_used = !app.state.borrow().references.is_empty();
     let recipe = form::recipe(references_used)?;
-    let model = model_spec(&recipe.model)?;
+    let model = ModelUrls { preview_decoder: downloads::preview_decoder()?, ..model_spec(&recipe.model)? };
     let (mut specs, mut bufs) = (Vec::new(), Vec::new());
     for (panel, r) in app.state.borrow().references.iter() {
         specs.push(ReferenceSpec { panel: *panel, width: r.width, height: r.height, strength: r.strength });
@@ -331,12 +331,11 @@ fn try_generate(app: &App) -> AppResult<()> {
         references: specs,
         recipe: recipe.to_json()?,
         preview_every: 1,
-        preview_decoder: downloads::preview_decoder()?,
-        convert: value("convert")?,
+        convert: value("convert")?.parse()?,
         step_cache: recipe.step_cache,
     };
     // Gigabytes from other hosts are fetched only after the user has seen what they are.
-    let d = Downloads { model: request.model.clone(), loras: request.loras.clone(), preview_decoder: request.preview_decoder.clone() };
+    let d = Downloads { model: request.model.clone(), loras: request.loras.clone() };
     let key = d.key();
     if d.from_other_hosts() && app.state.borrow().confirmed.as_deref() != Some(key.as_str()) {
         let hosts = confirm::unallowed(app, d.hosts());

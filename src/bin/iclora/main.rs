@@ -235,7 +235,7 @@ mod cli {
     fn generate(a: GenerateArgs) -> Result<(), String> {
         use iclora::pipeline::generate::{encode_png, run, GenerateOptions, ModelPaths};
         let paths = ModelPaths {
-            model: a.model,
+            root: a.model,
             transformer: a.transformer,
             vae: a.vae,
             t5: a.t5,
