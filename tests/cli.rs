@@ -192,3 +192,41 @@ fn bench_preview_times_taef1_and_the_linear_map() {
     let (ok, _, err) = iclora(&["bench", "preview", "--width", "8"]);
     assert!(!ok && err.contains("at least 16"), "{err}");
 }
+
+/// `--recipe set.png` makes the set the PNG's recipe describes, exactly as the same settings given
+/// as flags (the model from `--model`: local copies of the recipe's files), and the PNG it writes
+/// carries that recipe. The recipe's own settings cannot be given twice.
+#[test]
+fn generate_reproduces_a_recipe_png() {
+    use iclora::recipe::presets::task_preset;
+    use iclora::recipe::{ModelSource, ModelUrls};
+    let dir = std::env::temp_dir().join(format!("iclora-cli-recipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = format!("{FIXTURES}/tiny-flux");
+    let mut r = task_preset("film-storyboard").unwrap().example_recipe(ModelSource::Custom(ModelUrls { root: Some("https://models.example/tiny-flux".into()), ..Default::default() }), 11);
+    (r.width, r.height, r.steps, r.adapters) = (64, 96, 2, Vec::new());
+    let src = dir.join("recipe.png");
+    std::fs::write(&src, iclora::recipe::png::encode_png(1, 1, &[0, 0, 0], Some(&r)).unwrap()).unwrap();
+    let (from_recipe, from_flags) = (dir.join("a.png"), dir.join("b.png"));
+    let (ok, _, err) = iclora(&["generate", "--recipe", src.to_str().unwrap(), "--model", &model, "--out", from_recipe.to_str().unwrap()]);
+    assert!(ok && err.contains("with its recipe"), "{err}");
+    let (w, h, s, g, seed) = (r.width.to_string(), r.height.to_string(), r.steps.to_string(), r.guidance.to_string(), r.seed.to_string());
+    let layout = format!("{}x{}", r.layout.rows, r.layout.cols);
+    let (ok, _, err) = iclora(&["generate", "--model", &model, "--prompt", &r.prompt, "--width", &w, "--height", &h, "--steps", &s, "--guidance", &g,
+        "--seed", &seed, "--layout", &layout, "--out", from_flags.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let pixels = |p: &std::path::Path| image::open(p).unwrap().to_rgb8().into_raw();
+    assert_eq!(pixels(&from_recipe), pixels(&from_flags), "--recipe must give the flags' image");
+    let written = iclora::recipe::png::recipe_from_png("a.png", &std::fs::read(&from_recipe).unwrap()).unwrap();
+    assert_eq!(written.as_ref(), Some(&r), "the PNG carries the recipe");
+    // Refusals: a setting given twice, a PNG without a recipe, a relative model without --base.
+    let (ok, _, err) = iclora(&["generate", "--recipe", src.to_str().unwrap(), "--seed", "3", "--out", "/tmp/x.png"]);
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+    let (ok, _, err) = iclora(&["generate", "--recipe", from_flags.to_str().unwrap(), "--model", &model, "--out", "/tmp/x.png"]);
+    assert!(!ok && err.contains("carries no recipe"), "{err}");
+    r.model = ModelSource::Preset("tiny".into());
+    std::fs::write(&src, iclora::recipe::png::encode_png(1, 1, &[0, 0, 0], Some(&r)).unwrap()).unwrap();
+    let (ok, _, err) = iclora(&["generate", "--recipe", src.to_str().unwrap(), "--out", "/tmp/x.png"]);
+    assert!(!ok && err.contains("relative") && err.contains("--base"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

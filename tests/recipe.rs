@@ -374,3 +374,38 @@ fn urls_that_could_hide_their_host_are_refused() {
     r.adapters[0].url = "https://һuggingface.co/x.safetensors".into();
     assert!(r.hosts().contains(&"xn--uggingface-nzj.co (һuggingface.co)".to_string()), "{:?}", r.hosts());
 }
+
+/// `recipe::run`: the locations a run reads, resolved as the studio's worker and
+/// `iclora generate --recipe` both do, and the pipeline's options taken from the recipe.
+#[test]
+fn a_recipe_becomes_a_run_with_its_locations_resolved() {
+    // The bundled demo's preset is relative to the page.
+    let mut r = film("tiny");
+    r.adapters = vec![Adapter { url: "loras/a.safetensors".into(), scale: 0.5 }, Adapter { url: "https://h.example/b.safetensors".into(), scale: 1.0 }];
+    let m = r.model_locations(Some("http://127.0.0.1:8080/app/index.html?x=1")).unwrap();
+    assert_eq!(m.root.as_deref(), Some("http://127.0.0.1:8080/app/tiny-flux"));
+    assert_eq!(m.transformer, None);
+    let loras = r.lora_locations(Some("http://127.0.0.1:8080/app/")).unwrap();
+    assert_eq!(loras, [("http://127.0.0.1:8080/app/loras/a.safetensors".to_string(), 0.5), ("https://h.example/b.safetensors".to_string(), 1.0)]);
+    // Without a page address a relative location says what to give.
+    let e = r.model_locations(None).unwrap_err();
+    assert!(matches!(&e, Error::InvalidRecipe { field, why } if field == "model.root" && why.contains("relative") && why.contains("--base")), "{e}");
+    // Absolute locations need no base; a host hidden behind a backslash is refused before joining.
+    r.model = ModelSource::Custom(ModelUrls { root: Some("https://models.example/flux/".into()), ..Default::default() });
+    assert_eq!(r.model_locations(None).unwrap().root.as_deref(), Some("https://models.example/flux"));
+    r.adapters = vec![Adapter { url: "https://evil.example\\@h.example/x.safetensors".into(), scale: 1.0 }];
+    assert!(matches!(r.lora_locations(Some("https://h.example/")), Err(Error::InvalidRecipe { .. })));
+    // A model with neither a root nor the four components is refused.
+    r.model = ModelSource::Custom(ModelUrls { transformer: Some("https://m.example/t.gguf".into()), ..Default::default() });
+    assert!(matches!(r.model_locations(None), Err(Error::InvalidRecipe { field, .. }) if field == "model"));
+    // The pipeline's options mirror the recipe.
+    let mut r = film("tiny");
+    r.step_cache = Some(StepCache { threshold: 0.2, max_reuse: Some(3) });
+    let o = r.generate_options(vec![("https://h.example/b.safetensors".into(), 0.7)]);
+    assert_eq!((o.prompt.as_str(), o.width, o.height, o.steps, o.guidance, o.seed), (r.prompt.as_str(), r.width as usize, r.height as usize, r.steps as usize, r.guidance, r.seed));
+    let l = o.layout.unwrap();
+    assert_eq!((l.rows, l.cols), (r.layout.rows as usize, r.layout.cols as usize));
+    assert_eq!(o.step_cache, r.step_cache);
+    assert_eq!(o.loras.len(), 1);
+    assert!(o.references.is_empty() && !o.f16 && !o.merge_loras && o.max_sequence_length.is_none());
+}

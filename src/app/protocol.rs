@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 
-use crate::recipe::ModelUrls;
+use crate::recipe::{ModelUrls, Recipe};
 
 /// A message as posted: `{ json, bufs }`, the byte arrays transferred (not copied).
 pub fn envelope(json: &str, bufs: Vec<Vec<u8>>) -> Result<(Object, Array), JsValue> {
@@ -46,34 +46,27 @@ pub struct ReferenceSpec {
     pub strength: Option<f32>,
 }
 
-/// One generation.
+/// One generation: the recipe (what the set is) and what only this browser has.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GenerateRequest {
+    /// The set to make, validated by the page. The worker derives the run from it
+    /// (`Recipe::generate_options`), as `iclora generate --recipe` does, and writes it into the PNGs.
+    pub recipe: Recipe,
+    /// The recipe's model resolved against the page's address (`Recipe::model_locations`), with
+    /// the preview decoder when sharp previews are on.
     pub model: ModelUrls,
-    pub prompt: String,
-    pub width: usize,
-    pub height: usize,
-    pub rows: usize,
-    pub cols: usize,
-    pub steps: usize,
-    pub guidance: f32,
-    pub seed: u64,
+    /// The recipe's adapters resolved (`Recipe::lora_locations`), then dropped LoRA files
+    /// (`file:<name>`), which recipes never name.
     #[serde(default)]
     pub loras: Vec<(String, f32)>,
     #[serde(default)]
     pub references: Vec<ReferenceSpec>,
-    /// The recipe JSON written into the PNG's `tEXt` chunk.
-    #[serde(default)]
-    pub recipe: String,
     /// Steps between live previews (0: none), decoded by `model.preview_decoder` when set.
     #[serde(default)]
     pub preview_every: usize,
     /// How the transformer's float weights load.
     #[serde(default)]
     pub convert: crate::weights::load::Convert,
-    /// The step cache (`None`: off).
-    #[serde(default)]
-    pub step_cache: Option<crate::pipeline::step_cache::StepCache>,
 }
 
 /// Page → worker.

@@ -13,7 +13,7 @@ use crate::kernels::matmul::Precision;
 use crate::pipeline::generate::{Event, GenerateOptions, Observer, RgbImage, Session};
 use crate::pipeline::conditioning::{RefMode, Reference};
 use crate::pipeline::panels::Layout;
-use crate::recipe::png::encode_png;
+use crate::recipe::png::encode_image;
 use crate::recipe::Recipe;
 use crate::weights::browser::{cache, opfs, Cancel, DownloadProgress};
 
@@ -166,27 +166,20 @@ pub async fn run_job(gpu: &Gpu, session: &mut Session, job: u32, req: &GenerateR
             },
         })
         .collect();
+    // The run is the recipe's (`iclora generate --recipe` derives it the same way), plus what only
+    // this browser has: reference images, dropped LoRA files, the load conversion.
     let opts = GenerateOptions {
-        prompt: req.prompt.clone(),
-        width: req.width,
-        height: req.height,
-        steps: req.steps,
-        guidance: req.guidance,
-        seed: req.seed,
-        max_sequence_length: None,
-        loras: req.loras.clone(),
-        layout: Some(Layout::new(req.rows, req.cols)),
-        merge_loras: false,
         references,
         convert: req.convert,
         f16: PRECISION == Precision::F16,
-        step_cache: req.step_cache,
+        ..req.recipe.generate_options(req.loras.clone())
     };
     let image = session.run(gpu, &req.model, &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;
-    let recipe = Recipe::from_json(&req.recipe).ok();
-    let png = encode_png(image.width as u32, image.height as u32, &image.pixels, recipe.as_ref())?;
+    let recipe = Some(req.recipe.clone());
+    let png = encode_image(&image, recipe.as_ref())?;
     post(&FromWorker::Done { job, width: image.width, height: image.height, seconds: t.secs() }, vec![rgba(&image), png]);
-    Ok(Finished { image, rows: req.rows, cols: req.cols, recipe })
+    let layout = req.recipe.layout;
+    Ok(Finished { image, rows: layout.rows as usize, cols: layout.cols as usize, recipe })
 }
 
 /// PNGs of the canvas and each panel (named `set-<job>-canvas.png`, `set-<job>-panel-<k>.png`),
@@ -194,11 +187,11 @@ pub async fn run_job(gpu: &Gpu, session: &mut Session, job: u32, req: &GenerateR
 pub fn export(f: &Finished, job: u32, zip: bool) -> Result<(Vec<String>, Vec<Vec<u8>>)> {
     let layout = Layout::new(f.rows, f.cols);
     let mut names = vec![format!("set-{job}-canvas.png")];
-    let mut files = vec![encode_png(f.image.width as u32, f.image.height as u32, &f.image.pixels, f.recipe.as_ref())?];
+    let mut files = vec![encode_image(&f.image, f.recipe.as_ref())?];
     for (k, rect) in layout.panels(f.image.width, f.image.height)?.iter().enumerate() {
         let p = crate::pipeline::panels::cut(&f.image, rect)?;
         names.push(format!("set-{job}-panel-{}.png", k + 1));
-        files.push(encode_png(p.width as u32, p.height as u32, &p.pixels, f.recipe.as_ref())?);
+        files.push(encode_image(&p, f.recipe.as_ref())?);
     }
     if !zip {
         return Ok((names, files));

@@ -106,20 +106,6 @@ pub fn to_rgb8(chw: &[f32], height: usize, width: usize) -> Result<RgbImage> {
     Ok(RgbImage { width, height, pixels })
 }
 
-/// The image as PNG bytes.
-pub fn encode_png(img: &RgbImage) -> Result<Vec<u8>> {
-    use image::ImageEncoder;
-    let mut out = Vec::new();
-    let (w, h) = (u32::try_from(img.width), u32::try_from(img.height));
-    let (Ok(w), Ok(h)) = (w, h) else {
-        return Err(Error::InvalidArgument(format!("image {}×{} is too large for PNG", img.width, img.height)));
-    };
-    image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(&img.pixels, w, h, image::ExtendedColorType::Rgb8)
-        .map_err(|e| Error::InvalidArgument(format!("PNG encoding failed: {e}")))?;
-    Ok(out)
-}
-
 pub(super) fn load_component<T>(component: &str, c: &mut Component, f: impl FnOnce(&mut dyn ByteSource, &crate::weights::tensor_info::WeightsHeader) -> Result<T>) -> Result<T> {
     let file = c.weights.file.clone();
     f(c.weights.source.as_mut(), &c.weights.header).map_err(|e| in_component(component, &file, e))

@@ -8,6 +8,7 @@
 pub mod fast;
 pub mod png;
 pub mod presets;
+pub mod run;
 pub mod share;
 pub mod url;
 pub mod zip;
@@ -76,19 +77,20 @@ pub struct ModelUrls {
 }
 
 impl ModelUrls {
-    /// The same fields, each set one rewritten by `f` (e.g. made absolute).
-    pub fn map(&self, f: impl Fn(&str) -> String) -> ModelUrls {
-        let g = |o: &Option<String>| o.as_deref().map(&f);
-        ModelUrls {
-            root: g(&self.root),
-            transformer: g(&self.transformer),
-            t5: g(&self.t5),
-            clip: g(&self.clip),
-            vae: g(&self.vae),
-            t5_tokenizer: g(&self.t5_tokenizer),
-            clip_tokenizer: g(&self.clip_tokenizer),
-            preview_decoder: g(&self.preview_decoder),
-        }
+    /// The same fields, each set one rewritten by `f(field name, value)` (e.g. made absolute);
+    /// the first error stops it.
+    pub fn try_map(&self, f: impl Fn(&'static str, &str) -> Result<String>) -> Result<ModelUrls> {
+        let g = |name: &'static str, o: &Option<String>| o.as_deref().map(|v| f(name, v)).transpose();
+        Ok(ModelUrls {
+            root: g("root", &self.root)?,
+            transformer: g("transformer", &self.transformer)?,
+            t5: g("t5", &self.t5)?,
+            clip: g("clip", &self.clip)?,
+            vae: g("vae", &self.vae)?,
+            t5_tokenizer: g("t5_tokenizer", &self.t5_tokenizer)?,
+            clip_tokenizer: g("clip_tokenizer", &self.clip_tokenizer)?,
+            preview_decoder: g("preview_decoder", &self.preview_decoder)?,
+        })
     }
 
     /// `(field name, url)` for every set field, in a fixed order.

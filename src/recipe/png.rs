@@ -57,6 +57,12 @@ pub fn encode_png(width: u32, height: u32, rgb: &[u8], recipe: Option<&Recipe>) 
     Ok(out)
 }
 
+/// [`encode_png`] for an image of the pipeline: the one PNG writer of the studio and the CLI.
+pub fn encode_image(img: &crate::pipeline::image::RgbImage, recipe: Option<&Recipe>) -> Result<Vec<u8>> {
+    let side = |v: usize| u32::try_from(v).map_err(|_| Error::InvalidArgument(format!("image {}×{} is too large for PNG", img.width, img.height)));
+    encode_png(side(img.width)?, side(img.height)?, &img.pixels, recipe)
+}
+
 /// Refuses (`Error::FileLimit`, naming `file`) an image whose header declares more pixels than
 /// `crate::limits` allows: checked from the IHDR chunk, before any pixel is decoded or allocated.
 pub fn check_png_header(file: &str, info: &png::Info) -> Result<()> {

@@ -122,3 +122,28 @@ pub fn parse_web_url(field: &str, url: &str) -> Result<WebUrl> {
     };
     Ok(WebUrl { href: p.href, host, host_unicode })
 }
+
+/// `url` resolved against `base` by the WHATWG parser (an absolute `url` stays itself), then
+/// checked by [`parse_web_url`]: what is fetched is what a person was shown. Without a base, a
+/// relative `url` is an error that says what to give. `field` names the recipe field in errors.
+pub fn resolve_url(field: &str, base: Option<&str>, url: &str) -> Result<String> {
+    // Checked before joining: the parser would turn the backslash into a slash.
+    if url.contains('\\') || whatwg(url).is_some() {
+        return parse_web_url(field, url).map(|u| u.href);
+    }
+    let joined = base.and_then(|b| join(b, url)).ok_or_else(|| {
+        refuse(field, format!("`{url}` is relative, and there is no page address to read it against (open the share link itself, or give --base with the studio's address)"))
+    })?;
+    parse_web_url(field, &joined).map(|u| u.href)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn join(base: &str, url: &str) -> Option<String> {
+    let b = url::Url::parse(base).ok()?;
+    b.join(url).ok().map(|u| u.to_string())
+}
+
+#[cfg(target_arch = "wasm32")]
+fn join(base: &str, url: &str) -> Option<String> {
+    web_sys::Url::new_with_base(url, base).ok().map(|u| u.href())
+}

@@ -6,7 +6,8 @@
 //     canvas matches `iclora generate` on the same recipe (PSNR >= 40 dB);
 //   - no main-thread long task over 200 ms while generating (Long Tasks API);
 //   - the share link, opened in a fresh browser, asks for the hosts, and after
-//     the OK gives the same image; the PNG's recipe restores the form;
+//     the OK gives the same image; the PNG's recipe restores the form; the link
+//     and the PNG given to `iclora generate --recipe` give the same set natively;
 //   - a reference-conditioned run matches the native run with --reference;
 //   - a LoRA by URL matches native --lora; a 404 LoRA and a LoRA for another
 //     model show their errors and the page generates again afterwards;
@@ -230,6 +231,20 @@ async function main() {
     } finally {
       await second.close();
     }
+    // The same link on the command line: `iclora generate --recipe LINK` reads the model from this
+    // server (the link is its own base) and derives the run as the worker does.
+    let linkPixels = Buffer.alloc(0);
+    try {
+      linkPixels = await pngPixels(page, native(['--recipe', link], path.join(tmp, 'native-link.png')));
+    } catch (e) {
+      log.push(`iclora generate --recipe: ${e.stderr ?? e}`);
+    }
+    const dbLink = linkPixels.length ? psnr(pixels1, linkPixels, 4) : 0;
+    check('`iclora generate --recipe SHARE-LINK` gives the browser\'s set (PSNR >= 40 dB)', dbLink >= 40, linkPixels.length ? `${dbLink.toFixed(1)} dB` : 'the CLI failed (see the log)');
+    // And the PNG the page wrote, read back with `--recipe set.png --base PAGE`.
+    const pngRun = await pngPixels(page, native(['--recipe', pngFile, '--base', `${origin}/`], path.join(tmp, 'native-png.png')));
+    const dbPng = psnr(pixels1, pngRun, 4);
+    check('`iclora generate --recipe set.png` gives the browser\'s set (PSNR >= 40 dB)', dbPng >= 40, `${dbPng.toFixed(1)} dB`);
 
     // 3b. A share link whose adapter URL hides another host behind a backslash: the browser
     // would fetch `http://127.0.0.1:EVIL\@127.0.0.1:OURS/...` from EVIL. It must never be

@@ -20,7 +20,6 @@ use web_sys::{Event, KeyboardEvent};
 use super::client::Client;
 use super::dom::{by_id, document, enable, input, on, set_text, value, AppError, AppResult};
 use super::protocol::{FromWorker, GenerateRequest, ReferenceSpec, ToWorker};
-use crate::recipe::presets::model_preset;
 use crate::recipe::{ModelSource, ModelUrls, Recipe};
 use downloads::Downloads;
 
@@ -89,23 +88,20 @@ impl Studio {
     }
 }
 
-/// Resolves a URL relative to the page (the bundled tiny model is `tiny-flux/`).
-pub fn absolute(url: &str) -> String {
-    let base = document().ok().and_then(|d| d.base_uri().ok().flatten()).unwrap_or_default();
-    web_sys::Url::new_with_base(url, &base).map(|u| u.href()).unwrap_or_else(|_| url.to_string())
+/// The page's address, against which recipes' relative locations are read.
+pub fn page_base() -> String {
+    document().ok().and_then(|d| d.base_uri().ok().flatten()).unwrap_or_default()
 }
 
-/// Where the worker finds the model of `source`: its URLs, made absolute.
+/// Resolves a URL relative to the page (a `file:` name of a dropped file stays as it is).
+pub fn absolute(url: &str) -> String {
+    web_sys::Url::new_with_base(url, &page_base()).map(|u| u.href()).unwrap_or_else(|_| url.to_string())
+}
+
+/// Where the worker finds the model of `source`: its URLs, made absolute (the same function as
+/// the worker's runs and `iclora generate --recipe`).
 pub fn model_spec(source: &ModelSource) -> AppResult<ModelUrls> {
-    let urls: ModelUrls = match source {
-        ModelSource::Preset(id) => model_preset(id).ok_or_else(|| AppError::Browser(format!("unknown model preset `{id}`")))?.model_urls(),
-        ModelSource::Custom(u) => u.clone(),
-    };
-    let spec = urls.map(|u| absolute(u).trim_end_matches('/').to_string());
-    if spec.root.is_none() && (spec.transformer.is_none() || spec.vae.is_none() || spec.t5.is_none() || spec.clip.is_none()) {
-        return Err(AppError::Browser("give a model folder URL, or at least the transformer, T5, CLIP and VAE URLs".into()));
-    }
-    Ok(spec)
+    Ok(crate::recipe::run::model_locations(source, Some(&page_base()))?)
 }
 
 /// Builds the page: presets, handlers, the worker; restores a shared recipe from the URL.
@@ -311,29 +307,14 @@ fn try_generate(app: &App) -> AppResult<()> {
     form::rebuild_prompt()?;
     let references_used = !app.state.borrow().references.is_empty();
     let recipe = form::recipe(references_used)?;
-    let model = ModelUrls { preview_decoder: downloads::preview_decoder()?, ..model_spec(&recipe.model)? };
+    let model = ModelUrls { preview_decoder: downloads::preview_decoder()?, ..recipe.model_locations(Some(&page_base()))? };
     let (mut specs, mut bufs) = (Vec::new(), Vec::new());
     for (panel, r) in app.state.borrow().references.iter() {
         specs.push(ReferenceSpec { panel: *panel, width: r.width, height: r.height, strength: r.strength });
         bufs.push(r.rgb.clone());
     }
-    let request = GenerateRequest {
-        model,
-        prompt: recipe.prompt.clone(),
-        width: recipe.width as usize,
-        height: recipe.height as usize,
-        rows: recipe.layout.rows as usize,
-        cols: recipe.layout.cols as usize,
-        steps: recipe.steps as usize,
-        guidance: recipe.guidance,
-        seed: recipe.seed,
-        loras: recipe.adapters.iter().map(|a| (absolute(&a.url), a.scale)).chain(form::dropped_adapters()?.into_iter().map(|a| (a.url, a.scale))).collect(),
-        references: specs,
-        recipe: recipe.to_json()?,
-        preview_every: 1,
-        convert: value("convert")?.parse()?,
-        step_cache: recipe.step_cache,
-    };
+    let loras = recipe.lora_locations(Some(&page_base()))?.into_iter().chain(form::dropped_adapters()?.into_iter().map(|a| (a.url, a.scale))).collect();
+    let request = GenerateRequest { recipe: recipe.clone(), model, loras, references: specs, preview_every: 1, convert: value("convert")?.parse()? };
     // Gigabytes from other hosts are fetched only after the user has seen what they are.
     let d = Downloads { model: request.model.clone(), loras: request.loras.clone() };
     let key = d.key();

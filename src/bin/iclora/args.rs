@@ -176,19 +176,28 @@ pub struct GenerateArgs {
     /// CLIP's tokenizer.json
     #[arg(long)]
     pub clip_tokenizer: Option<String>,
-    #[arg(long)]
-    pub prompt: String,
-    #[arg(long)]
-    pub width: usize,
-    #[arg(long)]
-    pub height: usize,
-    #[arg(long)]
-    pub steps: usize,
-    #[arg(long)]
-    pub guidance: f32,
+    /// Make the set a share link or a studio PNG describes — its model (unless the flags above
+    /// give one), adapters, prompt, size, steps, guidance, seed, layout and step cache — as the
+    /// studio does; the PNG written carries the recipe
+    #[arg(long, value_name = "LINK|PNG")]
+    pub recipe: Option<String>,
+    /// The studio's address, to read a PNG recipe's relative model location (the bundled demo's);
+    /// a share link is its own base
+    #[arg(long, value_name = "URL", requires = "recipe")]
+    pub base: Option<String>,
+    #[arg(long, required_unless_present = "recipe", conflicts_with = "recipe")]
+    pub prompt: Option<String>,
+    #[arg(long, required_unless_present = "recipe", conflicts_with = "recipe")]
+    pub width: Option<usize>,
+    #[arg(long, required_unless_present = "recipe", conflicts_with = "recipe")]
+    pub height: Option<usize>,
+    #[arg(long, required_unless_present = "recipe", conflicts_with = "recipe")]
+    pub steps: Option<usize>,
+    #[arg(long, required_unless_present = "recipe", conflicts_with = "recipe")]
+    pub guidance: Option<f32>,
     /// Seed of the initial noise (the same noise as torch.randn with this seed)
-    #[arg(long)]
-    pub seed: u64,
+    #[arg(long, required_unless_present = "recipe", conflicts_with = "recipe")]
+    pub seed: Option<u64>,
     /// The PNG to write
     #[arg(long)]
     pub out: String,
@@ -200,13 +209,13 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "FILE|FOLDER", requires = "previews")]
     pub preview_decoder: Option<String>,
     /// T5 tokens (default 512)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "recipe")]
     pub max_sequence_length: Option<usize>,
     /// A LoRA file or URL, optionally with :SCALE (repeatable)
-    #[arg(long = "lora", value_name = "F[:SCALE]", value_parser = lora)]
+    #[arg(long = "lora", value_name = "F[:SCALE]", value_parser = lora, conflicts_with = "recipe")]
     pub loras: Vec<(String, f32)>,
     /// Panel grid of the canvas, e.g. 3x1
-    #[arg(long, value_name = "ROWSxCOLS", value_parser = layout)]
+    #[arg(long, value_name = "ROWSxCOLS", value_parser = layout, conflicts_with = "recipe")]
     pub layout: Option<Layout>,
     /// A reference panel (counted from 1, row by row): kept as given (RePaint) or, with a
     /// strength in (0,1), imposed while sigma ≥ strength (SDEdit-like); needs --layout
@@ -224,7 +233,7 @@ pub struct GenerateArgs {
     /// Reuse the transformer's blocks after the first on steps where the first block's
     /// residual moved less than THRESHOLD (relative L1; ~0.05–0.25, 0 measures only) since the
     /// last computed step; prints `step cache: computed C of N steps`
-    #[arg(long, value_name = "THRESHOLD", allow_negative_numbers = true)]
+    #[arg(long, value_name = "THRESHOLD", allow_negative_numbers = true, conflicts_with = "recipe")]
     pub step_cache: Option<f32>,
     /// At most N reused steps in a row (default: no limit)
     #[arg(long, value_name = "N", requires = "step_cache")]

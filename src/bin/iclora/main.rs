@@ -211,11 +211,11 @@ mod cli {
 
     impl iclora::pipeline::generate::Observer for Previews {
         fn event(&mut self, e: iclora::pipeline::generate::Event<'_>) {
-            use iclora::pipeline::generate::{encode_png, Event};
+            use iclora::pipeline::generate::Event;
             match (e, &self.dir) {
                 (Event::Preview { index, image }, Some(dir)) => {
                     let file = std::path::Path::new(dir).join(format!("step-{:02}.png", index + 1));
-                    let written = encode_png(image).map_err(|e| e.to_string()).and_then(|png| std::fs::write(&file, png).map_err(|e| e.to_string()));
+                    let written = iclora::recipe::png::encode_image(image, None).map_err(|e| e.to_string()).and_then(|png| std::fs::write(&file, png).map_err(|e| e.to_string()));
                     if let Err(e) = written {
                         self.failed.get_or_insert(format!("--previews: writing `{}`: {e}", file.display()));
                     }
@@ -231,10 +231,25 @@ mod cli {
         }
     }
 
-    /// `iclora generate`: text to image (iclora::pipeline::generate), PNG to `--out`.
+    /// The recipe of `--recipe`: a share link (its own base for relative locations) or a PNG.
+    fn read_recipe(src: &str) -> Result<(iclora::recipe::Recipe, Option<String>), String> {
+        use iclora::recipe::{png::recipe_from_png, share::from_fragment};
+        if src.starts_with("http://") || src.starts_with("https://") || src.contains("#r=") {
+            let recipe = from_fragment(src).map_err(|e| format!("--recipe: {e}"))?;
+            let base = src.starts_with("http").then(|| src.split('#').next().unwrap_or(src).to_string());
+            return Ok((recipe, base));
+        }
+        let bytes = std::fs::read(src).map_err(|e| format!("--recipe: reading `{src}`: {e}"))?;
+        let recipe = recipe_from_png(src, &bytes).map_err(|e| format!("--recipe: {e}"))?;
+        Ok((recipe.ok_or_else(|| format!("--recipe: `{src}` carries no recipe (the studio writes one into every PNG it makes)"))?, None))
+    }
+
+    /// `iclora generate`: text to image (iclora::pipeline::generate), PNG to `--out`; with
+    /// `--recipe`, the set a share link or PNG describes, derived as the studio's worker does
+    /// (`Recipe::generate_options`), and the PNG carries the recipe.
     fn generate(a: GenerateArgs) -> Result<(), String> {
-        use iclora::pipeline::generate::{encode_png, run, GenerateOptions, ModelPaths};
-        let paths = ModelPaths {
+        use iclora::pipeline::generate::{run, GenerateOptions, ModelPaths};
+        let flags = ModelPaths {
             root: a.model,
             transformer: a.transformer,
             vae: a.vae,
@@ -242,29 +257,49 @@ mod cli {
             clip: a.clip,
             t5_tokenizer: a.t5_tokenizer,
             clip_tokenizer: a.clip_tokenizer,
-            preview_decoder: a.preview_decoder,
+            preview_decoder: None,
         };
-        let step_cache = a.step_cache.map(|threshold| iclora::pipeline::step_cache::StepCache { threshold, max_reuse: a.step_cache_max_reuse });
-        if let Some(c) = &step_cache {
-            c.check("--step-cache").map_err(|e| e.to_string())?;
-        }
         let references = a.references.iter().map(|r| reference(r)).collect::<Result<Vec<_>, _>>()?;
-        let opts = GenerateOptions {
-            prompt: a.prompt,
-            width: a.width,
-            height: a.height,
-            steps: a.steps,
-            guidance: a.guidance,
-            seed: a.seed,
-            max_sequence_length: a.max_sequence_length,
-            loras: a.loras,
-            layout: a.layout,
-            references,
-            merge_loras: a.lora_merge,
-            convert: a.convert.into(),
-            f16: a.f16,
-            step_cache,
+        let (mut paths, opts, recipe) = match &a.recipe {
+            Some(src) => {
+                let (recipe, link_base) = read_recipe(src)?;
+                let base = a.base.or(link_base);
+                // Model flags replace the recipe's model (local copies of the same files).
+                let paths = if flags.entries().is_empty() { recipe.model_locations(base.as_deref()).map_err(|e| e.to_string())? } else { flags };
+                let loras = recipe.lora_locations(base.as_deref()).map_err(|e| e.to_string())?;
+                if recipe.references_used && references.is_empty() {
+                    eprintln!("warning: this set was made with reference panels, which recipes do not carry; give them with --reference to reproduce it");
+                }
+                let opts = GenerateOptions { references, merge_loras: a.lora_merge, convert: a.convert.into(), f16: a.f16, ..recipe.generate_options(loras) };
+                (paths, opts, Some(recipe))
+            }
+            None => {
+                let step_cache = a.step_cache.map(|threshold| iclora::pipeline::step_cache::StepCache { threshold, max_reuse: a.step_cache_max_reuse });
+                if let Some(c) = &step_cache {
+                    c.check("--step-cache").map_err(|e| e.to_string())?;
+                }
+                // clap requires these without --recipe.
+                let missing = || "--prompt, --width, --height, --steps, --guidance and --seed are needed without --recipe".to_string();
+                let opts = GenerateOptions {
+                    prompt: a.prompt.ok_or_else(missing)?,
+                    width: a.width.ok_or_else(missing)?,
+                    height: a.height.ok_or_else(missing)?,
+                    steps: a.steps.ok_or_else(missing)?,
+                    guidance: a.guidance.ok_or_else(missing)?,
+                    seed: a.seed.ok_or_else(missing)?,
+                    max_sequence_length: a.max_sequence_length,
+                    loras: a.loras,
+                    layout: a.layout,
+                    references,
+                    merge_loras: a.lora_merge,
+                    convert: a.convert.into(),
+                    f16: a.f16,
+                    step_cache,
+                };
+                (flags, opts, None)
+            }
         };
+        paths.preview_decoder = a.preview_decoder;
         let out = a.out;
         if let Some(dir) = &a.previews {
             std::fs::create_dir_all(dir).map_err(|e| format!("--previews: creating `{dir}`: {e}"))?;
@@ -276,9 +311,9 @@ mod cli {
         if let Some(e) = obs.failed {
             return Err(e);
         }
-        let png = encode_png(&image).map_err(|e| e.to_string())?;
+        let png = iclora::recipe::png::encode_image(&image, recipe.as_ref()).map_err(|e| e.to_string())?;
         std::fs::write(&out, png).map_err(|e| format!("writing `{out}`: {e}"))?;
-        eprintln!("wrote {out} ({}×{})", image.width, image.height);
+        eprintln!("wrote {out} ({}×{}{})", image.width, image.height, if recipe.is_some() { ", with its recipe" } else { "" });
         Ok(())
     }
 
