@@ -1,13 +1,15 @@
 // Scaled dot-product attention, softmax(scale · q·kᵀ + bias) · v per head, with an online
 // (flash-style) softmax: the [Lq, Lk] score matrix is never materialized, so memory is linear
-// in the token count (FLUX at 1024² has 4608 tokens, IC-LoRA canvases 12k+; FLUX_REFERENCE.md §1.10).
-// Reference: src/reference/attention.rs. Wrapper: src/kernels/attention.rs.
+// in the token count (FLUX at 1024² has 4608 tokens, 512 T5 tokens + 64² packed latents as diffusers'
+// `FluxPipeline` builds them, src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c; IC-LoRA canvases
+// 12k+). Reference: src/reference/attention.rs. Wrapper: src/kernels/attention.rs.
 // Two entries: `attention` (any D, bias, causal mask) and `attention_tiled` (register-tiled, D = 64
 // or 128, no bias or mask; chosen by the wrapper where it applies, see the end of this file).
 //
-// Layout (FLUX_REFERENCE.md §1.5): q, k, v are row-major [L, cols] matrices holding the heads side
-// by side; head h of q is columns q_off + h*D .. q_off + h*D + D-1. The offsets and row strides let
-// q/k/v be read straight out of a fused qkv [L, 9216] or linear1 [L, 21504] tensor.
+// Layout (as BFL `SelfAttention` splits `B L (K H D)`, src/flux/modules/layers.py @ 802fb47): q, k, v are
+// row-major [L, cols] matrices holding the heads side by side; head h of q is columns
+// q_off + h*D .. q_off + h*D + D-1. The offsets and row strides let q/k/v be read straight out of a
+// fused qkv [L, 9216] or linear1 [L, 21504] tensor.
 //
 // One workgroup = one head × BQ consecutive queries. It walks the keys in tiles of BK rows staged
 // in workgroup memory, four barrier-separated phases per tile:

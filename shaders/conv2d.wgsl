@@ -1,5 +1,6 @@
-// 2-D convolution for the FLUX VAE (FLUX_REFERENCE.md §4.2: ResnetBlock convs, Downsample, Upsample),
-// batch 1, with bias, optional fused nearest ×2 upsampling of the input, optional fused residual add
+// 2-D convolution for the FLUX VAE (BFL `ResnetBlock` convs, `Downsample`, `Upsample`,
+// src/flux/modules/autoencoder.py @ 802fb47), batch 1, with bias, optional fused nearest ×2 upsampling of the
+// input, optional fused residual add
 // and optional ReLU (the tiny preview decoder, src/model/taef1.rs).
 // Reference: src/reference/conv2d.rs. Wrapper: src/kernels/conv2d.rs.
 //

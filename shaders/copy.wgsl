@@ -1,7 +1,8 @@
 // Strided 2-D block copy between row-major matrices of 32-bit elements (F32 or U32, copied as bits):
 // the one primitive behind slicing and concatenating along tokens (rows) and features (columns), e.g.
-// FLUX's joint sequence concat(txt, img) (§1.5–1.7) and the single block's concat_features(attn, mlp)
-// (FLUX_REFERENCE.md §1.7). Reference: src/reference/copy.rs. Wrapper: src/kernels/copy.rs.
+// FLUX's joint sequence concat(txt, img) and the single block's concat_features(attn, mlp) (BFL
+// `Flux.forward`, src/flux/model.py @ 802fb47; `SingleStreamBlock`, src/flux/modules/layers.py @ 802fb47).
+// Reference: src/reference/copy.rs. Wrapper: src/kernels/copy.rs.
 //
 // dst[dst_offset + r · dst_stride + c] = src[src_offset + r · src_stride + c] for r < rows, c < cols.
 // One invocation per element (consecutive invocations copy consecutive columns, so reads and writes are
@@ -37,8 +38,9 @@ fn copy_2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 }
 
 // Transpose of a whole `[rows, cols]` matrix into `[cols, rows]`: dst[c · rows + r] = src[r · cols + c].
-// The VAE's mid-block attention (FLUX_REFERENCE.md §4.2) works on `[H·W, C]` token rows while the
-// convolutions keep `[C, H, W]`. One invocation per element, indexed by the destination so that writes
+// The VAE's mid-block attention (BFL `AttnBlock`, src/flux/modules/autoencoder.py @ 802fb47) works on
+// `[H·W, C]` token rows while the convolutions keep `[C, H, W]`. One invocation per element, indexed by the
+// destination so that writes
 // are contiguous; src_stride/dst_stride/offsets are unused (whole tensors are bound).
 @compute @workgroup_size(WG)
 fn transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

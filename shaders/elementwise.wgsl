@@ -62,7 +62,8 @@ fn gated_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 @group(0) @binding(5) var<storage, read> noise: array<f32>;    // masked_blend: (rows, b_len)
 @group(0) @binding(6) var<storage, read> sigma: array<f32>;    // masked_blend: (1), the noise level to impose
 
-// RePaint-style re-imposition of known content (IC-LoRA reference panels, FLUX_REFERENCE.md §3:
+// RePaint-style re-imposition of known content (IC-LoRA reference panels, `scale_noise` of
+// src/diffusers/schedulers/scheduling_flow_match_euler_discrete.py @ 58eb52c:
 // x_sigma = (1 − sigma)·x0 + sigma·noise): rows (tokens of b_len features) whose threshold is
 // ≤ sigma are replaced by the target noised to sigma, the others keep a. A threshold of 0 imposes
 // at every sigma (exactly the target at sigma = 0); one above 1 never imposes.

@@ -1,4 +1,5 @@
-// y = epilogue(x · Wᵀ + b + Σᵢ sᵢ·(x·Aᵢᵀ)·Bᵢᵀ)   (PyTorch Linear: W is [N, K], FLUX_REFERENCE.md notation)
+// y = epilogue(x · Wᵀ + b + Σᵢ sᵢ·(x·Aᵢᵀ)·Bᵢᵀ)   (PyTorch Linear: W is [N, K]; `torch.nn.Linear` stores
+// weight as (out_features, in_features), pytorch/pytorch torch/nn/modules/linear.py @ f2889c8)
 // Program = precision_{f32,f16}.wgsl + quant.wgsl + activations.wgsl + this file.
 // Wrapper: src/kernels/matmul.rs. Reference: src/reference/matmul.rs.
 // CPU adapters with 8-lane subgroups (lavapipe) run matmul_sg.wgsl instead, appended to this file:

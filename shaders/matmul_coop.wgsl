@@ -1,6 +1,6 @@
 // y = epilogue(x · Wᵀ + b) on cooperative matrices (tensor cores / simdgroup matrices).
-// Same contract as matmul.wgsl (PyTorch Linear, W is [N, K], FLUX_REFERENCE.md notation) minus LoRA,
-// which stays on the FMA kernel (src/kernels/matmul_coop.rs says why).
+// Same contract as matmul.wgsl (PyTorch Linear, W is [N, K]) minus LoRA, which stays on the FMA kernel
+// (src/kernels/matmul_coop.rs says why).
 // Program = coop_{f16x16,f32x8}.wgsl (operand type ab_t, tile side CS, coop_a/b/c) + quant.wgsl
 // + activations.wgsl + this file.
 // Wrapper: src/kernels/matmul_coop.rs. Reference: src/reference/matmul.rs.

@@ -1,10 +1,13 @@
 // Normalizations over groups of contiguous f32 elements (activations.wgsl is prepended for silu,
 // and prelude_reduce.wgsl or prelude_reduce_sg.wgsl for the workgroup sums):
 //   layer_norm  LayerNorm over the last dim, biased variance, optional affine, optional fused AdaLN
-//               modulation `LN(x)·(1 + scale) + shift` (FLUX_REFERENCE.md §1.5, §1.7, §1.8, §5.2, §9)
+//               modulation `LN(x)·(1 + scale) + shift` (BFL blocks, src/flux/modules/layers.py @ 802fb47;
+//               CLIP's affine LayerNorm, src/transformers/models/clip/modeling_clip.py @ 679021a)
 //   rms_norm    `x / sqrt(mean(x²) + eps) · w` over groups of n consecutive elements inside a column
-//               slice of each row: T5 RMSNorm (§5.1) and FLUX's per-head QK norm (§1.5); optionally in place
-//   group_norm  GroupNorm on (C, H, W), affine, optional fused SiLU (VAE, §4.1-4.2)
+//               slice of each row: T5 RMSNorm (`T5LayerNorm`, src/transformers/models/t5/modeling_t5.py
+//               @ 6b8b757) and FLUX's per-head QK norm (BFL `QKNorm`); optionally in place
+//   group_norm  GroupNorm on (C, H, W), affine, optional fused SiLU (VAE, BFL `ResnetBlock`,
+//               src/flux/modules/autoencoder.py @ 802fb47)
 // Reference: src/reference/norm.rs. Wrapper: src/kernels/norm.rs.
 //
 // One workgroup per group (a row, a head of a row, a channel group); the workgroup id is 2-D when

@@ -1,4 +1,5 @@
-// FLUX latent packing (FLUX_REFERENCE.md §2): [C, h, w] latents ⇄ [(h/2)(w/2), 4C] tokens.
+// FLUX latent packing (diffusers `FluxPipeline._pack_latents`,
+// src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c): [C, h, w] latents ⇄ [(h/2)(w/2), 4C] tokens.
 //   token n = r · (w/2) + c,  feature f = ch · 4 + dy · 2 + dx,  packed[n, f] = latent[ch, 2r + dy, 2c + dx]
 // (C = 16 for FLUX, so 64 features). `pack` and `unpack` are exact inverses; each invocation writes one
 // output element (contiguous writes) and gathers its input. Reference: src/reference/pack.rs.

@@ -5,7 +5,7 @@
 //   var<storage, read> W: array<u32>;           // the weight tensor in its GPU layout
 // GPU layouts (src/gpu/dtype.rs, src/weights/repack.rs): F32 one value per word; F16/BF16 two per word,
 // element e in word e/2, low half first; quantized formats keep GGUF's block contents, each block padded
-// to whole words with the scales first (FLUX_REFERENCE.md §7.3):
+// to whole words with the scales first (ggml's `block_*` structs, src/ggml-common.h @ d99724f):
 //   Q8_0 9 words  [d | qs 32×i8]          Q4_0 5 words [d | qs 16×u8]      Q4_1 5 words [d,m | qs]
 //   Q5_0 6 words  [d | qh u32 | qs]       Q5_1 6 words [d,m | qh | qs]
 //   Q4_K 36 words [d,dmin | scales 12 B | qs 128 B]      Q5_K 44 words [d,dmin | scales | qh 32 B | qs 128 B]

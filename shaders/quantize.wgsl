@@ -5,10 +5,11 @@
 //   Q8_0 9 words per 32 elements  [d f16, pad | qs 32×i8]
 //   Q4_0 5 words per 32 elements  [d f16, pad | qs 16×u8, byte j = q[j] | q[j+16] << 4]
 //
-// Quantization is ggml's `quantize_row_q8_0_ref` / `quantize_row_q4_0_ref` (FLUX_REFERENCE.md §7.3 for the
-// layouts), reproduced bit for bit: WGSL only promises correctly rounded +, −, ×, while ggml divides
-// (d = amax/127, id = 1/d) and rounds f32 → f16 with round-to-nearest-even. So divisions and the f16
-// rounding are done in integer arithmetic here (`div_rn`, `f16_bits`), and everything after the one
+// Quantization is ggml's `quantize_row_q8_0_ref` / `quantize_row_q4_0_ref` (ggml src/ggml-quants.c,
+// layouts in src/ggml-common.h, both @ d99724f), reproduced bit for bit: WGSL only promises correctly
+// rounded +, −, ×, while ggml divides (d = amax/127, id = 1/d) and rounds f32 → f16 with
+// round-to-nearest-even. So divisions and the f16 rounding are done in integer arithmetic here
+// (`div_rn`, `f16_bits`), and everything after the one
 // product `x · id` reads that product's bits (`round_away`, `trunc_plus_8_5`): no float add follows a
 // multiply, so a compiler cannot fuse them into an fma and change a rounding.
 // Blocks whose largest magnitude is below TINY = 2^-100 are written as d = 0 with the codes of an all-zero

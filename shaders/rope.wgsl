@@ -1,6 +1,6 @@
-// FLUX rotary position embedding, 3 axes, INTERLEAVED pairs (FLUX_REFERENCE.md §1.6; not the
-// GPT-NeoX rotate-half layout): within each head, pair p = (v[2p], v[2p+1]) is rotated by the angle
-// whose cos/sin are at table column p of the token's row:
+// FLUX rotary position embedding, 3 axes, INTERLEAVED pairs (BFL `rope` / `apply_rope`,
+// src/flux/math.py @ 802fb47; not the GPT-NeoX rotate-half layout): within each head,
+// pair p = (v[2p], v[2p+1]) is rotated by the angle whose cos/sin are at table column p of the token's row:
 //   out[2p]   = v[2p]·cos − v[2p+1]·sin
 //   out[2p+1] = v[2p]·sin + v[2p+1]·cos
 // The tables (built on the CPU in f64, `kernels::rope::rope_tables`) already hold the per-axis
@@ -11,8 +11,9 @@
 // of linear1's (L, 21504) output); every head of the slice is rotated. One invocation per pair;
 // index = (wid.y * nwg.x + wid.x) * WG + lid.x.
 //
-// qk_norm_rope fuses FLUX's QK norm (per-head RMSNorm `v / sqrt(mean(v²) + eps) · w`, §1.5, §1.7)
-// with this rotation: one workgroup per (row, head) of q and of k, in place on the fused qkv, so q
+// qk_norm_rope fuses FLUX's QK norm (per-head RMSNorm `v / sqrt(mean(v²) + eps) · w`, BFL `QKNorm`,
+// src/flux/modules/layers.py @ 802fb47) with this rotation: one workgroup per (row, head) of q and of k, in
+// place on the fused qkv, so q
 // and k are read and written once instead of twice each. The same f32 operations as rms_norm
 // (norm.wgsl) followed by rope, in the same order; only the sum of squares is reduced in another
 // order. Group g: row g / (2·heads); (g % (2·heads)) < heads is a q head, else a k head. Its sum
@@ -25,7 +26,7 @@ struct Params {
     pairs: u32,       // rows · half_width: number of pairs to rotate
     half_width: u32,  // pairs per row of the slice (slice width / 2)
     half_dim: u32,    // pairs per head = columns of the cos/sin tables (head_dim / 2)
-    pos_off: u32,     // table row of input row 0 (text rows come first in the joint sequence, §2)
+    pos_off: u32,     // table row of input row 0 (text rows first, BFL src/flux/model.py @ 802fb47)
     in_off: u32,      // first column of the slice in the input
     in_stride: u32,   // elements between input rows
     out_off: u32,     // the same for the output

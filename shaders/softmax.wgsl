@@ -1,5 +1,6 @@
 // Numerically stable softmax over the last dim of a row-major (rows, n) f32 tensor:
-// y = exp(x − max) / Σ exp(x − max), max and sum in f32 (FLUX_REFERENCE.md §9).
+// y = exp(x − max) / Σ exp(x − max), max and sum in f32 (as the references upcast, e.g.
+// `softmax(scores.float())` in `T5Attention`, src/transformers/models/t5/modeling_t5.py @ 6b8b757).
 // Reference: src/reference/softmax.rs. Wrapper: src/kernels/softmax.rs.
 //
 // One workgroup per row (2-D grid when rows exceed the per-dimension limit:

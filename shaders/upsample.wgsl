@@ -1,6 +1,7 @@
 // Nearest-neighbour ×2 upsampling of one [C, H, W] image (the VAE decoder's Upsample before its conv,
-// FLUX_REFERENCE.md §4.2). conv2d.wgsl can fuse this into its input reads; this standalone kernel is for
-// other uses and for checking. Reference: src/reference/upsample.rs. Wrapper: src/kernels/upsample.rs.
+// BFL `Upsample`, src/flux/modules/autoencoder.py @ 802fb47). conv2d.wgsl can fuse this into its input reads;
+// this standalone kernel is for other uses and for checking. Reference: src/reference/upsample.rs. Wrapper:
+// src/kernels/upsample.rs.
 //
 // One invocation per output element, so writes are contiguous; the grid is 2-D for large images:
 // index = (wid.y * nwg.x + wid.x) * WG + lid.x.

@@ -329,7 +329,8 @@ impl FluxStepOpts {
 }
 
 /// FLOPs of one block (every matmul and the attention's two products, `2·m·n·k` each) for `l`
-/// joint tokens: (double, single), FLUX_REFERENCE.md §1.5, §1.7.
+/// joint tokens: (double, single), BFL `DoubleStreamBlock` / `SingleStreamBlock`,
+/// src/flux/modules/layers.py @ 802fb47.
 pub fn flux_block_flops(c: &crate::model::flux::FluxConfig, l: usize) -> (f64, f64) {
     let (h, m, l) = (c.hidden() as f64, c.mlp_hidden as f64, l as f64);
     let attn = 4.0 * l * l * h;

@@ -62,8 +62,9 @@ pub fn bench_stream(gpu: &Gpu, url: &str, convert: Convert, mut progress: impl F
     Ok(StreamReport { tensors: header.tensors.len(), file_bytes, gpu_bytes, secs: start.elapsed().as_secs_f64(), retries: src.retries(), pooled_bytes: gpu.pooled_bytes() })
 }
 
-/// The weight matrices of FLUX.1's blocks (FLUX_REFERENCE.md §1.5, §1.7; BFL names, city96-style
-/// GGUF) at width `hidden` (FLUX.1: 3072; MLP 4×): two double blocks in Q8_0 per single block in
+/// The weight matrices of FLUX.1's blocks (BFL `DoubleStreamBlock` / `SingleStreamBlock`,
+/// src/flux/modules/layers.py @ 802fb47; BFL names, city96-style GGUF) at width `hidden` (FLUX.1: 3072; MLP
+/// 4×): two double blocks in Q8_0 per single block in
 /// Q4_0, until at least `min_bytes` of tensor data. `hidden` must be a multiple of 32.
 pub fn flux_gguf_plan(min_bytes: u64, hidden: u64) -> Vec<(String, Vec<u64>, DType)> {
     let (h, m) = (hidden.max(32) / 32 * 32, 4 * (hidden.max(32) / 32 * 32));

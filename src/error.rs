@@ -129,7 +129,8 @@ pub enum Error {
     BadImage { format: &'static str, why: String },
 
     /// An IC-LoRA panel grid that does not fit the canvas: panels must be whole multiples of 16 px
-    /// (the 2×2-patch packed latent tokens, FLUX_REFERENCE.md §2) so that each panel owns whole tokens.
+    /// (the 2×2-patch packed latent tokens, diffusers `FluxPipeline._pack_latents`,
+    /// src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c) so that each panel owns whole tokens.
     #[error("a {rows}×{cols} panel grid on a {width}×{height} canvas: {why}")]
     PanelGrid { rows: usize, cols: usize, width: usize, height: usize, why: String },
 

@@ -136,11 +136,13 @@ fn cross_attention_lq_differs_from_lk() {
 #[test]
 fn t5_bias_and_clip_causal_mask() {
     let mut rng = Rng::new(14);
-    // T5: additive relative-position bias, no scaling (FLUX_REFERENCE.md §5.1).
+    // T5: additive relative-position bias, no scaling (`T5Attention`,
+    // src/transformers/models/t5/modeling_t5.py @ 6b8b757).
     for (heads, l) in [(64, 7), (8, 77), (3, 130)] {
         self_attention(&mut rng, heads, 64, l, l, false, true);
     }
-    // CLIP: causal, 12 heads × 64 at L = 77 (§5.2).
+    // CLIP: causal, 12 heads × 64 at L = 77 (`CLIPAttention`,
+    // src/transformers/models/clip/modeling_clip.py @ 679021a).
     for l in [1, 7, 77] {
         self_attention(&mut rng, 12, 64, l, l, true, false);
     }
@@ -156,7 +158,8 @@ fn t5_bias_and_clip_causal_mask() {
 fn flux_fused_qkv_double_and_single_block() {
     let mut rng = Rng::new(15);
     let scale = 1.0 / (128f32).sqrt();
-    // Double block: qkv [L, 9216] = q | k | v, 24 heads × 128 each (FLUX_REFERENCE.md §1.5).
+    // Double block: qkv [L, 9216] = q | k | v, 24 heads × 128 each (BFL `SelfAttention`,
+    // src/flux/modules/layers.py @ 802fb47).
     let qkv = Mat::new(&mut rng, 64, 9216, 0, 1.5);
     check(&Case {
         name: "FLUX double block, qkv [64, 9216]".into(),
@@ -170,7 +173,8 @@ fn flux_fused_qkv_double_and_single_block() {
         causal: false,
         bias: None,
     });
-    // Single block: linear1 output [L, 21504] = q | k | v | mlp (§1.7).
+    // Single block: linear1 output [L, 21504] = q | k | v | mlp (BFL `SingleStreamBlock`,
+    // src/flux/modules/layers.py @ 802fb47).
     let lin1 = Mat::new(&mut rng, 12, 21504, 0, 1.5);
     check(&Case {
         name: "FLUX single block, linear1 [12, 21504]".into(),

@@ -1,5 +1,6 @@
-//! shaders/conv2d.wgsl against reference::conv2d (FLUX_REFERENCE.md §4.2 VAE convs).
-//! Tolerance: 1e-5 relative (assert_close: to max(|expected|, rms)) for F32 weights; F16 weights are
+//! shaders/conv2d.wgsl against reference::conv2d (the VAE convs of BFL
+//! src/flux/modules/autoencoder.py @ 802fb47). Tolerance: 1e-5 relative (assert_close: to max(|expected|,
+//! rms)) for F32 weights; F16 weights are
 //! compared with the reference run on the same f16-rounded weights, so the same tolerance holds.
 
 mod common;

@@ -1,4 +1,5 @@
-//! shaders/pack.wgsl against reference::pack (FLUX_REFERENCE.md §2). Exact copies: tolerance 0.
+//! shaders/pack.wgsl against reference::pack (diffusers `_pack_latents`,
+//! src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c). Exact copies: tolerance 0.
 
 mod common;
 use common::{assert_close, gpu, run, Rng};
@@ -44,7 +45,7 @@ fn pack_and_unpack_match_reference_and_invert() {
 #[test]
 fn reference_follows_the_formula() {
     // latent[ch, y, x] = ch·100 + y·10 + x on [2, 2, 4]: token 1 (r 0, c 1) holds, per channel,
-    // (0, 2), (0, 3), (1, 2), (1, 3) — top-left, top-right, bottom-left, bottom-right (§2).
+    // (0, 2), (0, 3), (1, 2), (1, 3) — top-left, top-right, bottom-left, bottom-right (`_pack_latents`).
     let (c, h, w) = (2, 2, 4);
     let latent: Vec<f32> = (0..c * h * w).map(|i| ((i / 8) * 100 + (i / 4 % 2) * 10 + i % 4) as f32).collect();
     let packed = reference::pack(&latent, c, h, w);

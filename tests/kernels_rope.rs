@@ -26,7 +26,7 @@ fn position_ids_put_text_first_then_image_row_major() {
     assert_eq!(ids, expected);
 }
 
-/// FLUX_REFERENCE.md §1.6: ω for axis 0 is 1, 0.316228, 0.1, ...; axes 1 and 2 use d = 56.
+/// ω for axis 0 is 1, 0.316228, 0.1, ...; axes 1 and 2 use d = 56 (BFL `rope`, src/flux/math.py @ 802fb47).
 #[test]
 fn tables_match_the_reference_frequencies() {
     let (cos, sin) = rope_tables(&[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], &FLUX_AXES, FLUX_THETA);

@@ -123,7 +123,8 @@ fn config_inferred_from_shapes_equals_config_json() {
 
 #[test]
 fn timestep_embedding_sanity_values() {
-    // FLUX_REFERENCE.md §1.3: s = 1 → emb[0] = cos(1000), emb[128] = sin(1000).
+    // diffusers `get_timestep_embedding` (src/diffusers/models/embeddings.py @ 58eb52c), cos half first:
+    // s = 1 → emb[0] = cos(1000), emb[128] = sin(1000).
     let e = timestep_embedding(1.0);
     assert_eq!(e.len(), 256);
     assert!((e[0] - 0.562_379_1).abs() < 1e-6, "{}", e[0]);

@@ -17,7 +17,8 @@ use safetensors::SafeTensors;
 
 #[test]
 fn relative_position_buckets_follow_the_reference_table() {
-    // FLUX_REFERENCE.md §5.1: n = |rel| → bucket; +16 when rel > 0.
+    // `T5Attention._relative_position_bucket` (src/transformers/models/t5/modeling_t5.py @ 6b8b757):
+    // n = |rel| → bucket; +16 when rel > 0.
     let table = [
         (0, 0),
         (7, 7),

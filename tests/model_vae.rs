@@ -95,8 +95,9 @@ fn encode_matches_diffusers() {
     assert_close("encode z", &read(&z), &io("enc/z").1, RTOL);
 }
 
-/// diffusers → BFL `ae.safetensors` names (FLUX_REFERENCE.md §4.3-4.4), written independently of the
-/// loader's own key table: levels renumbered `up_blocks.{i}` → `up.{3 − i}`, sub-keys renamed.
+/// diffusers → BFL `ae.safetensors` names (as diffusers' `convert_ldm_vae_checkpoint` maps them,
+/// src/diffusers/loaders/single_file_utils.py @ 58eb52c), written independently of the loader's own key
+/// table: levels renumbered `up_blocks.{i}` → `up.{3 − i}`, sub-keys renamed.
 fn bfl_name(k: &str) -> String {
     let mut r = k.to_string();
     for (a, b) in [

@@ -55,7 +55,9 @@ fn sigmas_and_timesteps_match_diffusers() {
 
 #[test]
 fn schedule_properties_from_the_reference() {
-    // FLUX_REFERENCE.md §3.1: schnell is unshifted; mu is 1.15 at 4096 tokens, 0.5 at 256.
+    // schnell is unshifted (BFL `get_schedule(..., shift=(name != "flux-schnell"))`,
+    // src/flux/cli.py @ 802fb47); mu is 1.15 at 4096 tokens, 0.5 at 256 (diffusers `calculate_shift`,
+    // src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c).
     assert_eq!(flux_sigmas(4, 4096, FluxVariant::Schnell), vec![1.0, 0.75, 0.5, 0.25, 0.0]);
     let cfg = FluxVariant::Dev.scheduler_config();
     assert!((calculate_shift(4096, &cfg) - 1.15).abs() < 1e-12);

@@ -49,7 +49,8 @@ fn fast_presets_stack_a_few_step_lora_on_the_task() {
 
 #[test]
 fn task_presets_match_the_model_card() {
-    // DESIGN.md, "IC-LoRA specifics": file and canvas of each released adapter.
+    // File and canvas (width × height) of each released adapter, as the model card of
+    // ali-vilab/In-Context-LoRA on Hugging Face recommends them.
     let table = [
         ("couple-profile", 2048, 1024),
         ("film-storyboard", 1024, 1536),

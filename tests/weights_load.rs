@@ -1,7 +1,8 @@
 //! Loading tensors from files the writers make, in every supported format,
 //! onto the GPU; read back through the GPU dequantizer and compared exactly
 //! (tolerance 0) with `reference::quant::dequantize` of the file bytes (F8:
-//! with an independent decoder of FLUX_REFERENCE.md §8.2).
+//! with an independent decoder of E4M3/E5M2 as safetensors' `Dtype` defines them,
+//! safetensors/src/tensor.rs @ 24b0b28).
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! ComfyUI scaled-fp8 safetensors (`weights::fp8`), GGUF `comfy.gguf.orig_shape.<name>`
-//! (FLUX_REFERENCE.md §7.4) and component/key-scheme detection (`weights::detect`), on files the
-//! tests write with our writers and on the golden fixtures.
+//! (ComfyUI-GGUF `get_orig_shape`, loader.py @ 795e451) and component/key-scheme detection
+//! (`weights::detect`), on files the tests write with our writers and on the golden fixtures.
 
 mod common;
 

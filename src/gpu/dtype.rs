@@ -90,7 +90,7 @@ impl DType {
         }
     }
 
-    /// Bytes of one block in a GGUF file (FLUX_REFERENCE.md §7.2).
+    /// Bytes of one block in a GGUF file (ggml's `block_*` structs, src/ggml-common.h @ d99724f).
     pub fn gguf_block_bytes(self) -> usize {
         match self {
             DType::F32 | DType::U32 => 4,

@@ -1,9 +1,10 @@
 //! Wrapper for `shaders/attention.wgsl`: multi-head scaled dot-product attention with an online
 //! softmax (score matrix never materialized). Reference: `reference::attention`.
 //!
-//! q, k and v are read in place from 2-D `[L, cols]` tensors at a column offset (FLUX_REFERENCE.md
-//! §1.5: head h = columns `off + h*D .. off + h*D + D-1`), so a fused qkv `[L, 9216]` or linear1
-//! `[L, 21504]` output feeds the kernel without copies. The only allocation is the output.
+//! q, k and v are read in place from 2-D `[L, cols]` tensors at a column offset (head h = columns
+//! `off + h*D .. off + h*D + D-1`, BFL `SelfAttention`'s `B L (K H D)` split,
+//! src/flux/modules/layers.py @ 802fb47), so a fused qkv `[L, 9216]` or linear1 `[L, 21504]` output feeds the
+//! kernel without copies. The only allocation is the output.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -37,11 +38,16 @@ impl<'a> AttnInput<'a> {
 
 #[derive(Debug, Clone, Copy)]
 pub struct AttnOptions<'a> {
-    /// Multiplies q·kᵀ: 1/sqrt(128) FLUX, 1/8 CLIP, 1.0 T5, 1/sqrt(512) VAE (FLUX_REFERENCE.md §9).
+    /// Multiplies q·kᵀ: 1/sqrt(128) FLUX (BFL `attention`, src/flux/math.py @ 802fb47), 1/8 CLIP
+    /// (`CLIPAttention.scale`, src/transformers/models/clip/modeling_clip.py @ 679021a), 1.0 T5
+    /// (`T5Attention`, src/transformers/models/t5/modeling_t5.py @ 6b8b757), 1/sqrt(512) VAE (BFL
+    /// `AttnBlock`, src/flux/modules/autoencoder.py @ 802fb47).
     pub scale: f32,
-    /// Query i sees key j iff j <= i (CLIP's causal mask, FLUX_REFERENCE.md §5.2).
+    /// Query i sees key j iff j <= i (CLIP's causal mask, `CLIPTextTransformer`,
+    /// src/transformers/models/clip/modeling_clip.py @ 679021a).
     pub causal: bool,
-    /// Added to the scaled scores, F32 `[heads, Lq, Lk]` (T5 relative position bias, §5.1).
+    /// Added to the scaled scores, F32 `[heads, Lq, Lk]` (T5 relative position bias,
+    /// `T5Attention.compute_bias`, src/transformers/models/t5/modeling_t5.py @ 6b8b757).
     pub bias: Option<&'a Tensor>,
 }
 

@@ -1,6 +1,7 @@
 //! Wrapper for `shaders/conv2d.wgsl`: 2-D convolution of one `[C, H, W]` image (the FLUX VAE,
-//! FLUX_REFERENCE.md §4.2) with F32 or F16 weights, bias, optional fused nearest ×2 upsampling of the
-//! input (the decoder's `Upsample`), optional fused residual add (`shortcut(x) + h`) and optional
+//! src/flux/modules/autoencoder.py @ 802fb47) with F32 or F16 weights, bias, optional fused nearest ×2
+//! upsampling of the input (the decoder's `Upsample`), optional fused residual add (`shortcut(x) + h`) and
+//! optional
 //! fused ReLU (the tiny preview decoder, `model::taef1`).
 //! Reference: `reference::conv2d`.
 
@@ -27,7 +28,8 @@ impl Padding {
         Padding { left: p, right: p, top: p, bottom: p }
     }
 
-    /// The VAE `Downsample`'s asymmetric padding: one zero column right, one zero row below (§4.2).
+    /// The VAE `Downsample`'s asymmetric padding: one zero column right, one zero row below (BFL
+    /// `Downsample`, src/flux/modules/autoencoder.py @ 802fb47).
     pub const DOWNSAMPLE: Padding = Padding { left: 0, right: 1, top: 0, bottom: 1 };
 }
 
@@ -36,7 +38,8 @@ impl Padding {
 pub struct Conv2d {
     pub stride: usize,
     pub padding: Padding,
-    /// Upsample the input ×2 (nearest) before convolving, without materialising it (§4.2 `Upsample`).
+    /// Upsample the input ×2 (nearest) before convolving, without materialising it (BFL `Upsample`,
+    /// src/flux/modules/autoencoder.py @ 802fb47).
     pub upsample: bool,
     /// Then `max(·, 0)` on the result (bias and residual included): the tiny decoder's ReLU
     /// (`model::taef1`), fused into the store.

@@ -1,7 +1,8 @@
 //! Wrapper for `shaders/copy.wgsl`: slicing and concatenation of `[rows, cols]` matrices of 32-bit
 //! elements (F32, U32) along rows (tokens) and columns (features), all built on one block copy,
 //! [`copy_into`]. FLUX uses them for the joint text+image sequence and for the single block's
-//! `concat_features(attn, mlp)` (FLUX_REFERENCE.md §1.7). Reference: `reference::copy`.
+//! `concat_features(attn, mlp)` (BFL `SingleStreamBlock.forward`, src/flux/modules/layers.py @ 802fb47).
+//! Reference: `reference::copy`.
 //!
 //! Large tensors (the single block's `[L, 15360]` input exceeds 128 MiB at a few thousand tokens) are
 //! copied in row chunks, each bound as a sub-range within the device's storage binding limit.
@@ -186,7 +187,7 @@ pub fn concat_rows(gpu: &Gpu, batch: &mut Batch, a: &Tensor, b: &Tensor) -> Resu
 }
 
 /// `a` `[rows, ca]` beside `b` `[rows, cb]` → `[rows, ca + cb]` (single block: attention output first,
-/// then the MLP activation, FLUX_REFERENCE.md §1.7).
+/// then the MLP activation, BFL `SingleStreamBlock.forward`, src/flux/modules/layers.py @ 802fb47).
 pub fn concat_cols(gpu: &Gpu, batch: &mut Batch, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let ((ra, ca), (rb, cb)) = (matrix("concat_cols", a)?, matrix("concat_cols", b)?);
     same_format("concat_cols", a, b)?;
@@ -199,8 +200,9 @@ pub fn concat_cols(gpu: &Gpu, batch: &mut Batch, a: &Tensor, b: &Tensor) -> Resu
     Ok(out)
 }
 
-/// `t` `[rows, cols]` → `[cols, rows]` (the VAE attention's `[C, H·W]` ⇄ `[H·W, C]`, FLUX_REFERENCE.md
-/// §4.2). Whole tensors are bound: one larger than the storage binding limit gives `LimitExceeded`.
+/// `t` `[rows, cols]` → `[cols, rows]` (the VAE attention's `[C, H·W]` ⇄ `[H·W, C]`, BFL `AttnBlock`,
+/// src/flux/modules/autoencoder.py @ 802fb47). Whole tensors are bound: one larger than the storage binding
+/// limit gives `LimitExceeded`.
 pub fn transpose(gpu: &Gpu, batch: &mut Batch, t: &Tensor) -> Result<Tensor> {
     const OP: &str = "transpose";
     let (rows, cols) = matrix(OP, t)?;

@@ -16,9 +16,12 @@ use crate::gpu::{grid_1d, Batch, Binding, Gpu, Tensor};
 pub static SHADERS: super::Reducing =
     super::reducing!("norm", [include_str!("../../shaders/activations.wgsl"), include_str!("../../shaders/norm.wgsl")]);
 
-/// eps of FLUX's LayerNorms and QK RMSNorm, T5's RMSNorm and the VAE's GroupNorm (FLUX_REFERENCE.md §9).
+/// eps of FLUX's LayerNorms and QK RMSNorm (BFL src/flux/modules/layers.py @ 802fb47), T5's RMSNorm
+/// (`T5LayerNorm`, src/transformers/models/t5/modeling_t5.py @ 6b8b757) and the VAE's GroupNorm (BFL
+/// `ResnetBlock` / `AttnBlock`, src/flux/modules/autoencoder.py @ 802fb47).
 pub const EPS_FLUX: f32 = 1e-6;
-/// eps of CLIP's LayerNorms (§5.2).
+/// eps of CLIP's LayerNorms (`CLIPTextConfig.layer_norm_eps`,
+/// src/transformers/models/clip/configuration_clip.py @ 01841b3).
 pub const EPS_CLIP: f32 = 1e-5;
 
 /// A column slice `[offset, offset + width)` of every row of a row-major `[rows, C]` tensor; the
@@ -57,8 +60,9 @@ impl Columns {
 
 /// AdaLN modulation `(1 + scale) · v + shift`: shift and scale are the `C`-element runs at element
 /// offsets `shift` and `scale` of `tensor`, e.g. of the `[6·3072]` output of `img_mod.lin`
-/// (FLUX_REFERENCE.md §1.5: shift1 at 0, scale1 at 3072; §1.8 BFL final layer: shift 0, scale 3072,
-/// diffusers `norm_out`: scale 0, shift 3072). No slicing copy is needed.
+/// (BFL `Modulation`: shift1 at 0, scale1 at 3072; BFL `LastLayer`: shift 0, scale 3072, both in
+/// src/flux/modules/layers.py @ 802fb47; diffusers `norm_out` (`AdaLayerNormContinuous`,
+/// src/diffusers/models/normalization.py @ 58eb52c): scale 0, shift 3072). No slicing copy is needed.
 #[derive(Debug, Clone, Copy)]
 pub struct Modulation<'a> {
     pub tensor: &'a Tensor,
@@ -203,7 +207,8 @@ fn layer_norm_impl(
 }
 
 /// LayerNorm over the last dim of `x` (biased variance), `· w + b` when `affine` is given
-/// (CLIP: affine, eps 1e-5; FLUX: none, eps 1e-6; FLUX_REFERENCE.md §1.5, §5.2, §9).
+/// (CLIP: affine, eps 1e-5, `CLIPEncoderLayer` in src/transformers/models/clip/modeling_clip.py @ 679021a;
+/// FLUX: none, eps 1e-6, BFL src/flux/modules/layers.py @ 802fb47).
 pub fn layer_norm(
     gpu: &Gpu,
     batch: &mut Batch,
@@ -214,7 +219,8 @@ pub fn layer_norm(
     layer_norm_impl(gpu, batch, x, affine, None, eps)
 }
 
-/// FLUX's AdaLN: `LN(x) · (1 + scale) + shift`, LN without affine (FLUX_REFERENCE.md §1.5, §1.7, §1.8).
+/// FLUX's AdaLN: `LN(x) · (1 + scale) + shift`, LN without affine (BFL `DoubleStreamBlock`,
+/// `SingleStreamBlock`, `LastLayer`, src/flux/modules/layers.py @ 802fb47).
 pub fn layer_norm_modulated(
     gpu: &Gpu,
     batch: &mut Batch,
@@ -226,7 +232,8 @@ pub fn layer_norm_modulated(
 }
 
 /// RMSNorm `v / sqrt(mean(v²) + eps) · w` over groups of `D = w.numel()` consecutive elements
-/// along the last dim of `x` (C a multiple of D). T5: D = C = 4096 (FLUX_REFERENCE.md §5.1).
+/// along the last dim of `x` (C a multiple of D). T5: D = C = 4096 (`T5LayerNorm`,
+/// src/transformers/models/t5/modeling_t5.py @ 6b8b757).
 pub fn rms_norm(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
     matrix("rms_norm", x)?;
     let y = rms_norm_columns(gpu, batch, x, Columns::all(x), w, eps)?;
@@ -251,8 +258,9 @@ pub fn rms_norm_columns(
 }
 
 /// RMSNorm per `D = w.numel()`-wide head of the column slice `cols` of `x` `[rows, C]`, written
-/// back into `x` (no copy). FLUX QK norm (§1.5, §1.7): on a fused qkv `[L, 9216]` or linear1
-/// output `[L, 21504]`, q is `Columns { offset: 0, width: 3072 }` with `norm_q`'s weight `[128]`,
+/// back into `x` (no copy). FLUX QK norm (BFL `QKNorm`, src/flux/modules/layers.py @ 802fb47): on a fused qkv
+/// `[L, 9216]` or linear1 output `[L, 21504]`, q is `Columns { offset: 0, width: 3072 }` with `norm_q`'s
+/// weight `[128]`,
 /// k is `Columns { offset: 3072, width: 3072 }` with `norm_k`'s.
 pub fn rms_norm_columns_inplace(
     gpu: &Gpu,
@@ -295,8 +303,9 @@ fn rms_params(
 }
 
 /// GroupNorm of `x` `[C, H, W]` (or `[1, C, H, W]`) with `groups` groups, affine `w`, `b` `[C]`,
-/// then SiLU when `silu` (the VAE's `silu(GN(x))`, FLUX_REFERENCE.md §4.1-4.2: 32 groups, eps 1e-6).
-/// `x` larger than one storage binding is normalised in runs of whole groups (one dispatch each), so
+/// then SiLU when `silu` (the VAE's `silu(GN(x))`, BFL `ResnetBlock`'s `GroupNorm` and `swish`,
+/// src/flux/modules/autoencoder.py @ 802fb47: 32 groups, eps 1e-6). `x` larger than one storage binding is
+/// normalised in runs of whole groups (one dispatch each), so
 /// only one group must fit a binding (`LimitExceeded` otherwise).
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm(

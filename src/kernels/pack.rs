@@ -1,5 +1,6 @@
 //! Wrapper for `shaders/pack.wgsl`: FLUX latent packing `[C, h, w]` ⇄ `[(h/2)(w/2), 4C]`
-//! (FLUX_REFERENCE.md §2; C = 16 for FLUX). Reference: `reference::pack`.
+//! (diffusers `FluxPipeline._pack_latents` / `_unpack_latents`,
+//! src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c; C = 16 for FLUX). Reference: `reference::pack`.
 
 use bytemuck::{Pod, Zeroable};
 

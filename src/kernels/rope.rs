@@ -1,8 +1,10 @@
 //! Wrapper for `shaders/rope.wgsl`: FLUX's 3-axis rotary embedding with interleaved pairs
-//! (FLUX_REFERENCE.md §1.6), applied to every head of a column slice (q|k of a fused qkv tensor),
-//! in place or into a new tensor; and [`qk_norm_rope_inplace`], FLUX's per-head QK RMSNorm fused
+//! (BFL `rope` / `apply_rope`, src/flux/math.py @ 802fb47), applied to every head of a column slice (q|k of a
+//! fused qkv tensor), in place or into a new tensor; and [`qk_norm_rope_inplace`], FLUX's per-head QK RMSNorm
+//! fused
 //! with the rotation (one pass over q and k). Also the host-side table builder and FLUX position
-//! ids (§2). Reference: `reference::rope`.
+//! ids (diffusers `FluxPipeline._prepare_latent_image_ids`,
+//! src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c). Reference: `reference::rope`.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -14,9 +16,10 @@ use crate::gpu::{grid_1d, Batch, Binding, Gpu, Tensor};
 /// The kernel after the workgroup-reduction prelude of this device (qk_norm_rope's sum of squares).
 pub static SHADERS: super::Reducing = super::reducing!("rope", [include_str!("../../shaders/rope.wgsl")]);
 
-/// FLUX's rotary axes (§1.1, §1.6): 16 + 56 + 56 = 128 = head dim.
+/// FLUX's rotary axes: 16 + 56 + 56 = 128 = head dim (BFL `configs["flux-dev"].params.axes_dim`,
+/// src/flux/util.py @ 802fb47).
 pub const FLUX_AXES: [usize; 3] = [16, 56, 56];
-/// FLUX's rotary base θ (§1.6).
+/// FLUX's rotary base θ (BFL `configs["flux-dev"].params.theta`, src/flux/util.py @ 802fb47).
 pub const FLUX_THETA: f64 = 10000.0;
 
 const WG: u32 = 256;
@@ -32,8 +35,9 @@ pub fn variants() -> Vec<Variant> {
     v
 }
 
-/// FLUX position ids (§1.6, §2): `txt_len` text tokens at (0, 0, 0) first, then the image tokens
-/// of a `rows × cols` packed-patch grid (H/16 × W/16) at (0, r, c), row-major.
+/// FLUX position ids (BFL `prepare`, src/flux/sampling.py @ 802fb47; diffusers `_prepare_latent_image_ids`,
+/// src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c): `txt_len` text tokens at (0, 0, 0) first, then
+/// the image tokens of a `rows × cols` packed-patch grid (H/16 × W/16) at (0, r, c), row-major.
 pub fn flux_position_ids(txt_len: usize, rows: usize, cols: usize) -> Vec<[f32; 3]> {
     let text = std::iter::repeat_n([0.0; 3], txt_len);
     let image = (0..rows).flat_map(|r| (0..cols).map(move |c| [0.0, r as f32, c as f32]));
@@ -43,8 +47,10 @@ pub fn flux_position_ids(txt_len: usize, rows: usize, cols: usize) -> Vec<[f32; 
 /// cos and sin tables `[L, D/2]` (row-major, `D = Σ axes_dim`) for positions `ids`: table column
 /// `p` is pair `p` of a head; pairs are split among the axes by concatenation in axis order, and
 /// axis `a` with dim `d` contributes `d/2` pairs of frequency `ω_j = theta^(−2j/d)` at angle
-/// `ids[t][a] · ω_j` (§1.6). Computed in f64 like diffusers, stored as f32. Axes past the third have
-/// no position (angle 0); an odd axis dim contributes `floor(d/2)` pairs, as in diffusers.
+/// `ids[t][a] · ω_j` (BFL `rope`, src/flux/math.py @ 802fb47). Computed in f64 like diffusers
+/// (`FluxPosEmbed`, src/diffusers/models/transformers/transformer_flux.py @ 58eb52c), stored as f32. Axes
+/// past the third have no position (angle 0); an odd axis dim contributes `floor(d/2)` pairs, as in
+/// diffusers.
 pub fn rope_tables(ids: &[[f32; 3]], axes_dim: &[usize], theta: f64) -> (Vec<f32>, Vec<f32>) {
     let freqs: Vec<(usize, f64)> = axes_dim
         .iter()
@@ -204,8 +210,9 @@ pub fn rope(
 
 /// FLUX's QK norm and RoPE on a fused qkv (or linear1 output) `x` `[rows, C]`, in place: every
 /// `D = norm_q.numel()`-wide head of `q` is RMS-normalized with `norm_q`'s weight, every head of `k`
-/// with `norm_k`'s (eps `eps`), then rotated with table row `pos_offset + r` (FLUX_REFERENCE.md
-/// §1.5-1.7). One pass over q and k instead of three ([`rms_norm_columns_inplace`] on q, on k, then
+/// with `norm_k`'s (eps `eps`), then rotated with table row `pos_offset + r` (BFL `QKNorm`, then `apply_rope`
+/// in `attention`, src/flux/modules/layers.py @ 802fb47 and src/flux/math.py @ 802fb47). One pass over q and
+/// k instead of three ([`rms_norm_columns_inplace`] on q, on k, then
 /// [`rope_inplace`]); same result up to the order of the sum of squares.
 ///
 /// [`rms_norm_columns_inplace`]: super::norm::rms_norm_columns_inplace

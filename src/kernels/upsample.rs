@@ -1,5 +1,5 @@
 //! Wrapper for `shaders/upsample.wgsl`: nearest-neighbour ×2 of a `[C, H, W]` image
-//! (FLUX_REFERENCE.md §4.2 `Upsample`). Reference: `reference::upsample`.
+//! (BFL `Upsample`, src/flux/modules/autoencoder.py @ 802fb47). Reference: `reference::upsample`.
 
 use bytemuck::{Pod, Zeroable};
 

@@ -1,5 +1,6 @@
-//! Run-time LoRA on the FLUX transformer (FLUX_REFERENCE.md §6.1, §6.3): every Linear some
-//! adapter touches gets one `LoraStack` (all `A`s stacked, all `B`s concatenated, one slice per
+//! Run-time LoRA on the FLUX transformer (`alpha / rank` scaling and q/k/v slices as in diffusers'
+//! `_convert_kohya_flux_lora_to_diffusers`, src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c): every
+//! Linear some adapter touches gets one `LoraStack` (all `A`s stacked, all `B`s concatenated, one slice per
 //! module) that its matmul applies as `y += Σ sᵢ (x·Aᵢᵀ)·Bᵢᵀ`. The base weights are never
 //! changed, so adapters can be swapped, removed or rescaled without reloading the model. The
 //! grouping into stacks is shared with the CLIP text encoder (`stack`, `clip`).

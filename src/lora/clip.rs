@@ -1,4 +1,5 @@
-//! LoRA on the CLIP-L text encoder (FLUX_REFERENCE.md §6.2: kohya `lora_te1_…`, diffusers/PEFT
+//! LoRA on the CLIP-L text encoder (diffusers `_convert_kohya_flux_lora_to_diffusers`,
+//! src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c: kohya `lora_te1_…`, diffusers/PEFT
 //! `text_encoder.…`): the key names of its Linears, and run-time application through the same
 //! `LoraStack`s the transformer uses (planning shared in `stack`). The base weights are never
 //! changed.

@@ -1,4 +1,6 @@
-//! Merged LoRA on the FLUX transformer (FLUX_REFERENCE.md §6.1 "Merged"): `W' = W + Σ sᵢ·(αᵢ/rᵢ)·Bᵢ·Aᵢ`
+//! Merged LoRA on the FLUX transformer (`alpha / rank` as in diffusers'
+//! `_convert_kohya_flux_lora_to_diffusers`, src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c):
+//! `W' = W + Σ sᵢ·(αᵢ/rᵢ)·Bᵢ·Aᵢ`
 //! written into F32 or F16 base weights on the GPU, so later steps run plain matmuls without the
 //! LoRA epilogue. The delta of one weight is one call of the existing matmul with its gated
 //! residual epilogue: `x = B_pad` `[n, R]` (every group's B, pre-scaled, at its rows; zero rows
@@ -49,7 +51,7 @@ fn merged(gpu: &Gpu, w: &Tensor, groups: &[Group], sign: f32) -> Result<Tensor> 
 }
 
 impl FluxModel {
-    /// Adds every module of `adapters` (each with its strength) into the base weights (§6.1):
+    /// Adds every module of `adapters` (each with its strength) into the base weights (`W += s·(α/r)·B·A`):
     /// later forward passes need no LoRA epilogue. Any run-time LoRAs (`set_loras`) stay on top.
     /// Errors, with nothing changed: a targeted weight that is not F32 or F16
     /// (`Error::UnsupportedFormat`: merging would re-quantize it; use `set_loras`), the plan's

@@ -1,5 +1,6 @@
-//! LoRA adapters for the FLUX transformer and the CLIP text encoder (FLUX_REFERENCE.md §6):
-//! parsed from safetensors in the diffusers/PEFT, kohya, BFL-native and XLabs key formats
+//! LoRA adapters for the FLUX transformer and the CLIP text encoder (as diffusers' `FluxLoraLoaderMixin`
+//! loads them, src/diffusers/loaders/lora_pipeline.py @ 58eb52c): parsed from safetensors in the
+//! diffusers/PEFT, kohya, BFL-native and XLabs key formats
 //! (`parse`), mapped onto our fused BFL weights with row slices (`targets`) or onto CLIP's Linears
 //! (`clip`), grouped per weight (`stack`), and applied at run time through the LoRA-augmented
 //! matmul without touching the base weights (`apply`: `FluxModel::set_loras`; `clip`:

@@ -1,5 +1,6 @@
-//! LoRA safetensors → modules on our BFL weights (FLUX_REFERENCE.md §6.2): every key is
-//! classified (format, module, role), checked against the model config, and the factors are read
+//! LoRA safetensors → modules on our BFL weights (the formats diffusers'
+//! `FluxLoraLoaderMixin.lora_state_dict` tells apart, src/diffusers/loaders/lora_pipeline.py @ 58eb52c):
+//! every key is classified (format, module, role), checked against the model config, and the factors are read
 //! to f32 on the CPU (they are small: rank × width). CLIP-L text-encoder modules (`lora_te1_…`,
 //! `text_encoder.…`) become modules on the CLIP Linears (`lora::clip`), checked against the CLIP
 //! config when applied; T5 parts are reported as ignored.
@@ -14,7 +15,8 @@ use crate::model::flux::FluxConfig;
 use crate::weights::load::{read_floats, read_header, ByteSource};
 use crate::weights::tensor_info::{TensorInfo, WeightsHeader};
 
-/// The key scheme a LoRA file was written in (§6.2).
+/// The key scheme a LoRA file was written in (the converters of
+/// src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LoraFormat {
     /// `transformer.<diffusers module>.lora_A/B.weight` (also `base_model.model.` or no prefix).
@@ -28,8 +30,9 @@ pub enum LoraFormat {
 }
 
 /// One low-rank delta on rows `target.n0 .. + target.len` of the BFL Linear `target.bfl`:
-/// `Δy = (alpha / rank) · (x·Aᵀ)·Bᵀ` (§6.1). `b` is in BFL row order (a diffusers final-layer
-/// module has its halves swapped when applied, see `apply`).
+/// `Δy = (alpha / rank) · (x·Aᵀ)·Bᵀ` (diffusers `_convert_kohya_flux_lora_to_diffusers`,
+/// src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c). `b` is in BFL row order (a diffusers
+/// final-layer module has its halves swapped when applied, see `apply`).
 #[derive(Debug, Clone)]
 pub struct LoraModule {
     /// The module name as in the file (prefix and suffix removed).
@@ -299,7 +302,9 @@ impl LoraAdapter {
             }
             let alpha = match p.alpha {
                 Some(a) => *values(src, h, a)?.first().ok_or_else(|| lora_err(file, &a.name, "empty alpha"))?,
-                // XLabs LoRAs are alpha-free (§6.2.4); otherwise alpha = r unless the metadata says.
+                // XLabs LoRAs are alpha-free (diffusers `FluxLoraLoaderMixin.lora_state_dict`,
+                // src/diffusers/loaders/lora_pipeline.py @ 58eb52c); otherwise alpha = r unless the metadata
+                // says.
                 None if format == LoraFormat::XLabs => rank as f32,
                 None => if p.clip { &clip_meta } else { &meta }.get(&module).unwrap_or(rank as f32),
             };

@@ -1,6 +1,7 @@
 //! Random adapters for benchmarks (`iclora bench flux-step --loras N --rank R`): the layout of
 //! IC-LoRA's released adapters (ai-toolkit, diffusers names), i.e. one rank-`r` module on every
-//! attention and MLP Linear of the blocks, q/k/v separately (FLUX_REFERENCE.md §6.2).
+//! attention and MLP Linear of the blocks, q/k/v separately (diffusers names,
+//! src/diffusers/models/transformers/transformer_flux.py @ 58eb52c).
 
 use super::parse::{LoraAdapter, LoraFormat, LoraModule, LoraReport};
 use super::targets::Targets;

@@ -1,5 +1,7 @@
-//! Model-independent LoRA planning (FLUX_REFERENCE.md §6.1, §6.3), shared by the FLUX transformer
-//! (`apply`, `merge`) and the CLIP text encoder (`clip`): the adapters' modules are grouped by the
+//! Model-independent LoRA planning (scale `alpha/rank`, split q/k/v onto fused weights: diffusers
+//! `_convert_kohya_flux_lora_to_diffusers`, src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c), shared
+//! by the FLUX transformer (`apply`, `merge`) and the CLIP text encoder (`clip`): the adapters' modules are
+//! grouped by the
 //! Linear they change (checked against the model's shapes), and each group becomes one slice of
 //! that Linear's `LoraStack` (run time) or one term of its merged delta (`merge`).
 
@@ -35,13 +37,15 @@ pub(crate) struct Piece<'a> {
     pub adapter: usize,
     pub m: &'a LoraModule,
     pub strength: f32,
-    /// The module's rows are in the other final-layer half order than the loaded base (§6.3).
+    /// The module's rows are in the other final-layer half order than the loaded base (diffusers
+    /// `swap_scale_shift`, src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c).
     pub swap: bool,
 }
 
 /// Pieces applied as one stack slice: one piece with its own `alpha/r`, or (when a weight would
 /// need more than `MAX_ADAPTERS` slices) all of one adapter's pieces as one block-diagonal slice
-/// spanning them, each block pre-scaled by its `alpha/r` (§6.3).
+/// spanning them, each block pre-scaled by its `alpha/r` (the `alpha / rank` of diffusers'
+/// `_convert_kohya_flux_lora_to_diffusers`, src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c).
 pub(crate) struct Group<'a> {
     pub pieces: Vec<Piece<'a>>,
 }

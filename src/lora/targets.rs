@@ -1,6 +1,8 @@
 //! Where a LoRA module lands in our weights: every Linear of the FLUX transformer under its BFL
 //! name (our fused layout), and the diffusers / kohya / XLabs names that map onto it with a row
-//! slice (FLUX_REFERENCE.md §1.9, §6.2, §6.3).
+//! slice (diffusers `convert_flux_transformer_checkpoint_to_diffusers`,
+//! src/diffusers/loaders/single_file_utils.py @ 58eb52c; the LoRA converters of
+//! src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c).
 
 use std::collections::HashMap;
 
@@ -15,7 +17,8 @@ pub struct Target {
     pub len: usize,
     pub k: usize,
     /// The module's rows are in diffusers' final-layer order (scale | shift), i.e. the halves of
-    /// BFL's `final_layer.adaLN_modulation.1` (shift | scale) swapped (§1.8, §6.3).
+    /// BFL's `final_layer.adaLN_modulation.1` (shift | scale) swapped (diffusers `swap_scale_shift`,
+    /// src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c).
     pub diffusers_halves: bool,
 }
 

@@ -1,5 +1,6 @@
-//! Prompt tokenizers for the two text encoders (FLUX_REFERENCE.md §5), on the `tokenizers` crate
-//! from `tokenizer.json` bytes (no file system: the same code runs in wasm32).
+//! Prompt tokenizers for the two text encoders (as diffusers' `FluxPipeline._get_t5_prompt_embeds` /
+//! `_get_clip_prompt_embeds` use them, src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c), on the
+//! `tokenizers` crate from `tokenizer.json` bytes (no file system: the same code runs in wasm32).
 //!
 //! T5: SentencePiece pieces + `</s>`, truncated to `max_len` keeping the EOS last, right-padded
 //! with `<pad>` (diffusers: `padding="max_length", truncation=True`). CLIP: `<|startoftext|>`,
@@ -13,7 +14,8 @@ use crate::error::{Error, Result};
 
 /// FLUX.1-dev's T5 sequence length (diffusers' default and maximum).
 pub const T5_MAX_LEN_DEV: usize = 512;
-/// FLUX.1-schnell's T5 sequence length (BFL; recommended by diffusers, FLUX_REFERENCE.md §10.2).
+/// FLUX.1-schnell's T5 sequence length (BFL `max_length=256` for flux-schnell, src/flux/cli.py @ 802fb47;
+/// recommended by diffusers, docs/source/en/api/pipelines/flux.md @ 58eb52c).
 pub const T5_MAX_LEN_SCHNELL: usize = 256;
 /// CLIP's context length (`max_position_embeddings`).
 pub const CLIP_MAX_LEN: usize = 77;
@@ -177,7 +179,7 @@ impl PromptTokenizer {
             }),
         };
         // Pad: the config's, else the tokenizer.json `padding` section's; CLIP falls back to its EOS
-        // (as the FLUX repos' CLIP tokenizer does, §5.2), T5 has no fallback.
+        // (as the CLIP tokenizer in the FLUX.1 Hugging Face repos does), T5 has no fallback.
         let pad = match (configured("pad_token")?, tok.get_padding(), kind) {
             (Some(id), _, _) => id,
             (None, Some(p), _) => p.pad_id,

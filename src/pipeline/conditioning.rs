@@ -1,20 +1,24 @@
-//! Reference-conditioned IC-LoRA sets (DESIGN.md "IC-LoRA specifics"): the user supplies some
-//! panels; the sampler fills the others in context.
+//! Reference-conditioned IC-LoRA sets: the user supplies some panels; the sampler fills the others in
+//! context.
 //!
 //! * [`RefMode::Keep`] — RePaint-style in-context inpainting, as diffusers' `FluxInpaintPipeline`
 //!   does it (pipeline_flux_inpaint.py, diffusers 0.42.1, lines 1182-1191): after every step the
 //!   panel's latent tokens are replaced by the reference noised to the *next* sigma with the run's
-//!   initial noise, `(1 − σ_next)·ref + σ_next·noise` (`scheduler.scale_noise`, FLUX_REFERENCE.md
-//!   §3's `x_σ`); after the last step (σ = 0) they are exactly the reference latents.
+//!   initial noise, `(1 − σ_next)·ref + σ_next·noise` (`scheduler.scale_noise`, i.e.
+//!   `FlowMatchEulerDiscreteScheduler.scale_noise`,
+//!   src/diffusers/schedulers/scheduling_flow_match_euler_discrete.py @ 58eb52c); after the last step
+//!   (σ = 0) they are exactly the reference latents.
 //! * [`RefMode::Guide`] — SDEdit-like: the panel is imposed only while `σ_next ≥ strength`, then
 //!   released. Since the first sigma is 1 (pure noise either way), this equals starting that panel
 //!   from the reference noised to the smallest scheduled sigma ≥ `strength` (diffusers' img2img
 //!   truncates the schedule the same way, `get_timesteps`), while the other panels run from step 0.
 //!
 //! Each reference is fitted to its panel ([`panels::fit`]), encoded alone (pixels → [−1, 1] → VAE
-//! encoder → posterior **mean** → `(mean − shift)·scale`, FLUX_REFERENCE.md §4.1) and packed
-//! (§2) into the canvas token positions. The normalisation is diffusers' `FluxImg2ImgPipeline.
-//! _encode_vae_image` (line 474); diffusers draws a *sample* of the posterior there
+//! encoder → posterior **mean** → `(mean − shift)·scale`, BFL `AutoEncoder.encode`,
+//! src/flux/modules/autoencoder.py @ 802fb47) and packed (diffusers `_pack_latents`,
+//! src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c) into the canvas token positions. The
+//! normalisation is diffusers' `FluxImg2ImgPipeline._encode_vae_image` (line 474); diffusers draws a
+//! *sample* of the posterior there
 //! (`retrieve_latents`' default `sample_mode="sample"`), we take its mean (`sample_mode="argmax"`,
 //! BFL `sample_z=False`): deterministic, and for the FLUX VAE the posterior's spread is negligible.
 //! Target latents and per-token thresholds are uploaded once; the per-step replacement is one

@@ -1,6 +1,7 @@
 //! Text to image end to end, as diffusers' `FluxPipeline.__call__` does it for batch 1 with a CPU
-//! generator (FLUX_REFERENCE.md §2–5): tokenize (T5 + CLIP), encode (T5 → `txt`, CLIP → pooled),
-//! seeded noise, the Euler sampler, unpack, VAE decode, and diffusers' postprocess to RGB bytes.
+//! generator (src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c): tokenize (T5 + CLIP), encode (T5 →
+//! `txt`, CLIP → pooled), seeded noise, the Euler sampler, unpack, VAE decode, and diffusers' postprocess to
+//! RGB bytes.
 //! Components come from a diffusers-layout folder or URL root with per-component overrides
 //! (`components`). Models are loaded one after the other and dropped when done, so at most one of
 //! text encoders / transformer / VAE holds GPU memory at a time.

@@ -1,7 +1,9 @@
 //! The sampler side of a FLUX run on the host: torch-compatible seeded noise
 //! (`seed`) and the flow-matching sigma schedule with the Euler step
-//! (`schedule`), both matching diffusers' FluxPipeline (FLUX_REFERENCE.md §2–3);
-//! where the components come from (`components`) and the whole text-to-image
+//! (`schedule`), both matching diffusers' FluxPipeline
+//! (src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c, with `FlowMatchEulerDiscreteScheduler`,
+//! src/diffusers/schedulers/scheduling_flow_match_euler_discrete.py @ 58eb52c); where the components come
+//! from (`components`) and the whole text-to-image
 //! run (`generate`), the same code natively and in the browser's worker.
 
 pub mod schedule;

@@ -1,7 +1,8 @@
-//! IC-LoRA panel layouts (DESIGN.md "IC-LoRA specifics"): a canvas is one image cut into an equal
-//! grid of panels, numbered row by row from 0. Panels must be whole multiples of 16 px so that each
-//! panel owns whole packed latent tokens (2×2 patches of the 1/8-resolution latent, FLUX_REFERENCE.md
-//! §2) — the conditioning replaces latents token by token.
+//! IC-LoRA panel layouts: a canvas is one image cut into an equal grid of panels, numbered row by row from 0.
+//! Panels must be whole multiples of 16 px so that each
+//! panel owns whole packed latent tokens (2×2 patches of the 1/8-resolution latent, diffusers
+//! `FluxPipeline._pack_latents`, src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c) — the conditioning
+//! replaces latents token by token.
 //!
 //! Fitting a user image into a panel ([`fit`]): center-crop to the panel's aspect ratio, then resize
 //! by *area averaging* (each output pixel is the coverage-weighted mean of the source pixels under

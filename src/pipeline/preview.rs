@@ -5,9 +5,10 @@
 //! The factors are the published FLUX latent→RGB approximation of ComfyUI,
 //! `comfy/latent_formats.py`, class `Flux`, `latent_rgb_factors` / `latent_rgb_factors_bias`
 //! (https://github.com/comfyanonymous/ComfyUI/blob/040a3243468ecefd1f2802592d90458f1ce4d65f/comfy/latent_formats.py).
-//! They apply to latents in the sampler's space (after `(z − shift)·scale`, FLUX_REFERENCE.md
-//! §4.1), which is what the sampler holds; the result is in about [−1, 1] and is mapped to bytes
-//! as ComfyUI's `latent_preview.preview_to_image` does: `uint8(clamp((x + 1)/2, 0, 1)·255)`.
+//! They apply to latents in the sampler's space (after `(z − shift)·scale`, BFL `AutoEncoder.encode`,
+//! src/flux/modules/autoencoder.py @ 802fb47), which is what the sampler holds; the result is in about
+//! [−1, 1] and is mapped to bytes as ComfyUI's `latent_preview.preview_to_image` does:
+//! `uint8(clamp((x + 1)/2, 0, 1)·255)`.
 //! The sharper preview during sampling is of the predicted clean latent `x − σ·v`.
 
 use super::image::RgbImage;
@@ -55,8 +56,9 @@ pub fn preview_byte(x: f32) -> u8 {
     (t * 255.0) as u8
 }
 
-/// Preview of packed latents `[(h/2)(w/2), 64]` (FLUX_REFERENCE.md §2 packing) for an `h × w`
-/// latent grid (`h = H/8`, `w = W/8`, both even): pixel `(y, x)` reads channel `ch` from token
+/// Preview of packed latents `[(h/2)(w/2), 64]` (diffusers `_pack_latents`,
+/// src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c) for an `h × w` latent grid (`h = H/8`, `w = W/8`,
+/// both even): pixel `(y, x)` reads channel `ch` from token
 /// `(y/2)·(w/2) + x/2`, feature `ch·4 + (y%2)·2 + x%2`. The image is `w × h` (latent resolution).
 pub fn latent_preview(packed: &[f32], h: usize, w: usize) -> Result<RgbImage> {
     if h == 0 || w == 0 || !h.is_multiple_of(2) || !w.is_multiple_of(2) {

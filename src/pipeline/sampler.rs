@@ -1,5 +1,6 @@
-//! The FLUX denoising loop on the GPU (FLUX_REFERENCE.md §3): for each step `t`,
-//! `v = model(x, sigma_t)` then `x ← x + (sigma_{t+1} − sigma_t)·v`, exactly as diffusers'
+//! The FLUX denoising loop on the GPU (diffusers `FluxPipeline.__call__`,
+//! src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c): for each step `t`, `v = model(x, sigma_t)` then
+//! `x ← x + (sigma_{t+1} − sigma_t)·v`, exactly as diffusers'
 //! FluxPipeline with `FlowMatchEulerDiscreteScheduler` does it. One command submission per step
 //! and no read-back: the final packed latents stay on the GPU for the VAE (or a test) to read.
 //! [`Sampler`] is the loop as a stepper (the browser awaits between steps); [`sample`] runs it whole.

@@ -1,6 +1,8 @@
 //! The FLUX flow-matching sigma schedule and the Euler step
-//! (FLUX_REFERENCE.md §3.1, §3.2), matching diffusers' FluxPipeline with
-//! `FlowMatchEulerDiscreteScheduler` value for value.
+//! (diffusers `calculate_shift`, src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c;
+//! `FlowMatchEulerDiscreteScheduler.set_timesteps` / `step`,
+//! src/diffusers/schedulers/scheduling_flow_match_euler_discrete.py @ 58eb52c), matching diffusers'
+//! FluxPipeline with `FlowMatchEulerDiscreteScheduler` value for value.
 //!
 //! diffusers computes the schedule in float32 numpy: the base sigmas are
 //! `np.linspace(1.0, 1/N, N)` (float64) cast to float32, and the shift mixes
@@ -104,7 +106,8 @@ pub fn timesteps(sigmas: &[f32], cfg: &SchedulerConfig) -> Vec<f32> {
     sigmas[..n].iter().map(|&s| s * cfg.num_train_timesteps as f32).collect()
 }
 
-/// One Euler step of the flow ODE on the CPU (FLUX_REFERENCE.md §3.2):
+/// One Euler step of the flow ODE on the CPU (`FlowMatchEulerDiscreteScheduler.step`,
+/// src/diffusers/schedulers/scheduling_flow_match_euler_discrete.py @ 58eb52c):
 /// `x ← x + (sigma_next − sigma)·v`, with the step size rounded to float32 first
 /// as the scheduler does. `x` and `v` must have the same length.
 pub fn euler_step(x: &mut [f32], v: &[f32], sigma: f32, sigma_next: f32) -> Result<()> {

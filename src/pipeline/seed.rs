@@ -1,5 +1,6 @@
 //! Seeded initial noise that matches PyTorch's CPU generator, so a seed means
-//! the same image here as in diffusers (FLUX_REFERENCE.md §2, "Initial noise").
+//! the same image here as in diffusers (`FluxPipeline.prepare_latents` draws the unpacked noise with
+//! `randn_tensor`, then packs it, src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c).
 //!
 //! What `torch.randn(n, generator=torch.Generator("cpu").manual_seed(seed),
 //! dtype=torch.float32)` does, as read from ATen (MT19937RNGEngine.h,
@@ -258,8 +259,9 @@ pub fn latent_hw(height: usize, width: usize) -> (usize, usize) {
 /// The initial FLUX noise diffusers' FluxPipeline draws for batch 1 with a CPU
 /// generator seeded with `seed` and float32 latents: `randn` of shape
 /// `(1, 16, h, w)` with `(h, w) = latent_hw(height, width)`, then packed to
-/// `[(h/2)·(w/2), 64]` tokens (FLUX_REFERENCE.md §2). Sides below 16 give an
-/// empty vector. A pipeline run in bf16 draws the noise in bf16; with torch 2.15
+/// `[(h/2)·(w/2), 64]` tokens (diffusers `_pack_latents`,
+/// src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c). Sides below 16 give an empty vector. A pipeline
+/// run in bf16 draws the noise in bf16; with torch 2.15
 /// that is this noise rounded to bf16 (tools/golden/README.md).
 pub fn flux_noise(seed: u64, height: usize, width: usize) -> Vec<f32> {
     let (h, w) = latent_hw(height, width);

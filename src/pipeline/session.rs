@@ -3,7 +3,7 @@
 //! holds one session, so a new seed, guidance, step count, LoRA scale or reference panel
 //! regenerates without reloading gigabytes; only a new prompt runs the text encoders again.
 //!
-//! Memory (FLUX_REFERENCE.md sizes): T5-XXL and the transformer are the two large parts. When
+//! Memory: T5-XXL's encoder (≈ 4.8 B parameters) and the transformer (≈ 11.9 B) are the two large parts. When
 //! the prompt changes, the cached transformer is dropped before T5 loads unless
 //! `keep_transformer_while_encoding` says both fit (a browser cannot ask how much GPU memory
 //! there is), and is then re-read from the file (the browser's cache, at disk speed). Any

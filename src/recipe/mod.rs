@@ -1,6 +1,6 @@
-//! A recipe: everything needed to make the same image set again (DESIGN.md, "Reproducibility and
-//! sharing") — models, adapters with scales, captions and the joint prompt, layout, size, steps,
-//! guidance, seed, sampler. It travels in a share link (`share`), in the PNGs it made (`png`), and
+//! A recipe: everything needed to make the same image set again — models, adapters with scales, captions and
+//! the joint prompt, layout, size, steps, guidance, seed, sampler. It travels in a share link (`share`), in
+//! the PNGs it made (`png`), and
 //! restores the form. Reference images never travel: `references_used` only says there were some.
 //!
 //! Everything here is plain Rust (no GPU, no I/O) so the browser build and native tests share it.
@@ -23,7 +23,8 @@ use crate::error::{Error, Result};
 
 /// The format version this build writes and reads. Bump it when a field changes meaning.
 pub const RECIPE_VERSION: u64 = 1;
-/// Canvas sides: multiples of 16 (one packed latent token is 16×16 pixels, FLUX_REFERENCE.md §2).
+/// Canvas sides: multiples of 16 (one packed latent token is 16×16 pixels: the VAE's factor 8 times the 2×2
+/// of diffusers' `_pack_latents`, src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c).
 pub const SIDE_ALIGN: u32 = 16;
 pub const MIN_SIDE: u32 = 64;
 pub const MAX_SIDE: u32 = 4096;

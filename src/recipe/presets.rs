@@ -1,8 +1,8 @@
 //! The presets the app ships: the ten IC-LoRA tasks (`web/presets/ic-lora.json`) and the model
 //! choices (`web/presets/models.json`), compiled in with `include_str!` so native and wasm builds
 //! see the same data, plus the task caption format: [`build_prompt`] joins an overall caption and
-//! per-panel captions into the joint prompt the adapters were trained on (DESIGN.md, "IC-LoRA
-//! specifics"), [`split_prompt`] is its best-effort inverse.
+//! per-panel captions into the joint prompt the adapters were trained on (a task tag, an overall caption,
+//! then one tagged caption per panel), [`split_prompt`] is its best-effort inverse.
 
 use std::sync::OnceLock;
 

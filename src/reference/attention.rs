@@ -1,6 +1,7 @@
 //! CPU reference for `shaders/attention.wgsl`: textbook softmax attention in f64, score row
 //! materialized (fine on the CPU for test sizes). Layout as in the kernel: heads side by side
-//! in the columns, head h = columns `off + h*D .. off + h*D + D-1` (FLUX_REFERENCE.md §1.5).
+//! in the columns, head h = columns `off + h*D .. off + h*D + D-1` (BFL `SelfAttention`,
+//! src/flux/modules/layers.py @ 802fb47).
 
 /// A row-major `[rows, cols]` matrix whose heads start at column `col_offset`.
 #[derive(Debug, Clone, Copy)]

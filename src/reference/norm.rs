@@ -10,7 +10,9 @@ fn moments(v: &[f32]) -> (f64, f64) {
     (mean, var)
 }
 
-/// LayerNorm over rows of `c` elements, biased variance, `· w + b` if `affine` (FLUX_REFERENCE.md §9).
+/// LayerNorm over rows of `c` elements, biased variance, `· w + b` if `affine` (PyTorch `nn.LayerNorm`, as in
+/// BFL's blocks, src/flux/modules/layers.py @ 802fb47, and `CLIPEncoderLayer`,
+/// src/transformers/models/clip/modeling_clip.py @ 679021a).
 pub fn layer_norm(x: &[f32], c: usize, affine: Option<(&[f32], &[f32])>, eps: f32) -> Vec<f32> {
     let mut y = Vec::with_capacity(x.len());
     for row in x.chunks(c) {
@@ -27,7 +29,8 @@ pub fn layer_norm(x: &[f32], c: usize, affine: Option<(&[f32], &[f32])>, eps: f3
     y
 }
 
-/// FLUX AdaLN: `LN(x) · (1 + m[scale..]) + m[shift..]`, LN without affine (§1.5).
+/// FLUX AdaLN: `LN(x) · (1 + m[scale..]) + m[shift..]`, LN without affine (BFL `DoubleStreamBlock`,
+/// src/flux/modules/layers.py @ 802fb47).
 pub fn layer_norm_modulated(x: &[f32], c: usize, m: &[f32], shift: usize, scale: usize, eps: f32) -> Vec<f32> {
     let ln = layer_norm(x, c, None, eps);
     ln.iter()
@@ -39,7 +42,8 @@ pub fn layer_norm_modulated(x: &[f32], c: usize, m: &[f32], shift: usize, scale:
         .collect()
 }
 
-/// RMSNorm over consecutive groups of `w.len()` elements: `v / sqrt(mean(v²) + eps) · w` (§1.5, §5.1).
+/// RMSNorm over consecutive groups of `w.len()` elements: `v / sqrt(mean(v²) + eps) · w` (BFL `RMSNorm`,
+/// src/flux/modules/layers.py @ 802fb47; `T5LayerNorm`, src/transformers/models/t5/modeling_t5.py @ 6b8b757).
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let mut y = Vec::with_capacity(x.len());
     for g in x.chunks(w.len()) {
@@ -65,7 +69,8 @@ pub fn with_columns(x: &[f32], c: usize, offset: usize, slice: &[f32]) -> Vec<f3
     y
 }
 
-/// GroupNorm of `x` `[C, hw]` with `groups` groups, affine per channel, optional SiLU (§4.2).
+/// GroupNorm of `x` `[C, hw]` with `groups` groups, affine per channel, optional SiLU (BFL `ResnetBlock`,
+/// src/flux/modules/autoencoder.py @ 802fb47).
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm(
     x: &[f32],

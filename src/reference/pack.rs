@@ -1,4 +1,5 @@
-//! CPU reference for `shaders/pack.wgsl` (FLUX_REFERENCE.md §2), written straight from the formula.
+//! CPU reference for `shaders/pack.wgsl` (diffusers `FluxPipeline._pack_latents`,
+//! src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c), written straight from the formula.
 
 /// Calls `f(latent_index, packed_index)` for every element:
 /// `packed[r·(w/2) + c, ch·4 + dy·2 + dx] = latent[ch, 2r+dy, 2c+dx]`.

@@ -1,5 +1,6 @@
-//! CPU dequantization of GGUF blocks, written straight from FLUX_REFERENCE.md
-//! §7.3 (ggml `dequantize_row_*`). Reference for `shaders/quant.wgsl`.
+//! CPU dequantization of GGUF blocks, written straight from ggml's `dequantize_row_*`
+//! (src/ggml-quants.c @ d99724f; block layouts in src/ggml-common.h @ d99724f). Reference for
+//! `shaders/quant.wgsl`.
 
 use half::{bf16, f16};
 

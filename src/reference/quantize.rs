@@ -1,6 +1,7 @@
 //! CPU reference of `shaders/quantize.wgsl`: f32 values → F16 / Q8_0 / Q4_0 in the *file* layout
-//! (little-endian halves; GGUF blocks, FLUX_REFERENCE.md §7.3), so the result can be written to a
-//! GGUF file, dequantized with `reference::quant::dequantize` and repacked for the GPU with
+//! (little-endian halves; GGUF blocks, ggml `block_q8_0` / `block_q4_0` in src/ggml-common.h @ d99724f), so
+//! the result can be written to a GGUF file, dequantized with `reference::quant::dequantize` and repacked for
+//! the GPU with
 //! `weights::repack::repack`.
 //!
 //! Q8_0 and Q4_0 are ggml's reference quantizers, statement for statement in f32 (Rust neither

@@ -1,8 +1,9 @@
 //! CPU reference for `shaders/rope.wgsl`, computed from the positions directly in f64 (not from
 //! `kernels::rope::rope_tables`), so a test against it checks the table builder and the kernel.
 
-/// FLUX RoPE (FLUX_REFERENCE.md §1.6) on every `D = Σ axes_dim`-wide head of the column slice
-/// `[offset, offset + width)` of `x` (rows of `c`); row `r` has position `ids[r]`. Returns all of
+/// FLUX RoPE (BFL `rope` / `apply_rope`, src/flux/math.py @ 802fb47) on every `D = Σ axes_dim`-wide head of
+/// the column slice `[offset, offset + width)` of `x` (rows of `c`); row `r` has position `ids[r]`. Returns
+/// all of
 /// `x` with the slice rotated. Interleaved pairs: pair p of a head is `(v[2p], v[2p+1])`; pairs are
 /// assigned to axes by concatenation, axis a with dim d taking d/2 pairs of `ω_j = theta^(−2j/d)`.
 pub fn rope(
@@ -37,8 +38,9 @@ pub fn rope(
     y
 }
 
-/// FLUX QK norm then RoPE (FLUX_REFERENCE.md §1.5-1.7), the composition the fused kernel
-/// `qk_norm_rope` replaces: per-head RMSNorm (`reference::norm::rms_norm`, weights `wq` on the q
+/// FLUX QK norm then RoPE (BFL `QKNorm`, src/flux/modules/layers.py @ 802fb47, then `apply_rope`,
+/// src/flux/math.py @ 802fb47), the composition the fused kernel `qk_norm_rope` replaces: per-head RMSNorm
+/// (`reference::norm::rms_norm`, weights `wq` on the q
 /// slice, `wk` on the k slice, each `width` wide at `q_off` / `k_off` of rows of `c`), then [`rope`]
 /// on both slices. Row `r` has position `ids[r]`.
 #[allow(clippy::too_many_arguments)]

@@ -81,7 +81,8 @@ pub fn attention(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng, causal: 
     Ok((y, expected))
 }
 
-/// The VAE's convolutions (FLUX_REFERENCE.md §4.2).
+/// The VAE's convolutions (BFL `ResnetBlock`, `Downsample`, `Upsample`,
+/// src/flux/modules/autoencoder.py @ 802fb47).
 #[derive(Clone, Copy)]
 pub enum ConvKind {
     /// 3×3, padding 1.

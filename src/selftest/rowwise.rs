@@ -14,7 +14,9 @@ type CpuBinary = fn(&[f32], &[f32]) -> Vec<f32>;
 pub const ADD: (GpuBinary, CpuBinary) = (ew::add, ew_ref::add);
 pub const MUL: (GpuBinary, CpuBinary) = (ew::mul, ew_ref::mul);
 
-/// FLUX's LayerNorm / RMSNorm eps; CLIP's affine LayerNorm uses 1e-5 (FLUX_REFERENCE.md §9).
+/// FLUX's LayerNorm / RMSNorm eps (BFL src/flux/modules/layers.py @ 802fb47); CLIP's affine LayerNorm uses
+/// 1e-5 (transformers `CLIPTextConfig.layer_norm_eps`,
+/// src/transformers/models/clip/configuration_clip.py @ 01841b3).
 const EPS_FLUX: f32 = 1e-6;
 const EPS_CLIP: f32 = 1e-5;
 const FLUX_THETA: f64 = 10_000.0;
@@ -99,8 +101,9 @@ pub fn group_norm(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng) -> Out 
 }
 
 /// The inputs of a RoPE run with dims `[rows, C, offset, width, D]`: FLUX's axes for D = 128
-/// (§1.6; smaller heads keep the same 1:1:2 split), FLUX's positions (2 text tokens, then a 2-row
-/// image grid) with the rows on the last ones, their tables, and a random `[rows, C]` input.
+/// (BFL `EmbedND`, src/flux/modules/layers.py @ 802fb47; smaller heads keep the same 1:1:2 split), FLUX's
+/// positions (2 text tokens, then a 2-row image grid) with the rows on the last ones, their tables, and a
+/// random `[rows, C]` input.
 struct RopeRun {
     axes: Vec<usize>,
     ids: Vec<[f32; 3]>,

@@ -1,7 +1,10 @@
 //! Which component a weights file holds and in which key scheme, from its tensor names alone
 //! (for `iclora inspect`, and for messages when a file is given for the wrong component). The
-//! schemes are those the loaders accept (FLUX_REFERENCE.md §1.9, §4.3-4.4, §6.2, §7.4); the
-//! FLUX and VAE cases reuse the loaders' own detection so the answer is what loading would do.
+//! schemes are those the loaders accept (BFL and diffusers names as mapped by
+//! src/diffusers/loaders/single_file_utils.py @ 58eb52c; the LoRA formats of
+//! src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c; city96 GGUFs from ComfyUI-GGUF
+//! tools/convert.py @ 795e451); the FLUX and VAE cases reuse the loaders' own detection so the answer is what
+//! loading would do.
 
 use std::fmt;
 

@@ -1,6 +1,8 @@
-//! F8 decoding (FLUX_REFERENCE.md §8.2) and ComfyUI "scaled fp8" checkpoints (§8.2, last
-//! paragraph): an F8_E4M3 weight `<layer>.weight` with an F32 scalar `<layer>.scale_weight` holds
-//! the real weight `fp8_value · scale_weight`. ComfyUI (`comfy/ops.py`, `scaled_fp8_ops`) makes
+//! F8 decoding (safetensors `Dtype::F8_E4M3` / `F8_E5M2`, huggingface/safetensors
+//! safetensors/src/tensor.rs @ 24b0b28) and ComfyUI "scaled fp8" checkpoints (the `scaled_fp8` marker:
+//! `model_config_from_unet`, ComfyUI comfy/model_detection.py @ d415a44): an F8_E4M3 weight `<layer>.weight`
+//! with an F32 scalar `<layer>.scale_weight` holds the real weight `fp8_value · scale_weight`. ComfyUI
+//! (`comfy/ops.py`, `scaled_fp8_ops`) makes
 //! `scale_weight` a 0-d F32 parameter (default 1), an optional 0-d `scale_input` that only its fp8
 //! matmul path uses to quantize activations, and marks the file with a `scaled_fp8` tensor whose
 //! dtype names the fp8 format. We compute in F16/F32, so only `scale_weight` matters: it is applied
@@ -16,8 +18,8 @@ use super::load::{read_floats, ByteSource};
 use super::tensor_info::{FileDType, TensorInfo, WeightsHeader};
 use crate::error::{Error, Result};
 
-/// F8_E4M3 (`float8_e4m3fn`, FLUX_REFERENCE.md §8.2): bias 7, no infinities,
-/// 0x7F/0xFF NaN, subnormals `m · 2^-9`.
+/// F8_E4M3 (`float8_e4m3fn`, the E4M3 of arXiv 2209.05433 that safetensors' `Dtype::F8_E4M3` cites,
+/// safetensors/src/tensor.rs @ 24b0b28): bias 7, no infinities, 0x7F/0xFF NaN, subnormals `m · 2^-9`.
 pub fn f8_e4m3_to_f32(b: u8) -> f32 {
     let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
     let (e, m) = ((b >> 3) & 0xF, (b & 7) as f32);

@@ -1,5 +1,5 @@
-//! GGUF v2/v3 headers (FLUX_REFERENCE.md §7.1–7.2), parsed from a prefix of
-//! the file, and a writer for fixtures. Every count and length is checked
+//! GGUF v2/v3 headers (ggml docs/gguf.md @ d99724f; type ids in include/ggml.h @ d99724f), parsed from a
+//! prefix of the file, and a writer for fixtures. Every count and length is checked
 //! against the file before anything is allocated: a corrupt file is a typed
 //! `Error::Malformed` naming the file, never a panic or a huge allocation.
 
@@ -282,7 +282,7 @@ fn parse(r: &mut Reader) -> R<WeightsHeader> {
     Ok(WeightsHeader { format: FileFormat::Gguf, file: r.file.into(), file_len: r.file_len, data_start, metadata, tensors })
 }
 
-/// Metadata key prefix of ComfyUI-GGUF's original shapes (FLUX_REFERENCE.md §7.4).
+/// Metadata key prefix of ComfyUI-GGUF's original shapes (`get_orig_shape`, loader.py @ 795e451).
 pub const ORIG_SHAPE_PREFIX: &str = "comfy.gguf.orig_shape.";
 
 /// Restores the shapes recorded as `comfy.gguf.orig_shape.<name>` (ARRAY of INT32, PyTorch order)

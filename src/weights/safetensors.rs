@@ -1,5 +1,5 @@
-//! safetensors headers (FLUX_REFERENCE.md §8.1): `u64 N` little-endian, N
-//! bytes of JSON, then the byte buffer. Parsed from a prefix of the file so a
+//! safetensors headers (the "Format" section of huggingface/safetensors README.md @ 24b0b28): `u64 N`
+//! little-endian, N bytes of JSON, then the byte buffer. Parsed from a prefix of the file so a
 //! remote file's tensors are known after one Range request; and a writer for
 //! fixtures.
 

@@ -39,7 +39,8 @@ pub enum FileDType {
     /// Bytes that `weights::repack` turns into this GPU format (F32, F16,
     /// BF16 and the GGUF block formats).
     Gpu(DType),
-    /// safetensors `F8_E4M3` (PyTorch `float8_e4m3fn`), FLUX_REFERENCE.md §8.2.
+    /// safetensors `F8_E4M3` (PyTorch `float8_e4m3fn`), `Dtype::F8_E4M3` in
+    /// safetensors/src/tensor.rs @ 24b0b28.
     F8E4M3,
     /// safetensors `F8_E5M2`, the top byte of an IEEE half.
     F8E5M2,
@@ -103,7 +104,8 @@ impl std::fmt::Display for FileDType {
 pub struct TensorInfo {
     pub name: String,
     /// PyTorch dimension order (outermost first); `[]` is a scalar. GGUF's
-    /// innermost-first `ne` is reversed here (FLUX_REFERENCE.md §7.1).
+    /// innermost-first `ne` (ggml include/ggml.h @ d99724f) is reversed here, as ComfyUI-GGUF's
+    /// `gguf_sd_loader` does (loader.py @ 795e451).
     pub shape: Vec<u64>,
     pub dtype: FileDType,
     /// Absolute byte offset of the tensor's first byte in the file.
@@ -125,7 +127,7 @@ impl TensorInfo {
     }
 }
 
-/// GGUF metadata value types (FLUX_REFERENCE.md §7.1), ids as in the file.
+/// GGUF metadata value types (ggml `enum gguf_type`, include/gguf.h @ d99724f), ids as in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaType {
     U8 = 0,

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
-// Software WebGPU is only exposed with --enable-unsafe-webgpu (MACHINE.md);
+// Software WebGPU is only exposed with --enable-unsafe-webgpu (without it requestAdapter() returns null);
 // the rest keep Chromium off the network.
 export const FLAGS = [
   '--headless', '--no-sandbox', '--disable-quic', '--no-first-run',

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Golden fixtures for LoRA on the CLIP text encoder (src/lora/clip.rs, FLUX_REFERENCE.md §6.2) on the
+"""Golden fixtures for LoRA on the CLIP text encoder (src/lora/clip.rs; kohya `lora_te1_…` keys as
+diffusers' `_convert_kohya_flux_lora_to_diffusers` reads them,
+src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c) on the
 tiny `CLIPTextModel` of make_text_fixtures.py (its committed weights, config and token ids are
 reused as is).
 

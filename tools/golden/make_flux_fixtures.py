@@ -82,7 +82,8 @@ def weights_to_save(model):
 
 
 def to_bfl(sd, n_double, n_single):
-    """diffusers → BFL-native names (FLUX_REFERENCE.md §1.9)."""
+    """diffusers → BFL-native names (the inverse of diffusers'
+    `convert_flux_transformer_checkpoint_to_diffusers`, src/diffusers/loaders/single_file_utils.py @ 58eb52c)."""
     out = {}
     cat = lambda names: torch.cat([sd[n] for n in names], dim=0)
     for s in ("weight", "bias"):

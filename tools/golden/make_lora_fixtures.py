@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Golden fixtures for LoRA adapters (src/lora/, FLUX_REFERENCE.md §6) on the dev-like tiny
+"""Golden fixtures for LoRA adapters (src/lora/; the formats diffusers' `FluxLoraLoaderMixin` loads,
+src/diffusers/loaders/lora_pipeline.py @ 58eb52c) on the dev-like tiny
 FLUX transformer of make_flux_fixtures.py (its committed weights and inputs are reused as is).
 
 Two random adapters (non-zero lora_B) are attached with peft `LoraConfig` +
@@ -80,7 +81,9 @@ def fused_parts(sd, module, parts):
 
 
 def to_bfl_modules(sd, n_double, n_single):
-    """diffusers module LoRAs → {bfl module: (down, up, rank multiplier)} (FLUX_REFERENCE.md §6.3);
+    """diffusers module LoRAs → {bfl module: (down, up, rank multiplier)} (the q/k/v row
+    slices of diffusers' `_convert_kohya_flux_lora_to_diffusers`,
+    src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c);
     modules the adapter does not have are left out. A fused form of only some parts (e.g. q and v)
     stacks just those: its rows then do not line up with the fused weight, so every adapter converted
     here must have all parts of a fused weight or none."""

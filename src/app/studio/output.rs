@@ -325,8 +325,9 @@ pub fn show_plan(files: &[PlannedFile]) -> AppResult<()> {
         let n = |id: &str| crate::app::dom::value(id).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(1024);
         n("width") * n("height") / 256
     };
-    // The widest intermediates of a single block (FLUX_REFERENCE.md §1): qkv (3·3072) + MLP
-    // (12288) + attention output (3072) f32 values per text and image token, about twice over
+    // The widest intermediates of a single block (BFL `SingleStreamBlock`,
+    // src/flux/modules/layers.py @ 802fb47): qkv (3·3072) + MLP (12288) + attention output (3072) f32 values
+    // per text and image token, about twice over
     // while the next ones are written.
     let work = (tokens + 512) * (3 * 3072 + 12288 + 3072) * 4 * 2;
     set_text(

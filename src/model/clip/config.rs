@@ -1,4 +1,5 @@
-//! CLIP text tower configuration (FLUX_REFERENCE.md §5.2): from a transformers `config.json`
+//! CLIP text tower configuration (transformers `CLIPTextConfig`,
+//! src/transformers/models/clip/configuration_clip.py @ 01841b3): from a transformers `config.json`
 //! (`CLIPTextConfig`, or a `CLIPConfig` with a `text_config`), or inferred from tensor shapes.
 
 use serde_json::Value;

@@ -1,4 +1,5 @@
-//! The CLIP-L text tower (FLUX_REFERENCE.md §5.2): config, weights (HF names) and the forward
+//! The CLIP-L text tower (transformers `CLIPTextModel`,
+//! src/transformers/models/clip/modeling_clip.py @ 679021a): config, weights (HF names) and the forward
 //! pass with the pooled output, batch 1, f32 activations.
 
 pub mod config;

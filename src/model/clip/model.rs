@@ -1,4 +1,5 @@
-//! The CLIP text forward pass (FLUX_REFERENCE.md §5.2) on the kernels: token + position
+//! The CLIP text forward pass (transformers `CLIPTextTransformer`,
+//! src/transformers/models/clip/modeling_clip.py @ 679021a) on the kernels: token + position
 //! embeddings, pre-LN blocks (causal attention scaled by 1/sqrt(head_dim), quick-GELU MLP), final
 //! LayerNorm, and the pooled output: the final hidden state at the EOS position.
 

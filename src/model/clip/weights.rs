@@ -1,5 +1,6 @@
 //! CLIP text tower weights on the GPU, a struct tree mirroring the HF checkpoint keys
-//! (FLUX_REFERENCE.md §5.2): `text_model.embeddings.{token,position}_embedding.weight`,
+//! (transformers `CLIPTextModel`, src/transformers/models/clip/modeling_clip.py @ 679021a):
+//! `text_model.embeddings.{token,position}_embedding.weight`,
 //! `text_model.encoder.layers.{i}.{self_attn.{q,k,v,out}_proj, layer_norm{1,2}, mlp.fc{1,2}}.{weight,bias}`,
 //! `text_model.final_layer_norm.{weight,bias}`. transformers 5 saves `CLIPTextModel` without the
 //! `text_model.` prefix; the prefix before `embeddings.token_embedding.weight` is detected.

@@ -1,4 +1,5 @@
-//! Double- and single-stream blocks (FLUX_REFERENCE.md §1.5, §1.7) on the kernels, batch 1, f32.
+//! Double- and single-stream blocks (BFL `DoubleStreamBlock`, `SingleStreamBlock`,
+//! src/flux/modules/layers.py @ 802fb47) on the kernels, batch 1, f32.
 //!
 //! Layout: a stream is `[tokens, hidden]`; the fused projections keep q | k | v as column ranges
 //! of one tensor, and QK-norm + RoPE (one fused pass) and attention work on those ranges in place
@@ -21,7 +22,8 @@ pub fn linear(gpu: &Gpu, b: &mut Batch, x: &Tensor, l: &Linear, act: Option<Acti
     matmul(gpu, b, x, &l.w, &Epilogue { bias: Some(&l.b), lora: l.lora.as_ref(), act, precision: l.precision, ..Default::default() })
 }
 
-/// `residual + m[gate_at..] ⊙ (x·Wᵀ + b)` in one matmul (the gated residual of §1.5/§1.7).
+/// `residual + m[gate_at..] ⊙ (x·Wᵀ + b)` in one matmul (the gated residual `x + gate·f(x)` of BFL's blocks,
+/// src/flux/modules/layers.py @ 802fb47).
 fn gated_linear(gpu: &Gpu, b: &mut Batch, x: &Tensor, l: &Linear, residual: &Tensor, m: &Tensor, gate_at: usize) -> Result<Tensor> {
     let gate = Some(Gate { residual, gate: m, offset: gate_at });
     matmul(gpu, b, x, &l.w, &Epilogue { bias: Some(&l.b), lora: l.lora.as_ref(), gate, precision: l.precision, ..Default::default() })
@@ -56,8 +58,9 @@ fn stream_mlp(gpu: &Gpu, b: &mut Batch, x: &Tensor, m: &Tensor, h: usize, l0: &L
 }
 
 impl DoubleBlock {
-    /// One double-stream block (§1.5): `(txt, img)` `[L_txt, hidden]`, `[L_img, hidden]` →
-    /// updated `(txt, img)`. `svec` is `silu(vec)` `[1, hidden]`; `rope` covers `L_txt + L_img`
+    /// One double-stream block (BFL `DoubleStreamBlock.forward`, src/flux/modules/layers.py @ 802fb47):
+    /// `(txt, img)` `[L_txt, hidden]`, `[L_img, hidden]` → updated `(txt, img)`. `svec` is `silu(vec)`
+    /// `[1, hidden]`; `rope` covers `L_txt + L_img`
     /// positions, text first.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
@@ -94,7 +97,8 @@ impl DoubleBlock {
 }
 
 impl SingleBlock {
-    /// One single-stream block (§1.7) on the joint sequence `x` `[L_txt + L_img, hidden]`.
+    /// One single-stream block (BFL `SingleStreamBlock.forward`, src/flux/modules/layers.py @ 802fb47) on the
+    /// joint sequence `x` `[L_txt + L_img, hidden]`.
     pub fn forward(&self, gpu: &Gpu, b: &mut Batch, c: &FluxConfig, x: &Tensor, svec: &Tensor, rope: &RopeTables) -> Result<Tensor> {
         let h = c.hidden();
         let m = linear(gpu, b, svec, &self.modulation, None)?; // shift scale gate

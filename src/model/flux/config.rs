@@ -1,4 +1,5 @@
-//! FLUX transformer configuration (FLUX_REFERENCE.md §1.1): from a diffusers `config.json`, or
+//! FLUX transformer configuration (diffusers `FluxTransformer2DModel.__init__`,
+//! src/diffusers/models/transformers/transformer_flux.py @ 58eb52c): from a diffusers `config.json`, or
 //! inferred from the tensor shapes of a checkpoint in diffusers or BFL names.
 
 use serde_json::Value;
@@ -6,8 +7,9 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::weights::tensor_info::WeightsHeader;
 
-/// The two key schemes of FLUX checkpoints (FLUX_REFERENCE.md §1.9), with the prefix found
-/// before every key (e.g. ComfyUI's `model.diffusion_model.`).
+/// The two key schemes of FLUX checkpoints (BFL and diffusers names, mapped by diffusers'
+/// `convert_flux_transformer_checkpoint_to_diffusers`, src/diffusers/loaders/single_file_utils.py @ 58eb52c),
+/// with the prefix found before every key (e.g. ComfyUI's `model.diffusion_model.`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyScheme {
     /// `x_embedder.weight`, `transformer_blocks.0.attn.to_q.weight`, ... (split q/k/v).
@@ -45,7 +47,8 @@ impl KeyScheme {
     }
 }
 
-/// Hyper-parameters of the transformer; FLUX.1 values in FLUX_REFERENCE.md §1.1.
+/// Hyper-parameters of the transformer; FLUX.1 values in BFL `configs["flux-dev"].params`
+/// (src/flux/util.py @ 802fb47).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FluxConfig {
     pub in_channels: usize,
@@ -86,7 +89,7 @@ impl FluxConfig {
         self.heads * self.head_dim
     }
 
-    /// FLUX.1 [dev] as released (§1.1).
+    /// FLUX.1 [dev] as released (BFL `configs["flux-dev"].params`, src/flux/util.py @ 802fb47).
     pub fn flux1_dev() -> FluxConfig {
         FluxConfig {
             in_channels: 64,

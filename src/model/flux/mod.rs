@@ -1,5 +1,6 @@
-//! The FLUX.1 transformer (FLUX_REFERENCE.md §1): config, weights (diffusers or BFL names),
-//! blocks and the whole forward pass, batch 1, f32 activations.
+//! The FLUX.1 transformer (BFL `Flux`, src/flux/model.py @ 802fb47; diffusers `FluxTransformer2DModel`,
+//! src/diffusers/models/transformers/transformer_flux.py @ 58eb52c): config, weights (diffusers or BFL
+//! names), blocks and the whole forward pass, batch 1, f32 activations.
 
 pub mod blocks;
 pub mod config;

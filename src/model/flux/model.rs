@@ -1,5 +1,5 @@
-//! The whole FLUX transformer (FLUX_REFERENCE.md §1): embedders, the block stack and the final
-//! layer, batch 1, f32 activations, everything on the GPU except the 256-value sinusoidal
+//! The whole FLUX transformer (BFL `Flux.forward`, src/flux/model.py @ 802fb47): embedders, the block stack
+//! and the final layer, batch 1, f32 activations, everything on the GPU except the 256-value sinusoidal
 //! embedding of the timestep and guidance (computed here and uploaded).
 
 use super::config::FluxConfig;
@@ -16,12 +16,15 @@ use crate::weights::tensor_info::WeightsHeader;
 
 use super::blocks::linear;
 
-/// Width of the sinusoidal embedding (§1.3).
+/// Width of the sinusoidal embedding (BFL `timestep_embedding(t, 256)` in `Flux.forward`,
+/// src/flux/model.py @ 802fb47).
 pub const TIME_DIM: usize = 256;
 
 /// Sinusoidal embedding of a scalar `s` (sigma or guidance) into 256 values, cos half first
-/// (§1.3): `T = 1000·s`, `f_j = exp(−ln(10000)·j/128)`, `[cos(T·f_j) | sin(T·f_j)]`. `T`, `f_j`
-/// and `T·f_j` are rounded to f32 as in diffusers' f32 path (angles reach 1000, so the rounding of
+/// (diffusers `get_timestep_embedding` with `flip_sin_to_cos=True`,
+/// src/diffusers/models/embeddings.py @ 58eb52c): `T = 1000·s`, `f_j = exp(−ln(10000)·j/128)`,
+/// `[cos(T·f_j) | sin(T·f_j)]`. `T`, `f_j` and `T·f_j` are rounded to f32 as in diffusers' f32 path (angles
+/// reach 1000, so the rounding of
 /// the angle matters at the 1e-5 level); cos/sin themselves are taken in f64.
 pub fn timestep_embedding(s: f32) -> Vec<f32> {
     let half = TIME_DIM / 2;
@@ -138,7 +141,7 @@ impl FluxModel {
         gpu.submit(b)
     }
 
-    /// The velocity `[L_img, out_channels]` for `inp` (§1).
+    /// The velocity `[L_img, out_channels]` for `inp` (BFL `Flux.forward`, src/flux/model.py @ 802fb47).
     pub fn forward(&self, gpu: &Gpu, b: &mut Batch, inp: &FluxInputs) -> Result<Tensor> {
         self.forward_traced(gpu, b, inp, &mut |_, _| {})
     }
@@ -160,13 +163,15 @@ impl FluxModel {
         self.final_layer(gpu, b, &svec, &img)
     }
 
-    /// The embedders and the first double block (§1.3–1.5): what the step cache runs every step to
-    /// decide whether the remaining blocks must run.
+    /// The embedders and the first double block (the start of BFL `Flux.forward`,
+    /// src/flux/model.py @ 802fb47): what the step cache runs every step to decide whether the remaining
+    /// blocks must run.
     pub fn forward_head(&self, gpu: &Gpu, b: &mut Batch, inp: &FluxInputs, trace: &mut dyn FnMut(&str, &Tensor)) -> Result<FluxHead> {
         let (c, w) = (&self.config, &self.weights);
         self.check_inputs(inp)?;
 
-        // §1.3: vec = t_emb (+ g_emb) + y_emb; every modulation consumes silu(vec).
+        // vec = t_emb (+ g_emb) + y_emb (BFL `Flux.forward`); every modulation consumes silu(vec) (BFL
+        // `Modulation`, src/flux/modules/layers.py @ 802fb47).
         let mut vec = self.embed_scalar(gpu, b, inp.timestep, &w.time_text_embed.timestep)?;
         if let Some(g) = &w.time_text_embed.guidance {
             let s = inp.guidance.ok_or_else(|| Error::InvalidArgument("this FLUX model (dev) needs a guidance value".into()))?;
@@ -179,7 +184,7 @@ impl FluxModel {
         trace("temb", &vec);
         let svec = activation(gpu, b, &vec, Activation::Silu)?;
 
-        // §1.4 input projections, then the first of the §1.5 double blocks.
+        // The input projections (`img_in`, `txt_in`), then the first double block (BFL `Flux.forward`).
         let img_in = linear(gpu, b, inp.img, &w.x_embedder, None)?;
         let txt = linear(gpu, b, inp.txt, &w.context_embedder, None)?;
         let (txt, img) = match w.transformer_blocks.first() {
@@ -221,7 +226,7 @@ impl FluxModel {
             // at 1024²).
             b.flush(gpu)?;
         }
-        // §1.7 single blocks on the joint sequence, text first; then keep the image tokens.
+        // Single blocks on the joint sequence, text first; then keep the image tokens (BFL `Flux.forward`).
         let mut x = concat_rows(gpu, b, &txt, &img)?;
         for (i, blk) in w.single_transformer_blocks.iter().enumerate() {
             x = blk.forward(gpu, b, c, &x, svec, inp.rope)?;
@@ -231,8 +236,9 @@ impl FluxModel {
         slice_rows(gpu, b, &x, lt, li)
     }
 
-    /// §1.8 final layer on the image stream `img` `[L_img, hidden]` with `svec = silu(vec)` from
-    /// the head: the velocity `[L_img, out_channels]` (shift/scale halves in checkpoint order, see
+    /// The final layer (BFL `LastLayer`, src/flux/modules/layers.py @ 802fb47) on the image stream `img`
+    /// `[L_img, hidden]` with `svec = silu(vec)` from the head: the velocity `[L_img, out_channels]`
+    /// (shift/scale halves in checkpoint order, see
     /// `NormOut`).
     pub fn final_layer(&self, gpu: &Gpu, b: &mut Batch, svec: &Tensor, img: &Tensor) -> Result<Tensor> {
         let w = &self.weights;

@@ -1,5 +1,7 @@
 //! The FLUX transformer's weights on the GPU, a struct tree mirroring the checkpoint
-//! (FLUX_REFERENCE.md §1.9), loaded by name from diffusers or BFL keys.
+//! (BFL `Flux`, src/flux/model.py @ 802fb47; diffusers names as mapped by
+//! `convert_flux_transformer_checkpoint_to_diffusers`, src/diffusers/loaders/single_file_utils.py @ 58eb52c),
+//! loaded by name from diffusers or BFL keys.
 //!
 //! diffusers' split projections (`to_q`/`to_k`/`to_v`, single blocks' `proj_mlp`) are fused into
 //! our layout (BFL's `qkv` / `linear1`, rows concatenated) on load: each part streams into its
@@ -27,7 +29,8 @@ pub struct Linear {
     pub precision: Precision,
 }
 
-/// Linear → SiLU → Linear (the time, guidance and pooled-text embedders, §1.3).
+/// Linear → SiLU → Linear (BFL `MLPEmbedder`, src/flux/modules/layers.py @ 802fb47: the time, guidance and
+/// pooled-text embedders).
 pub struct MlpEmbedder {
     pub linear_1: Linear,
     pub linear_2: Linear,
@@ -40,7 +43,8 @@ pub struct TimeTextEmbed {
     pub text: MlpEmbedder,
 }
 
-/// Double-stream block (§1.5); `*_qkv` are fused `[3·hidden, hidden]`.
+/// Double-stream block (BFL `DoubleStreamBlock`, src/flux/modules/layers.py @ 802fb47); `*_qkv` are fused
+/// `[3·hidden, hidden]`.
 #[derive(Clone)]
 pub struct DoubleBlock {
     pub img_mod: Linear,
@@ -59,7 +63,8 @@ pub struct DoubleBlock {
     pub txt_mlp_2: Linear,
 }
 
-/// Single-stream block (§1.7); `linear1` is fused `[3·hidden + mlp, hidden]` (q | k | v | mlp).
+/// Single-stream block (BFL `SingleStreamBlock`, src/flux/modules/layers.py @ 802fb47); `linear1` is fused
+/// `[3·hidden + mlp, hidden]` (q | k | v | mlp).
 #[derive(Clone)]
 pub struct SingleBlock {
     pub modulation: Linear,
@@ -69,8 +74,10 @@ pub struct SingleBlock {
     pub linear2: Linear,
 }
 
-/// Final AdaLN layer (§1.8). The modulation's shift and scale halves sit in checkpoint order
-/// (BFL: shift first; diffusers: scale first), recorded as element offsets instead of swapped.
+/// Final AdaLN layer (BFL `LastLayer`, src/flux/modules/layers.py @ 802fb47; diffusers `norm_out`,
+/// src/diffusers/models/transformers/transformer_flux.py @ 58eb52c). The modulation's shift and scale halves
+/// sit in checkpoint order (BFL: shift first; diffusers: scale first), recorded as element offsets instead of
+/// swapped.
 pub struct NormOut {
     pub linear: Linear,
     pub shift_at: usize,

@@ -1,4 +1,5 @@
-//! T5 v1.1 encoder configuration (FLUX_REFERENCE.md §5.1): from a transformers `config.json`, or
+//! T5 v1.1 encoder configuration (transformers `T5Config` as used by
+//! src/transformers/models/t5/modeling_t5.py @ 6b8b757): from a transformers `config.json`, or
 //! inferred from tensor shapes (a single safetensors file carries no config).
 
 use serde_json::Value;

@@ -1,4 +1,5 @@
-//! The T5 v1.1 encoder (FLUX_REFERENCE.md §5.1): config, weights (HF names) and the forward pass,
+//! The T5 v1.1 encoder (transformers `T5EncoderModel`, src/transformers/models/t5/modeling_t5.py @ 6b8b757):
+//! config, weights (HF names) and the forward pass,
 //! batch 1, f32 activations and residual stream.
 
 pub mod config;

@@ -1,7 +1,9 @@
-//! The T5 encoder forward pass (FLUX_REFERENCE.md §5.1) on the kernels: embedding gather, then per
+//! The T5 encoder forward pass (transformers `T5EncoderModel`,
+//! src/transformers/models/t5/modeling_t5.py @ 6b8b757) on the kernels: embedding gather, then per
 //! block RMSNorm → attention (no scaling, relative position bias shared by all blocks) → residual,
 //! RMSNorm → `gelu_tanh(x·W0ᵀ) ⊙ (x·W1ᵀ)` → `·Woᵀ` → residual; final RMSNorm. No attention mask:
-//! padding tokens are ordinary tokens (§5).
+//! padding tokens are ordinary tokens (BFL's `HFEmbedder` passes no mask,
+//! src/flux/modules/conditioner.py @ 802fb47).
 
 use super::config::T5Config;
 use super::weights::{T5Block, T5Weights};
@@ -14,8 +16,9 @@ use crate::kernels::norm::rms_norm;
 use crate::weights::load::ByteSource;
 use crate::weights::tensor_info::WeightsHeader;
 
-/// HF's bidirectional bucket of `rel = key position − query position` (§5.1): half the buckets
-/// for `rel > 0`; within a half, exact up to `max_exact = buckets/4`, then logarithmic up to
+/// HF's bidirectional bucket of `rel = key position − query position`
+/// (`T5Attention._relative_position_bucket`, src/transformers/models/t5/modeling_t5.py @ 6b8b757): half the
+/// buckets for `rel > 0`; within a half, exact up to `max_exact = buckets/4`, then logarithmic up to
 /// `max_distance`, computed in f32 and truncated like torch's `.to(long)`.
 pub fn relative_position_bucket(rel: i64, buckets: usize, max_distance: usize) -> usize {
     let nb = buckets / 2;

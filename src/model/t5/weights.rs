@@ -1,10 +1,12 @@
 //! T5 encoder weights on the GPU, a struct tree mirroring the HF checkpoint keys
-//! (FLUX_REFERENCE.md §5.1): `shared.weight` (or `encoder.embed_tokens.weight`),
-//! `encoder.block.{i}.layer.0.SelfAttention.{q,k,v,o}.weight`, `...layer.0.layer_norm.weight`,
+//! (transformers `T5EncoderModel`, src/transformers/models/t5/modeling_t5.py @ 6b8b757): `shared.weight` (or
+//! `encoder.embed_tokens.weight`), `encoder.block.{i}.layer.0.SelfAttention.{q,k,v,o}.weight`,
+//! `...layer.0.layer_norm.weight`,
 //! `...layer.1.DenseReluDense.{wi_0,wi_1,wo}.weight`, `...layer.1.layer_norm.weight`,
 //! `encoder.final_layer_norm.weight`; the relative attention bias of block 0 stays on the CPU.
 //! llama.cpp-style GGUF names (city96's T5 GGUFs: `token_embd`, `enc.blk.{i}.attn_q`, ...) are
-//! mapped to these (§5.1); quantized matrices stay quantized (the matmul dequantizes).
+//! mapped to these (ComfyUI-GGUF `T5_SD_MAP`, loader.py @ 795e451); quantized matrices stay quantized (the
+//! matmul dequantizes).
 
 use super::config::T5Config;
 use crate::error::Result;

@@ -1,5 +1,6 @@
-//! VAE building blocks on the kernels (FLUX_REFERENCE.md §4.2): resnets, the mid-block attention,
-//! encoder and decoder levels. Activations are F32 `[C, H, W]`.
+//! VAE building blocks on the kernels (BFL `ResnetBlock`, `AttnBlock`, `Downsample`, `Upsample`,
+//! src/flux/modules/autoencoder.py @ 802fb47): resnets, the mid-block attention, encoder and decoder levels.
+//! Activations are F32 `[C, H, W]`.
 
 use super::weights::{Attention, Conv, DownBlock, GroupNorm, MidBlock, Resnet, UpBlock};
 use crate::error::Result;
@@ -20,7 +21,8 @@ pub fn dims(x: &Tensor) -> Result<(usize, usize, usize)> {
     }
 }
 
-/// `silu(GN(x))` (or `GN(x)`), eps 1e-6 (§4.1).
+/// `silu(GN(x))` (or `GN(x)`), eps 1e-6 (the `GroupNorm`s of BFL's `ResnetBlock` / `AttnBlock`,
+/// src/flux/modules/autoencoder.py @ 802fb47).
 pub fn norm(gpu: &Gpu, b: &mut Batch, x: &Tensor, n: &GroupNorm, groups: usize, silu: bool) -> Result<Tensor> {
     group_norm(gpu, b, x, groups, &n.w, &n.b, EPS_FLUX, silu)
 }
@@ -29,7 +31,8 @@ pub fn conv(gpu: &Gpu, b: &mut Batch, x: &Tensor, c: &Conv, geometry: Conv2d, re
     conv2d(gpu, b, x, &c.w, &c.b, geometry, residual)
 }
 
-/// `shortcut(x) + conv2(silu(GN2(conv1(silu(GN1(x))))))`, the residual fused into conv2 (§4.2).
+/// `shortcut(x) + conv2(silu(GN2(conv1(silu(GN1(x))))))`, the residual fused into conv2 (BFL `ResnetBlock`,
+/// src/flux/modules/autoencoder.py @ 802fb47).
 pub fn resnet(gpu: &Gpu, b: &mut Batch, x: &Tensor, r: &Resnet, groups: usize) -> Result<Tensor> {
     let h = norm(gpu, b, x, &r.norm1, groups, true)?;
     let h = conv(gpu, b, &h, &r.conv1, Conv2d::same(1), None)?;
@@ -42,7 +45,8 @@ pub fn resnet(gpu: &Gpu, b: &mut Batch, x: &Tensor, r: &Resnet, groups: usize) -
 }
 
 /// `x + proj_out(softmax(q·kᵀ/√C)·v)` with q, k, v Linear maps of `GN(x)` over channels, one head of
-/// dim C on the `H·W` pixels in row-major order (§4.2). The tiled attention kernel never materialises
+/// dim C on the `H·W` pixels in row-major order (BFL `AttnBlock`, src/flux/modules/autoencoder.py @ 802fb47).
+/// The tiled attention kernel never materialises
 /// the `(H·W)²` scores; the activation is transposed to tokens `[H·W, C]` and back around it.
 pub fn attention(gpu: &Gpu, b: &mut Batch, x: &Tensor, a: &Attention, groups: usize) -> Result<Tensor> {
     let (c, h, w) = dims(x)?;

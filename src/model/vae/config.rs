@@ -1,5 +1,6 @@
-//! VAE configuration (FLUX_REFERENCE.md §4.1): from diffusers' `vae/config.json`, FLUX.1 defaults
-//! for every field it leaves out, and the two key schemes of VAE checkpoints.
+//! VAE configuration (diffusers `AutoencoderKL.__init__`,
+//! src/diffusers/models/autoencoders/autoencoder_kl.py @ 58eb52c): from diffusers' `vae/config.json`, FLUX.1
+//! defaults for every field it leaves out, and the two key schemes of VAE checkpoints.
 
 use serde_json::Value;
 
@@ -14,7 +15,8 @@ pub struct VaeConfig {
     pub out_channels: usize,
     /// Width of each level, encoder order (highest resolution first): FLUX (128, 256, 512, 512).
     pub block_out_channels: Vec<usize>,
-    /// Resnets per encoder level; the decoder has one more per level (§4.1).
+    /// Resnets per encoder level; the decoder has one more per level (diffusers `Decoder`,
+    /// src/diffusers/models/autoencoders/vae.py @ 58eb52c).
     pub layers_per_block: usize,
     pub latent_channels: usize,
     pub norm_num_groups: usize,
@@ -45,7 +47,8 @@ fn bool_or(j: &Value, key: &str, default: bool) -> Result<bool> {
 }
 
 impl VaeConfig {
-    /// The FLUX.1 VAE (`ae.safetensors`, diffusers `black-forest-labs/FLUX.1-dev/vae`), §4.1.
+    /// The FLUX.1 VAE (`ae.safetensors`, diffusers `black-forest-labs/FLUX.1-dev/vae`): BFL
+    /// `configs["flux-dev"].ae_params`, src/flux/util.py @ 802fb47.
     pub fn flux1() -> VaeConfig {
         VaeConfig {
             in_channels: 3,
@@ -75,7 +78,7 @@ impl VaeConfig {
         for key in ["use_quant_conv", "use_post_quant_conv"] {
             if bool_or(&j, key, false)? {
                 return Err(Error::InvalidArgument(format!(
-                    "VAE config.json: `{key}` is true; the FLUX VAE has no quant convs (FLUX_REFERENCE.md §4.1)"
+                    "VAE config.json: `{key}` is true, but the FLUX VAE has no quant_conv/post_quant_conv layers; this config is for another VAE (e.g. Stable Diffusion's): use FLUX.1's `vae/config.json` or leave it out"
                 )));
             }
         }
@@ -135,7 +138,8 @@ impl VaeConfig {
     }
 }
 
-/// The two key schemes of VAE checkpoints (FLUX_REFERENCE.md §4.3-4.4), with the prefix found
+/// The two key schemes of VAE checkpoints (diffusers names, BFL names as mapped by diffusers'
+/// `convert_ldm_vae_checkpoint`, src/diffusers/loaders/single_file_utils.py @ 58eb52c), with the prefix found
 /// before every key (e.g. `vae.` or `first_stage_model.` in bundled checkpoints).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VaeKeys {

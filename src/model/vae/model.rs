@@ -1,5 +1,5 @@
-//! The whole VAE (FLUX_REFERENCE.md §4): latent (de)normalisation, encoder and decoder, batch 1,
-//! f32 activations `[C, H, W]`, images RGB in [−1, 1].
+//! The whole VAE (BFL `AutoEncoder`, src/flux/modules/autoencoder.py @ 802fb47): latent (de)normalisation,
+//! encoder and decoder, batch 1, f32 activations `[C, H, W]`, images RGB in [−1, 1].
 //!
 //! Encoder and decoder are each split in two stages: the *latent stage* (the mid-block with its
 //! global attention; decoder: with the denormalisation and `conv_in`, encoder: with `conv_norm_out`
@@ -29,7 +29,8 @@ pub struct Vae {
 
 impl Vae {
     /// Loads `parts` of the VAE from `header`/`src` (diffusers or BFL names, detected); `config` from
-    /// diffusers' `vae/config.json` when given, else FLUX.1's (§4.1).
+    /// diffusers' `vae/config.json` when given, else FLUX.1's (BFL `configs["flux-dev"].ae_params`,
+    /// src/flux/util.py @ 802fb47).
     pub fn load(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, config: Option<VaeConfig>, parts: VaeParts) -> Result<Vae> {
         let config = config.unwrap_or_else(VaeConfig::flux1);
         let (encoder, decoder) = load_vae(gpu, src, header, &config, parts)?;
@@ -56,7 +57,8 @@ impl Vae {
         }
     }
 
-    /// Decoder latent stage: `z / scaling + shift` (§4.1), `conv_in`, mid-block → `[mid, h, w]`.
+    /// Decoder latent stage: `z / scaling + shift` (BFL `AutoEncoder.decode`,
+    /// src/flux/modules/autoencoder.py @ 802fb47), `conv_in`, mid-block → `[mid, h, w]`.
     pub fn decode_latent_stage(&self, gpu: &Gpu, b: &mut Batch, z: &Tensor) -> Result<Tensor> {
         let d = self.decoder()?;
         self.input("vae decode", z, self.config.latent_channels)?;
@@ -66,7 +68,8 @@ impl Vae {
         mid_block(gpu, b, &x, &d.mid_block, self.groups())
     }
 
-    /// Decoder pixel stage: up-blocks, `silu(GN(·))`, `conv_out` → `[out, f·h, f·w]` (§4.3 steps 5-13).
+    /// Decoder pixel stage: up-blocks, `silu(GN(·))`, `conv_out` → `[out, f·h, f·w]` (the rest of BFL
+    /// `Decoder.forward`, src/flux/modules/autoencoder.py @ 802fb47).
     pub fn decode_pixel_stage(&self, gpu: &Gpu, b: &mut Batch, x: &Tensor) -> Result<Tensor> {
         let d = self.decoder()?;
         let mut x = x.clone();
@@ -91,7 +94,8 @@ impl Vae {
     }
 
     /// Encoder pixel stage: `conv_in` and the down-blocks, image `[in, H, W]` → `[mid, H/f, W/f]`
-    /// (§4.4 steps 1-8); tiled by [`encode_tiled`](Self::encode_tiled).
+    /// (BFL `Encoder.forward` up to its mid-block, src/flux/modules/autoencoder.py @ 802fb47); tiled by
+    /// [`encode_tiled`](Self::encode_tiled).
     pub fn encode_pixel_stage(&self, gpu: &Gpu, b: &mut Batch, image: &Tensor) -> Result<Tensor> {
         let e = self.encoder()?;
         self.input("vae encode", image, self.config.in_channels)?;
@@ -104,7 +108,7 @@ impl Vae {
     }
 
     /// Encoder latent stage: mid-block (global attention), `silu(GN(·))`, `conv_out` → moments
-    /// `[2·latent, h, w]` (§4.4 steps 9-11).
+    /// `[2·latent, h, w]` (the end of BFL `Encoder.forward`, src/flux/modules/autoencoder.py @ 802fb47).
     pub fn encode_latent_stage(&self, gpu: &Gpu, b: &mut Batch, x: &Tensor) -> Result<Tensor> {
         let e = self.encoder()?;
         let g = self.groups();
@@ -126,21 +130,24 @@ impl Vae {
         slice_rows(gpu, b, &m.reshape(&[c2, h * w])?, 0, l)?.reshape(&[l, h, w])
     }
 
-    /// Mean `[latent, h, w]` → normalised latent `scaling · (mean − shift)` (§4.1).
+    /// Mean `[latent, h, w]` → normalised latent `scaling · (mean − shift)` (BFL `AutoEncoder.encode`,
+    /// src/flux/modules/autoencoder.py @ 802fb47).
     pub fn normalize(&self, gpu: &Gpu, b: &mut Batch, mean: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         affine(gpu, b, mean, c.scaling_factor, -c.shift_factor * c.scaling_factor)
     }
 
     /// The posterior's mean `[latent, h, w]`: the first half of the moments (diffusers
-    /// `latent_dist.mode()`, BFL `sample_z=False`, §4.4).
+    /// `latent_dist.mode()`, src/diffusers/models/autoencoders/vae.py @ 58eb52c; BFL `sample_z=False`,
+    /// src/flux/modules/autoencoder.py @ 802fb47).
     pub fn encode_mean(&self, gpu: &Gpu, b: &mut Batch, image: &Tensor) -> Result<Tensor> {
         let m = self.encode_moments(gpu, b, image)?;
         self.moments_mean(gpu, b, &m)
     }
 
-    /// Image → normalised latent `scaling · (mean − shift)` (§4.1), what the sampler works on.
-    /// Untiled; [`encode_tiled`](Self::encode_tiled) for images whose activations exceed a binding.
+    /// Image → normalised latent `scaling · (mean − shift)` (BFL `AutoEncoder.encode`,
+    /// src/flux/modules/autoencoder.py @ 802fb47), what the sampler works on. Untiled;
+    /// [`encode_tiled`](Self::encode_tiled) for images whose activations exceed a binding.
     pub fn encode(&self, gpu: &Gpu, b: &mut Batch, image: &Tensor) -> Result<Tensor> {
         let mean = self.encode_mean(gpu, b, image)?;
         self.normalize(gpu, b, &mean)

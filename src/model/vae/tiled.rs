@@ -1,6 +1,7 @@
 //! Decoding and encoding large canvases: whole-canvas when the activations fit one buffer (the
 //! kernels split them over storage bindings), else in horizontal bands with overlap and a linear blend
-//! (FLUX_REFERENCE.md §4, issue 5: IC-LoRA canvases reach 2048×1024 and beyond).
+//! (issue 5: IC-LoRA canvases reach 2048×1024 and beyond; the mid-block attention alone is global over all
+//! `H/8 · W/8` latent pixels, BFL `AttnBlock`, src/flux/modules/autoencoder.py @ 802fb47).
 //!
 //! # How memory scales
 //!

@@ -1,5 +1,7 @@
-//! The VAE's weights on the GPU, a struct tree mirroring diffusers' `AutoencoderKL` (FLUX_REFERENCE.md
-//! §4.2-4.4), loaded by name from diffusers or BFL (`ae.safetensors`) keys.
+//! The VAE's weights on the GPU, a struct tree mirroring diffusers' `AutoencoderKL`
+//! (src/diffusers/models/autoencoders/autoencoder_kl.py @ 58eb52c; `Encoder`/`Decoder` in
+//! src/diffusers/models/autoencoders/vae.py @ 58eb52c), loaded by name from diffusers or BFL
+//! (`ae.safetensors`, src/flux/modules/autoencoder.py @ 802fb47) keys.
 //!
 //! Conv and attention weights stay F16 when the file stores F16 (the conv and matmul kernels read F16
 //! weights) and become F32 otherwise (BF16, F8, F32); biases and GroupNorm affines become F32. BFL's
@@ -31,7 +33,8 @@ pub struct GroupNorm {
     pub b: Tensor,
 }
 
-/// `ResnetBlock2D` (§4.2); `conv_shortcut` (BFL `nin_shortcut`) is a 1×1 conv iff cin ≠ cout.
+/// `ResnetBlock2D` (src/diffusers/models/resnet.py @ 58eb52c); `conv_shortcut` (BFL `nin_shortcut`) is a 1×1
+/// conv iff cin ≠ cout.
 pub struct Resnet {
     pub norm1: GroupNorm,
     pub conv1: Conv,
@@ -40,7 +43,8 @@ pub struct Resnet {
     pub conv_shortcut: Option<Conv>,
 }
 
-/// Single-head mid-block attention (§4.2): diffusers `group_norm, to_q, to_k, to_v, to_out.0`.
+/// Single-head mid-block attention (BFL `AttnBlock`, src/flux/modules/autoencoder.py @ 802fb47): diffusers
+/// `group_norm, to_q, to_k, to_v, to_out.0`.
 pub struct Attention {
     pub group_norm: GroupNorm,
     pub to_q: Linear,
