@@ -107,9 +107,13 @@ pub fn mul(gpu: &Gpu, batch: &mut Batch, a: &Tensor, b: &Tensor) -> Result<Tenso
     binary(gpu, batch, a, b, 1, "mul")
 }
 
-/// `x · scale + offset` with both scalars broadcast (two elementwise passes).
+/// `x · scale + offset` with both scalars broadcast: one elementwise pass per part that is not
+/// the identity (a zero offset adds nothing).
 pub fn affine(gpu: &Gpu, batch: &mut Batch, x: &Tensor, scale: f32, offset: f32) -> Result<Tensor> {
     let y = mul(gpu, batch, x, &gpu.upload_f32(&[1], &[scale])?)?;
+    if offset == 0.0 {
+        return Ok(y);
+    }
     add(gpu, batch, &y, &gpu.upload_f32(&[1], &[offset])?)
 }
 

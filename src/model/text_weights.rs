@@ -1,7 +1,8 @@
 //! Loading the text encoders' tensors by name (T5, CLIP: the keys of transformers' `T5EncoderModel`,
 //! src/transformers/models/t5/modeling_t5.py @ 6b8b757, and `CLIPTextModel`,
 //! src/transformers/models/clip/modeling_clip.py @ 679021a), with errors that name the model, the file and
-//! the tensor, and embedding tables split into row ranges so that a
+//! the tensor (also used by the tiny preview decoder, `model::taef1`), and embedding tables split
+//! into row ranges so that a
 //! table larger than one storage binding (T5-XXL's `[32128, 4096]`: 526 MB in F32, 263 MB in
 //! BF16) is gathered in pieces instead of rejected.
 

@@ -219,15 +219,23 @@ pub(super) fn load_vae(gpu: &Gpu, paths: &ModelPaths, parts: VaeParts, obs: &mut
     Ok((vae, vfile))
 }
 
-/// Loads the preview decoder `file` (a weights file, or a folder with `config.json`).
-pub(super) fn load_preview_decoder(gpu: &Gpu, file: &str, obs: &mut dyn Observer) -> Result<(TinyDecoder, String)> {
+/// Loads the preview decoder `file` (a weights file, or a folder with `config.json`) for latents of
+/// `latent_channels` (a decoder for others is refused by name).
+pub(super) fn load_preview_decoder(gpu: &Gpu, file: &str, latent_channels: usize, obs: &mut dyn Observer) -> Result<TinyDecoder> {
     let t = Stopwatch::start();
     let mut c = resolve(taef1::MODEL, None, Some(file), "diffusion_pytorch_model")?;
     let wfile = c.weights.file.clone();
     let config = c.config.as_deref().map(|j| TinyDecoderConfig::from_diffusers_json(&wfile, j.as_bytes())).transpose().map_err(|e| in_component(taef1::MODEL, &wfile, e))?;
     let dec = load_component(taef1::MODEL, &mut c, |s, h| TinyDecoder::load(gpu, s, h, config))?;
+    if dec.config.latent_channels != latent_channels {
+        return Err(Error::Component {
+            component: taef1::MODEL.into(),
+            file: wfile,
+            message: format!("it decodes {}-channel latents; this transformer's have {latent_channels} (use TAEF1, madebyollin/taef1, for FLUX.1)", dec.config.latent_channels),
+        });
+    }
     obs.event(Event::Line(&format!("load: {} ({wfile}) in {:.2}s", taef1::MODEL, t.secs())));
-    Ok((dec, wfile))
+    Ok(dec)
 }
 
 /// Text → image, blocking (native). `log` receives the progress lines (load, encode, each step

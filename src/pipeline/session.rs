@@ -167,16 +167,7 @@ impl Session {
         match (&paths.preview_decoder, every) {
             (Some(file), 1..) if self.preview.as_ref().is_none_or(|(f, _)| f != file) => {
                 self.preview = None;
-                let (dec, wfile) = load_preview_decoder(gpu, file, obs)?;
-                let latent = model.config.in_channels / 4;
-                if dec.config.latent_channels != latent {
-                    return Err(Error::Component {
-                        component: taef1::MODEL.into(),
-                        file: wfile,
-                        message: format!("it decodes {}-channel latents; this transformer's have {latent} (use TAEF1, madebyollin/taef1, for FLUX.1)", dec.config.latent_channels),
-                    });
-                }
-                self.preview = Some((file.clone(), dec));
+                self.preview = Some((file.clone(), load_preview_decoder(gpu, file, model.config.in_channels / 4, obs)?));
             }
             (None, _) => self.preview = None,
             _ => {}
@@ -203,25 +194,7 @@ impl Session {
             obs.event(Event::Line(&format!("step {}/{}: sigma {:.4} → {:.4} in {secs:.2}s{cache}", s.index + 1, s.steps, s.sigma, s.sigma_next)));
             obs.event(Event::Step { index: s.index, steps: s.steps, seconds: secs, computed: stepper.computed() });
             if every > 0 && (s.index + 1) % every == 0 && s.index + 1 < s.steps {
-                let t = Stopwatch::start();
-                let sharp = match &self.preview {
-                    Some((file, dec)) => Some(decode_preview(gpu, dec, stepper.latents(), lh, lw).await.map_err(|e| (file.clone(), e))),
-                    None => None,
-                };
-                let image = match sharp {
-                    Some(Ok(image)) => {
-                        obs.event(Event::Line(&format!("preview: step {} decoded by TAEF1 in {:.3}s", s.index + 1, t.secs())));
-                        image
-                    }
-                    other => {
-                        if let Some(Err((file, e))) = other {
-                            // A preview is not worth the run: say so and go on with the linear map.
-                            obs.event(Event::Warning(&format!("{} ({file}): {e}; previews use the linear map for the rest of this run", taef1::MODEL)));
-                            self.preview = None;
-                        }
-                        latent_preview(&gpu.read_f32(stepper.latents()).await?, lh, lw)?
-                    }
-                };
+                let image = preview_image(gpu, &mut self.preview, stepper.latents(), (lh, lw), s.index, obs).await?;
                 obs.event(Event::Preview { index: s.index, image: &image });
             }
             check(obs)?;
@@ -257,6 +230,26 @@ impl Session {
         self.vae = Some((vfile, vae, encoder));
         Ok(())
     }
+}
+
+/// The preview of packed latents after step `index`: through the preview decoder when one is
+/// loaded (its time logged), else the linear map. A decoder that fails is dropped with a warning
+/// and the linear map takes over: a preview is not worth the run.
+async fn preview_image(gpu: &Gpu, decoder: &mut Option<(String, TinyDecoder)>, packed: &Tensor, (lh, lw): (usize, usize), index: usize, obs: &mut dyn Observer) -> Result<RgbImage> {
+    if let Some((file, dec)) = decoder.as_ref() {
+        let t = Stopwatch::start();
+        match decode_preview(gpu, dec, packed, lh, lw).await {
+            Ok(image) => {
+                obs.event(Event::Line(&format!("preview: step {} decoded by TAEF1 in {:.3}s", index + 1, t.secs())));
+                return Ok(image);
+            }
+            Err(e) => {
+                obs.event(Event::Warning(&format!("{} ({file}): {e}; previews use the linear map for the rest of this run", taef1::MODEL)));
+                *decoder = None;
+            }
+        }
+    }
+    latent_preview(&gpu.read_f32(packed).await?, lh, lw)
 }
 
 /// Packed latents `[(lh/2)(lw/2), 64]` → the tiny decoder's image at full resolution, as bytes.
