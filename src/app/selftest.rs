@@ -168,9 +168,9 @@ async fn run_cases(gpu: &Gpu, sink: &mut impl Sink) -> AppResult<(usize, usize, 
                         Err(e) => Outcome::Error(e.to_string()),
                     },
                 };
-                match outcome.verdict().0 {
-                    "pass" => passed += 1,
-                    "not offered" => skipped += 1,
+                match &outcome {
+                    Outcome::Done(c) if c.first_bad.is_none() => passed += 1,
+                    Outcome::NotOffered => skipped += 1,
                     _ => failed += 1,
                 }
                 sink.finish(case, path, dims, &outcome, now_ms() - t0)?;
@@ -196,11 +196,11 @@ impl Sink for Table {
 
     fn finish(&mut self, _: &Case, _: Option<&str>, _: &[usize], outcome: &Outcome, ms: f64) -> AppResult<()> {
         let Some(row) = self.row.take() else { return Ok(()) };
-        let (result, max_err, detail) = outcome.verdict();
-        match result {
-            "not offered" => row.not_offered(SUBGROUPS),
-            _ => row.finish(result == "pass", &max_err.map_or("—".to_string(), |e| format!("{e:.2e}")), ms, &detail),
+        if let Outcome::NotOffered = outcome {
+            return row.not_offered(SUBGROUPS);
         }
+        let (result, max_err, detail) = outcome.verdict();
+        row.finish(result == "pass", &max_err.map_or("—".to_string(), |e| format!("{e:.2e}")), ms, &detail)
     }
 }
 
