@@ -54,6 +54,13 @@ if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found: install Rust 1.95 with rustup (https://rustup.rs) first" >&2
   exit 1
 fi
+# The test command's lint phase: rustfmt and clippy (in rustup's default profile).
+for c in rustfmt clippy; do
+  if ! rustup component list --installed | grep -q "^$c"; then
+    say "rustup component add $c"
+    rustup component add "$c"
+  fi
+done
 if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   say "wasm32-unknown-unknown: present"
 else

@@ -6,7 +6,7 @@
 # (tests/e2e/selftest.mjs), weight downloads and the OPFS cache
 # (tests/e2e/weights.mjs) and the studio end to end (tests/e2e/app.mjs), and the
 # kernel self-test under Node on Chrome's Dawn (tests/e2e/dawn_selftest.mjs, the
-# harness the GPU machine runs).
+# harness the GPU machine runs). rustfmt and clippy (warnings as errors) check the code.
 # Prints the time of each phase at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -37,6 +37,14 @@ failed=0
 # (their time is spent in lavapipe). Developers' `cargo test` runs keep
 # checking with debug assertions. A failure here does not stop the web checks.
 phase "cargo test --release" cargo test --release --locked || failed=1
+# Formatting (rustfmt.toml) and clippy's default lints, natively (every target) and for the
+# browser build (the wasm-only code), warnings as errors.
+lint() {
+  cargo fmt --check &&
+    cargo clippy --release --locked --all-targets -- -D warnings &&
+    cargo clippy --release --locked --lib --target wasm32-unknown-unknown -- -D warnings
+}
+phase "rustfmt + clippy" lint || failed=1
 if phase "trunk build --release" trunk build --release; then
   phase "browser self-test" node tests/e2e/selftest.mjs || failed=1
   phase "dawn.node self-test" node tests/e2e/dawn_selftest.mjs || failed=1

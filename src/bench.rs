@@ -104,8 +104,19 @@ pub fn bench_matmul_coop(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(Ben
     if gpu.features().cooperative_matrix.is_some() {
         return bench_matmul_path(gpu, opts, true, report);
     }
-    let note = format!("skipped: adapter lacks cooperative matrix (reported configs: {:?})", gpu.info().cooperative_matrix_configs);
-    report(BenchRow { kernel: "matmul_coop".into(), format: String::new(), shape: String::new(), median_ms: 0.0, gflops: 0.0, gbs: 0.0, note });
+    let note = format!(
+        "skipped: adapter lacks cooperative matrix (reported configs: {:?})",
+        gpu.info().cooperative_matrix_configs
+    );
+    report(BenchRow {
+        kernel: "matmul_coop".into(),
+        format: String::new(),
+        shape: String::new(),
+        median_ms: 0.0,
+        gflops: 0.0,
+        gbs: 0.0,
+        note,
+    });
     Ok(())
 }
 
@@ -125,13 +136,25 @@ fn bench_matmul_path(gpu: &Gpu, opts: &BenchOpts, coop_only: bool, mut report: i
             let path = select(gpu, &x, &w, &epi);
             if coop_only {
                 if let Err(why) = path {
-                    report(BenchRow { kernel: "matmul_coop".into(), format: dtype.to_string(), shape, median_ms: 0.0, gflops: 0.0, gbs: 0.0, note: format!("skipped: {why}") });
+                    report(BenchRow {
+                        kernel: "matmul_coop".into(),
+                        format: dtype.to_string(),
+                        shape,
+                        median_ms: 0.0,
+                        gflops: 0.0,
+                        gbs: 0.0,
+                        note: format!("skipped: {why}"),
+                    });
                     continue;
                 }
             }
             let ms = time_median(gpu, opts.iters, || {
                 let mut b = gpu.batch();
-                let _y = if coop_only { matmul_coop(gpu, &mut b, &x, &w, &epi)? } else { matmul(gpu, &mut b, &x, &w, &epi)? };
+                let _y = if coop_only {
+                    matmul_coop(gpu, &mut b, &x, &w, &epi)?
+                } else {
+                    matmul(gpu, &mut b, &x, &w, &epi)?
+                };
                 gpu.submit(b)
             })?;
             // Marked so that an A/B run (ICLORA_NO_COOP=1) cannot be mistaken for the other path.
@@ -161,7 +184,8 @@ pub fn bench_attention(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(Bench
     let mut rng = Rng::new(5);
     let fused = (l * 3 * heads * d * 4) as u64 <= gpu.info().max_storage_binding;
     let mut part = |w: usize| gpu.upload_f32(&[l, w], &(0..l * w).map(|_| unit(&mut rng)).collect::<Vec<f32>>());
-    let qkv: Vec<Tensor> = if fused { vec![part(3 * heads * d)?] } else { vec![part(heads * d)?, part(heads * d)?, part(heads * d)?] };
+    let qkv: Vec<Tensor> =
+        if fused { vec![part(3 * heads * d)?] } else { vec![part(heads * d)?, part(heads * d)?, part(heads * d)?] };
     // (tensor, column offset) of q, k and v.
     let at = |i: usize| if fused { (&qkv[0], i * heads * d) } else { (&qkv[i], 0) };
     let opts_a = AttnOptions::for_head_dim(d);
@@ -202,7 +226,11 @@ pub fn bench_attention(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(Bench
         kernel: "attention".into(),
         format: "F32".into(),
         // Marked so that an A/B run (ICLORA_ATTN_GENERAL=1) cannot be mistaken for the default path.
-        shape: format!("{l}tok x{heads}h x{d}{}{}", if path == AttnPath::General { " general" } else { "" }, if fused { "" } else { " split" }),
+        shape: format!(
+            "{l}tok x{heads}h x{d}{}{}",
+            if path == AttnPath::General { " general" } else { "" },
+            if fused { "" } else { " split" }
+        ),
         median_ms: ms,
         gflops: flops / ms / 1e6,
         gbs: bytes / ms / 1e6,
@@ -215,7 +243,11 @@ pub fn bench_attention(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(Bench
         median_ms: 0.0,
         gflops: 0.0,
         gbs: 0.0,
-        note: format!("memory: call_alloc_mib={:.2} peak_live_mib={:.2} (inputs included)", mib(peak.saturating_sub(before)), mib(peak)),
+        note: format!(
+            "memory: call_alloc_mib={:.2} peak_live_mib={:.2} (inputs included)",
+            mib(peak.saturating_sub(before)),
+            mib(peak)
+        ),
     });
     Ok(())
 }
@@ -239,12 +271,24 @@ pub fn bench_conv2d(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow
             let in_bytes = (c * s * s * 4) as u64;
             let out_bytes = (o * ho * wo * 4) as u64;
             if in_bytes.max(out_bytes) > gpu.info().max_storage_binding {
-                report(BenchRow { kernel: "conv2d".into(), format: dtype.to_string(), shape, median_ms: 0.0, gflops: 0.0, gbs: 0.0, note: "skipped: activation over this adapter's binding limit (the VAE tiles such layers)".into() });
+                report(BenchRow {
+                    kernel: "conv2d".into(),
+                    format: dtype.to_string(),
+                    shape,
+                    median_ms: 0.0,
+                    gflops: 0.0,
+                    gbs: 0.0,
+                    note: "skipped: activation over this adapter's binding limit (the VAE tiles such layers)".into(),
+                });
                 continue;
             }
             let x = gpu.upload_f32(&[c, s, s], &(0..c * s * s).map(|_| unit(&mut rng)).collect::<Vec<_>>())?;
             let wv: Vec<f32> = (0..o * c * 9).map(|_| unit(&mut rng) * 0.05).collect();
-            let w = if dtype == DType::F16 { gpu.upload_half(&[o, c, 3, 3], &wv, dtype)? } else { gpu.upload_f32(&[o, c, 3, 3], &wv)? };
+            let w = if dtype == DType::F16 {
+                gpu.upload_half(&[o, c, 3, 3], &wv, dtype)?
+            } else {
+                gpu.upload_f32(&[o, c, 3, 3], &wv)?
+            };
             let bias = gpu.upload_f32(&[o], &vec![0.0; o])?;
             let ms = time_median(gpu, opts.iters, || {
                 let mut b = gpu.batch();
@@ -252,7 +296,15 @@ pub fn bench_conv2d(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(BenchRow
                 gpu.submit(b)
             })?;
             let flops = 2.0 * (o * c * 9 * ho * wo) as f64;
-            report(BenchRow { kernel: "conv2d".into(), format: dtype.to_string(), shape, median_ms: ms, gflops: flops / ms / 1e6, gbs: (in_bytes + out_bytes + w.gpu_bytes()) as f64 / ms / 1e6, note: String::new() });
+            report(BenchRow {
+                kernel: "conv2d".into(),
+                format: dtype.to_string(),
+                shape,
+                median_ms: ms,
+                gflops: flops / ms / 1e6,
+                gbs: (in_bytes + out_bytes + w.gpu_bytes()) as f64 / ms / 1e6,
+                note: String::new(),
+            });
         }
     }
     Ok(())
@@ -307,7 +359,18 @@ impl FluxStepOpts {
     /// 256 tokens and one block of each kind instead.
     pub fn defaults(software: bool) -> FluxStepOpts {
         let (tokens, double, single) = if software { (256, 1, 1) } else { (4608, 19, 38) };
-        FluxStepOpts { tokens, format: DType::Q8_0, double, single, iters: 3, heads: 24, head_dim: 128, loras: 0, lora_rank: 16, precision: Precision::F32 }
+        FluxStepOpts {
+            tokens,
+            format: DType::Q8_0,
+            double,
+            single,
+            iters: 3,
+            heads: 24,
+            head_dim: 128,
+            loras: 0,
+            lora_rank: 16,
+            precision: Precision::F32,
+        }
     }
 
     /// FLUX.1-dev's config with this run's widths and block counts.
@@ -318,7 +381,15 @@ impl FluxStepOpts {
         let b = (self.head_dim - a) / 4 * 2;
         let axes = vec![a, b, self.head_dim - a - b];
         let hidden = self.heads * self.head_dim;
-        crate::model::flux::FluxConfig { heads: self.heads, head_dim: self.head_dim, mlp_hidden: 4 * hidden, double_blocks: self.double, single_blocks: self.single, axes_dim: axes, ..c }
+        crate::model::flux::FluxConfig {
+            heads: self.heads,
+            head_dim: self.head_dim,
+            mlp_hidden: 4 * hidden,
+            double_blocks: self.double,
+            single_blocks: self.single,
+            axes_dim: axes,
+            ..c
+        }
     }
 
     /// (text, image) tokens.
@@ -354,7 +425,8 @@ pub fn bench_flux_step(gpu: &Gpu, opts: &FluxStepOpts, mut report: impl FnMut(Be
     use crate::model::flux::{FluxInputs, FluxModel, FluxWeights};
     let c = opts.config();
     let (lt, li) = opts.split();
-    let (rows, cols) = (1..=li).rev().filter(|r| li % r == 0 && r * r <= li).map(|r| (r, li / r)).next().unwrap_or((1, li));
+    let (rows, cols) =
+        (1..=li).rev().filter(|r| li % r == 0 && r * r <= li).map(|r| (r, li / r)).next().unwrap_or((1, li));
     let mut rng = Rng::new(9);
     let mut input = |r: usize, k: usize| gpu.upload_f32(&[r, k], &rng.vec(r * k, -1.0, 1.0));
     let h = c.hidden();
@@ -364,23 +436,46 @@ pub fn bench_flux_step(gpu: &Gpu, opts: &FluxStepOpts, mut report: impl FnMut(Be
     let mut full = FluxModel { config: c.clone(), weights: FluxWeights::random(gpu, &c, opts.format, 13)? };
     if opts.loras > 0 {
         use crate::lora::LoraAdapter;
-        let adapters = (0..opts.loras).map(|i| LoraAdapter::random(&c, opts.lora_rank, 100 + i as u64)).collect::<Result<Vec<_>>>()?;
+        let adapters = (0..opts.loras)
+            .map(|i| LoraAdapter::random(&c, opts.lora_rank, 100 + i as u64))
+            .collect::<Result<Vec<_>>>()?;
         let refs: Vec<(&LoraAdapter, f32)> = adapters.iter().map(|a| (a, 1.0)).collect();
         let applied = full.set_loras(gpu, &refs)?;
-        let note = format!("{} adapters of rank {} on {} weights ({} stack slices)", opts.loras, opts.lora_rank, applied.weights, applied.slices);
-        report(BenchRow { kernel: "lora".into(), format: opts.format.to_string(), shape: String::new(), median_ms: 0.0, gflops: 0.0, gbs: 0.0, note });
+        let note = format!(
+            "{} adapters of rank {} on {} weights ({} stack slices)",
+            opts.loras, opts.lora_rank, applied.weights, applied.slices
+        );
+        report(BenchRow {
+            kernel: "lora".into(),
+            format: opts.format.to_string(),
+            shape: String::new(),
+            median_ms: 0.0,
+            gflops: 0.0,
+            gbs: 0.0,
+            note,
+        });
     }
     full.set_precision(gpu, opts.precision)?;
     let mut w = full.weights;
-    let (doubles, singles) = (std::mem::take(&mut w.transformer_blocks), std::mem::take(&mut w.single_transformer_blocks));
+    let (doubles, singles) =
+        (std::mem::take(&mut w.transformer_blocks), std::mem::take(&mut w.single_transformer_blocks));
     let rest_model = FluxModel { config: c.clone(), weights: w };
     let rope = rest_model.rope_tables(gpu, lt, rows, cols)?;
     let inp = FluxInputs { img: &img, txt: &txt, pooled: &pooled, timestep: 0.5, guidance: Some(3.5), rope: &rope };
     let (fd, fs) = flux_block_flops(&c, lt + li);
     let fr = flux_rest_flops(&c, lt, li);
     // Rows say which tile arithmetic they timed: `Q8_0` (f32 tiles) or `Q8_0/f16`.
-    let format = if opts.precision == Precision::F16 { format!("{}/f16", opts.format) } else { opts.format.to_string() };
-    let row = |kernel: &str, shape: String, ms: f64, flops: f64| BenchRow { kernel: kernel.into(), format: format.clone(), shape, median_ms: ms, gflops: flops / ms / 1e6, gbs: 0.0, note: String::new() };
+    let format =
+        if opts.precision == Precision::F16 { format!("{}/f16", opts.format) } else { opts.format.to_string() };
+    let row = |kernel: &str, shape: String, ms: f64, flops: f64| BenchRow {
+        kernel: kernel.into(),
+        format: format.clone(),
+        shape,
+        median_ms: ms,
+        gflops: flops / ms / 1e6,
+        gbs: 0.0,
+        note: String::new(),
+    };
     let shape = format!("{lt}+{li}tok h{h}");
 
     let rest = time_median(gpu, opts.iters, || {
@@ -413,7 +508,10 @@ pub fn bench_flux_step(gpu: &Gpu, opts: &FluxStepOpts, mut report: impl FnMut(Be
         report(row("single", format!("{shape} x{ns}"), ms, fs));
         est += 38.0 * ms;
     }
-    let model = FluxModel { config: c.clone(), weights: FluxWeights { transformer_blocks: doubles, single_transformer_blocks: singles, ..rest_model.weights } };
+    let model = FluxModel {
+        config: c.clone(),
+        weights: FluxWeights { transformer_blocks: doubles, single_transformer_blocks: singles, ..rest_model.weights },
+    };
     let step = time_median(gpu, opts.iters, || {
         let mut b = gpu.batch();
         model.forward(gpu, &mut b, &inp)?;

@@ -13,14 +13,28 @@ use crate::pipeline::seed::latent_hw;
 use crate::reference::random::Rng;
 
 /// Times both previews of a `width × height` canvas, median of `iters` after a warm-up.
-pub fn bench_preview(gpu: &Gpu, width: usize, height: usize, iters: usize, mut report: impl FnMut(BenchRow)) -> Result<()> {
+pub fn bench_preview(
+    gpu: &Gpu,
+    width: usize,
+    height: usize,
+    iters: usize,
+    mut report: impl FnMut(BenchRow),
+) -> Result<()> {
     let (lh, lw) = latent_hw(height, width);
     let dec = TinyDecoder::random(gpu, TinyDecoderConfig::taef1(), 21)?;
     let channels = dec.config.latent_channels;
     let tokens = (lh / 2) * (lw / 2);
     let packed = gpu.upload_f32(&[tokens, 4 * channels], &Rng::new(22).vec(tokens * 4 * channels, -2.0, 2.0))?;
     let shape = format!("{width}x{height}");
-    let row = |kernel: &str, ms: f64, flops: f64| BenchRow { kernel: kernel.into(), format: "F16".into(), shape: shape.clone(), median_ms: ms, gflops: flops / ms / 1e6, gbs: 0.0, note: String::new() };
+    let row = |kernel: &str, ms: f64, flops: f64| BenchRow {
+        kernel: kernel.into(),
+        format: "F16".into(),
+        shape: shape.clone(),
+        median_ms: ms,
+        gflops: flops / ms / 1e6,
+        gbs: 0.0,
+        note: String::new(),
+    };
 
     let taef1 = time_median(gpu, iters, || {
         let mut b = gpu.batch();

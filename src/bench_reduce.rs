@@ -11,12 +11,17 @@ use crate::kernels::rope::{self, flux_position_ids, QkNormRope, RopeTables, FLUX
 use crate::kernels::softmax::softmax;
 use crate::reference::random::Rng;
 
+/// Runs a recorded kernel once.
+type Recorder = Box<dyn Fn(&Gpu) -> Result<()>>;
+/// Builds a case's inputs and returns its recorder.
+type Setup = Box<dyn Fn(&Gpu) -> Result<Recorder>>;
+
 /// One kernel at one shape: its name, shape label, bytes it reads + writes, and a recorder.
 struct Case {
     kernel: &'static str,
     shape: String,
     bytes: u64,
-    run: Box<dyn Fn(&Gpu) -> Result<Box<dyn Fn(&Gpu) -> Result<()>>>>,
+    run: Setup,
 }
 
 fn random(gpu: &Gpu, shape: &[usize], seed: u64) -> Result<Tensor> {
@@ -37,7 +42,13 @@ fn cases(opts: &BenchOpts) -> Vec<Case> {
                 let (x, m) = (random(g, &[tokens, 3072], 1)?, random(g, &[6 * 3072], 2)?);
                 Ok(Box::new(move |g: &Gpu| {
                     let mut b = g.batch();
-                    let _y = norm::layer_norm_modulated(g, &mut b, &x, &Modulation { tensor: &m, shift: 0, scale: 3072 }, EPS_FLUX)?;
+                    let _y = norm::layer_norm_modulated(
+                        g,
+                        &mut b,
+                        &x,
+                        &Modulation { tensor: &m, shift: 0, scale: 3072 },
+                        EPS_FLUX,
+                    )?;
                     g.submit(b)
                 }))
             }),
@@ -115,11 +126,23 @@ pub fn bench_reductions(gpu: &Gpu, opts: &BenchOpts, mut report: impl FnMut(Benc
         };
         if gpu.features().subgroups {
             let sg_ms = time(gpu)?;
-            report(row("subgroups", sg_ms, format!("median_ms={sg_ms:.3} gbs={:.2} ({:.2}x the workgroup-memory time)", case.bytes as f64 / sg_ms / 1e6, sg_ms / wg_ms)));
+            report(row(
+                "subgroups",
+                sg_ms,
+                format!(
+                    "median_ms={sg_ms:.3} gbs={:.2} ({:.2}x the workgroup-memory time)",
+                    case.bytes as f64 / sg_ms / 1e6,
+                    sg_ms / wg_ms
+                ),
+            ));
         } else {
             report(row("subgroups", 0.0, "not offered by this adapter".into()));
         }
-        report(row("workgroup memory", wg_ms, format!("median_ms={wg_ms:.3} gbs={:.2}", case.bytes as f64 / wg_ms / 1e6)));
+        report(row(
+            "workgroup memory",
+            wg_ms,
+            format!("median_ms={wg_ms:.3} gbs={:.2}", case.bytes as f64 / wg_ms / 1e6),
+        ));
     }
     Ok(())
 }

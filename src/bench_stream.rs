@@ -46,7 +46,12 @@ impl StreamReport {
 
 /// Streams every tensor of the file at `url` into a GPU buffer, converted per tensor as
 /// `Convert::for_tensor(info, convert)` decides (already-quantized tensors are kept).
-pub fn bench_stream(gpu: &Gpu, url: &str, convert: Convert, mut progress: impl FnMut(usize, usize)) -> Result<StreamReport> {
+pub fn bench_stream(
+    gpu: &Gpu,
+    url: &str,
+    convert: Convert,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<StreamReport> {
     let mut src = HttpSource::open(url)?;
     let header = read_header(&mut src)?;
     header.require_supported()?;
@@ -59,7 +64,14 @@ pub fn bench_stream(gpu: &Gpu, url: &str, convert: Convert, mut progress: impl F
         progress(i + 1, header.tensors.len());
     }
     gpu.wait_idle()?;
-    Ok(StreamReport { tensors: header.tensors.len(), file_bytes, gpu_bytes, secs: start.elapsed().as_secs_f64(), retries: src.retries(), pooled_bytes: gpu.pooled_bytes() })
+    Ok(StreamReport {
+        tensors: header.tensors.len(),
+        file_bytes,
+        gpu_bytes,
+        secs: start.elapsed().as_secs_f64(),
+        retries: src.retries(),
+        pooled_bytes: gpu.pooled_bytes(),
+    })
 }
 
 /// The weight matrices of FLUX.1's blocks (BFL `DoubleStreamBlock` / `SingleStreamBlock`,
@@ -68,8 +80,18 @@ pub fn bench_stream(gpu: &Gpu, url: &str, convert: Convert, mut progress: impl F
 /// Q4_0, until at least `min_bytes` of tensor data. `hidden` must be a multiple of 32.
 pub fn flux_gguf_plan(min_bytes: u64, hidden: u64) -> Vec<(String, Vec<u64>, DType)> {
     let (h, m) = (hidden.max(32) / 32 * 32, 4 * (hidden.max(32) / 32 * 32));
-    let double = [("img_attn.qkv", 3 * h, h), ("img_attn.proj", h, h), ("img_mlp.0", m, h), ("img_mlp.2", h, m), ("img_mod.lin", 6 * h, h),
-        ("txt_attn.qkv", 3 * h, h), ("txt_attn.proj", h, h), ("txt_mlp.0", m, h), ("txt_mlp.2", h, m), ("txt_mod.lin", 6 * h, h)];
+    let double = [
+        ("img_attn.qkv", 3 * h, h),
+        ("img_attn.proj", h, h),
+        ("img_mlp.0", m, h),
+        ("img_mlp.2", h, m),
+        ("img_mod.lin", 6 * h, h),
+        ("txt_attn.qkv", 3 * h, h),
+        ("txt_attn.proj", h, h),
+        ("txt_mlp.0", m, h),
+        ("txt_mlp.2", h, m),
+        ("txt_mod.lin", 6 * h, h),
+    ];
     let single = [("linear1", 3 * h + m, h), ("linear2", h, h + m), ("modulation.lin", 3 * h, h)];
     let size = |n: u64, k: u64, d: DType| n * k / d.block_elems() as u64 * d.gguf_block_bytes() as u64;
     let (mut plan, mut total, mut i) = (Vec::new(), 0u64, 0);
@@ -91,7 +113,8 @@ pub fn flux_gguf_plan(min_bytes: u64, hidden: u64) -> Vec<(String, Vec<u64>, DTy
 /// repeated: the values do not matter to streaming. Returns the file's size.
 pub fn write_flux_gguf(path: &str, min_bytes: u64, hidden: u64) -> Result<u64> {
     let io = |e: std::io::Error| Error::Io { file: path.into(), message: e.to_string() };
-    let plan: Vec<(String, Vec<u64>, FileDType)> = flux_gguf_plan(min_bytes, hidden).into_iter().map(|(n, s, d)| (n, s, FileDType::Gpu(d))).collect();
+    let plan: Vec<(String, Vec<u64>, FileDType)> =
+        flux_gguf_plan(min_bytes, hidden).into_iter().map(|(n, s, d)| (n, s, FileDType::Gpu(d))).collect();
     let meta = vec![("general.architecture".to_string(), MetaValue::Str("flux".into()))];
     let (header, align) = write_gguf_header(&meta, &plan)?;
     let mut f = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(path).map_err(io)?);
@@ -123,4 +146,3 @@ pub fn peak_rss_kib() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     s.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()
 }
-

@@ -14,7 +14,9 @@ pub enum Error {
     #[error("{op}: shape mismatch: expected {expected}, got {got}")]
     ShapeMismatch { op: &'static str, expected: String, got: String },
 
-    #[error("{what} needs {needed} but this GPU allows at most {available}; use a smaller canvas or a smaller quantization")]
+    #[error(
+        "{what} needs {needed} but this GPU allows at most {available}; use a smaller canvas or a smaller quantization"
+    )]
     LimitExceeded { what: String, needed: u64, available: u64 },
 
     #[error("{op} needs the GPU feature `{feature}`, which this adapter does not offer; use the f32 path instead")]
@@ -67,7 +69,9 @@ pub enum Error {
     #[error("`{url}` redirects from https to plain http (`{to}`); refusing to read weights over an unencrypted connection. Use an https link to the file")]
     InsecureRedirect { url: String, to: String },
 
-    #[error("timed out {what} `{url}`: the connection stalled and retries did not help; check the network and try again")]
+    #[error(
+        "timed out {what} `{url}`: the connection stalled and retries did not help; check the network and try again"
+    )]
     Timeout { url: String, what: String },
 
     #[error("`{file}` has no tensor `{name}`, which this model needs; is it a complete checkpoint of the right model (FLUX.1 transformer, diffusers or BFL names)?")]
@@ -143,7 +147,9 @@ pub enum Error {
     ReferenceStrength { panel: usize, strength: f32 },
 
     /// Reference panels were given but the VAE was not loaded with its encoder.
-    #[error("reference panels need the VAE encoder; load the VAE with its encoder (VaeParts::ENCODER or VaeParts::BOTH)")]
+    #[error(
+        "reference panels need the VAE encoder; load the VAE with its encoder (VaeParts::ENCODER or VaeParts::BOTH)"
+    )]
     NoVaeEncoder,
 }
 

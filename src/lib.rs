@@ -5,6 +5,10 @@
 //! tested against; `weights` knows file formats and the GPU layouts of
 //! quantized blocks.
 
+// In the browser wgpu's handles are neither Send nor Sync (one thread); the `Arc`s that share
+// them natively across threads are then plain reference counts.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 #[cfg(not(target_arch = "wasm32"))]

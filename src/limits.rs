@@ -24,7 +24,13 @@ impl Cap {
     /// `Err(Error::FileLimit)` naming `file` when `found` is over the cap.
     pub fn check(&self, file: &str, found: u64) -> Result<()> {
         if found > self.max {
-            return Err(Error::FileLimit { file: file.into(), what: self.what.into(), found, limit: self.max, why: self.why.into() });
+            return Err(Error::FileLimit {
+                file: file.into(),
+                what: self.what.into(),
+                found,
+                limit: self.max,
+                why: self.why.into(),
+            });
         }
         Ok(())
     }
@@ -89,7 +95,8 @@ pub const LORA_RANK: Cap = cap("LoRA rank", 1024, "IC-LoRA adapters are rank 16,
 /// Every factor is decoded to f32 in wasm memory (4 bytes per weight). A rank-128 LoRA on every
 /// FLUX Linear decodes to ~1.4 GB; an IC-LoRA adapter (rank 16) to ~170 MB. Browsers give a wasm
 /// instance at most 4 GiB, shared with the rest of the engine.
-pub const LORA_F32_BYTES: Cap = cap("LoRA factors decoded to f32 (bytes)", 2 << 30, "a rank-128 LoRA on every FLUX layer needs 1.4 GB");
+pub const LORA_F32_BYTES: Cap =
+    cap("LoRA factors decoded to f32 (bytes)", 2 << 30, "a rank-128 LoRA on every FLUX layer needs 1.4 GB");
 
 /// A dropped LoRA file is held whole in the worker's memory (wasm: at most 4 GiB in all). The
 /// IC-LoRA adapters are ~40 MB; a rank-128 LoRA on every FLUX layer in 16 bits ~700 MB.
@@ -99,11 +106,13 @@ pub const LORA_FILE_BYTES: Cap = cap("LoRA file size (bytes)", 1 << 30, "a rank-
 
 /// `config.json`, `tokenizer_config.json`, `scheduler_config.json`: a few KB in FLUX.1-dev (T5's
 /// tokenizer_config with its 100 extra ids is ~20 KB).
-pub const CONFIG_JSON_BYTES: Cap = cap("size of a config file (bytes)", 1 << 20, "FLUX.1's config files are under 25 KB");
+pub const CONFIG_JSON_BYTES: Cap =
+    cap("size of a config file (bytes)", 1 << 20, "FLUX.1's config files are under 25 KB");
 /// `*.safetensors.index.json`: FLUX.1-dev's transformer index is ~120 KB.
 pub const INDEX_JSON_BYTES: Cap = cap("size of a shard index (bytes)", 16 << 20, "FLUX.1-dev's index is ~120 KB");
 /// `tokenizer.json` (T5 ~2.4 MB, CLIP ~3.6 MB), `vocab.json` + `merges.txt` (~1 MB each).
-pub const TOKENIZER_BYTES: Cap = cap("size of a tokenizer file (bytes)", 64 << 20, "FLUX.1's largest tokenizer file is ~3.6 MB");
+pub const TOKENIZER_BYTES: Cap =
+    cap("size of a tokenizer file (bytes)", 64 << 20, "FLUX.1's largest tokenizer file is ~3.6 MB");
 
 // ---- Images and recipes ----
 
@@ -111,7 +120,8 @@ pub const TOKENIZER_BYTES: Cap = cap("size of a tokenizer file (bytes)", 64 << 2
 pub const PNG_SIDE: Cap = cap("image width or height (pixels)", 16384, "this app's images are at most 4096 wide");
 /// Decoded bytes of a PNG (width × height × channels × bytes per sample): 4096² RGB8 is 48 MiB.
 /// Rows are decoded one at a time, but a bomb of tiny compressed rows still costs decoding time.
-pub const PNG_DECODED_BYTES: Cap = cap("decoded image size (bytes)", 256 << 20, "this app's largest image decodes to 48 MiB");
+pub const PNG_DECODED_BYTES: Cap =
+    cap("decoded image size (bytes)", 256 << 20, "this app's largest image decodes to 48 MiB");
 /// A dropped PNG is read whole into the page's memory: this app's largest (4096² RGB, incompressible
 /// noise) is ~50 MB.
 pub const PNG_FILE_BYTES: Cap = cap("PNG file size (bytes)", 256 << 20, "this app's largest PNG is ~50 MB");

@@ -7,8 +7,16 @@ mod common;
 use std::process::Command;
 
 fn iclora(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_iclora")).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().expect("run iclora");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_iclora"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .output()
+        .expect("run iclora");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -20,16 +28,19 @@ fn info_names_the_adapter_and_limits() {
 
 #[test]
 fn bench_kernels_runs_every_case_at_tiny_scale() {
-    let (ok, out, err) = iclora(&["bench", "kernels", "--scale", "0.002", "--iters", "1", "--formats", "F16,Q4_0,Q6_K"]);
+    let (ok, out, err) =
+        iclora(&["bench", "kernels", "--scale", "0.002", "--iters", "1", "--formats", "F16,Q4_0,Q6_K"]);
     assert!(ok, "{err}");
     assert!(out.starts_with("adapter: "), "{out}");
     let rows: Vec<&str> = out.lines().filter(|l| l.contains("median_ms=")).collect();
     // 3 formats × 2 shapes of matmul + attention + 5 conv shapes × 2 weight formats, then the
     // 4 reducing kernels on 2 paths each (lavapipe has subgroups), timed in GB/s.
     assert_eq!(rows.len(), 17 + 8, "{out}");
-    let (reductions, flops): (Vec<&str>, Vec<&str>) = rows.iter().partition(|r| r.contains("subgroups: ") || r.contains("workgroup memory: "));
+    let (reductions, flops): (Vec<&str>, Vec<&str>) =
+        rows.iter().partition(|r| r.contains("subgroups: ") || r.contains("workgroup memory: "));
     assert_eq!(reductions.len(), 8, "{out}");
-    let field = |r: &str, k: &str| r.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<f64>().ok());
+    let field =
+        |r: &str, k: &str| r.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<f64>().ok());
     assert!(flops.iter().all(|r| field(r, "gflops=").is_some_and(|g| g > 0.0)), "{out}");
     assert!(reductions.iter().all(|r| field(r, "gbs=").is_some_and(|g| g > 0.0)), "{out}");
     assert!(out.contains("attention"), "{out}");
@@ -72,7 +83,11 @@ fn every_command_has_help() {
 /// variable is unset (the tool sets it to the temp dir).
 #[test]
 fn no_mesa_runtime_dir_warning() {
-    let out = Command::new(env!("CARGO_BIN_EXE_iclora")).arg("info").env_remove("XDG_RUNTIME_DIR").output().expect("run iclora");
+    let out = Command::new(env!("CARGO_BIN_EXE_iclora"))
+        .arg("info")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .expect("run iclora");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !err.contains("XDG_RUNTIME_DIR"), "{err}");
 }
@@ -81,14 +96,32 @@ fn no_mesa_runtime_dir_warning() {
 /// block takes tens of seconds on lavapipe), one block of each kind, 32 tokens.
 #[test]
 fn bench_flux_step_runs_a_tiny_step() {
-    let args = ["bench", "flux-step", "--tokens", "32", "--double", "1", "--single", "1", "--iters", "1", "--heads", "2", "--head-dim", "64", "--format", "Q4_0"];
+    let args = [
+        "bench",
+        "flux-step",
+        "--tokens",
+        "32",
+        "--double",
+        "1",
+        "--single",
+        "1",
+        "--iters",
+        "1",
+        "--heads",
+        "2",
+        "--head-dim",
+        "64",
+        "--format",
+        "Q4_0",
+    ];
     let (ok, out, err) = iclora(&args);
     assert!(ok, "{err}");
     assert!(out.contains("32 tokens (3 text + 29 image), Q4_0 weights, hidden 128"), "{out}");
     let rows: Vec<&str> = out.lines().filter(|l| l.contains("median_ms=")).collect();
     let kinds: Vec<&str> = rows.iter().filter_map(|r| r.split_whitespace().next()).collect();
     assert_eq!(kinds, ["rest", "double", "single", "step", "step(est)"], "{out}");
-    let gflops = |r: &str| r.split_whitespace().find_map(|w| w.strip_prefix("gflops=")).and_then(|v| v.parse::<f64>().ok());
+    let gflops =
+        |r: &str| r.split_whitespace().find_map(|w| w.strip_prefix("gflops=")).and_then(|v| v.parse::<f64>().ok());
     assert!(rows.iter().all(|r| gflops(r).is_some_and(|g| g > 0.0)), "{out}");
     let (ok, _, err) = iclora(&["bench", "flux-step", "--format", "Q6_K"]);
     assert!(!ok && err.contains("not one of Q4_0, Q8_0, F16"), "{err}");
@@ -98,13 +131,35 @@ fn bench_flux_step_runs_a_tiny_step() {
 /// `lora` line names them) and every timed row is still reported; a zero rank is refused.
 #[test]
 fn bench_flux_step_with_loras() {
-    let args = ["bench", "flux-step", "--tokens", "32", "--double", "1", "--single", "1", "--iters", "1", "--heads", "2", "--head-dim", "64", "--format", "Q8_0", "--loras", "3", "--rank", "4"];
+    let args = [
+        "bench",
+        "flux-step",
+        "--tokens",
+        "32",
+        "--double",
+        "1",
+        "--single",
+        "1",
+        "--iters",
+        "1",
+        "--heads",
+        "2",
+        "--head-dim",
+        "64",
+        "--format",
+        "Q8_0",
+        "--loras",
+        "3",
+        "--rank",
+        "4",
+    ];
     let (ok, out, err) = iclora(&args);
     assert!(ok, "{err}");
     assert!(out.contains("loras: 3 random adapters of rank 4"), "{out}");
     // 1 double block (8 attention/MLP Linears) + 1 single block (linear1, linear2) = 10 weights.
     assert!(out.lines().any(|l| l.starts_with("lora") && l.contains("3 adapters of rank 4 on 10 weights")), "{out}");
-    let kinds: Vec<&str> = out.lines().filter(|l| l.contains("median_ms=")).filter_map(|r| r.split_whitespace().next()).collect();
+    let kinds: Vec<&str> =
+        out.lines().filter(|l| l.contains("median_ms=")).filter_map(|r| r.split_whitespace().next()).collect();
     assert_eq!(kinds, ["rest", "double", "single", "step", "step(est)"], "{out}");
     let (ok, _, err) = iclora(&["bench", "flux-step", "--loras", "1", "--rank", "0"]);
     assert!(!ok && err.contains("--rank must be at least 1"), "{err}");
@@ -136,8 +191,29 @@ fn generate_with_convert_q8_0_differs_a_little_from_keep() {
     std::fs::create_dir_all(&dir).unwrap();
     let image = |convert: &str| {
         let out = dir.join(format!("{convert}.png"));
-        let args = ["generate", "--model", &format!("{FIXTURES}/tiny-flux"), "--prompt", "a fox", "--width", "32", "--height", "32",
-            "--steps", "2", "--guidance", "3.5", "--seed", "3", "--max-sequence-length", "16", "--convert", convert, "--out", out.to_str().unwrap()];
+        let args = [
+            "generate",
+            "--model",
+            &format!("{FIXTURES}/tiny-flux"),
+            "--prompt",
+            "a fox",
+            "--width",
+            "32",
+            "--height",
+            "32",
+            "--steps",
+            "2",
+            "--guidance",
+            "3.5",
+            "--seed",
+            "3",
+            "--max-sequence-length",
+            "16",
+            "--convert",
+            convert,
+            "--out",
+            out.to_str().unwrap(),
+        ];
         let (ok, _, err) = iclora(&args);
         assert!(ok, "--convert {convert}: {err}");
         image::open(&out).unwrap().to_rgb8().into_raw()
@@ -161,13 +237,35 @@ fn generate_writes_previews_linear_or_through_taef1() {
     for (sub, decoder, size) in [("linear", None, (8, 12)), ("taef1", Some(taef1.as_str()), (64, 96))] {
         let previews = dir.join(sub);
         let out = dir.join(format!("{sub}.png"));
-        let mut args = vec!["generate", "--model", &model, "--prompt", "a fox", "--width", "64", "--height", "96", "--steps", "3",
-            "--guidance", "3.5", "--seed", "3", "--max-sequence-length", "16", "--out", out.to_str().unwrap(), "--previews", previews.to_str().unwrap()];
+        let mut args = vec![
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "a fox",
+            "--width",
+            "64",
+            "--height",
+            "96",
+            "--steps",
+            "3",
+            "--guidance",
+            "3.5",
+            "--seed",
+            "3",
+            "--max-sequence-length",
+            "16",
+            "--out",
+            out.to_str().unwrap(),
+            "--previews",
+            previews.to_str().unwrap(),
+        ];
         args.extend(decoder.iter().flat_map(|d| ["--preview-decoder", *d]));
         let (ok, _, err) = iclora(&args);
         assert!(ok, "{sub}: {err}");
         assert_eq!(decoder.is_some(), err.contains("preview: step 2 decoded by TAEF1 in "), "{err}");
-        let mut names: Vec<String> = std::fs::read_dir(&previews).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut names: Vec<String> =
+            std::fs::read_dir(&previews).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
         assert_eq!(names, ["step-01.png", "step-02.png"], "{sub}");
         for n in names {
@@ -175,8 +273,27 @@ fn generate_writes_previews_linear_or_through_taef1() {
             assert_eq!((img.width(), img.height()), size, "{sub}");
         }
     }
-    let (ok, _, err) = iclora(&["generate", "--model", &model, "--prompt", "a", "--width", "64", "--height", "64", "--steps", "1",
-        "--guidance", "1", "--seed", "1", "--out", "/tmp/x.png", "--preview-decoder", &taef1]);
+    let (ok, _, err) = iclora(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "a",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "1",
+        "--guidance",
+        "1",
+        "--seed",
+        "1",
+        "--out",
+        "/tmp/x.png",
+        "--preview-decoder",
+        &taef1,
+    ]);
     assert!(!ok && err.contains("--previews"), "--preview-decoder needs --previews: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -203,17 +320,48 @@ fn generate_reproduces_a_recipe_png() {
     let dir = std::env::temp_dir().join(format!("iclora-cli-recipe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let model = format!("{FIXTURES}/tiny-flux");
-    let mut r = task_preset("film-storyboard").unwrap().example_recipe(ModelSource::Custom(ModelUrls { root: Some("https://models.example/tiny-flux".into()), ..Default::default() }), 11);
+    let mut r = task_preset("film-storyboard").unwrap().example_recipe(
+        ModelSource::Custom(ModelUrls { root: Some("https://models.example/tiny-flux".into()), ..Default::default() }),
+        11,
+    );
     (r.width, r.height, r.steps, r.adapters) = (64, 96, 2, Vec::new());
     let src = dir.join("recipe.png");
     std::fs::write(&src, iclora::recipe::png::encode_png(1, 1, &[0, 0, 0], Some(&r)).unwrap()).unwrap();
     let (from_recipe, from_flags) = (dir.join("a.png"), dir.join("b.png"));
-    let (ok, _, err) = iclora(&["generate", "--recipe", src.to_str().unwrap(), "--model", &model, "--out", from_recipe.to_str().unwrap()]);
+    let (ok, _, err) = iclora(&[
+        "generate",
+        "--recipe",
+        src.to_str().unwrap(),
+        "--model",
+        &model,
+        "--out",
+        from_recipe.to_str().unwrap(),
+    ]);
     assert!(ok && err.contains("with its recipe"), "{err}");
-    let (w, h, s, g, seed) = (r.width.to_string(), r.height.to_string(), r.steps.to_string(), r.guidance.to_string(), r.seed.to_string());
+    let (w, h, s, g, seed) =
+        (r.width.to_string(), r.height.to_string(), r.steps.to_string(), r.guidance.to_string(), r.seed.to_string());
     let layout = format!("{}x{}", r.layout.rows, r.layout.cols);
-    let (ok, _, err) = iclora(&["generate", "--model", &model, "--prompt", &r.prompt, "--width", &w, "--height", &h, "--steps", &s, "--guidance", &g,
-        "--seed", &seed, "--layout", &layout, "--out", from_flags.to_str().unwrap()]);
+    let (ok, _, err) = iclora(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        &r.prompt,
+        "--width",
+        &w,
+        "--height",
+        &h,
+        "--steps",
+        &s,
+        "--guidance",
+        &g,
+        "--seed",
+        &seed,
+        "--layout",
+        &layout,
+        "--out",
+        from_flags.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     let pixels = |p: &std::path::Path| image::open(p).unwrap().to_rgb8().into_raw();
     assert_eq!(pixels(&from_recipe), pixels(&from_flags), "--recipe must give the flags' image");
@@ -222,7 +370,8 @@ fn generate_reproduces_a_recipe_png() {
     // Refusals: a setting given twice, a PNG without a recipe, a relative model without --base.
     let (ok, _, err) = iclora(&["generate", "--recipe", src.to_str().unwrap(), "--seed", "3", "--out", "/tmp/x.png"]);
     assert!(!ok && err.contains("cannot be used with"), "{err}");
-    let (ok, _, err) = iclora(&["generate", "--recipe", from_flags.to_str().unwrap(), "--model", &model, "--out", "/tmp/x.png"]);
+    let (ok, _, err) =
+        iclora(&["generate", "--recipe", from_flags.to_str().unwrap(), "--model", &model, "--out", "/tmp/x.png"]);
     assert!(!ok && err.contains("carries no recipe"), "{err}");
     r.model = ModelSource::Preset("tiny".into());
     std::fs::write(&src, iclora::recipe::png::encode_png(1, 1, &[0, 0, 0], Some(&r)).unwrap()).unwrap();

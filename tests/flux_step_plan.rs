@@ -65,7 +65,8 @@ fn after_warm_up_a_forward_compiles_no_pipeline() {
     let compiled = g.pipelines_compiled();
     assert!(compiled > 10, "warm-up compiled only {compiled} pipelines");
     let mut rng = Rng::new(1);
-    let (img, txt, pooled) = (upload(&g, &mut rng, &[rows * cols, 64]), upload(&g, &mut rng, &[lt, 64]), upload(&g, &mut rng, &[32]));
+    let (img, txt, pooled) =
+        (upload(&g, &mut rng, &[rows * cols, 64]), upload(&g, &mut rng, &[lt, 64]), upload(&g, &mut rng, &[32]));
     let rope = m.rope_tables(&g, lt, rows, cols).unwrap();
     let created = g.buffer_stats().created;
     let mut b = g.batch();
@@ -85,7 +86,14 @@ fn sampler_steps_compile_nothing_and_create_no_buffer() {
     let m = tiny(&g);
     let mut rng = Rng::new(2);
     let (txt, pooled) = (upload(&g, &mut rng, &[7, 64]), upload(&g, &mut rng, &[32]));
-    let opts = SampleOptions { height: 48, width: 80, steps: 4, guidance: Some(3.5), variant: FluxVariant::Dev, step_cache: None };
+    let opts = SampleOptions {
+        height: 48,
+        width: 80,
+        steps: 4,
+        guidance: Some(3.5),
+        variant: FluxVariant::Dev,
+        step_cache: None,
+    };
     let noise = rng.vec(3 * 5 * 64, -1.0, 1.0);
     let mut s = Sampler::new(&g, &m, &txt, &pooled, &noise, &opts, None).unwrap();
     let compiled = g.pipelines_compiled();
@@ -99,9 +107,17 @@ fn sampler_steps_compile_nothing_and_create_no_buffer() {
     }
     assert_eq!(after.len(), 4);
     // Sampler::new's dry step planned the buffers: even the first step takes all from the pool.
-    assert_eq!((after[0].created, after[0].uniform_chunks), (planned.created, planned.uniform_chunks), "step 0 after {planned:?}");
+    assert_eq!(
+        (after[0].created, after[0].uniform_chunks),
+        (planned.created, planned.uniform_chunks),
+        "step 0 after {planned:?}"
+    );
     for (i, st) in after.iter().enumerate().skip(1) {
-        assert_eq!(st.created, after[0].created, "step {i} created storage buffers: {:?} after step 0 {:?}", st, after[0]);
+        assert_eq!(
+            st.created, after[0].created,
+            "step {i} created storage buffers: {:?} after step 0 {:?}",
+            st, after[0]
+        );
         assert_eq!(st.uniform_chunks, after[0].uniform_chunks, "step {i} created uniform chunks");
         assert!(st.pool_hits > after[i - 1].pool_hits, "step {i} took no buffer from the pool");
     }

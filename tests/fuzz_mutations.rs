@@ -24,8 +24,12 @@ use iclora::weights::tensor_info::{FileDType, MetaValue, TensorData};
 type Check = fn(&[u8]);
 
 /// The fuzz targets: name (= seed folder), check.
-const TARGETS: [(&str, Check); 4] =
-    [("share_link", checks::share_link), ("png_recipe", checks::png_recipe), ("lora", checks::lora), ("tensor_data", checks::tensor_data)];
+const TARGETS: [(&str, Check); 4] = [
+    ("share_link", checks::share_link),
+    ("png_recipe", checks::png_recipe),
+    ("lora", checks::lora),
+    ("tensor_data", checks::tensor_data),
+];
 
 fn recipe() -> Recipe {
     let mut r = task_preset("film-storyboard").unwrap().example_recipe(ModelSource::Preset("tiny".into()), 42);
@@ -62,13 +66,19 @@ fn lora_file(rng: &mut Rng) -> Vec<u8> {
 fn weights_files(rng: &mut Rng) -> Vec<Vec<u8>> {
     let g = |d: DType| FileDType::Gpu(d);
     let quant = [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4K, DType::Q5K, DType::Q6K];
-    let mut gguf: Vec<TensorData> = quant.iter().map(|&d| tensor(rng, &format!("q.{d}.weight"), &[2, d.block_elems() as u64], g(d))).collect();
+    let mut gguf: Vec<TensorData> =
+        quant.iter().map(|&d| tensor(rng, &format!("q.{d}.weight"), &[2, d.block_elems() as u64], g(d))).collect();
     gguf.push(tensor(rng, "f.bias", &[3], g(DType::F32)));
     gguf.push(tensor(rng, "h.weight", &[2, 3], g(DType::F16)));
     let meta = [("general.architecture".to_string(), MetaValue::Str("flux".into()))];
     let st = [
         tensor(rng, "l.weight", &[3, 5], FileDType::F8E4M3),
-        TensorData { name: "l.scale_weight".into(), shape: vec![], dtype: g(DType::F32), data: 0.5f32.to_le_bytes().to_vec() },
+        TensorData {
+            name: "l.scale_weight".into(),
+            shape: vec![],
+            dtype: g(DType::F32),
+            data: 0.5f32.to_le_bytes().to_vec(),
+        },
         tensor(rng, "m.weight", &[2, 3], FileDType::F8E5M2),
         tensor(rng, "n.weight", &[3], g(DType::BF16)),
     ];
@@ -106,7 +116,9 @@ fn mutate(rng: &mut Rng, b: &mut Vec<u8>) {
                 let v = interesting[rng.below(interesting.len())].wrapping_add(rng.below(3) as u64);
                 b[at..at + 8].copy_from_slice(&v.to_le_bytes());
             }
-            3 if at + 4 <= b.len() => b[at..at + 4].copy_from_slice(&(rng.next_u64() as u32 >> rng.below(32)).to_be_bytes()),
+            3 if at + 4 <= b.len() => {
+                b[at..at + 4].copy_from_slice(&(rng.next_u64() as u32 >> rng.below(32)).to_be_bytes())
+            }
             _ => b.truncate(at),
         }
     }
@@ -115,7 +127,10 @@ fn mutate(rng: &mut Rng, b: &mut Vec<u8>) {
 #[test]
 fn the_bases_are_valid_inputs() {
     let recipe = recipe();
-    assert_eq!(iclora::recipe::share::from_fragment(std::str::from_utf8(&bases("share_link")[0]).unwrap()).unwrap(), recipe);
+    assert_eq!(
+        iclora::recipe::share::from_fragment(std::str::from_utf8(&bases("share_link")[0]).unwrap()).unwrap(),
+        recipe
+    );
     assert_eq!(recipe_from_png("base.png", &bases("png_recipe")[0]).unwrap(), Some(recipe));
     let mut src = MemSource { name: "base".into(), bytes: bases("lora").remove(0) };
     let lora = LoraAdapter::load(&mut src, &checks::tiny_flux()).unwrap();
@@ -139,7 +154,12 @@ fn mutated_inputs_never_panic() {
             let mut b = bases[iter % bases.len()].clone();
             mutate(&mut rng, &mut b);
             let caught = std::panic::catch_unwind(|| check(&b));
-            assert!(caught.is_ok(), "{target}: iteration {iter} panicked on {} bytes: {:02x?}", b.len(), &b[..b.len().min(256)]);
+            assert!(
+                caught.is_ok(),
+                "{target}: iteration {iter} panicked on {} bytes: {:02x?}",
+                b.len(),
+                &b[..b.len().min(256)]
+            );
         }
     }
 }
@@ -190,7 +210,9 @@ fn committed_seeds_pass_the_checks() {
             let message = match target {
                 "png_recipe" => recipe_from_png(file, &bytes).map(|_| ()),
                 "share_link" => iclora::recipe::share::from_fragment(&String::from_utf8_lossy(&bytes)).map(|_| ()),
-                "lora" => LoraAdapter::load(&mut MemSource { name: file.into(), bytes }, &checks::tiny_flux()).map(|_| ()),
+                "lora" => {
+                    LoraAdapter::load(&mut MemSource { name: file.into(), bytes }, &checks::tiny_flux()).map(|_| ())
+                }
                 _ => iclora::weights::load::read_header(&mut MemSource { name: file.into(), bytes }).map(|_| ()),
             }
             .expect_err(file)

@@ -21,7 +21,12 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_iclora")).arg("generate").args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_iclora"))
+        .arg("generate")
+        .args(args)
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .output()
+        .unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -32,7 +37,14 @@ fn stderr(o: &Output) -> String {
 fn case_args(c: &serde_json::Value, out: &Path) -> Vec<String> {
     let s = |k: &str| c[k].to_string().trim_matches('"').to_string();
     let mut a = vec!["--model".into(), MODEL.into(), "--prompt".into(), c["prompt"].as_str().unwrap().into()];
-    for (flag, key) in [("--width", "width"), ("--height", "height"), ("--steps", "steps"), ("--guidance", "guidance"), ("--seed", "seed"), ("--max-sequence-length", "max_sequence_length")] {
+    for (flag, key) in [
+        ("--width", "width"),
+        ("--height", "height"),
+        ("--steps", "steps"),
+        ("--guidance", "guidance"),
+        ("--seed", "seed"),
+        ("--max-sequence-length", "max_sequence_length"),
+    ] {
         a.extend([flag.to_string(), s(key)]);
     }
     a.extend(["--out".into(), out.display().to_string()]);
@@ -41,7 +53,8 @@ fn case_args(c: &serde_json::Value, out: &Path) -> Vec<String> {
 
 #[test]
 fn images_match_diffusers() {
-    let cases: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(format!("{GOLDEN}/pipeline_cases.json")).unwrap()).unwrap();
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(format!("{GOLDEN}/pipeline_cases.json")).unwrap()).unwrap();
     let bytes = std::fs::read(format!("{GOLDEN}/pipeline_images.safetensors")).unwrap();
     let golden = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert!(cases.len() >= 3);
@@ -65,7 +78,22 @@ fn images_match_diffusers() {
 }
 
 fn base(out: &Path) -> Vec<String> {
-    let a = ["--prompt", "a fox", "--width", "32", "--height", "32", "--steps", "1", "--guidance", "3.5", "--seed", "1", "--max-sequence-length", "16"];
+    let a = [
+        "--prompt",
+        "a fox",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--steps",
+        "1",
+        "--guidance",
+        "3.5",
+        "--seed",
+        "1",
+        "--max-sequence-length",
+        "16",
+    ];
     let mut v: Vec<String> = a.iter().map(|s| s.to_string()).collect();
     v.extend(["--out".into(), out.display().to_string()]);
     v
@@ -98,7 +126,9 @@ fn missing_components_are_named() {
     assert!(!o.status.success());
     assert!(e.contains("T5 text encoder") && e.contains("/nonexistent/t5.safetensors"), "{e}");
     // A model folder without its VAE weights, and one without the CLIP tokenizer.
-    for (remove, component) in [("vae/diffusion_pytorch_model.safetensors", "VAE"), ("tokenizer/merges.txt", "CLIP tokenizer")] {
+    for (remove, component) in
+        [("vae/diffusion_pytorch_model.safetensors", "VAE"), ("tokenizer/merges.txt", "CLIP tokenizer")]
+    {
         let dir = tmp(&format!("model-{}", component.replace(' ', "-")));
         copy_dir(Path::new(MODEL), &dir);
         std::fs::remove_file(dir.join(remove)).unwrap();
@@ -147,7 +177,8 @@ fn long_prompt_is_truncated_with_a_warning() {
 /// the same image as the folder gives.
 #[test]
 fn explicit_components_give_the_same_image() {
-    let cases: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(format!("{GOLDEN}/pipeline_cases.json")).unwrap()).unwrap();
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(format!("{GOLDEN}/pipeline_cases.json")).unwrap()).unwrap();
     let (via_model, explicit) = (tmp("via-model.png"), tmp("explicit.png"));
     let args = case_args(&cases[0], &via_model);
     assert!(run(&args.iter().map(String::as_str).collect::<Vec<_>>()).status.success());

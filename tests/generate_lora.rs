@@ -22,7 +22,14 @@ fn generate(g: &serde_json::Value, loras: &[String], out: &str) -> Vec<u8> {
     let out: PathBuf = dir.join(out);
     let s = |k: &str| g[k].to_string().trim_matches('"').to_string();
     let mut a = vec!["generate".to_string(), "--model".into(), MODEL.into(), "--prompt".into(), s("prompt")];
-    for (flag, key) in [("--width", "width"), ("--height", "height"), ("--steps", "steps"), ("--guidance", "guidance"), ("--seed", "seed"), ("--max-sequence-length", "max_sequence_length")] {
+    for (flag, key) in [
+        ("--width", "width"),
+        ("--height", "height"),
+        ("--steps", "steps"),
+        ("--guidance", "guidance"),
+        ("--seed", "seed"),
+        ("--max-sequence-length", "max_sequence_length"),
+    ] {
         a.extend([flag.to_string(), s(key)]);
     }
     for l in loras {
@@ -49,7 +56,10 @@ fn lora_images_match_diffusers_in_every_format() {
     let mut failures = Vec::new();
     for (name, adapters, weights) in &cases {
         let expected = golden.tensor(&format!("image/{name}")).unwrap();
-        assert_eq!(expected.shape(), [g["height"].as_u64().unwrap() as usize, g["width"].as_u64().unwrap() as usize, 3]);
+        assert_eq!(
+            expected.shape(),
+            [g["height"].as_u64().unwrap() as usize, g["width"].as_u64().unwrap() as usize, 3]
+        );
         let mut first: Option<Vec<u8>> = None;
         for format in FORMATS {
             // Adapter A in `format`; the others as save_lora_weights wrote them.
@@ -71,7 +81,10 @@ fn lora_images_match_diffusers_in_every_format() {
                 None => first = Some(img),
                 Some(f) => {
                     if f != &img {
-                        failures.push(format!("case {name}: A as {format} gives other bytes than as diffusers (PSNR {:.1} dB)", psnr(f, &img)));
+                        failures.push(format!(
+                            "case {name}: A as {format} gives other bytes than as diffusers (PSNR {:.1} dB)",
+                            psnr(f, &img)
+                        ));
                     }
                 }
             }

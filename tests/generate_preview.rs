@@ -62,7 +62,8 @@ impl Observer for Collect {
 }
 
 fn run(gpu: &Gpu, s: &mut Session, decoder: Option<&str>, every: usize) -> (iclora::Result<RgbImage>, Collect) {
-    let paths = ModelPaths { root: Some(MODEL.into()), preview_decoder: decoder.map(String::from), ..Default::default() };
+    let paths =
+        ModelPaths { root: Some(MODEL.into()), preview_decoder: decoder.map(String::from), ..Default::default() };
     let mut c = Collect { every, ..Default::default() };
     let img = pollster::block_on(s.run(gpu, &paths, &opts(), &mut c));
     (img, c)
@@ -83,7 +84,11 @@ fn previews_are_linear_or_taef1_and_never_change_the_result() {
     let (sharp, c) = run(&gpu, &mut s, Some(TAEF1), 1);
     assert_eq!(sharp.unwrap(), plain, "the preview decoder must not change the result");
     assert_eq!(c.previews, [(0, 48, 32), (1, 48, 32)], "TAEF1 previews at full resolution");
-    assert!(c.log.contains("load: TAEF1 preview decoder (") && c.log.contains("preview: step 2 decoded by TAEF1 in "), "{}", c.log);
+    assert!(
+        c.log.contains("load: TAEF1 preview decoder (") && c.log.contains("preview: step 2 decoded by TAEF1 in "),
+        "{}",
+        c.log
+    );
 
     // The session keeps it: a second run does not load it again.
     let (again, c) = run(&gpu, &mut s, Some(TAEF1), 1);
@@ -104,8 +109,18 @@ fn other_decoder(latent: usize) -> std::path::PathBuf {
     let mut conv = |name: &str, o: usize, i: usize| {
         let w = rng.vec(o * i * 9, -0.1, 0.1);
         let b = rng.vec(o, -0.1, 0.1);
-        tensors.push(TensorData { name: format!("{name}.weight"), shape: vec![o as u64, i as u64, 3, 3], dtype: file_dtype("F32").unwrap(), data: f32s(w) });
-        tensors.push(TensorData { name: format!("{name}.bias"), shape: vec![o as u64], dtype: file_dtype("F32").unwrap(), data: f32s(b) });
+        tensors.push(TensorData {
+            name: format!("{name}.weight"),
+            shape: vec![o as u64, i as u64, 3, 3],
+            dtype: file_dtype("F32").unwrap(),
+            data: f32s(w),
+        });
+        tensors.push(TensorData {
+            name: format!("{name}.bias"),
+            shape: vec![o as u64],
+            dtype: file_dtype("F32").unwrap(),
+            data: f32s(b),
+        });
     };
     conv("decoder.layers.0", 8, latent);
     for j in [0, 2, 4] {
@@ -113,7 +128,8 @@ fn other_decoder(latent: usize) -> std::path::PathBuf {
     }
     conv("decoder.layers.3", 3, 8);
     std::fs::write(dir.join("diffusion_pytorch_model.safetensors"), write_safetensors(&[], &tensors).unwrap()).unwrap();
-    let config = format!(r#"{{"latent_channels": {latent}, "decoder_block_out_channels": [8], "num_decoder_blocks": [1]}}"#);
+    let config =
+        format!(r#"{{"latent_channels": {latent}, "decoder_block_out_channels": [8], "num_decoder_blocks": [1]}}"#);
     std::fs::write(dir.join("config.json"), config).unwrap();
     dir
 }
@@ -135,7 +151,11 @@ fn a_decoder_for_other_latents_or_a_missing_one_is_refused_by_name() {
         img.err()
     );
     let (img, _) = run(&gpu, &mut s, Some("/nonexistent/taef1.safetensors"), 1);
-    assert!(matches!(&img, Err(e) if e.to_string().contains("TAEF1 preview decoder") && e.to_string().contains("/nonexistent/taef1.safetensors")), "{:?}", img.err());
+    assert!(
+        matches!(&img, Err(e) if e.to_string().contains("TAEF1 preview decoder") && e.to_string().contains("/nonexistent/taef1.safetensors")),
+        "{:?}",
+        img.err()
+    );
     // The session works again afterwards.
     let (img, _) = run(&gpu, &mut s, None, 1);
     assert!(img.is_ok(), "{:?}", img.err());

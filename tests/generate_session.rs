@@ -32,10 +32,15 @@ fn opts(prompt: &str, seed: u64) -> GenerateOptions {
 fn run(gpu: &Gpu, session: &mut Session, o: &GenerateOptions) -> (iclora::Result<RgbImage>, String) {
     let paths = ModelPaths { root: Some(MODEL.into()), ..Default::default() };
     let mut log = String::new();
-    let img = pollster::block_on(session.run(gpu, &paths, o, &mut Lines(|l: &str| {
-        log.push_str(l);
-        log.push('\n');
-    })));
+    let img = pollster::block_on(session.run(
+        gpu,
+        &paths,
+        o,
+        &mut Lines(|l: &str| {
+            log.push_str(l);
+            log.push('\n');
+        }),
+    ));
     (img, log)
 }
 
@@ -99,7 +104,11 @@ fn the_step_cache_never_crosses_runs() {
         let (img, log) = run(&gpu, &mut s, &cached(seed, scale));
         assert!(log.lines().any(|l| l == "step cache: computed 2 of 5 steps"), "{log}");
         let img = img.unwrap();
-        assert_eq!(img, fresh(&gpu, &cached(seed, scale)), "seed {seed}, scale {scale}: a session run equals a fresh one");
+        assert_eq!(
+            img,
+            fresh(&gpu, &cached(seed, scale)),
+            "seed {seed}, scale {scale}: a session run equals a fresh one"
+        );
         if let Some(prev) = last.replace(img.clone()) {
             assert_ne!(prev, img, "seed {seed}, scale {scale}: the settings must matter");
         }

@@ -19,8 +19,27 @@ fn tmp(name: &str) -> PathBuf {
 fn generate(name: &str, extra: &[&str]) -> (Output, Vec<u8>) {
     let out = tmp(name);
     let steps = STEPS.to_string();
-    let mut args = vec!["generate", "--model", MODEL, "--prompt", "[SCENE-1] a cozy cabin at dusk; [SCENE-2] the same cabin at dawn"];
-    args.extend(["--width", "96", "--height", "64", "--steps", &steps, "--guidance", "2.5", "--seed", "7", "--max-sequence-length", "48"]);
+    let mut args = vec![
+        "generate",
+        "--model",
+        MODEL,
+        "--prompt",
+        "[SCENE-1] a cozy cabin at dusk; [SCENE-2] the same cabin at dawn",
+    ];
+    args.extend([
+        "--width",
+        "96",
+        "--height",
+        "64",
+        "--steps",
+        &steps,
+        "--guidance",
+        "2.5",
+        "--seed",
+        "7",
+        "--max-sequence-length",
+        "48",
+    ]);
     let out_s = out.display().to_string();
     args.extend(["--out", &out_s]);
     args.extend(extra);

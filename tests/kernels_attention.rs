@@ -255,7 +255,7 @@ fn bad_shapes_and_formats_are_typed_errors() {
     assert!(shape_err(go(i(&q, 1), i(&k, 0), i(&v, 0), 4, &opts)));
     assert!(shape_err(go(i(&q, 0), i(&k, 64), i(&v, 0), 4, &opts)));
     assert!(shape_err(go(i(&q, 0), i(&k, 0), i(&v, 200), 1, &opts))); // 200 + 64 > 256
-    // k and v with different lengths
+                                                                      // k and v with different lengths
     let v8 = t(8, 256);
     assert!(shape_err(go(i(&q, 0), i(&k, 0), i(&v8, 0), 4, &opts)));
     // no keys, zero heads, not 2-D
@@ -375,5 +375,5 @@ fn tiled_path_only_where_it_applies() {
     assert!(!attn::tiled_applies(g, 64, &AttnOptions { causal: true, ..plain }));
     let bias = g.upload_f32(&[1, 1, 1], &[0.0]).unwrap();
     assert!(!attn::tiled_applies(g, 64, &AttnOptions { bias: Some(&bias), ..plain }));
-    assert!(attn::TILED_WORKGROUP_BYTES <= MAX_WORKGROUP_BYTES);
+    const { assert!(attn::TILED_WORKGROUP_BYTES <= MAX_WORKGROUP_BYTES) };
 }

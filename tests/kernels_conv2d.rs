@@ -5,9 +5,9 @@
 
 mod common;
 use common::{assert_close, gpu, Rng};
-use iclora::gpu::{Batch, Gpu, GpuOptions, Tensor};
 use half::f16;
 use iclora::gpu::DType;
+use iclora::gpu::{Batch, Gpu, GpuOptions, Tensor};
 use iclora::kernels::conv2d::{self as kc, Conv2d, Padding};
 use iclora::reference::conv2d as reference;
 use iclora::Error;
@@ -27,16 +27,22 @@ const fn case(chw: (usize, usize, usize), out: usize, k: usize, conv: Conv2d, re
 }
 
 const CASES: &[Case] = &[
-    case((3, 16, 16), 8, 3, Conv2d::same(1), false),  // conv_in-like: 3 input channels
-    case((16, 9, 7), 32, 3, Conv2d::same(1), false),  // odd sizes, pixels not a multiple of the tile
-    case((24, 5, 6), 16, 1, Conv2d::same(0), false),  // 1×1 shortcut conv
-    case((24, 5, 6), 16, 1, Conv2d::same(0), true),   // 1×1 shortcut fused with the residual add
+    case((3, 16, 16), 8, 3, Conv2d::same(1), false), // conv_in-like: 3 input channels
+    case((16, 9, 7), 32, 3, Conv2d::same(1), false), // odd sizes, pixels not a multiple of the tile
+    case((24, 5, 6), 16, 1, Conv2d::same(0), false), // 1×1 shortcut conv
+    case((24, 5, 6), 16, 1, Conv2d::same(0), true),  // 1×1 shortcut fused with the residual add
     case((8, 9, 10), 12, 3, Conv2d::DOWNSAMPLE, false), // stride 2, pad (0, 1, 0, 1)
     case((8, 10, 9), 8, 3, Conv2d::DOWNSAMPLE, true),
-    case((1, 1, 1), 1, 3, Conv2d::same(1), false),    // smallest: only the centre tap sees data
-    case((7, 1, 13), 5, 3, Conv2d::same(1), true),    // one row, few output channels (narrow tile)
-    case((5, 3, 4), 7, 3, Conv2d::UPSAMPLE, false),   // fused nearest ×2 then 3×3
-    case((33, 6, 5), 40, 3, Conv2d { stride: 2, padding: Padding { left: 1, right: 0, top: 2, bottom: 1 }, upsample: false, relu: false }, false),
+    case((1, 1, 1), 1, 3, Conv2d::same(1), false), // smallest: only the centre tap sees data
+    case((7, 1, 13), 5, 3, Conv2d::same(1), true), // one row, few output channels (narrow tile)
+    case((5, 3, 4), 7, 3, Conv2d::UPSAMPLE, false), // fused nearest ×2 then 3×3
+    case(
+        (33, 6, 5),
+        40,
+        3,
+        Conv2d { stride: 2, padding: Padding { left: 1, right: 0, top: 2, bottom: 1 }, upsample: false, relu: false },
+        false,
+    ),
     case((512, 4, 4), 512, 3, Conv2d::same(1), true), // real VAE width (mid-block resnet)
     case((128, 8, 8), 3, 3, Conv2d::same(1), false),  // decoder conv_out
     // The tiny preview decoder's convs: ReLU after bias, and after the residual add.
@@ -44,7 +50,13 @@ const CASES: &[Case] = &[
     case((64, 6, 5), 64, 3, Conv2d::same(1).then_relu(), true),
     // Kernel sizes other than 1 and 3 take the shader's run-time-size path.
     Case { chw: (6, 5, 7), out: 9, k: (2, 3), conv: Conv2d::same(1), residual: false },
-    Case { chw: (3, 11, 4), out: 20, k: (5, 1), conv: Conv2d { stride: 2, padding: Padding::DOWNSAMPLE, upsample: true, relu: true }, residual: true },
+    Case {
+        chw: (3, 11, 4),
+        out: 20,
+        k: (5, 1),
+        conv: Conv2d { stride: 2, padding: Padding::DOWNSAMPLE, upsample: true, relu: true },
+        residual: true,
+    },
 ];
 
 fn check(rng: &mut Rng, c: &Case, format: DType) {
@@ -70,7 +82,8 @@ fn check_on(g: &Gpu, rng: &mut Rng, c: &Case, format: DType) {
     let got = run_on(g, |g, b| {
         let xt = g.upload_f32(&[ch, h, w], &x)?;
         let wshape = [c.out, ch, kh, kw];
-        let wt = if format == DType::F16 { g.upload_half(&wshape, &wt, DType::F16)? } else { g.upload_f32(&wshape, &wt)? };
+        let wt =
+            if format == DType::F16 { g.upload_half(&wshape, &wt, DType::F16)? } else { g.upload_f32(&wshape, &wt)? };
         let bt = g.upload_f32(&[c.out], &bias)?;
         let rt = if c.residual { Some(g.upload_f32(&[c.out, ho, wo], &res)?) } else { None };
         let y = kc::conv2d(g, b, &xt, &wt, &bt, c.conv, rt.as_ref())?;
@@ -100,9 +113,9 @@ fn run_on(g: &Gpu, f: impl FnOnce(&Gpu, &mut Batch) -> iclora::Result<Tensor>) -
 /// Storage bindings capped at 64 KiB: these cases' inputs, outputs, residuals and weights exceed
 /// one binding and are split into channel runs (input chunks accumulating), at unaligned offsets.
 const SPLIT_CASES: &[Case] = &[
-    case((40, 23, 19), 37, 3, Conv2d::same(1), true),  // input 70 KB, weight 53 KB, odd planes
+    case((40, 23, 19), 37, 3, Conv2d::same(1), true), // input 70 KB, weight 53 KB, odd planes
     case((24, 13, 11), 30, 3, Conv2d::UPSAMPLE, false), // output 68 KB, fused ×2 upsample
-    case((33, 25, 21), 64, 1, Conv2d::same(0), true),   // weight rows of 33 (odd in f16), output 134 KB
+    case((33, 25, 21), 64, 1, Conv2d::same(0), true), // weight rows of 33 (odd in f16), output 134 KB
     case((70, 17, 15), 9, 3, Conv2d::DOWNSAMPLE, false), // 70 input channels in 4 chunks, few outputs
     // ReLU over input chunks: applied once, to the full sum (a ReLU per partial sum fails this).
     case((70, 17, 15), 24, 3, Conv2d::same(1).then_relu(), true),

@@ -19,7 +19,9 @@ fn slice_cols_and_rows_match_reference() {
         for &rows in ROWS {
             let t = rng.vec(rows * cols, -1.0, 1.0);
             // A leading, a middle (odd start, odd width) and a trailing slice.
-            for (start, width) in [(0, cols.div_ceil(3)), (cols / 3, (cols / 2).max(1) | 1), (cols - cols.div_ceil(5), cols.div_ceil(5))] {
+            for (start, width) in
+                [(0, cols.div_ceil(3)), (cols / 3, (cols / 2).max(1) | 1), (cols - cols.div_ceil(5), cols.div_ceil(5))]
+            {
                 let width = width.min(cols - start);
                 let got = run(|g, b| {
                     let y = kc::slice_cols(g, b, &g.upload_f32(&[rows, cols], &t)?, start, width)?;
@@ -79,7 +81,14 @@ fn copy_into_writes_only_its_block() {
         let d0 = rng.vec(dst_shape.0 * dst_shape.1, -1.0, 1.0);
         let s = rng.vec(src_shape.0 * src_shape.1, -1.0, 1.0);
         let mut expected = d0.clone();
-        reference::copy_into(&mut expected, dst_shape.1, at, &s, src_shape.1, (block.row0, block.col0, block.rows, block.cols));
+        reference::copy_into(
+            &mut expected,
+            dst_shape.1,
+            at,
+            &s,
+            src_shape.1,
+            (block.row0, block.col0, block.rows, block.cols),
+        );
         let got = run(|g, b| {
             let dst = g.upload_f32(&[dst_shape.0, dst_shape.1], &d0)?;
             kc::copy_into(g, b, &dst, at, &g.upload_f32(&[src_shape.0, src_shape.1], &s)?, block)?;
@@ -93,10 +102,12 @@ fn copy_into_writes_only_its_block() {
 fn u32_tensors_are_copied_bit_exactly() {
     // Token ids / packed data: copied as bits, so NaN patterns and large integers survive.
     let mut rng = Rng::new(43);
-    let (a, bv): (Vec<u32>, Vec<u32>) = ((0..3 * 5).map(|_| rng.next_u64() as u32).collect(), (0..2 * 5).map(|_| rng.next_u64() as u32).collect());
+    let (a, bv): (Vec<u32>, Vec<u32>) =
+        ((0..3 * 5).map(|_| rng.next_u64() as u32).collect(), (0..2 * 5).map(|_| rng.next_u64() as u32).collect());
     let g = gpu();
     let mut b = g.batch();
-    let y = kc::concat_rows(g, &mut b, &g.upload_u32(&[3, 5], &a).unwrap(), &g.upload_u32(&[2, 5], &bv).unwrap()).unwrap();
+    let y =
+        kc::concat_rows(g, &mut b, &g.upload_u32(&[3, 5], &a).unwrap(), &g.upload_u32(&[2, 5], &bv).unwrap()).unwrap();
     g.submit(b).unwrap();
     let bytes = pollster::block_on(g.read_bytes(&y)).unwrap();
     let got: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
@@ -116,9 +127,19 @@ fn tensors_over_the_binding_limit_are_copied_in_chunks() {
     let mut rng = Rng::new(44);
     let (a, bv) = (rng.vec(rows * 3072, -1.0, 1.0), rng.vec(rows * 12288, -1.0, 1.0));
     let got = run(|g, b| kc::concat_cols(g, b, &g.upload_f32(&[rows, 3072], &a)?, &g.upload_f32(&[rows, 12288], &bv)?));
-    assert_close(&format!("concat_cols [{rows}, 3072|12288] (> binding limit)"), &got, &reference::concat_cols(&a, 3072, &bv, 12288), 0.0);
+    assert_close(
+        &format!("concat_cols [{rows}, 3072|12288] (> binding limit)"),
+        &got,
+        &reference::concat_cols(&a, 3072, &bv, 12288),
+        0.0,
+    );
     let got = run(|g, b| kc::slice_cols(g, b, &g.upload_f32(&[rows, 15360], &got)?, 3071, 9217));
-    assert_close("slice_cols of it", &got, &reference::slice_cols(&reference::concat_cols(&a, 3072, &bv, 12288), 15360, 3071, 9217), 0.0);
+    assert_close(
+        "slice_cols of it",
+        &got,
+        &reference::slice_cols(&reference::concat_cols(&a, 3072, &bv, 12288), 15360, 3071, 9217),
+        0.0,
+    );
 }
 
 #[test]
@@ -146,9 +167,15 @@ fn bad_shapes_and_formats_are_typed_errors() {
     assert!(kc::copy_into(g, &mut b, &dst, (2, 0), &t, blk).is_ok());
     assert!(matches!(kc::copy_into(g, &mut b, &dst, (3, 0), &t, blk), Err(Error::ShapeMismatch { .. })));
     assert!(matches!(kc::copy_into(g, &mut b, &dst, (0, 1), &t, blk), Err(Error::ShapeMismatch { .. })));
-    assert!(matches!(kc::copy_into(g, &mut b, &dst, (0, 0), &t, Block { row0: 3, ..blk }), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        kc::copy_into(g, &mut b, &dst, (0, 0), &t, Block { row0: 3, ..blk }),
+        Err(Error::ShapeMismatch { .. })
+    ));
     let view = dst.reshape(&[6, 4]).unwrap();
-    assert!(matches!(kc::copy_into(g, &mut b, &dst, (0, 0), &view, Block { cols: 4, ..blk }), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        kc::copy_into(g, &mut b, &dst, (0, 0), &view, Block { cols: 4, ..blk }),
+        Err(Error::InvalidArgument(_))
+    ));
 }
 
 /// Transpose: awkward sizes, the VAE mid-block's real width (512 channels, few pixels) and the tiny

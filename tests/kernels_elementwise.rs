@@ -94,7 +94,15 @@ fn masked_blend_matches_reference() {
                 .collect();
             let got = run(|g, b| {
                 let t = |v: &[f32], s: &[usize]| g.upload_f32(s, v);
-                ew::masked_blend(g, b, &t(&x, shape)?, &t(&thresholds, &[rows])?, &t(&target, shape)?, &t(&noise, shape)?, &t(&[sigma], &[1])?)
+                ew::masked_blend(
+                    g,
+                    b,
+                    &t(&x, shape)?,
+                    &t(&thresholds, &[rows])?,
+                    &t(&target, shape)?,
+                    &t(&noise, shape)?,
+                    &t(&[sigma], &[1])?,
+                )
             });
             let expected = reference::masked_blend(&x, &thresholds, &target, &noise, sigma, cols);
             assert_close(&format!("masked_blend {shape:?} sigma {sigma}"), &got, &expected, RTOL);
@@ -102,7 +110,11 @@ fn masked_blend_matches_reference() {
             for (i, (&g, &e)) in got.iter().zip(&expected).enumerate() {
                 let t = thresholds[i / cols];
                 if sigma < t || sigma == 0.0 {
-                    assert_eq!(g.to_bits(), e.to_bits(), "masked_blend {shape:?} sigma {sigma}: index {i} must be exact");
+                    assert_eq!(
+                        g.to_bits(),
+                        e.to_bits(),
+                        "masked_blend {shape:?} sigma {sigma}: index {i} must be exact"
+                    );
                 }
             }
         }
@@ -118,7 +130,9 @@ fn masked_blend_bad_shapes_are_typed_errors() {
     let sigma = g.upload_f32(&[1], &[0.5]).unwrap();
     let short = g.upload_f32(&[3, 6], &[0.0; 18]).unwrap();
     let two = g.upload_f32(&[2], &[0.0; 2]).unwrap();
-    let shape = |r: iclora::Result<iclora::gpu::Tensor>| matches!(r, Err(iclora::Error::ShapeMismatch { op: "masked_blend", .. }));
+    let shape = |r: iclora::Result<iclora::gpu::Tensor>| {
+        matches!(r, Err(iclora::Error::ShapeMismatch { op: "masked_blend", .. }))
+    };
     assert!(shape(ew::masked_blend(g, &mut b, &x, &rows, &short, &x, &sigma)), "target shape");
     assert!(shape(ew::masked_blend(g, &mut b, &x, &rows, &x, &short, &sigma)), "noise shape");
     assert!(shape(ew::masked_blend(g, &mut b, &x, &two, &x, &x, &sigma)), "thresholds per row");

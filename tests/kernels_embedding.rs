@@ -24,12 +24,18 @@ fn gather_matches_reference_for_every_format() {
             let k = if dtype.is_quantized() { k } else { k - 1 }; // odd widths for plain formats
             let bytes = table_bytes(&mut rng, dtype, vocab * k);
             let values = dequantize(dtype, &bytes).unwrap();
-            let ids: Vec<u32> = (0..n).map(|i| if i == n - 1 && n > 1 { vocab as u32 + 3 } else { rng.below(vocab) as u32 }).collect();
+            let ids: Vec<u32> =
+                (0..n).map(|i| if i == n - 1 && n > 1 { vocab as u32 + 3 } else { rng.below(vocab) as u32 }).collect();
             let got = run(|g, b| {
                 let t = g.upload_raw(&[vocab, k], dtype, &repack(dtype, &bytes)?)?;
                 embedding(g, b, &t, &g.upload_u32(&[n], &ids)?)
             });
-            assert_close(&format!("gather {dtype} vocab {vocab} k {k} n {n}"), &got, &reference::embedding(&values, k, &ids), 0.0);
+            assert_close(
+                &format!("gather {dtype} vocab {vocab} k {k} n {n}"),
+                &got,
+                &reference::embedding(&values, k, &ids),
+                0.0,
+            );
         }
         let bytes = table_bytes(&mut rng, dtype, 3 * 256);
         let got = run(|g, b| gpu_dequantize(g, b, &g.upload_raw(&[3, 256], dtype, &repack(dtype, &bytes)?)?));

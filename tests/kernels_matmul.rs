@@ -103,11 +103,23 @@ fn every_format_matches_reference_on_awkward_and_flux_shapes() {
         }
     }
     // Real FLUX widths with few tokens (lavapipe is slow): qkv/proj 3072→3072 rows, MLP down 12288→3072.
-    for (dtype, m, n, k) in [(DType::F16, 3, 3072, 3072), (DType::Q8_0, 2, 3072, 3072), (DType::Q4_0, 2, 3072, 3072), (DType::Q4K, 1, 3072, 3072), (DType::Q6K, 1, 256, 12288), (DType::BF16, 2, 64, 12288)] {
+    for (dtype, m, n, k) in [
+        (DType::F16, 3, 3072, 3072),
+        (DType::Q8_0, 2, 3072, 3072),
+        (DType::Q4_0, 2, 3072, 3072),
+        (DType::Q4K, 1, 3072, 3072),
+        (DType::Q6K, 1, 256, 12288),
+        (DType::BF16, 2, 64, 12288),
+    ] {
         let (w, wv) = weight(g, &mut rng, dtype, n, k);
         let x = rng.vec(m * k, -1.0, 1.0);
         let got = run(|g, b| matmul(g, b, &g.upload_f32(&[m, k], &x)?, &w, &Epilogue::default()));
-        assert_close(&format!("FLUX {dtype} m{m} n{n} k{k}"), &got, &reference::matmul(&x, &wv, m, n, k, &EpilogueRef::default()), 1e-5);
+        assert_close(
+            &format!("FLUX {dtype} m{m} n{n} k{k}"),
+            &got,
+            &reference::matmul(&x, &wv, m, n, k, &EpilogueRef::default()),
+            1e-5,
+        );
     }
 }
 
@@ -125,12 +137,24 @@ fn epilogues_match_reference() {
             let gate = rng.vec(n + 5, -1.0, 1.0);
             for act in Activation::ALL {
                 let got = run(|g, b| {
-                    let (bt, rt, gt) = (g.upload_f32(&[n], &bias)?, g.upload_f32(&[m, n], &resid)?, g.upload_f32(&[n + 5], &gate)?);
-                    let epi = Epilogue { bias: Some(&bt), act: Some(act), gate: Some(Gate { residual: &rt, gate: &gt, offset: 5 }), ..Default::default() };
+                    let (bt, rt, gt) =
+                        (g.upload_f32(&[n], &bias)?, g.upload_f32(&[m, n], &resid)?, g.upload_f32(&[n + 5], &gate)?);
+                    let epi = Epilogue {
+                        bias: Some(&bt),
+                        act: Some(act),
+                        gate: Some(Gate { residual: &rt, gate: &gt, offset: 5 }),
+                        ..Default::default()
+                    };
                     matmul(g, b, &g.upload_f32(&[m, k], &x)?, &w, &epi)
                 });
-                let epi = EpilogueRef { bias: Some(&bias), act, gated: Some((&resid, &gate[5..])), ..Default::default() };
-                assert_close(&format!("epilogue {act:?} {dtype} m{m} n{n} k{k}"), &got, &reference::matmul(&x, &wv, m, n, k, &epi), 1e-5);
+                let epi =
+                    EpilogueRef { bias: Some(&bias), act, gated: Some((&resid, &gate[5..])), ..Default::default() };
+                assert_close(
+                    &format!("epilogue {act:?} {dtype} m{m} n{n} k{k}"),
+                    &got,
+                    &reference::matmul(&x, &wv, m, n, k, &epi),
+                    1e-5,
+                );
             }
         }
     }
@@ -142,23 +166,53 @@ fn lora_stacks_on_fused_slices_match_reference_on_quantized_bases() {
     let mut rng = Rng::new(13);
     // A fused "qkv" of 3×96 rows; adapter 1 targets q (rank 4), adapter 2 targets v (rank 16), adapter 3 everything.
     let (m, n, k) = (9, 288, 96);
-    let slices = [AdapterSlice { n0: 0, len: 96, rank: 4, scale: 1.0 }, AdapterSlice { n0: 192, len: 96, rank: 16, scale: 0.6 }, AdapterSlice { n0: 0, len: 288, rank: 3, scale: -0.3 }];
-    let parts: Vec<(Vec<f32>, Vec<f32>)> = slices.iter().map(|s| (rng.vec(s.rank * k, -0.5, 0.5), rng.vec(s.len * s.rank, -0.5, 0.5))).collect();
+    let slices = [
+        AdapterSlice { n0: 0, len: 96, rank: 4, scale: 1.0 },
+        AdapterSlice { n0: 192, len: 96, rank: 16, scale: 0.6 },
+        AdapterSlice { n0: 0, len: 288, rank: 3, scale: -0.3 },
+    ];
+    let parts: Vec<(Vec<f32>, Vec<f32>)> =
+        slices.iter().map(|s| (rng.vec(s.rank * k, -0.5, 0.5), rng.vec(s.len * s.rank, -0.5, 0.5))).collect();
     for dtype in [DType::F32, DType::Q8_0, DType::Q4_0] {
         let (w, wv) = weight(g, &mut rng, dtype, n, k);
         let x = rng.vec(m * k, -1.0, 1.0);
         let bias = rng.vec(n, -1.0, 1.0);
         for count in 1..=3 {
-            let mut stack = LoraStack::new(g, k, &parts.iter().zip(&slices).take(count).map(|((a, b), s)| (a.as_slice(), b.as_slice(), *s)).collect::<Vec<_>>()).unwrap();
+            let mut stack = LoraStack::new(
+                g,
+                k,
+                &parts
+                    .iter()
+                    .zip(&slices)
+                    .take(count)
+                    .map(|((a, b), s)| (a.as_slice(), b.as_slice(), *s))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
             for scale in [1.0f32, 0.25] {
                 stack.set_scale(0, scale);
                 let got = run(|g, b| {
                     let bt = g.upload_f32(&[n], &bias)?;
-                    matmul(g, b, &g.upload_f32(&[m, k], &x)?, &w, &Epilogue { bias: Some(&bt), lora: Some(&stack), ..Default::default() })
+                    matmul(
+                        g,
+                        b,
+                        &g.upload_f32(&[m, k], &x)?,
+                        &w,
+                        &Epilogue { bias: Some(&bt), lora: Some(&stack), ..Default::default() },
+                    )
                 });
-                let loras: Vec<LoraRef> = parts.iter().zip(&stack.adapters).map(|((a, b), s)| LoraRef { a, b, rank: s.rank, n0: s.n0, len: s.len, scale: s.scale }).collect();
+                let loras: Vec<LoraRef> = parts
+                    .iter()
+                    .zip(&stack.adapters)
+                    .map(|((a, b), s)| LoraRef { a, b, rank: s.rank, n0: s.n0, len: s.len, scale: s.scale })
+                    .collect();
                 let epi = EpilogueRef { bias: Some(&bias), loras: &loras, ..Default::default() };
-                assert_close(&format!("lora x{count} scale {scale} on {dtype}"), &got, &reference::matmul(&x, &wv, m, n, k, &epi), 1e-5);
+                assert_close(
+                    &format!("lora x{count} scale {scale} on {dtype}"),
+                    &got,
+                    &reference::matmul(&x, &wv, m, n, k, &epi),
+                    1e-5,
+                );
             }
         }
     }
@@ -179,8 +233,18 @@ fn tensors_over_the_binding_limit_are_split_not_rejected() {
         let stack = LoraStack::new(g, k, &[(&la, &lb, slice)]).unwrap();
         let mut b = g.batch();
         let y = {
-            let (bt, rt, gt) = (g.upload_f32(&[n], &bias).unwrap(), g.upload_f32(&[m, n], &resid).unwrap(), g.upload_f32(&[n], &gate).unwrap());
-            let epi = Epilogue { bias: Some(&bt), lora: Some(&stack), act: Some(Activation::Silu), gate: Some(Gate { residual: &rt, gate: &gt, offset: 0 }), ..Default::default() };
+            let (bt, rt, gt) = (
+                g.upload_f32(&[n], &bias).unwrap(),
+                g.upload_f32(&[m, n], &resid).unwrap(),
+                g.upload_f32(&[n], &gate).unwrap(),
+            );
+            let epi = Epilogue {
+                bias: Some(&bt),
+                lora: Some(&stack),
+                act: Some(Activation::Silu),
+                gate: Some(Gate { residual: &rt, gate: &gt, offset: 0 }),
+                ..Default::default()
+            };
             matmul(g, &mut b, &g.upload_f32(&[m, k], &x).unwrap(), &w, &epi).unwrap()
         };
         assert!(b.dispatches() > 2, "{dtype}: expected a split, got {} dispatches", b.dispatches());
@@ -224,7 +288,15 @@ fn f16_tiles_match_reference_on_rounded_inputs() {
             let k = k_for(dtype, k);
             let (w, wv) = weight(g, &mut rng, dtype, n, k);
             let x = rng.vec(m * k, -1.0, 1.0);
-            let got = run(|g, b| matmul(g, b, &g.upload_f32(&[m, k], &x)?, &w, &Epilogue { precision: Precision::F16, ..Default::default() }));
+            let got = run(|g, b| {
+                matmul(
+                    g,
+                    b,
+                    &g.upload_f32(&[m, k], &x)?,
+                    &w,
+                    &Epilogue { precision: Precision::F16, ..Default::default() },
+                )
+            });
             let expected = reference::matmul(&round_f16(&x), &round_f16(&wv), m, n, k, &EpilogueRef::default());
             assert_close(&format!("f16 tiles {dtype} m{m} n{n} k{k}"), &got, &expected, 5e-3);
         }
@@ -243,7 +315,10 @@ fn bad_inputs_are_typed_errors() {
     assert!(matches!(matmul(g, &mut b, &x48, &q, &Epilogue::default()), Err(Error::ShapeMismatch { .. })));
     let w = g.upload_f32(&[3, 64], &[0.0; 192]).unwrap();
     let bias = g.upload_f32(&[4], &[0.0; 4]).unwrap();
-    assert!(matches!(matmul(g, &mut b, &x, &w, &Epilogue { bias: Some(&bias), ..Default::default() }), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        matmul(g, &mut b, &x, &w, &Epilogue { bias: Some(&bias), ..Default::default() }),
+        Err(Error::ShapeMismatch { .. })
+    ));
     let ids = g.upload_u32(&[2, 64], &[0; 128]).unwrap();
     assert!(matches!(matmul(g, &mut b, &ids, &w, &Epilogue::default()), Err(Error::UnsupportedFormat { .. })));
     // A single row wider than one storage binding cannot be split.
@@ -254,7 +329,8 @@ fn bad_inputs_are_typed_errors() {
     assert!(matches!(r, Err(Error::LimitExceeded { .. })), "{r:?}");
     // f16 tiles on a device without shader-f16.
     let no_f16 = Gpu::new_blocking(&GpuOptions { allow_f16: false, ..Default::default() }).unwrap();
-    let (x2, w2) = (no_f16.upload_f32(&[2, 64], &[0.0; 128]).unwrap(), no_f16.upload_f32(&[3, 64], &[0.0; 192]).unwrap());
+    let (x2, w2) =
+        (no_f16.upload_f32(&[2, 64], &[0.0; 128]).unwrap(), no_f16.upload_f32(&[3, 64], &[0.0; 192]).unwrap());
     let mut b2 = no_f16.batch();
     let r = matmul(&no_f16, &mut b2, &x2, &w2, &Epilogue { precision: Precision::F16, ..Default::default() });
     assert!(matches!(r, Err(Error::MissingFeature { feature: "shader-f16", .. })), "{r:?}");
@@ -282,7 +358,12 @@ fn the_tiled_kernel_matches_reference_when_forced() {
                 matmul_with(g, b, &g.upload_f32(&[m, k], &x)?, &w, &epi, MatmulPath::Tiled)
             });
             let epi = EpilogueRef { bias: Some(&bias), act: Activation::GeluTanh, ..Default::default() };
-            assert_close(&format!("tiled {dtype} m{m} n{n} k{k}"), &got, &reference::matmul(&x, &wv, m, n, k, &epi), 1e-5);
+            assert_close(
+                &format!("tiled {dtype} m{m} n{n} k{k}"),
+                &got,
+                &reference::matmul(&x, &wv, m, n, k, &epi),
+                1e-5,
+            );
         }
     }
 }

@@ -42,7 +42,10 @@ fn coop_or_skip(g: &Gpu, test: &str) -> Option<(Precision, f32, bool)> {
         Some(c) if c.ab == CoopScalar::F16 => Some((Precision::F16, 1e-3, true)),
         Some(_) => Some((Precision::F32, 1e-5, false)),
         None => {
-            eprintln!("{test}: skipped: adapter lacks cooperative matrix ({}); the FMA fallback is tested in kernels_matmul", g.info().name);
+            eprintln!(
+                "{test}: skipped: adapter lacks cooperative matrix ({}); the FMA fallback is tested in kernels_matmul",
+                g.info().name
+            );
             None
         }
     }
@@ -57,7 +60,10 @@ fn selector_falls_back_where_the_adapter_lacks_cooperative_matrix() {
     let (w, wv) = weight(&off, &mut rng, DType::F16, 40, 64);
     let xv = rng.vec(3 * 64, -1.0, 1.0);
     let x = off.upload_f32(&[3, 64], &xv).unwrap();
-    let epi = Epilogue { precision: if off.features().shader_f16 { Precision::F16 } else { Precision::F32 }, ..Default::default() };
+    let epi = Epilogue {
+        precision: if off.features().shader_f16 { Precision::F16 } else { Precision::F32 },
+        ..Default::default()
+    };
     assert_eq!(select(&off, &x, &w, &epi).err(), Some(Fallback::NoAdapterSupport));
     let r = matmul_coop(&off, &mut off.batch(), &x, &w, &epi);
     assert!(matches!(r, Err(Error::MissingFeature { feature: "wgpu-cooperative-matrix", .. })), "{r:?}");
@@ -70,12 +76,20 @@ fn selector_falls_back_where_the_adapter_lacks_cooperative_matrix() {
 
     // The default device: the configurations it reported, and the fallback when none is usable.
     let g = gpu();
-    eprintln!("adapter {}: cooperative matrix configs {:?}, selected {:?}", g.info().name, g.info().cooperative_matrix_configs, g.features().cooperative_matrix);
+    eprintln!(
+        "adapter {}: cooperative matrix configs {:?}, selected {:?}",
+        g.info().name,
+        g.info().cooperative_matrix_configs,
+        g.features().cooperative_matrix
+    );
     if g.features().cooperative_matrix.is_none() {
         let x = g.upload_f32(&[3, 64], &xv).unwrap();
         let (w, _) = weight(g, &mut rng, DType::Q8_0, 40, 64);
         for precision in [Precision::F32, Precision::F16] {
-            assert_eq!(select(g, &x, &w, &Epilogue { precision, ..Default::default() }).err(), Some(Fallback::NoAdapterSupport));
+            assert_eq!(
+                select(g, &x, &w, &Epilogue { precision, ..Default::default() }).err(),
+                Some(Fallback::NoAdapterSupport)
+            );
         }
         eprintln!("skipped: adapter lacks cooperative matrix: the selector falls back to the FMA kernel (checked)");
     }
@@ -114,15 +128,32 @@ fn coop_epilogues_and_f16_storage_match_reference() {
         for x_half in [false, true] {
             let dtype = if x_half { DType::Q4_0 } else { DType::Q8_0 };
             let (w, wv) = weight(g, &mut rng, dtype, n, k);
-            let (x, bias, resid, gate) = (rng.vec(m * k, -1.0, 1.0), rng.vec(n, -1.0, 1.0), rng.vec(m * n, -1.0, 1.0), rng.vec(n + 3, -1.0, 1.0));
+            let (x, bias, resid, gate) = (
+                rng.vec(m * k, -1.0, 1.0),
+                rng.vec(n, -1.0, 1.0),
+                rng.vec(m * n, -1.0, 1.0),
+                rng.vec(n + 3, -1.0, 1.0),
+            );
             // f16 storage: x and the residual arrive rounded, y leaves rounded.
             let (xr, rr) = if x_half { (round_f16(&x), round_f16(&resid)) } else { (x.clone(), resid.clone()) };
             for act in Activation::ALL {
                 let got = run(|g, b| {
-                    let up = |s: &[usize], v: &[f32]| if x_half { g.upload_half(s, v, DType::F16) } else { g.upload_f32(s, v) };
+                    let up = |s: &[usize], v: &[f32]| {
+                        if x_half {
+                            g.upload_half(s, v, DType::F16)
+                        } else {
+                            g.upload_f32(s, v)
+                        }
+                    };
                     let (xt, rt) = (up(&[m, k], &x)?, up(&[m, n], &resid)?);
                     let (bt, gt) = (g.upload_f32(&[n], &bias)?, g.upload_f32(&[n + 3], &gate)?);
-                    let epi = Epilogue { bias: Some(&bt), act: Some(act), gate: Some(Gate { residual: &rt, gate: &gt, offset: 3 }), precision, ..Default::default() };
+                    let epi = Epilogue {
+                        bias: Some(&bt),
+                        act: Some(act),
+                        gate: Some(Gate { residual: &rt, gate: &gt, offset: 3 }),
+                        precision,
+                        ..Default::default()
+                    };
                     assert!(select(g, &xt, &w, &epi).is_ok(), "expected the cooperative path");
                     // Through the hook in `matmul`, as the model calls it.
                     matmul(g, b, &xt, &w, &epi)
@@ -146,7 +177,10 @@ fn lora_and_f32_tiles_stay_on_the_fma_kernel() {
     let x = g.upload_f32(&[m, k], &rng.vec(m * k, -1.0, 1.0)).unwrap();
     let slice = AdapterSlice { n0: 0, len: n, rank: 4, scale: 1.0 };
     let stack = LoraStack::new(g, k, &[(&rng.vec(4 * k, -0.5, 0.5), &rng.vec(n * 4, -0.5, 0.5), slice)]).unwrap();
-    assert_eq!(select(g, &x, &w, &Epilogue { lora: Some(&stack), precision, ..Default::default() }).err(), Some(Fallback::Lora));
+    assert_eq!(
+        select(g, &x, &w, &Epilogue { lora: Some(&stack), precision, ..Default::default() }).err(),
+        Some(Fallback::Lora)
+    );
     if half_ops {
         // f32 tiles promise 1e-5: f16 operands would break that promise.
         assert_eq!(select(g, &x, &w, &Epilogue::default()).err(), Some(Fallback::Precision));
@@ -157,8 +191,8 @@ fn lora_and_f32_tiles_stay_on_the_fma_kernel() {
 fn coop_programs_compile_to_cooperative_matrix_spirv() {
     // naga: the programs lower to OpCooperativeMatrix{Load,MulAdd,Store}KHR, i.e. the path really
     // uses the matrix units (this runs on every machine; it is not a run on hardware).
-    use naga::valid::{Capabilities, ValidationFlags, Validator};
     use iclora::kernels::matmul_coop::{variants, SHADER_F16X16, SHADER_F32X8};
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
     const LOAD: u32 = 4457;
     const STORE: u32 = 4458;
     const MULADD: u32 = 4459;
@@ -168,9 +202,17 @@ fn coop_programs_compile_to_cooperative_matrix_spirv() {
         let info = Validator::new(ValidationFlags::all(), Capabilities::all()).validate(&module).expect("valid");
         let v = &variants()[0];
         let constants = v.overrides.iter().map(|(k, x)| (k.to_string(), *x)).collect();
-        let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, Some((naga::ShaderStage::Compute, "main")), &constants).expect("overrides");
-        let pipeline = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
-        let words = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), Some(&pipeline)).expect("spv");
+        let (module, info) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            Some((naga::ShaderStage::Compute, "main")),
+            &constants,
+        )
+        .expect("overrides");
+        let pipeline =
+            naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
+        let words = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), Some(&pipeline))
+            .expect("spv");
         let mut ops = std::collections::HashMap::new();
         let mut i = 5;
         while i < words.len() {
@@ -179,6 +221,11 @@ fn coop_programs_compile_to_cooperative_matrix_spirv() {
             i += len.max(1);
         }
         let count = |op| ops.get(&op).copied().unwrap_or(0);
-        assert_eq!((count(LOAD), count(MULADD), count(STORE)), (4, 4, 4), "{}: coop loads / multiply-adds / stores", spec.name);
+        assert_eq!(
+            (count(LOAD), count(MULADD), count(STORE)),
+            (4, 4, 4),
+            "{}: coop loads / multiply-adds / stores",
+            spec.name
+        );
     }
 }

@@ -10,7 +10,8 @@ use iclora::Error;
 
 // (channels, h, w): the smallest latent, odd token grids, FLUX's 16 channels at a few canvas sizes
 // (a 2048×1024 IC-LoRA canvas is a [16, 128, 256] latent: 8192 tokens, 524288 elements).
-const SHAPES: &[(usize, usize, usize)] = &[(1, 2, 2), (3, 2, 14), (16, 6, 10), (16, 14, 2), (16, 64, 64), (16, 128, 256)];
+const SHAPES: &[(usize, usize, usize)] =
+    &[(1, 2, 2), (3, 2, 14), (16, 6, 10), (16, 14, 2), (16, 64, 64), (16, 128, 256)];
 
 #[test]
 fn pack_and_unpack_match_reference_and_invert() {
@@ -66,9 +67,9 @@ fn bad_shapes_and_formats_are_typed_errors() {
     assert!(shape_err(kp::pack(g, &mut b, &flat)));
     let tokens = g.upload_f32(&[6, 64], &[0.0; 384]).unwrap();
     assert!(kp::unpack(g, &mut b, &tokens, 16, 4, 6).is_ok());
-    assert!(shape_err(kp::unpack(g, &mut b, &tokens, 16, 6, 6)));  // wrong token count
-    assert!(shape_err(kp::unpack(g, &mut b, &tokens, 8, 4, 6)));   // wrong feature count
-    assert!(shape_err(kp::unpack(g, &mut b, &tokens, 16, 3, 8)));  // odd h
+    assert!(shape_err(kp::unpack(g, &mut b, &tokens, 16, 6, 6))); // wrong token count
+    assert!(shape_err(kp::unpack(g, &mut b, &tokens, 8, 4, 6))); // wrong feature count
+    assert!(shape_err(kp::unpack(g, &mut b, &tokens, 16, 3, 8))); // odd h
     let half = g.upload_half(&[16, 2, 2], &[0.0; 64], DType::F16).unwrap();
     assert!(matches!(kp::pack(g, &mut b, &half), Err(Error::UnsupportedFormat { .. })));
 }

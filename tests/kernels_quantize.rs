@@ -72,8 +72,12 @@ fn assert_same_bytes(what: &str, target: DType, got: &[u8], want: &[u8]) {
     let unit = if target == DType::F16 { 2 } else { target.gpu_block_words() * 4 };
     if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
         let k = i / unit;
-        panic!("{what}: first difference in {} {k}: got {:?}, expected {:?}", if unit == 2 { "element" } else { "block" },
-            &got[k * unit..(k + 1) * unit], &want[k * unit..(k + 1) * unit]);
+        panic!(
+            "{what}: first difference in {} {k}: got {:?}, expected {:?}",
+            if unit == 2 { "element" } else { "block" },
+            &got[k * unit..(k + 1) * unit],
+            &want[k * unit..(k + 1) * unit]
+        );
     }
 }
 
@@ -92,7 +96,11 @@ fn assert_within_quant_error(what: &str, target: DType, x: &[f32], xq: &[f32]) {
             continue; // stored as zero, or d / the value overflows f16 (inf, as ggml): nothing to bound
         }
         // F16: half an ulp (relative 2^-11), or half the smallest subnormal (2^-25).
-        let bound = if target == DType::F16 { amax * 2f32.powi(-11) + 2f32.powi(-25) } else { steps * d + codes * (d16 - d).abs() };
+        let bound = if target == DType::F16 {
+            amax * 2f32.powi(-11) + 2f32.powi(-25)
+        } else {
+            steps * d + codes * (d16 - d).abs()
+        };
         let bound = bound * (1.0 + 1e-5);
         for (j, (a, q)) in xs.iter().zip(qs).enumerate() {
             assert!((a - q).abs() <= bound, "{what}: block {b} element {j}: {a} dequantized to {q} (bound {bound})");
@@ -149,12 +157,30 @@ fn f16_conversion_rounds_to_nearest_even() {
         }
     }
     // Hand-picked edges: ties to even, the largest finite, overflow, subnormal halves, underflow.
-    let edges = [1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11), 65504.0, 65519.0, 65520.0, -1e9, 2f32.powi(-24), 1.5 * 2f32.powi(-24), 2f32.powi(-25), 2.5 * 2f32.powi(-25), -3e-8, 6.1e-5];
+    let edges = [
+        1.0 + 2f32.powi(-11),
+        1.0 + 3.0 * 2f32.powi(-11),
+        65504.0,
+        65519.0,
+        65520.0,
+        -1e9,
+        2f32.powi(-24),
+        1.5 * 2f32.powi(-24),
+        2f32.powi(-25),
+        2.5 * 2f32.powi(-25),
+        -3e-8,
+        6.1e-5,
+    ];
     let t = g.upload_f32(&[edges.len()], &edges).unwrap();
     let mut b = g.batch();
     let y = quantize(g, &mut b, &t, DType::F16).unwrap();
     g.submit(b).unwrap();
-    assert_same_bytes("F16 edges", DType::F16, &read_bytes(g, &y), &repack(DType::F16, &reference(DType::F16, &edges).unwrap()).unwrap());
+    assert_same_bytes(
+        "F16 edges",
+        DType::F16,
+        &read_bytes(g, &y),
+        &repack(DType::F16, &reference(DType::F16, &edges).unwrap()).unwrap(),
+    );
 }
 
 #[test]
@@ -212,7 +238,9 @@ fn wrong_formats_and_shapes_are_typed_errors() {
     let mut b = g.batch();
     let x = g.upload_f32(&[2, 64], &[1.0; 128]).unwrap();
     let q = g.empty(&[2, 64], DType::Q8_0).unwrap();
-    assert!(matches!(quantize(g, &mut b, &q, DType::Q4_0), Err(Error::UnsupportedFormat { format, .. }) if format == "Q8_0"));
+    assert!(
+        matches!(quantize(g, &mut b, &q, DType::Q4_0), Err(Error::UnsupportedFormat { format, .. }) if format == "Q8_0")
+    );
     for bad in [DType::F32, DType::BF16, DType::Q4_1, DType::Q6K] {
         assert!(matches!(quantize(g, &mut b, &x, bad), Err(Error::UnsupportedFormat { .. })), "{bad}");
     }
@@ -220,7 +248,10 @@ fn wrong_formats_and_shapes_are_typed_errors() {
     assert!(matches!(quantize(g, &mut b, &odd, DType::Q8_0), Err(Error::ShapeMismatch { .. })));
     let chunk = g.upload_f32(&[32], &[1.0; 32]).unwrap();
     for offset in [16, 128, 1 << 40] {
-        assert!(matches!(quantize_into(g, &mut b, &chunk, &q, offset), Err(Error::ShapeMismatch { .. })), "offset {offset}");
+        assert!(
+            matches!(quantize_into(g, &mut b, &chunk, &q, offset), Err(Error::ShapeMismatch { .. })),
+            "offset {offset}"
+        );
     }
     // An odd F16 chunk may only end the destination (its last word's high half is padding).
     let (h, three) = (g.empty(&[8], DType::F16).unwrap(), g.upload_f32(&[3], &[1.0; 3]).unwrap());

@@ -14,7 +14,8 @@ const RTOL: f64 = 1e-5;
 fn gpu_sums(a: &[f32], b: &[f32], shape: &[usize]) -> Vec<f32> {
     let g = gpu();
     let mut batch = g.batch();
-    let sums = abs_diff_sums(g, &mut batch, &g.upload_f32(shape, a).unwrap(), &g.upload_f32(shape, b).unwrap()).unwrap();
+    let sums =
+        abs_diff_sums(g, &mut batch, &g.upload_f32(shape, a).unwrap(), &g.upload_f32(shape, b).unwrap()).unwrap();
     g.submit(batch).unwrap();
     g.read_f32_blocking(&sums).unwrap()
 }
@@ -30,12 +31,19 @@ fn relative_l1_matches_reference() {
             let a: Vec<f32> = b.iter().map(|&v| v + scale * rng.uniform(-1.0, 1.0)).collect();
             let partials = gpu_sums(&a, &b, shape);
             let (d, s) = reference::abs_diff_sums(&a, &b);
-            let (gd, gs) = partials.chunks_exact(2).fold((0.0f64, 0.0f64), |(x, y), p| (x + p[0] as f64, y + p[1] as f64));
+            let (gd, gs) =
+                partials.chunks_exact(2).fold((0.0f64, 0.0f64), |(x, y), p| (x + p[0] as f64, y + p[1] as f64));
             for (what, got, want) in [("Σ|a−b|", gd, d), ("Σ|b|", gs, s)] {
-                assert!((got - want).abs() <= RTOL * want.abs().max(1e-30), "{shape:?} scale {scale}: {what} got {got}, expected {want}");
+                assert!(
+                    (got - want).abs() <= RTOL * want.abs().max(1e-30),
+                    "{shape:?} scale {scale}: {what} got {got}, expected {want}"
+                );
             }
             let (got, want) = (relative_l1(&partials), reference::relative_l1(&a, &b));
-            assert!((got - want).abs() <= RTOL * want, "{shape:?} scale {scale}: relative L1 got {got}, expected {want}");
+            assert!(
+                (got - want).abs() <= RTOL * want,
+                "{shape:?} scale {scale}: relative L1 got {got}, expected {want}"
+            );
             eprintln!("{shape:?} scale {scale}: relative L1 {got:.6} ok");
         }
     }

@@ -155,7 +155,16 @@ const EPS: f32 = 1e-6;
 
 /// Fused on rows `ids.len() - rows ..` of the tables; q at `q_off`, k at `k_off`, `width` each.
 #[allow(clippy::too_many_arguments)]
-fn check_fused(what: &str, rows: usize, c: usize, (q_off, k_off, width): (usize, usize, usize), ids: &[[f32; 3]], axes: &[usize], scale: f32, rng: &mut Rng) {
+fn check_fused(
+    what: &str,
+    rows: usize,
+    c: usize,
+    (q_off, k_off, width): (usize, usize, usize),
+    ids: &[[f32; 3]],
+    axes: &[usize],
+    scale: f32,
+    rng: &mut Rng,
+) {
     let d: usize = axes.iter().sum();
     let x = rng.vec(rows * c, -scale, scale);
     let (wq, wk) = (rng.vec(d, -1.5, 1.5), rng.vec(d, 0.2, 2.0));
@@ -173,8 +182,16 @@ fn check_fused(what: &str, rows: usize, c: usize, (q_off, k_off, width): (usize,
         rope::qk_norm_rope_inplace(g, b, &t, &spec, &tables, ids.len() - rows)?;
         Ok(t)
     });
-    let expected =
-        reference::qk_norm_rope(&x, c, (q_off, k_off, width), (&wq, &wk), EPS, &ids[ids.len() - rows..], axes, FLUX_THETA);
+    let expected = reference::qk_norm_rope(
+        &x,
+        c,
+        (q_off, k_off, width),
+        (&wq, &wk),
+        EPS,
+        &ids[ids.len() - rows..],
+        axes,
+        FLUX_THETA,
+    );
     assert_close(what, &got, &expected, RTOL);
 }
 
@@ -200,7 +217,9 @@ fn fused_qk_norm_rope_at_flux_shapes() {
 #[test]
 fn fused_qk_norm_rope_awkward_shapes() {
     let mut rng = Rng::new(31);
-    let ids = |rows: usize| -> Vec<[f32; 3]> { (0..rows).map(|i| [(i % 3) as f32, (i / 5) as f32 + 0.5, (i % 5) as f32 * 1.5]).collect() };
+    let ids = |rows: usize| -> Vec<[f32; 3]> {
+        (0..rows).map(|i| [(i % 3) as f32, (i / 5) as f32 + 0.5, (i % 5) as f32 * 1.5]).collect()
+    };
     check_fused("D 16 one head", 7, 40, (3, 21, 16), &ids(7), &[4, 6, 6], 2.0, &mut rng);
     check_fused("D 64 k before q", 33, 397, (201, 5, 3 * 64), &ids(33), &[16, 24, 24], 2.0, &mut rng);
     check_fused("D 64 rows 1", 1, 129, (1, 65, 64), &ids(1), &[32, 32], 2.0, &mut rng);
@@ -223,7 +242,9 @@ fn fused_qk_norm_rope_rejects_bad_inputs_with_typed_errors() {
         norm_k: &w,
         eps,
     };
-    let f = |s: &rope::QkNormRope, x: &iclora::gpu::Tensor, pos: usize, b: &mut iclora::gpu::Batch| rope::qk_norm_rope_inplace(g, b, x, s, &tables, pos);
+    let f = |s: &rope::QkNormRope, x: &iclora::gpu::Tensor, pos: usize, b: &mut iclora::gpu::Batch| {
+        rope::qk_norm_rope_inplace(g, b, x, s, &tables, pos)
+    };
     let shape = |r: Result<(), Error>| matches!(r, Err(Error::ShapeMismatch { op: "qk_norm_rope", .. }));
     assert!(f(&spec((0, 32), (32, 32), &w, EPS), &x, 0, &mut b).is_ok());
     assert!(shape(f(&spec((0, 32), (16, 32), &w, EPS), &x, 0, &mut b)), "overlapping q and k");
@@ -254,7 +275,10 @@ fn fused_vs_separate_passes_timing() {
         let l = lt + rows * cols;
         let x = rng.vec(l * 9216, -3.0, 3.0);
         let tables = RopeTables::new(g, &flux_position_ids(lt, rows, cols), &FLUX_AXES, FLUX_THETA).unwrap();
-        let (nq, nk) = (g.upload_f32(&[128], &rng.vec(128, 0.5, 1.5)).unwrap(), g.upload_f32(&[128], &rng.vec(128, 0.5, 1.5)).unwrap());
+        let (nq, nk) = (
+            g.upload_f32(&[128], &rng.vec(128, 0.5, 1.5)).unwrap(),
+            g.upload_f32(&[128], &rng.vec(128, 0.5, 1.5)).unwrap(),
+        );
         let (q, k) = (Columns { offset: 0, width: 3072 }, Columns { offset: 3072, width: 3072 });
         let t = g.upload_f32(&[l, 9216], &x).unwrap();
         let run_one = |fused: bool| -> f64 {
@@ -287,6 +311,9 @@ fn fused_vs_separate_passes_timing() {
         sep.sort_by(f64::total_cmp);
         fus.sort_by(f64::total_cmp);
         let (s, f) = (sep[3], fus[3]);
-        eprintln!("qk norm + rope, L {l} x 24 heads x 128 (q and k): separate {s:.2} ms, fused {f:.2} ms, ratio {:.2}x", s / f);
+        eprintln!(
+            "qk norm + rope, L {l} x 24 heads x 128 (q and k): separate {s:.2} ms, fused {f:.2} ms, ratio {:.2}x",
+            s / f
+        );
     }
 }

@@ -19,7 +19,8 @@ fn check(shape: &[usize], x: &[f32], what: &str) {
 fn rows_of_awkward_and_flux_lengths_match_reference() {
     let mut rng = Rng::new(21);
     // Row lengths 1, 7, odd, one past the workgroup, CLIP 77, FLUX 4608 tokens, IC-LoRA 12288.
-    let shapes: &[&[usize]] = &[&[1], &[7], &[5, 1], &[3, 7], &[4, 257], &[2, 3, 77], &[24, 4608], &[2, 12288], &[300, 33]];
+    let shapes: &[&[usize]] =
+        &[&[1], &[7], &[5, 1], &[3, 7], &[4, 257], &[2, 3, 77], &[24, 4608], &[2, 12288], &[300, 33]];
     for shape in shapes {
         let n: usize = shape.iter().product();
         check(shape, &rng.vec(n, -8.0, 8.0), "uniform");
@@ -30,7 +31,8 @@ fn rows_of_awkward_and_flux_lengths_match_reference() {
 fn large_offsets_and_masked_entries_are_stable() {
     let mut rng = Rng::new(22);
     // A naive exp(x)/Σexp(x) overflows at x ~ 89; the max subtraction must make this harmless.
-    let x: Vec<f32> = rng.vec(3 * 500, -5.0, 5.0).iter().enumerate().map(|(i, v)| v + [1000.0, -1000.0, 80.0][i / 500]).collect();
+    let x: Vec<f32> =
+        rng.vec(3 * 500, -5.0, 5.0).iter().enumerate().map(|(i, v)| v + [1000.0, -1000.0, 80.0][i / 500]).collect();
     check(&[3, 500], &x, "offset ±1000");
     // Masked scores as finfo.min / -inf (CLIP's causal mask style) get probability 0.
     let mut x = rng.vec(4 * 77, -3.0, 3.0);

@@ -8,7 +8,8 @@ use iclora::reference::upsample as reference;
 use iclora::Error;
 
 // Awkward (1, odd, single row/column), a workgroup-crossing size, and a real VAE width with few pixels.
-const SHAPES: &[(usize, usize, usize)] = &[(1, 1, 1), (3, 1, 7), (2, 7, 1), (5, 9, 13), (16, 17, 33), (512, 4, 4), (256, 3, 5)];
+const SHAPES: &[(usize, usize, usize)] =
+    &[(1, 1, 1), (3, 1, 7), (2, 7, 1), (5, 9, 13), (16, 17, 33), (512, 4, 4), (256, 3, 5)];
 
 #[test]
 fn nearest2x_matches_reference() {

@@ -18,7 +18,9 @@ use iclora::weights::load::{read_header, FileSource, MemSource};
 use iclora::weights::safetensors::write_safetensors;
 use iclora::weights::tensor_info::{FileDType, TensorData};
 use iclora::Error;
-use lora_common::{adapter, base, config, expected, f32_tensor, fixture, forward, forward_io, rewrite, DIR, RTOL, SAME_RTOL};
+use lora_common::{
+    adapter, base, config, expected, f32_tensor, fixture, forward, forward_io, rewrite, DIR, RTOL, SAME_RTOL,
+};
 use safetensors::SafeTensors;
 
 #[test]
@@ -46,7 +48,9 @@ fn kohya_and_bfl_native_formats_match_diffusers_and_each_other() {
     let mut model = base();
     model.set_loras(gpu(), &[(&adapter("lora_a_diffusers.safetensors"), 1.0)]).unwrap();
     let ours_diffusers = forward(&model);
-    for (file, format) in [("lora_a_kohya.safetensors", LoraFormat::Kohya), ("lora_a_bfl.safetensors", LoraFormat::BflNative)] {
+    for (file, format) in
+        [("lora_a_kohya.safetensors", LoraFormat::Kohya), ("lora_a_bfl.safetensors", LoraFormat::BflNative)]
+    {
         let a = adapter(file);
         assert_eq!(a.report.formats, [format], "{file}");
         assert_eq!(a.report.ranks, [4, 12, 16], "{file}: plain, split-qkv 3r and linear1 4r forms");
@@ -63,7 +67,10 @@ fn kohya_and_bfl_native_formats_match_diffusers_and_each_other() {
 fn two_adapters_at_once_match_set_adapters() {
     let mut model = base();
     let (a, b) = (adapter("lora_a_diffusers.safetensors"), adapter("lora_b_peft.safetensors"));
-    assert_eq!((b.report.formats.as_slice(), b.report.ranks.as_slice()), ([LoraFormat::Diffusers].as_slice(), [2].as_slice()));
+    assert_eq!(
+        (b.report.formats.as_slice(), b.report.ranks.as_slice()),
+        ([LoraFormat::Diffusers].as_slice(), [2].as_slice())
+    );
     assert!(b.modules.iter().all(|m| m.alpha == 3.0), "alpha from `.alpha` keys");
     model.set_loras(gpu(), &[(&b, 1.0)]).unwrap();
     assert_close("B @1.0", &forward(&model), &expected("b1.0"), RTOL);
@@ -158,10 +165,19 @@ fn unsupported_kinds_and_foreign_shapes_are_typed_errors_and_leave_the_model_alo
     let all = |k: &str| Some(k.to_string());
     let q = "transformer.transformer_blocks.0.attn.to_q";
     for (extra, key) in [
-        (f32_tensor(&format!("{q}.lora_magnitude_vector.dora_scale"), &[1, 256], 1.0), format!("{q}.lora_magnitude_vector.dora_scale")),
-        (f32_tensor("lora_unet_double_blocks_0_img_attn_qkv.lokr_w1", &[4, 4], 1.0), "lora_unet_double_blocks_0_img_attn_qkv.lokr_w1".into()),
+        (
+            f32_tensor(&format!("{q}.lora_magnitude_vector.dora_scale"), &[1, 256], 1.0),
+            format!("{q}.lora_magnitude_vector.dora_scale"),
+        ),
+        (
+            f32_tensor("lora_unet_double_blocks_0_img_attn_qkv.lokr_w1", &[4, 4], 1.0),
+            "lora_unet_double_blocks_0_img_attn_qkv.lokr_w1".into(),
+        ),
         (f32_tensor("diffusion_model.img_in.diff", &[256, 64], 1.0), "diffusion_model.img_in.diff".into()),
-        (f32_tensor("transformer.transformer_blocks.7.attn.to_q.lora_A.weight", &[4, 256], 1.0), "transformer.transformer_blocks.7.attn.to_q.lora_A.weight".into()),
+        (
+            f32_tensor("transformer.transformer_blocks.7.attn.to_q.lora_A.weight", &[4, 256], 1.0),
+            "transformer.transformer_blocks.7.attn.to_q.lora_A.weight".into(),
+        ),
     ] {
         refused(rewrite("lora_a_diffusers.safetensors", all, vec![extra]), &key, &mut model, &base_out);
     }
@@ -194,13 +210,30 @@ fn kohya_mixture_names_equal_diffusers_names() {
         Some(format!("lora_transformer_{}.{s}", m.replace('.', "_")))
     };
     let a = adapter("lora_a_diffusers.safetensors");
-    let alphas: Vec<TensorData> = a.modules.iter().map(|m| f32_tensor(&format!("lora_transformer_{}.alpha", m.key.trim_start_matches("transformer.").replace('.', "_")), &[], 8.0)).collect();
+    let alphas: Vec<TensorData> = a
+        .modules
+        .iter()
+        .map(|m| {
+            f32_tensor(
+                &format!("lora_transformer_{}.alpha", m.key.trim_start_matches("transformer.").replace('.', "_")),
+                &[],
+                8.0,
+            )
+        })
+        .collect();
     let bytes = std::fs::read(format!("{DIR}/lora_a_diffusers.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let tensors: Vec<TensorData> = st
         .tensors()
         .into_iter()
-        .filter_map(|(k, t)| mixture(&k).map(|name| TensorData { name, shape: t.shape().iter().map(|&d| d as u64).collect(), dtype: FileDType::Gpu(DType::F16), data: t.data().to_vec() }))
+        .filter_map(|(k, t)| {
+            mixture(&k).map(|name| TensorData {
+                name,
+                shape: t.shape().iter().map(|&d| d as u64).collect(),
+                dtype: FileDType::Gpu(DType::F16),
+                data: t.data().to_vec(),
+            })
+        })
         .chain(alphas)
         .collect();
     // No `lora_adapter_metadata` here: alpha must come from the `.alpha` keys.
@@ -230,8 +263,16 @@ fn final_layer_halves_follow_the_base_order() {
     let swapped: Vec<f32> = b[h * r..].iter().chain(&b[..h * r]).copied().collect();
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let file = |name: &str, up: &[f32]| -> LoraAdapter {
-        let t = |n: String, shape: Vec<u64>, v: &[f32]| TensorData { name: n, shape, dtype: FileDType::Gpu(DType::F32), data: bytes(v) };
-        let tensors = [t(format!("{name}.lora_A.weight"), vec![r as u64, h as u64], &a), t(format!("{name}.lora_B.weight"), vec![2 * h as u64, r as u64], up)];
+        let t = |n: String, shape: Vec<u64>, v: &[f32]| TensorData {
+            name: n,
+            shape,
+            dtype: FileDType::Gpu(DType::F32),
+            data: bytes(v),
+        };
+        let tensors = [
+            t(format!("{name}.lora_A.weight"), vec![r as u64, h as u64], &a),
+            t(format!("{name}.lora_B.weight"), vec![2 * h as u64, r as u64], up),
+        ];
         let mut src = MemSource { name: name.into(), bytes: write_safetensors(&[], &tensors).unwrap() };
         LoraAdapter::load(&mut src, &dif.config).unwrap()
     };

@@ -24,7 +24,9 @@ const SAME: f32 = 1e-6;
 const PROMPTS: [usize; 2] = [0, 1];
 
 fn encoder() -> ClipTextEncoder {
-    let cfg = ClipConfig::from_json("clip_text.config.json", &String::from_utf8(read("clip_text.config.json")).unwrap()).unwrap();
+    let cfg =
+        ClipConfig::from_json("clip_text.config.json", &String::from_utf8(read("clip_text.config.json")).unwrap())
+            .unwrap();
     let mut src = FileSource::open(format!("{DIR}/clip_text.safetensors")).unwrap();
     let header = read_header(&mut src).unwrap();
     ClipTextEncoder::load(gpu(), &mut src, &header, Some(cfg)).unwrap()
@@ -74,10 +76,20 @@ fn diffusers_and_kohya_clip_loras_match_peft_at_both_strengths() {
     let mut enc = encoder();
     check("base", &forward(&enc), &base_outputs(), RTOL);
     let mut at_one = Vec::new();
-    for (file, format) in [("clip_lora_diffusers.safetensors", LoraFormat::Diffusers), ("clip_lora_kohya.safetensors", LoraFormat::Kohya)] {
+    for (file, format) in
+        [("clip_lora_diffusers.safetensors", LoraFormat::Diffusers), ("clip_lora_kohya.safetensors", LoraFormat::Kohya)]
+    {
         let a = adapter(file);
-        assert_eq!((a.report.formats.as_slice(), a.report.ranks.as_slice()), ([format].as_slice(), [4].as_slice()), "{file}");
-        assert!(a.modules.is_empty() && a.report.layers.is_empty() && a.report.ignored.is_empty(), "{file}: {:?}", a.report);
+        assert_eq!(
+            (a.report.formats.as_slice(), a.report.ranks.as_slice()),
+            ([format].as_slice(), [4].as_slice()),
+            "{file}"
+        );
+        assert!(
+            a.modules.is_empty() && a.report.layers.is_empty() && a.report.ignored.is_empty(),
+            "{file}: {:?}",
+            a.report
+        );
         assert_eq!(a.report.clip_layers.len(), 2 * 6, "{file}: {:?}", a.report.clip_layers);
         assert!(a.report.clip_layers.contains(&"text_model.encoder.layers.1.mlp.fc2".to_string()));
         assert!(a.clip.iter().all(|m| m.alpha == 8.0), "{file}: alpha from the metadata / `.alpha` keys");
@@ -103,9 +115,14 @@ fn other_clip_key_spellings_and_mixed_files() {
     enc.set_loras(gpu(), &[(&adapter("clip_lora_diffusers.safetensors"), 1.0)]).unwrap();
     let reference = forward(&enc);
     // transformers 5 (no `text_model.`), ComfyUI (`text_encoders.clip_l.transformer.`), raw PEFT.
-    for (what, prefix) in [("no text_model.", "text_encoder."), ("ComfyUI", "text_encoders.clip_l.transformer.text_model."), ("raw PEFT", "base_model.model.text_model.")] {
+    for (what, prefix) in [
+        ("no text_model.", "text_encoder."),
+        ("ComfyUI", "text_encoders.clip_l.transformer.text_model."),
+        ("raw PEFT", "base_model.model.text_model."),
+    ] {
         let rename = |k: &str| Some(format!("{prefix}{}", k.strip_prefix("text_encoder.text_model.").unwrap()));
-        let a = LoraAdapter::load(&mut rewrite("clip_lora_diffusers.safetensors", rename, vec![]), &flux_config()).unwrap();
+        let a =
+            LoraAdapter::load(&mut rewrite("clip_lora_diffusers.safetensors", rename, vec![]), &flux_config()).unwrap();
         assert_eq!(a.clip.len(), 12, "{what}");
         enc.set_loras(gpu(), &[(&a, 1.0)]).unwrap();
         check(what, &forward(&enc), &reference, SAME);
@@ -116,10 +133,17 @@ fn other_clip_key_spellings_and_mixed_files() {
     let mut extra: Vec<TensorData> = st
         .tensors()
         .into_iter()
-        .map(|(k, t)| TensorData { name: k, shape: t.shape().iter().map(|&d| d as u64).collect(), dtype: FileDType::Gpu(DType::F16), data: t.data().to_vec() })
+        .map(|(k, t)| TensorData {
+            name: k,
+            shape: t.shape().iter().map(|&d| d as u64).collect(),
+            dtype: FileDType::Gpu(DType::F16),
+            data: t.data().to_vec(),
+        })
         .collect();
     extra.push(f32_tensor("lora_te2_encoder_block_0_layer_0_SelfAttention_q.lora_down.weight", &[4, 32], 0.1));
-    let mixed = LoraAdapter::load(&mut rewrite("clip_lora_kohya.safetensors", |k| Some(k.into()), extra), &flux_config()).unwrap();
+    let mixed =
+        LoraAdapter::load(&mut rewrite("clip_lora_kohya.safetensors", |k| Some(k.into()), extra), &flux_config())
+            .unwrap();
     assert_eq!((mixed.clip.len(), mixed.report.clip_layers.len()), (12, 12));
     assert_eq!(mixed.report.layers.len(), adapter("lora_a_kohya.safetensors").report.layers.len());
     assert_eq!(mixed.report.ignored.len(), 1, "T5 part reported: {:?}", mixed.report.ignored);
@@ -140,14 +164,20 @@ fn foreign_and_unknown_clip_modules_are_typed_errors_and_leave_the_encoder_alone
     enc.set_loras(gpu(), &[(&a, 1.0)]).unwrap();
     // Not a Linear of the encoder layers: refused when parsing, naming the key.
     let key = "lora_te1_text_model_embeddings_token_embedding.lora_down.weight";
-    match LoraAdapter::load(&mut rewrite("clip_lora_kohya.safetensors", |k| Some(k.into()), vec![f32_tensor(key, &[4, 64], 0.1)]), &flux_config()) {
+    match LoraAdapter::load(
+        &mut rewrite("clip_lora_kohya.safetensors", |k| Some(k.into()), vec![f32_tensor(key, &[4, 64], 0.1)]),
+        &flux_config(),
+    ) {
         Err(Error::Lora { key: k, .. }) => assert_eq!(k, key),
         other => panic!("unknown CLIP module accepted: {:?}", other.map(|a| a.report)),
     }
     // A CLIP-L-sized module (768 wide) and a module on layer 5 (the tiny CLIP has 2): refused
     // by set_loras (Error::Lora), the applied adapter stays.
     let n = "lora_te1_text_model_encoder_layers_0_self_attn_q_proj";
-    let wide = vec![f32_tensor(&format!("{n}.lora_down.weight"), &[4, 768], 0.1), f32_tensor(&format!("{n}.lora_up.weight"), &[768, 4], 0.1)];
+    let wide = vec![
+        f32_tensor(&format!("{n}.lora_down.weight"), &[4, 768], 0.1),
+        f32_tensor(&format!("{n}.lora_up.weight"), &[768, 4], 0.1),
+    ];
     let drop_n = |k: &str| (!k.starts_with(n)).then(|| k.to_string());
     let wide = LoraAdapter::load(&mut rewrite("clip_lora_kohya.safetensors", drop_n, wide), &flux_config()).unwrap();
     let deep = |k: &str| Some(k.replace("layers_1_", "layers_5_"));

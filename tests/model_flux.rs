@@ -49,13 +49,15 @@ fn load(weights: &str, config: Option<FluxConfig>) -> iclora::Result<FluxModel> 
 }
 
 fn config_json(name: &str) -> FluxConfig {
-    FluxConfig::from_diffusers_json(&std::fs::read_to_string(format!("{DIR}/flux_{name}.config.json")).unwrap()).unwrap()
+    FluxConfig::from_diffusers_json(&std::fs::read_to_string(format!("{DIR}/flux_{name}.config.json")).unwrap())
+        .unwrap()
 }
 
 /// Runs the model on the fixture's inputs; returns the traced tensors (read back) and the output.
 fn run_model(model: &FluxModel, io: &Io) -> (Vec<(String, Vec<f32>)>, Vec<f32>) {
     let g = gpu();
-    let (img, txt, pooled) = (io.upload("in/hidden_states"), io.upload("in/encoder_hidden_states"), io.upload("in/pooled"));
+    let (img, txt, pooled) =
+        (io.upload("in/hidden_states"), io.upload("in/encoder_hidden_states"), io.upload("in/pooled"));
     let (lt, li) = (txt.rows(), img.rows());
     // The fixture's ids are FluxPipeline's; find the grid they describe and check ours match.
     let (_, img_ids) = io.f32("in/img_ids");
@@ -134,7 +136,10 @@ fn timestep_embedding_sanity_values() {
 }
 
 /// Rewrites the odd fixture's weights with one tensor replaced (`Some`) or dropped (`None`).
-fn altered(target: &str, replace: Option<(Vec<u64>, Vec<u8>)>) -> (MemSource, iclora::weights::tensor_info::WeightsHeader) {
+fn altered(
+    target: &str,
+    replace: Option<(Vec<u64>, Vec<u8>)>,
+) -> (MemSource, iclora::weights::tensor_info::WeightsHeader) {
     let path = format!("{DIR}/flux_odd.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();

@@ -33,7 +33,10 @@ impl Io {
     fn get(&self, key: &str) -> Option<(Vec<usize>, Vec<f32>)> {
         let st = SafeTensors::deserialize(&self.0).unwrap();
         let t = st.tensor(key).ok()?;
-        Some((t.shape().to_vec(), t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+        Some((
+            t.shape().to_vec(),
+            t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        ))
     }
     fn f32(&self, key: &str) -> (Vec<usize>, Vec<f32>) {
         self.get(key).unwrap_or_else(|| panic!("fixture has no `{key}`"))
@@ -45,7 +48,8 @@ impl Io {
 }
 
 fn load(g: &Gpu) -> (FluxModel, Io) {
-    let cfg = FluxConfig::from_diffusers_json(&std::fs::read_to_string(format!("{DIR}/flux_dev.config.json")).unwrap()).unwrap();
+    let cfg = FluxConfig::from_diffusers_json(&std::fs::read_to_string(format!("{DIR}/flux_dev.config.json")).unwrap())
+        .unwrap();
     let mut src = FileSource::open(format!("{DIR}/flux_dev.safetensors")).unwrap();
     let header = read_header(&mut src).unwrap();
     let model = FluxModel::load(g, &mut src, &header, Some(cfg)).unwrap();
@@ -54,7 +58,8 @@ fn load(g: &Gpu) -> (FluxModel, Io) {
 
 /// The traced block outputs (name, values) and the final output on the fixture's inputs.
 fn run_model(g: &Gpu, model: &FluxModel, io: &Io) -> (Vec<(String, Vec<f32>)>, Vec<f32>) {
-    let (img, txt, pooled) = (io.upload(g, "in/hidden_states"), io.upload(g, "in/encoder_hidden_states"), io.upload(g, "in/pooled"));
+    let (img, txt, pooled) =
+        (io.upload(g, "in/hidden_states"), io.upload(g, "in/encoder_hidden_states"), io.upload(g, "in/pooled"));
     let (lt, li) = (txt.rows(), img.rows());
     let rows = io.f32("in/img_ids").1.chunks(3).map(|p| p[1] as usize).max().unwrap() + 1;
     let rope = model.rope_tables(g, lt, rows, li / rows).unwrap();
@@ -111,7 +116,12 @@ fn f16_tiles_stay_close_to_f32_and_f32_is_unchanged() {
         }
     }
     let e = rel_rms(&out16, &out32);
-    eprintln!("final: F16 vs F32 relative RMS {e:.2e} (worst block {} {:.2e}); vs diffusers {:.2e}", worst.0, worst.1, rel_rms(&out16, &io.f32("out/final").1));
+    eprintln!(
+        "final: F16 vs F32 relative RMS {e:.2e} (worst block {} {:.2e}); vs diffusers {:.2e}",
+        worst.0,
+        worst.1,
+        rel_rms(&out16, &io.f32("out/final").1)
+    );
     assert!(worst.1 <= F16_REL_RMS, "block {}: F16 vs F32 relative RMS {:.3e} > {F16_REL_RMS:.0e}", worst.0, worst.1);
     assert!(e <= F16_REL_RMS, "final: F16 vs F32 relative RMS {e:.3e} > {F16_REL_RMS:.0e}");
 

@@ -52,9 +52,17 @@ fn assert_limit<T>(result: iclora::Result<T>, file: &str, what: &str) {
 #[test]
 fn hostile_t5_configs_are_refused() {
     let file = "t5/config.json";
-    assert_limit(T5Config::from_json(file, &hostile("t5_text.config.json", "num_layers", "4000000000")), file, "num_layers");
+    assert_limit(
+        T5Config::from_json(file, &hostile("t5_text.config.json", "num_layers", "4000000000")),
+        file,
+        "num_layers",
+    );
     assert_limit(T5Config::from_json(file, &hostile("t5_text.config.json", "num_heads", "100000")), file, "num_heads");
-    assert_limit(T5Config::from_json(file, &hostile("t5_text.config.json", "d_ff", "18446744073709551615")), file, "d_ff");
+    assert_limit(
+        T5Config::from_json(file, &hostile("t5_text.config.json", "d_ff", "18446744073709551615")),
+        file,
+        "d_ff",
+    );
     // A config built in code reaches the loader's own check.
     let (mut src, header) = open("t5_text.safetensors");
     let mut c = T5Config::from_json(file, &text("t5_text.config.json")).unwrap();
@@ -65,32 +73,68 @@ fn hostile_t5_configs_are_refused() {
 #[test]
 fn hostile_clip_configs_are_refused() {
     let file = "clip/config.json";
-    assert_limit(ClipConfig::from_json(file, &hostile("clip_text.config.json", "num_hidden_layers", "4000000000")), file, "num_hidden_layers");
-    assert_limit(ClipConfig::from_json(file, &hostile("clip_text.config.json", "max_position_embeddings", "4000000000")), file, "max_position");
+    assert_limit(
+        ClipConfig::from_json(file, &hostile("clip_text.config.json", "num_hidden_layers", "4000000000")),
+        file,
+        "num_hidden_layers",
+    );
+    assert_limit(
+        ClipConfig::from_json(file, &hostile("clip_text.config.json", "max_position_embeddings", "4000000000")),
+        file,
+        "max_position",
+    );
     let (mut src, header) = open("clip_text.safetensors");
     let mut c = ClipConfig::from_json(file, &text("clip_text.config.json")).unwrap();
     c.layers = 4_000_000_000;
-    assert_limit(ClipTextEncoder::load(gpu(), &mut src, &header, Some(c)), "clip_text.safetensors", "num_hidden_layers");
+    assert_limit(
+        ClipTextEncoder::load(gpu(), &mut src, &header, Some(c)),
+        "clip_text.safetensors",
+        "num_hidden_layers",
+    );
 }
 
 #[test]
 fn hostile_vae_configs_are_refused() {
-    assert_limit(VaeConfig::from_diffusers_json(&hostile("vae_tiny.config.json", "layers_per_block", "4000000000")), "VAE config.json", "layers_per_block");
+    assert_limit(
+        VaeConfig::from_diffusers_json(&hostile("vae_tiny.config.json", "layers_per_block", "4000000000")),
+        "VAE config.json",
+        "layers_per_block",
+    );
     let levels = format!("[{}]", vec!["32"; 1000].join(","));
-    assert_limit(VaeConfig::from_diffusers_json(&hostile("vae_tiny.config.json", "block_out_channels", &levels)), "VAE config.json", "levels");
+    assert_limit(
+        VaeConfig::from_diffusers_json(&hostile("vae_tiny.config.json", "block_out_channels", &levels)),
+        "VAE config.json",
+        "levels",
+    );
     let (mut src, header) = open("vae_tiny.safetensors");
     let mut c = VaeConfig::from_diffusers_json(&text("vae_tiny.config.json")).unwrap();
     c.layers_per_block = 4_000_000_000;
-    assert_limit(Vae::load(gpu(), &mut src, &header, Some(c), VaeParts::BOTH), "vae_tiny.safetensors", "layers_per_block");
+    assert_limit(
+        Vae::load(gpu(), &mut src, &header, Some(c), VaeParts::BOTH),
+        "vae_tiny.safetensors",
+        "layers_per_block",
+    );
 }
 
 #[test]
 fn hostile_flux_configs_are_refused() {
     let name = "flux_dev.config.json";
-    assert_limit(FluxConfig::from_diffusers_json(&hostile(name, "num_layers", "4000000000")), "FLUX config.json", "double blocks");
-    assert_limit(FluxConfig::from_diffusers_json(&hostile(name, "num_single_layers", "4000000000")), "FLUX config.json", "single blocks");
+    assert_limit(
+        FluxConfig::from_diffusers_json(&hostile(name, "num_layers", "4000000000")),
+        "FLUX config.json",
+        "double blocks",
+    );
+    assert_limit(
+        FluxConfig::from_diffusers_json(&hostile(name, "num_single_layers", "4000000000")),
+        "FLUX config.json",
+        "single blocks",
+    );
     // Heads × head dim used to overflow into a small MLP width.
-    assert_limit(FluxConfig::from_diffusers_json(&hostile(name, "num_attention_heads", "4611686018427387904")), "FLUX config.json", "num_attention_heads");
+    assert_limit(
+        FluxConfig::from_diffusers_json(&hostile(name, "num_attention_heads", "4611686018427387904")),
+        "FLUX config.json",
+        "num_attention_heads",
+    );
     let (mut src, mut header) = open("flux_dev.safetensors");
     let mut c = FluxConfig::from_diffusers_json(&text(name)).unwrap();
     c.single_blocks = 4_000_000_000;
@@ -139,7 +183,10 @@ fn sparse_lora(modules: usize, rank: u64) -> Sparse {
         names.push((format!("lora_unet_single_blocks_{i}_linear1.lora_up.weight"), vec![n, rank]));
     }
     // Write the header with one-byte stand-ins, then patch the shapes and offsets in the JSON.
-    let small: Vec<TensorData> = names.iter().map(|(name, _)| TensorData { name: name.clone(), shape: vec![1], dtype: FileDType::F8E4M3, data: vec![0] }).collect();
+    let small: Vec<TensorData> = names
+        .iter()
+        .map(|(name, _)| TensorData { name: name.clone(), shape: vec![1], dtype: FileDType::F8E4M3, data: vec![0] })
+        .collect();
     let file = write_safetensors(&[], &small).unwrap();
     let n_json = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
     let mut json: serde_json::Value = serde_json::from_slice(&file[8..8 + n_json]).unwrap();
@@ -181,13 +228,15 @@ fn oversized_config_and_tokenizer_files_are_refused() {
     config.push_str(&" ".repeat(1 << 20));
     std::fs::write(dir.join("config.json"), &config).unwrap();
     let d = dir.display().to_string();
-    let err = resolve("VAE", Some(&d), None, "diffusion_pytorch_model").err().expect("an oversized config.json is refused");
+    let err =
+        resolve("VAE", Some(&d), None, "diffusion_pytorch_model").err().expect("an oversized config.json is refused");
     assert!(err.to_string().contains("size of a config file") && err.to_string().contains("config.json"), "{err}");
     std::fs::write(dir.join("config.json"), text("vae_tiny.config.json")).unwrap();
     assert!(resolve("VAE", Some(&d), None, "diffusion_pytorch_model").is_ok());
     // A tokenizer.json over 64 MiB (sparse on disk: nothing is written but its length).
     std::fs::File::create(dir.join("tokenizer.json")).unwrap().set_len(65 << 20).unwrap();
-    let err = resolve_tokenizer("CLIP tokenizer", Some(&d), None).err().expect("an oversized tokenizer.json is refused");
+    let err =
+        resolve_tokenizer("CLIP tokenizer", Some(&d), None).err().expect("an oversized tokenizer.json is refused");
     assert!(err.to_string().contains("size of a tokenizer file"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -195,8 +244,9 @@ fn oversized_config_and_tokenizer_files_are_refused() {
 #[test]
 fn too_many_tensors_in_a_safetensors_header_are_refused() {
     // 70,000 one-byte tensors: a 3 MB header, under the header cap, over the tensor cap.
-    let tensors: Vec<TensorData> =
-        (0..70_000).map(|i| TensorData { name: format!("t{i}"), shape: vec![1], dtype: FileDType::F8E4M3, data: vec![0] }).collect();
+    let tensors: Vec<TensorData> = (0..70_000)
+        .map(|i| TensorData { name: format!("t{i}"), shape: vec![1], dtype: FileDType::F8E4M3, data: vec![0] })
+        .collect();
     let bytes = write_safetensors(&[], &tensors).unwrap();
     let result = iclora::weights::safetensors::parse_safetensors_header(&bytes, bytes.len() as u64, "many.safetensors");
     match result {

@@ -69,7 +69,10 @@ fn config_reads_diffusers_json_with_taef1_defaults() {
         ("not json", "not JSON"),
     ] {
         let r = TinyDecoderConfig::from_diffusers_json("c.json", json.as_bytes());
-        assert!(matches!(&r, Err(Error::InvalidArgument(m)) if m.contains(needle) && m.contains("c.json")), "{json}: {r:?}");
+        assert!(
+            matches!(&r, Err(Error::InvalidArgument(m)) if m.contains(needle) && m.contains("c.json")),
+            "{json}: {r:?}"
+        );
     }
     // Counts from a file are capped before anything is allocated from them.
     let huge = format!(r#"{{"num_decoder_blocks": [3, 3, 3, {}]}}"#, 1u64 << 40);
@@ -129,16 +132,25 @@ fn original_decoder_file_names_decode_the_same() {
 
 #[test]
 fn missing_and_misshapen_tensors_are_typed_errors() {
-    let load = |(mut src, header): (MemSource, WeightsHeader)| TinyDecoder::load(gpu(), &mut src, &header, Some(config()));
+    let load =
+        |(mut src, header): (MemSource, WeightsHeader)| TinyDecoder::load(gpu(), &mut src, &header, Some(config()));
     // A block's middle conv missing.
     let r = load(rewritten(|k| (k != "decoder.layers.8.conv.2.weight").then(|| k.to_string()), None));
-    assert!(matches!(&r, Err(Error::MissingModelTensor { name, .. }) if name.contains("decoder.layers.8.conv.2.weight")), "{:?}", r.err());
+    assert!(
+        matches!(&r, Err(Error::MissingModelTensor { name, .. }) if name.contains("decoder.layers.8.conv.2.weight")),
+        "{:?}",
+        r.err()
+    );
     // The final conv with 4 output channels.
     let r = load(rewritten(|k| Some(k.to_string()), Some(("decoder.layers.18.weight", vec![4, 16, 3, 3]))));
     assert!(matches!(&r, Err(Error::TensorShape { name, .. }) if name == "decoder.layers.18.weight"), "{:?}", r.err());
     // Not a tiny autoencoder at all (encoder only): names both schemes.
     let r = load(rewritten(|k| k.starts_with("encoder.").then(|| k.to_string()), None));
-    assert!(matches!(&r, Err(Error::MissingModelTensor { name, .. }) if name.contains("decoder.layers.0.weight") && name.contains("1.weight")), "{:?}", r.err());
+    assert!(
+        matches!(&r, Err(Error::MissingModelTensor { name, .. }) if name.contains("decoder.layers.0.weight") && name.contains("1.weight")),
+        "{:?}",
+        r.err()
+    );
     // TAEF1's default width (64) against this width-16 file: a shape error, not a wrong image.
     let (mut src, header) = rewritten(|k| Some(k.to_string()), None);
     let r = TinyDecoder::load(gpu(), &mut src, &header, None);

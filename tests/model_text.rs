@@ -70,9 +70,7 @@ fn t5_outputs_match(enc: &T5Encoder) {
     for p in 0..prompts().len() {
         let g = gpu();
         let mut b = g.batch();
-        let out = enc
-            .forward(g, &mut b, &io.ids(&format!("t5/ids/{p}")))
-            .unwrap();
+        let out = enc.forward(g, &mut b, &io.ids(&format!("t5/ids/{p}"))).unwrap();
         g.submit(b).unwrap();
         assert_eq!(out.shape(), [T5_LEN, enc.config.d_model]);
         assert_close(
@@ -86,54 +84,36 @@ fn t5_outputs_match(enc: &T5Encoder) {
 
 #[test]
 fn t5_encoder_matches_transformers() {
-    let cfg = T5Config::from_json(
-        "t5_text.config.json",
-        &String::from_utf8(read("t5_text.config.json")).unwrap(),
-    )
-    .unwrap();
+    let cfg =
+        T5Config::from_json("t5_text.config.json", &String::from_utf8(read("t5_text.config.json")).unwrap()).unwrap();
     let (mut src, header) = open("t5_text.safetensors");
-    assert_eq!(
-        T5Config::infer(&header).unwrap(),
-        cfg,
-        "config inferred from the shapes"
-    );
+    assert_eq!(T5Config::infer(&header).unwrap(), cfg, "config inferred from the shapes");
     let enc = T5Encoder::load(gpu(), &mut src, &header, Some(cfg.clone())).unwrap();
     assert_eq!(enc.weights.shared.parts.len(), 1);
     t5_outputs_match(&enc);
     // The embedding table split into row ranges (as T5-XXL's must be) gives the same outputs.
     let weights = T5Weights::load_split(gpu(), &mut src, &header, &cfg, 37 * 64 * 4).unwrap();
     assert!(weights.shared.parts.len() > 3);
-    t5_outputs_match(&T5Encoder {
-        config: cfg,
-        weights,
-    });
+    t5_outputs_match(&T5Encoder { config: cfg, weights });
 }
 
 #[test]
 fn clip_encoder_matches_transformers() {
-    let cfg = ClipConfig::from_json(
-        "clip_text.config.json",
-        &String::from_utf8(read("clip_text.config.json")).unwrap(),
-    )
-    .unwrap();
+    let cfg =
+        ClipConfig::from_json("clip_text.config.json", &String::from_utf8(read("clip_text.config.json")).unwrap())
+            .unwrap();
     assert_eq!(cfg.heads, 4);
     let (mut src, header) = open("clip_text.safetensors");
     let inferred = ClipConfig::infer(&header).unwrap();
     assert_eq!(
-        (
-            inferred.vocab,
-            inferred.hidden,
-            inferred.layers,
-            inferred.intermediate
-        ),
+        (inferred.vocab, inferred.hidden, inferred.layers, inferred.intermediate),
         (cfg.vocab, cfg.hidden, cfg.layers, cfg.intermediate)
     );
     // FLUX's keys (`text_model.` prefix), and transformers 5's (none).
     let enc = ClipTextEncoder::load(gpu(), &mut src, &header, Some(cfg.clone())).unwrap();
     check_clip(&enc);
-    let (mut src, header) = rewritten("clip_text.safetensors", "", None, |n| {
-        n.trim_start_matches("text_model.").to_string()
-    });
+    let (mut src, header) =
+        rewritten("clip_text.safetensors", "", None, |n| n.trim_start_matches("text_model.").to_string());
     assert!(header.tensor("embeddings.token_embedding.weight").is_some());
     check_clip(&ClipTextEncoder::load(gpu(), &mut src, &header, Some(cfg)).unwrap());
 }
@@ -144,9 +124,7 @@ fn check_clip(enc: &ClipTextEncoder) {
     for p in 0..prompts().len() {
         let g = gpu();
         let mut b = g.batch();
-        let out = enc
-            .forward(g, &mut b, &io.ids(&format!("clip/ids/{p}")), tok.eos_id())
-            .unwrap();
+        let out = enc.forward(g, &mut b, &io.ids(&format!("clip/ids/{p}")), tok.eos_id()).unwrap();
         g.submit(b).unwrap();
         assert_close(
             &format!("CLIP last_hidden_state, prompt {p}"),
@@ -164,11 +142,7 @@ fn check_clip(enc: &ClipTextEncoder) {
 }
 
 /// A fixture's weights with one tensor replaced (`Some`) or dropped (`None`).
-fn altered(
-    file: &str,
-    target: &str,
-    replace: Option<(Vec<u64>, Vec<u8>)>,
-) -> (MemSource, WeightsHeader) {
+fn altered(file: &str, target: &str, replace: Option<(Vec<u64>, Vec<u8>)>) -> (MemSource, WeightsHeader) {
     rewritten(file, target, replace, |n| n.to_string())
 }
 
@@ -183,59 +157,35 @@ fn rewritten(
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors = Vec::new();
     for (name, view) in st.tensors() {
-        let dtype =
-            iclora::weights::safetensors::file_dtype(&format!("{:?}", view.dtype())).unwrap();
+        let dtype = iclora::weights::safetensors::file_dtype(&format!("{:?}", view.dtype())).unwrap();
         let (shape, data) = match (name == target, &replace) {
             (true, Some((s, d))) => (s.clone(), d.clone()),
             (true, None) => continue,
-            _ => (
-                view.shape().iter().map(|&d| d as u64).collect(),
-                view.data().to_vec(),
-            ),
+            _ => (view.shape().iter().map(|&d| d as u64).collect(), view.data().to_vec()),
         };
-        tensors.push(TensorData {
-            name: rename(&name),
-            shape,
-            dtype,
-            data,
-        });
+        tensors.push(TensorData { name: rename(&name), shape, dtype, data });
     }
-    let mut src = MemSource {
-        name: format!("altered_{file}"),
-        bytes: write_safetensors(&[], &tensors).unwrap(),
-    };
+    let mut src = MemSource { name: format!("altered_{file}"), bytes: write_safetensors(&[], &tensors).unwrap() };
     let header = read_header(&mut src).unwrap();
     (src, header)
 }
 
 #[test]
 fn missing_or_mis_shaped_tensors_are_named() {
-    let t5cfg = T5Config::from_json(
-        "c",
-        &String::from_utf8(read("t5_text.config.json")).unwrap(),
-    )
-    .unwrap();
+    let t5cfg = T5Config::from_json("c", &String::from_utf8(read("t5_text.config.json")).unwrap()).unwrap();
     let name = "encoder.block.1.layer.1.DenseReluDense.wo.weight";
     let (mut src, header) = altered("t5_text.safetensors", name, None);
-    let err = T5Encoder::load(gpu(), &mut src, &header, Some(t5cfg))
-        .err()
-        .expect("a missing tensor must fail");
+    let err = T5Encoder::load(gpu(), &mut src, &header, Some(t5cfg)).err().expect("a missing tensor must fail");
     assert!(
         matches!(&err, Error::MissingModelTensor { name: n, file, .. } if n == name && file == "altered_t5_text.safetensors"),
         "{err}"
     );
     assert!(err.to_string().contains("T5"), "{err}");
 
-    let cfg = ClipConfig::from_json(
-        "c",
-        &String::from_utf8(read("clip_text.config.json")).unwrap(),
-    )
-    .unwrap();
+    let cfg = ClipConfig::from_json("c", &String::from_utf8(read("clip_text.config.json")).unwrap()).unwrap();
     let name = "text_model.encoder.layers.1.mlp.fc1.bias";
     let (mut src, header) = altered("clip_text.safetensors", name, Some((vec![7], vec![0; 28])));
-    let err = ClipTextEncoder::load(gpu(), &mut src, &header, Some(cfg))
-        .err()
-        .expect("a mis-shaped tensor must fail");
+    let err = ClipTextEncoder::load(gpu(), &mut src, &header, Some(cfg)).err().expect("a mis-shaped tensor must fail");
     assert!(
         matches!(&err, Error::TensorShape { name: n, expected, got, .. } if n == name && expected == "[128]" && got == "[7]"),
         "{err}"
@@ -248,17 +198,9 @@ fn q8_0(v: &[f32]) -> Vec<u8> {
     for block in v.chunks_exact(32) {
         let amax = block.iter().fold(0f32, |m, x| m.max(x.abs()));
         let d = half::f16::from_f32(amax / 127.0);
-        let inv = if d.to_f32() > 0.0 {
-            1.0 / d.to_f32()
-        } else {
-            0.0
-        };
+        let inv = if d.to_f32() > 0.0 { 1.0 / d.to_f32() } else { 0.0 };
         out.extend_from_slice(&d.to_le_bytes());
-        out.extend(
-            block
-                .iter()
-                .map(|x| (x * inv).round().clamp(-127.0, 127.0) as i8 as u8),
-        );
+        out.extend(block.iter().map(|x| (x * inv).round().clamp(-127.0, 127.0) as i8 as u8));
     }
     out
 }
@@ -275,13 +217,8 @@ fn t5_gguf_q8_0_with_llama_cpp_names_equals_its_dequantized_weights() {
     let (mut gguf, mut f32s) = (Vec::new(), Vec::new());
     for (name, view) in st.tensors() {
         let shape: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
-        let v: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        let (dtype, data, values) = if shape.len() == 2 && !name.contains("relative_attention_bias")
-        {
+        let v: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let (dtype, data, values) = if shape.len() == 2 && !name.contains("relative_attention_bias") {
             let q = q8_0(&v);
             let deq = iclora::reference::quant::dequantize(DType::Q8_0, &q).unwrap();
             (FileDType::Gpu(DType::Q8_0), q, deq)
@@ -295,35 +232,18 @@ fn t5_gguf_q8_0_with_llama_cpp_names_equals_its_dequantized_weights() {
             dtype: FileDType::Gpu(DType::F32),
             data: hf_bytes,
         });
-        gguf.push(TensorData {
-            name: T5Keys::LlamaCpp.key(&name),
-            shape,
-            dtype,
-            data,
-        });
+        gguf.push(TensorData { name: T5Keys::LlamaCpp.key(&name), shape, dtype, data });
     }
     assert!(
         gguf.iter().any(|t| t.name == "enc.blk.1.ffn_gate.weight")
             && gguf.iter().any(|t| t.name == "token_embd.weight")
     );
-    let mut qsrc = MemSource {
-        name: "t5.gguf".into(),
-        bytes: iclora::weights::gguf::write_gguf(&[], &gguf).unwrap(),
-    };
+    let mut qsrc = MemSource { name: "t5.gguf".into(), bytes: iclora::weights::gguf::write_gguf(&[], &gguf).unwrap() };
     let qheader = read_header(&mut qsrc).unwrap();
     assert_eq!(T5Keys::detect(&qheader), T5Keys::LlamaCpp);
     let q = T5Encoder::load(gpu(), &mut qsrc, &qheader, None).unwrap(); // config inferred from llama.cpp names
-    assert_eq!(
-        (
-            q.weights.blocks[1].ff.wi_0.dtype(),
-            q.weights.shared.parts[0].1.dtype()
-        ),
-        (DType::Q8_0, DType::Q8_0)
-    );
-    let mut fsrc = MemSource {
-        name: "t5_deq.safetensors".into(),
-        bytes: write_safetensors(&[], &f32s).unwrap(),
-    };
+    assert_eq!((q.weights.blocks[1].ff.wi_0.dtype(), q.weights.shared.parts[0].1.dtype()), (DType::Q8_0, DType::Q8_0));
+    let mut fsrc = MemSource { name: "t5_deq.safetensors".into(), bytes: write_safetensors(&[], &f32s).unwrap() };
     let fheader = read_header(&mut fsrc).unwrap();
     let f = T5Encoder::load(gpu(), &mut fsrc, &fheader, None).unwrap();
     assert_eq!(q.config, f.config);
@@ -332,16 +252,8 @@ fn t5_gguf_q8_0_with_llama_cpp_names_equals_its_dequantized_weights() {
         let ids = io.ids(&format!("t5/ids/{p}"));
         let g = gpu();
         let mut b = g.batch();
-        let (yq, yf) = (
-            q.forward(g, &mut b, &ids).unwrap(),
-            f.forward(g, &mut b, &ids).unwrap(),
-        );
+        let (yq, yf) = (q.forward(g, &mut b, &ids).unwrap(), f.forward(g, &mut b, &ids).unwrap());
         g.submit(b).unwrap();
-        assert_close(
-            &format!("T5 Q8_0 GGUF vs dequantized F32, prompt {p}"),
-            &read_back(&yq),
-            &read_back(&yf),
-            RTOL,
-        );
+        assert_close(&format!("T5 Q8_0 GGUF vs dequantized F32, prompt {p}"), &read_back(&yq), &read_back(&yf), RTOL);
     }
 }

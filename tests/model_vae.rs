@@ -130,7 +130,11 @@ fn bfl_name(k: &str) -> String {
 }
 
 /// The fixture's weights rewritten: names through `rename`, `target` dropped (`None`) or replaced.
-fn rewritten(rename: fn(&str) -> String, target: &str, replace: Option<Option<(Vec<u64>, Vec<u8>)>>) -> (MemSource, WeightsHeader) {
+fn rewritten(
+    rename: fn(&str) -> String,
+    target: &str,
+    replace: Option<Option<(Vec<u64>, Vec<u8>)>>,
+) -> (MemSource, WeightsHeader) {
     let bytes = std::fs::read(format!("{DIR}/vae_tiny.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors = Vec::new();
@@ -158,7 +162,10 @@ fn rewritten(rename: fn(&str) -> String, target: &str, replace: Option<Option<(V
 #[test]
 fn bfl_names_decode_and_encode_the_same() {
     let (mut src, header) = rewritten(bfl_name, "", None);
-    assert!(header.tensor("decoder.up.3.upsample.conv.weight").is_some() && header.tensor("decoder.up.0.block.0.nin_shortcut.weight").is_some());
+    assert!(
+        header.tensor("decoder.up.3.upsample.conv.weight").is_some()
+            && header.tensor("decoder.up.0.block.0.nin_shortcut.weight").is_some()
+    );
     let vae = Vae::load(gpu(), &mut src, &header, Some(config()), VaeParts::BOTH).unwrap();
     let (_, got) = decode(&vae, &upload("dec6x5/z"));
     assert_close("decode 6x5 (BFL names)", &got, &io("dec6x5/image").1, RTOL);
@@ -210,7 +217,10 @@ fn blend_on_cpu(bands: &[(usize, usize, Vec<f32>)], (c, r, w): (usize, usize, us
             }
         }
     }
-    assert!(weight_sum.iter().all(|s| (s - 1.0).abs() < 1e-5), "blend weights must sum to 1 on every row: {weight_sum:?}");
+    assert!(
+        weight_sum.iter().all(|s| (s - 1.0).abs() < 1e-5),
+        "blend weights must sum to 1 on every row: {weight_sum:?}"
+    );
     out
 }
 
@@ -262,7 +272,8 @@ fn tiled_encode_matches_bands_and_untiled() {
             .map(|(s, e)| {
                 let band = rows_of(&iv, (3, 32, 40), 8 * s, 8 * e);
                 let mut b = g.batch();
-                let t = vae.encode_pixel_stage(g, &mut b, &g.upload_f32(&[3, 8 * (e - s), 40], &band).unwrap()).unwrap();
+                let t =
+                    vae.encode_pixel_stage(g, &mut b, &g.upload_f32(&[3, 8 * (e - s), 40], &band).unwrap()).unwrap();
                 g.submit(b).unwrap();
                 (s, e, read(&t))
             })
@@ -274,7 +285,12 @@ fn tiled_encode_matches_bands_and_untiled() {
         let expected = vae.normalize(g, &mut b, &mean).unwrap();
         g.submit(b).unwrap();
         let got = read(&z);
-        assert_close(&format!("tiled encode {tile}/{overlap} vs bands blended on the CPU"), &got, &read(&expected), 1e-5);
+        assert_close(
+            &format!("tiled encode {tile}/{overlap} vs bands blended on the CPU"),
+            &got,
+            &read(&expected),
+            1e-5,
+        );
         let rms = (untiled.iter().map(|v| v * v).sum::<f32>() / untiled.len() as f32).sqrt();
         let diff = (got.iter().zip(&untiled).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / got.len() as f32).sqrt();
         eprintln!("tiled encode {tile}/{overlap} vs untiled: rms difference {diff:.3e} (output rms {rms:.3e})");
@@ -308,7 +324,12 @@ fn tiled_decode_matches_untiled() {
         let t = vae.decode_tiled(g, &z, &TileOptions { tile_rows: Some(tile), overlap }).unwrap();
         assert_eq!(t.shape(), [3, 48, 40]);
         let got = read(&t);
-        assert_close(&format!("tiled {tile}/{overlap} vs bands blended on the CPU"), &got, &cpu_blend(&vae, &z, tile, overlap), 1e-5);
+        assert_close(
+            &format!("tiled {tile}/{overlap} vs bands blended on the CPU"),
+            &got,
+            &cpu_blend(&vae, &z, tile, overlap),
+            1e-5,
+        );
         let diff = (got.iter().zip(&untiled).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / got.len() as f32).sqrt();
         eprintln!("tiled {tile}/{overlap} vs untiled: rms difference {diff:.3e} (output rms {rms:.3e})");
         assert!(tile < 4 || diff <= 0.35 * rms, "tiled {tile}/{overlap}: rms difference {diff} > 35% of {rms}");
@@ -342,11 +363,21 @@ fn canvas_over_the_binding_limit_is_decoded_whole() {
     let mut b = small.batch();
     let whole = vae.decode(&small, &mut b, &z).unwrap();
     small.submit(b).unwrap();
-    assert_close("decode split over 64 KiB bindings vs unsplit", &small.read_f32_blocking(&whole).unwrap(), &reference, 1e-5);
+    assert_close(
+        "decode split over 64 KiB bindings vs unsplit",
+        &small.read_f32_blocking(&whole).unwrap(),
+        &reference,
+        1e-5,
+    );
     let auto = vae.decode_tiled(&small, &z, &TileOptions::default()).unwrap();
     assert_close("automatic decode_tiled: whole canvas", &small.read_f32_blocking(&auto).unwrap(), &reference, 1e-5);
     let banded = vae.decode_tiled(&small, &z, &TileOptions { tile_rows: Some(2), overlap: 1 }).unwrap();
-    assert_close("explicit bands under 64 KiB bindings", &small.read_f32_blocking(&banded).unwrap(), &cpu_blend(&normal, &upload("dec6x5/z"), 2, 1), 1e-5);
+    assert_close(
+        "explicit bands under 64 KiB bindings",
+        &small.read_f32_blocking(&banded).unwrap(),
+        &cpu_blend(&normal, &upload("dec6x5/z"), 2, 1),
+        1e-5,
+    );
 
     let g = gpu();
     let mut b = g.batch();
@@ -357,7 +388,12 @@ fn canvas_over_the_binding_limit_is_decoded_whole() {
     let mut b = small.batch();
     let enc = vae.encode(&small, &mut b, &image).unwrap();
     small.submit(b).unwrap();
-    assert_close("encode split over 64 KiB bindings vs unsplit", &small.read_f32_blocking(&enc).unwrap(), &enc_ref, 1e-5);
+    assert_close(
+        "encode split over 64 KiB bindings vs unsplit",
+        &small.read_f32_blocking(&enc).unwrap(),
+        &enc_ref,
+        1e-5,
+    );
     let enc_auto = vae.encode_tiled(&small, &image, &TileOptions::default()).unwrap();
     assert_close("automatic encode_tiled: whole image", &small.read_f32_blocking(&enc_auto).unwrap(), &enc_ref, 1e-5);
 }
@@ -366,7 +402,9 @@ fn canvas_over_the_binding_limit_is_decoded_whole() {
 fn missing_tensor_is_named() {
     let name = "decoder.up_blocks.1.resnets.0.conv_shortcut.weight";
     let (mut src, header) = rewritten(|s| s.to_string(), name, None);
-    let err = Vae::load(gpu(), &mut src, &header, Some(config()), VaeParts::DECODER).err().expect("a missing tensor must fail");
+    let err = Vae::load(gpu(), &mut src, &header, Some(config()), VaeParts::DECODER)
+        .err()
+        .expect("a missing tensor must fail");
     assert!(matches!(&err, Error::MissingTensor { name: n, .. } if n == name), "{err:?}");
     assert!(err.to_string().contains(name), "{err}");
     // The encoder alone does not need it.
@@ -378,7 +416,9 @@ fn missing_tensor_is_named() {
 fn mis_shaped_tensor_is_named_with_expected_shape() {
     let name = "encoder.mid_block.attentions.0.to_k.weight";
     let (mut src, header) = rewritten(|s| s.to_string(), name, Some(Some((vec![64, 32], vec![0; 64 * 32 * 2]))));
-    let err = Vae::load(gpu(), &mut src, &header, Some(config()), VaeParts::BOTH).err().expect("a mis-shaped tensor must fail");
+    let err = Vae::load(gpu(), &mut src, &header, Some(config()), VaeParts::BOTH)
+        .err()
+        .expect("a mis-shaped tensor must fail");
     match &err {
         Error::TensorShape { name: n, expected, got, .. } => {
             assert_eq!(n, name);

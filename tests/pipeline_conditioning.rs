@@ -39,7 +39,8 @@ use iclora::Error;
 
 const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-flux");
 const KEEP_PSNR_DB: f64 = 40.0;
-const OPTS: SampleOptions = SampleOptions { height: 32, width: 64, steps: 4, guidance: Some(3.5), variant: FluxVariant::Dev, step_cache: None };
+const OPTS: SampleOptions =
+    SampleOptions { height: 32, width: 64, steps: 4, guidance: Some(3.5), variant: FluxVariant::Dev, step_cache: None };
 const LAYOUT: Layout = Layout { rows: 1, cols: 2 };
 /// Tokens of panel 0 in the 2×4-token canvas (row-major).
 const PANEL0: [usize; 4] = [0, 1, 4, 5];
@@ -158,7 +159,11 @@ fn keep_reproduces_the_reference_round_trip() {
     assert!(cond.thresholds().iter().enumerate().all(|(t, &v)| (v == 0.0) == PANEL0.contains(&t)));
     let steps = run(Some(cond));
     let last = steps.last().unwrap();
-    assert_eq!(tokens(last, &PANEL0), tokens(&target, &PANEL0), "final panel-0 latents must be the reference's exactly");
+    assert_eq!(
+        tokens(last, &PANEL0),
+        tokens(&target, &PANEL0),
+        "final panel-0 latents must be the reference's exactly"
+    );
     for (i, s) in steps[..OPTS.steps - 1].iter().enumerate() {
         assert_ne!(tokens(s, &PANEL0), tokens(&target, &PANEL0), "step {i}: still noised");
     }
@@ -207,7 +212,10 @@ fn guide_imposes_until_its_strength_then_releases() {
             common::assert_close(&format!("guide step {i} (sigma_next {s})"), &got, &imposed, 1e-6);
         } else {
             let d = got.iter().zip(&imposed).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-            assert!(d > 1e-3, "step {i}: panel 0 must be released below strength {strength} (σ_next {s}), differs by {d}");
+            assert!(
+                d > 1e-3,
+                "step {i}: panel 0 must be released below strength {strength} (σ_next {s}), differs by {d}"
+            );
         }
     }
 }
@@ -227,12 +235,19 @@ fn guide_small_is_near_keep() {
         let target = tokens(&g.read_f32_blocking(cond.target()).unwrap(), &PANEL0);
         let guided = run_for(&o, Some(cond));
         let (k, s) = (keep.last().unwrap(), guided.last().unwrap());
-        assert_eq!(keep[..steps - 1], guided[..steps - 1], "{steps} steps: identical until the release at the last step");
+        assert_eq!(
+            keep[..steps - 1],
+            guided[..steps - 1],
+            "{steps} steps: identical until the release at the last step"
+        );
         assert_eq!(tokens(k, &other), tokens(s, &other), "{steps} steps: panel 1 sees the same inputs at every step");
         let diff: Vec<f32> = tokens(s, &PANEL0).iter().zip(&target).map(|(a, b)| a - b).collect();
         let last_sigma = sigmas_for(&o)[steps - 1];
         rel.push((rms(&diff) / rms(&target), last_sigma));
-        eprintln!("guide 1e-3, {steps} steps: panel 0 off the reference by {:.3} relative rms (σ_L {last_sigma:.3})", rel.last().unwrap().0);
+        eprintln!(
+            "guide 1e-3, {steps} steps: panel 0 off the reference by {:.3} relative rms (σ_L {last_sigma:.3})",
+            rel.last().unwrap().0
+        );
     }
     let ((r4, s4), (r20, s20)) = (rel[0], rel[1]);
     assert!(r20 > 0.0 && r20 < r4 * (s20 / s4) * 2.0, "deviation must shrink with σ_L: {rel:?}");
@@ -252,7 +267,9 @@ fn stepper_matches_sample_bit_for_bit() {
     let g = gpu();
     let (txt, pooled) = text();
     let mut old = Vec::new();
-    let out = sample(g, model(), txt, pooled, &noise(), &OPTS, &mut |s| old.push(g.read_f32_blocking(s.latents).unwrap())).unwrap();
+    let out =
+        sample(g, model(), txt, pooled, &noise(), &OPTS, &mut |s| old.push(g.read_f32_blocking(s.latents).unwrap()))
+            .unwrap();
     assert_eq!(old.last().unwrap(), &g.read_f32_blocking(&out).unwrap());
     assert_eq!(run(None), old);
     let empty = Conditioning::new(g, None, &LAYOUT, OPTS.width, OPTS.height, &[]).unwrap();
@@ -263,7 +280,8 @@ fn stepper_matches_sample_bit_for_bit() {
 fn conditioning_errors_are_typed() {
     let g = gpu();
     let r = |panel, mode| Reference { panel, image: reference_image(32, 32), mode };
-    let new = |vae: Option<&Vae>, refs: &[Reference]| Conditioning::new(g, vae, &LAYOUT, OPTS.width, OPTS.height, refs).err();
+    let new =
+        |vae: Option<&Vae>, refs: &[Reference]| Conditioning::new(g, vae, &LAYOUT, OPTS.width, OPTS.height, refs).err();
     assert_eq!(new(Some(vae()), &[r(2, RefMode::Keep)]), Some(Error::PanelIndex { index: 2, panels: 2 }));
     for strength in [0.0, 1.0, -0.5, 1.5, f32::NAN] {
         let e = new(Some(vae()), &[r(1, RefMode::Guide { strength })]);
@@ -286,8 +304,18 @@ fn a_larger_reference_is_fitted_to_its_panel() {
     let g = gpu();
     let big = reference_image(96, 48);
     let fitted = fit(&big, 32, 32).unwrap();
-    let a = Conditioning::new(g, Some(vae()), &LAYOUT, 64, 32, &[Reference { panel: 1, image: big, mode: RefMode::Keep }]).unwrap();
-    let b = Conditioning::new(g, Some(vae()), &LAYOUT, 64, 32, &[Reference { panel: 1, image: fitted, mode: RefMode::Keep }]).unwrap();
+    let a =
+        Conditioning::new(g, Some(vae()), &LAYOUT, 64, 32, &[Reference { panel: 1, image: big, mode: RefMode::Keep }])
+            .unwrap();
+    let b = Conditioning::new(
+        g,
+        Some(vae()),
+        &LAYOUT,
+        64,
+        32,
+        &[Reference { panel: 1, image: fitted, mode: RefMode::Keep }],
+    )
+    .unwrap();
     let (ta, tb) = (g.read_f32_blocking(a.target()).unwrap(), g.read_f32_blocking(b.target()).unwrap());
     assert_eq!(ta, tb);
     assert!(tokens(&ta, &PANEL0).iter().all(|&v| v == 0.0) && tokens(&ta, &[2, 3, 6, 7]).iter().any(|&v| v != 0.0));
@@ -299,11 +327,19 @@ fn a_larger_reference_is_fitted_to_its_panel() {
 fn layouts_give_row_major_rects() {
     let r = |x, y, w, h| Rect { x, y, w, h };
     assert_eq!(Layout::new(1, 2).panels(2048, 1024).unwrap(), vec![r(0, 0, 1024, 1024), r(1024, 0, 1024, 1024)]);
-    assert_eq!(Layout::new(3, 1).panels(1024, 1536).unwrap(), vec![r(0, 0, 1024, 512), r(0, 512, 1024, 512), r(0, 1024, 1024, 512)]);
+    assert_eq!(
+        Layout::new(3, 1).panels(1024, 1536).unwrap(),
+        vec![r(0, 0, 1024, 512), r(0, 512, 1024, 512), r(0, 1024, 1024, 512)]
+    );
     let four = Layout::new(2, 2).panels(1152, 1088).unwrap();
     assert_eq!(four, vec![r(0, 0, 576, 544), r(576, 0, 576, 544), r(0, 544, 576, 544), r(576, 544, 576, 544)]);
     assert_eq!(four[3].tokens(), r(36, 34, 36, 34));
-    for (l, w, h) in [(Layout::new(1, 3), 1024, 1024), (Layout::new(2, 1), 1024, 1000), (Layout::new(1, 2), 1040, 512), (Layout::new(0, 2), 512, 512)] {
+    for (l, w, h) in [
+        (Layout::new(1, 3), 1024, 1024),
+        (Layout::new(2, 1), 1024, 1000),
+        (Layout::new(1, 2), 1040, 512),
+        (Layout::new(0, 2), 512, 512),
+    ] {
         let e = l.panels(w, h).unwrap_err();
         assert!(matches!(e, Error::PanelGrid { .. }), "{l:?} on {w}×{h}: {e}");
     }
@@ -337,7 +373,10 @@ fn fit_crops_to_the_center_and_averages_areas() {
     // Halving (same aspect, no crop): each output pixel is the rounded mean of its 2×2 block.
     let half = fit(&img, 48, 16).unwrap();
     for (y, x, c) in [(0, 0, 0), (7, 13, 1), (15, 47, 2)] {
-        let s: u32 = [(0, 0), (0, 1), (1, 0), (1, 1)].iter().map(|(dy, dx)| img.pixels[((2 * y + dy) * 96 + 2 * x + dx) * 3 + c] as u32).sum();
+        let s: u32 = [(0, 0), (0, 1), (1, 0), (1, 1)]
+            .iter()
+            .map(|(dy, dx)| img.pixels[((2 * y + dy) * 96 + 2 * x + dx) * 3 + c] as u32)
+            .sum();
         assert_eq!(half.pixels[(y * 48 + x) * 3 + c] as f64, (s as f64 / 4.0).round(), "({y}, {x}, {c})");
     }
     // Doubling replicates pixels.

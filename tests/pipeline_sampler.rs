@@ -43,7 +43,14 @@ fn options(case: &str) -> SampleOptions {
     let p = fixture(&format!("{case}/params")).1;
     let variant = if case.starts_with("dev") { FluxVariant::Dev } else { FluxVariant::Schnell };
     let guidance = (p[4] != 0.0).then_some(p[4]);
-    SampleOptions { height: p[1] as usize, width: p[2] as usize, steps: p[3] as usize, guidance, variant, step_cache: None }
+    SampleOptions {
+        height: p[1] as usize,
+        width: p[2] as usize,
+        steps: p[3] as usize,
+        guidance,
+        variant,
+        step_cache: None,
+    }
 }
 
 /// Runs `case` from `noise`, compares every step and the final latents with diffusers'.
@@ -139,7 +146,12 @@ fn stepper_matches_diffusers_and_sample() {
     while let Some(info) = s.step_blocking(g).unwrap() {
         assert_eq!((info.index, info.steps, s.done()), (s.done() - 1, opts.steps, info.index + 1));
         let got = g.read_f32_blocking(s.latents()).unwrap();
-        assert_close(&format!("stepper step {}", info.index), &got, &fixture(&format!("{case}/step{}", info.index)).1, STEP_RTOL);
+        assert_close(
+            &format!("stepper step {}", info.index),
+            &got,
+            &fixture(&format!("{case}/step{}", info.index)).1,
+            STEP_RTOL,
+        );
         assert_eq!(got, looped[info.index], "step {}: the stepper must equal sample() bit for bit", info.index);
     }
     assert_eq!(s.done(), opts.steps);

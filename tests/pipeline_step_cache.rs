@@ -8,8 +8,8 @@
 //! * A threshold above every distance reuses every step that is not forced: computed are exactly
 //!   the first, the last, and (with a cap of `k` reuses in a row) every `k+1`-th step; the
 //!   sampler's count and the per-step flags agree.
-//! * A reused step's latents equal, to 1e-5 relative, `x + dt · final_layer(first block's output
-//!   + (all blocks' output − first block's output) of the last computed step)` composed on the
+//! * A reused step's latents equal, to 1e-5 relative, `x + dt · final_layer(f + (a − f))`, with `f`
+//!   the first block's output and `a` all blocks' output of the last computed step, composed on the
 //!   CPU from the model's parts run separately.
 //! * Settings are checked (threshold range, a cap of 0).
 
@@ -25,7 +25,8 @@ use iclora::pipeline::schedule::FluxVariant;
 use iclora::pipeline::seed::flux_noise;
 use iclora::pipeline::step_cache::StepCache;
 
-const OPTS: SampleOptions = SampleOptions { height: 48, width: 80, steps: 8, guidance: Some(3.5), variant: FluxVariant::Dev, step_cache: None };
+const OPTS: SampleOptions =
+    SampleOptions { height: 48, width: 80, steps: 8, guidance: Some(3.5), variant: FluxVariant::Dev, step_cache: None };
 /// Above any distance the tiny model shows (they are printed by `threshold_zero_…`).
 const HUGE: f32 = 10.0;
 
@@ -141,7 +142,8 @@ fn a_reused_step_is_the_first_block_plus_the_cached_residual() {
 
     // Step 0 (computed) on the noise: the residual of the blocks after the first.
     let (h0, img0, x_t, rope) = head(&noise(), sigmas[0]);
-    let inp = FluxInputs { img: &x_t, txt, pooled, timestep: timestep(sigmas[0]), guidance: OPTS.guidance, rope: &rope };
+    let inp =
+        FluxInputs { img: &x_t, txt, pooled, timestep: timestep(sigmas[0]), guidance: OPTS.guidance, rope: &rope };
     let mut b = g.batch();
     let out0 = m.forward_tail(g, &mut b, &inp, &h0.svec, h0.txt.clone(), h0.img.clone(), &mut |_, _| {}).unwrap();
     g.submit(b).unwrap();
@@ -174,7 +176,10 @@ fn settings_are_checked() {
     ] {
         assert!(bad.check("test").is_err(), "{bad:?}");
         let o = SampleOptions { step_cache: Some(bad), ..OPTS };
-        assert!(matches!(Sampler::new(g, m, txt, pooled, &noise(), &o, None), Err(iclora::Error::InvalidArgument(_))), "{bad:?}");
+        assert!(
+            matches!(Sampler::new(g, m, txt, pooled, &noise(), &o, None), Err(iclora::Error::InvalidArgument(_))),
+            "{bad:?}"
+        );
     }
     assert!(StepCache { threshold: 0.12, max_reuse: Some(3) }.check("test").is_ok());
 }

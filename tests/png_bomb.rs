@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use iclora::error::Error;
 use iclora::recipe::png::recipe_from_png;
 
-
 struct Counting;
 
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
@@ -62,7 +61,8 @@ fn bomb(width: u32, height: u32) -> Vec<u8> {
 #[test]
 fn a_png_bomb_is_refused_from_its_header() {
     let file = bomb(16000, 16000);
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/png_recipe/regress-bomb-16000x16000-rgba16.png");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds/png_recipe/regress-bomb-16000x16000-rgba16.png");
     assert_eq!(std::fs::read(&path).unwrap(), file, "the committed regression file is this bomb");
     LARGEST.store(0, Ordering::Relaxed);
     let start = std::time::Instant::now();
@@ -70,7 +70,10 @@ fn a_png_bomb_is_refused_from_its_header() {
     let (largest, secs) = (LARGEST.load(Ordering::Relaxed), start.elapsed().as_secs_f64());
     match result {
         Err(Error::FileLimit { file, what, found, .. }) => {
-            assert_eq!((file.as_str(), what.as_str(), found), ("bomb.png", "decoded image size (bytes)", 2_048_000_000));
+            assert_eq!(
+                (file.as_str(), what.as_str(), found),
+                ("bomb.png", "decoded image size (bytes)", 2_048_000_000)
+            );
         }
         other => panic!("expected Error::FileLimit, got {other:?}"),
     }

@@ -23,7 +23,10 @@ fn fast_presets_stack_a_few_step_lora_on_the_task() {
     ];
     assert_eq!(presets.len(), card.len());
     for (p, (id, url, scale, steps, guidance)) in presets.iter().zip(card) {
-        assert_eq!((p.id.as_str(), p.adapter.as_str(), p.scale, p.steps, p.guidance), (id, url, scale, steps, guidance));
+        assert_eq!(
+            (p.id.as_str(), p.adapter.as_str(), p.scale, p.steps, p.guidance),
+            (id, url, scale, steps, guidance)
+        );
         assert!(p.title.starts_with("Fast: 8 steps"), "{}", p.title);
         check_url("adapter", &p.adapter).unwrap();
     }
@@ -31,7 +34,15 @@ fn fast_presets_stack_a_few_step_lora_on_the_task() {
         let mut r = t.example_recipe(ModelSource::Preset("flux-dev-q4_0".into()), 3);
         let p = fast_preset("turbo-alpha-8").unwrap();
         p.apply(&mut r);
-        assert_eq!(r.adapters, vec![Adapter { url: t.adapter.clone(), scale: t.scale }, Adapter { url: p.adapter.clone(), scale: p.scale }], "{}", t.id);
+        assert_eq!(
+            r.adapters,
+            vec![
+                Adapter { url: t.adapter.clone(), scale: t.scale },
+                Adapter { url: p.adapter.clone(), scale: p.scale }
+            ],
+            "{}",
+            t.id
+        );
         assert_eq!((r.steps, r.guidance), (8, 3.5));
         r.validate().unwrap();
         assert_eq!(fast_preset_of(&r).map(|p| p.id.as_str()), Some("turbo-alpha-8"));
@@ -39,7 +50,15 @@ fn fast_presets_stack_a_few_step_lora_on_the_task() {
         p.apply(&mut r);
         let hyper = fast_preset("hyper-flux-8").unwrap();
         hyper.apply(&mut r);
-        assert_eq!(r.adapters, vec![Adapter { url: t.adapter.clone(), scale: t.scale }, Adapter { url: hyper.adapter.clone(), scale: 0.125 }], "{}", t.id);
+        assert_eq!(
+            r.adapters,
+            vec![
+                Adapter { url: t.adapter.clone(), scale: t.scale },
+                Adapter { url: hyper.adapter.clone(), scale: 0.125 }
+            ],
+            "{}",
+            t.id
+        );
         assert_eq!(from_fragment(&to_fragment(&r).unwrap()).unwrap(), r, "{}: the link carries it", t.id);
         assert!(r.urls().contains(&hyper.adapter) && r.hosts().contains(&"huggingface.co".to_string()));
     }
@@ -67,10 +86,18 @@ fn task_presets_match_the_model_card() {
     assert_eq!(tasks.len(), table.len());
     for (t, (id, w, h)) in tasks.iter().zip(table) {
         assert_eq!((t.id.as_str(), t.width, t.height), (id, w, h));
-        assert_eq!(t.adapter, format!("https://huggingface.co/ali-vilab/In-Context-LoRA/resolve/main/{id}.safetensors"));
+        assert_eq!(
+            t.adapter,
+            format!("https://huggingface.co/ali-vilab/In-Context-LoRA/resolve/main/{id}.safetensors")
+        );
         assert_eq!((t.scale, t.steps, t.guidance), (1.0, 20, 3.5));
         let n = (t.rows * t.cols) as usize;
-        assert!(n >= 2 && t.width % (16 * t.cols) == 0 && t.height % (16 * t.rows) == 0, "{id}: {}×{} grid", t.rows, t.cols);
+        assert!(
+            n >= 2 && t.width % (16 * t.cols) == 0 && t.height % (16 * t.rows) == 0,
+            "{id}: {}×{} grid",
+            t.rows,
+            t.cols
+        );
         assert_eq!((t.template.panel_tags.len(), t.template.example_panels.len()), (n, n), "{id}");
         let prompt = build_prompt(&t.template, &t.template.example_overall, &t.template.example_panels);
         if let Some(tag) = &t.template.task_tag {
@@ -84,7 +111,11 @@ fn task_presets_match_the_model_card() {
             at = pos;
         }
         let split = split_prompt(&t.template, &prompt);
-        assert_eq!((split.overall.as_str(), &split.panels), (t.template.example_overall.as_str(), &t.template.example_panels), "{id}");
+        assert_eq!(
+            (split.overall.as_str(), &split.panels),
+            (t.template.example_overall.as_str(), &t.template.example_panels),
+            "{id}"
+        );
         let r = t.example_recipe(ModelSource::Preset("flux-dev-q8_0".into()), 1);
         r.validate().unwrap();
     }
@@ -98,7 +129,10 @@ fn prompt_split_is_best_effort() {
     let p = build_prompt(t, "  Overall  ", &["a", "", "c"]);
     assert_eq!(p, "Overall; [TOP-LEFT] a; [TOP-RIGHT]; [BOTTOM-LEFT] c; [BOTTOM-RIGHT]");
     let s = split_prompt(t, &p);
-    assert_eq!((s.overall.as_str(), s.panels.clone()), ("Overall", vec!["a".to_string(), "".into(), "c".into(), "".into()]));
+    assert_eq!(
+        (s.overall.as_str(), s.panels.clone()),
+        ("Overall", vec!["a".to_string(), "".into(), "c".into(), "".into()])
+    );
     // A hand-edited prompt that lost a tag: the text stays with the tag before it.
     let s = split_prompt(t, "X [TOP-LEFT] one [BOTTOM-LEFT] three; [BOTTOM-RIGHT] four");
     assert_eq!(s.panels, vec!["one", "", "three", "four"]);
@@ -169,7 +203,8 @@ fn preview_of_constant_channels_is_one_color() {
     let img = latent_preview(&pack(&latent, 16, h, w), h, w).unwrap();
     let color: Vec<u8> = (0..3)
         .map(|k| {
-            let v = FLUX_LATENT_RGB_BIAS[k] + 5.0 * FLUX_LATENT_RGB_FACTORS[12][k] - 3.0 * FLUX_LATENT_RGB_FACTORS[2][k];
+            let v =
+                FLUX_LATENT_RGB_BIAS[k] + 5.0 * FLUX_LATENT_RGB_FACTORS[12][k] - 3.0 * FLUX_LATENT_RGB_FACTORS[2][k];
             (((v + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0) as u8
         })
         .collect();

@@ -3,12 +3,12 @@
 //! Pure CPU; the ZIP test also unzips with Python's `zipfile` when `python3` is on PATH.
 
 use iclora::error::Error;
-use iclora::recipe::presets::{task_preset, task_presets};
+use iclora::pipeline::step_cache::StepCache;
 use iclora::recipe::png::{encode_png, recipe_from_png, KEYWORD};
+use iclora::recipe::presets::{task_preset, task_presets};
 use iclora::recipe::share::{base64url_decode, base64url_encode, from_fragment, to_fragment};
 use iclora::recipe::zip::zip;
 use iclora::recipe::{check_url, parse_web_url, url_host, Adapter, ModelSource, ModelUrls, Recipe, RECIPE_VERSION};
-use iclora::pipeline::step_cache::StepCache;
 
 /// xorshift64*: deterministic test data without a dependency.
 struct Rng(u64);
@@ -76,10 +76,24 @@ fn validation_names_the_bad_field() {
         ("adapters[0].scale", Box::new(|r| r.adapters[0].scale = f32::NAN)),
         ("layout", Box::new(|r| r.layout.rows = 5)),
         ("layout.cols", Box::new(|r| r.layout.cols = 0)),
-        ("captions.panels", Box::new(|r| { r.captions.panels.pop(); })),
+        (
+            "captions.panels",
+            Box::new(|r| {
+                r.captions.panels.pop();
+            }),
+        ),
         ("model", Box::new(|r| r.model = ModelSource::Preset("no-such-model".into()))),
         ("model", Box::new(|r| r.model = ModelSource::Custom(ModelUrls::default()))),
-        ("model.vae", Box::new(|r| r.model = ModelSource::Custom(ModelUrls { root: Some("https://a.org/m".into()), vae: Some("file:///etc/passwd".into()), ..Default::default() }))),
+        (
+            "model.vae",
+            Box::new(|r| {
+                r.model = ModelSource::Custom(ModelUrls {
+                    root: Some("https://a.org/m".into()),
+                    vae: Some("file:///etc/passwd".into()),
+                    ..Default::default()
+                })
+            }),
+        ),
         ("sampler", Box::new(|r| r.sampler = "dpm++".into())),
         ("task", Box::new(|r| r.task = Some("../x".into()))),
         ("prompt", Box::new(|r| r.prompt = "x".repeat(20_000))),
@@ -131,7 +145,8 @@ fn step_cache_setting_travels_and_its_absence_means_off() {
     assert_eq!(r.to_json().unwrap(), old, "with the cache off a recipe is written as before");
     // A link as builds before the step cache wrote it: the 16-element array.
     let old_wire = r#"[1,"tiny",[],null,"",[],"a cat",1,1,64,64,4,3.5,1,"euler",0]"#;
-    let enc = |json: &str| format!("#r={}", base64url_encode(&miniz_oxide::deflate::compress_to_vec(json.as_bytes(), 9)));
+    let enc =
+        |json: &str| format!("#r={}", base64url_encode(&miniz_oxide::deflate::compress_to_vec(json.as_bytes(), 9)));
     assert_eq!(from_fragment(&enc(old_wire)).unwrap(), r);
     assert_eq!(to_fragment(&r).unwrap(), enc(old_wire), "with the cache off a link is written as before");
     // On: JSON and link carry it, with and without a cap.
@@ -141,7 +156,11 @@ fn step_cache_setting_travels_and_its_absence_means_off() {
         assert_eq!(from_fragment(&to_fragment(&r).unwrap()).unwrap(), r);
     }
     // Checked like every field.
-    for bad in [StepCache { threshold: -0.5, max_reuse: None }, StepCache { threshold: f32::INFINITY, max_reuse: None }, StepCache { threshold: 0.1, max_reuse: Some(0) }] {
+    for bad in [
+        StepCache { threshold: -0.5, max_reuse: None },
+        StepCache { threshold: f32::INFINITY, max_reuse: None },
+        StepCache { threshold: 0.1, max_reuse: Some(0) },
+    ] {
         r.step_cache = Some(bad);
         assert_eq!(field_of(r.validate().unwrap_err()), "step_cache", "{bad:?}");
     }
@@ -165,7 +184,8 @@ fn damaged_share_links_are_typed_errors() {
         assert!(from_fragment(&format!("#r={}", base64url_encode(&data))).is_err());
     }
     // Valid JSON that is not a recipe, and a newer format version.
-    let enc = |json: &str| format!("#r={}", base64url_encode(&miniz_oxide::deflate::compress_to_vec(json.as_bytes(), 9)));
+    let enc =
+        |json: &str| format!("#r={}", base64url_encode(&miniz_oxide::deflate::compress_to_vec(json.as_bytes(), 9)));
     assert!(matches!(from_fragment(&enc("{\"a\":1}")), Err(Error::BadShareLink(_))));
     assert!(matches!(from_fragment(&enc("[1,\"tiny\"]")), Err(Error::BadShareLink(_))));
     assert!(matches!(from_fragment(&enc("[2,\"future\"]")), Err(Error::RecipeVersion { found: 2, supported: 1 })));
@@ -174,7 +194,15 @@ fn damaged_share_links_are_typed_errors() {
 #[test]
 fn base64url_matches_rfc4648() {
     // RFC 4648 §10 vectors, without padding.
-    for (plain, enc) in [("", ""), ("f", "Zg"), ("fo", "Zm8"), ("foo", "Zm9v"), ("foob", "Zm9vYg"), ("fooba", "Zm9vYmE"), ("foobar", "Zm9vYmFy")] {
+    for (plain, enc) in [
+        ("", ""),
+        ("f", "Zg"),
+        ("fo", "Zm8"),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg"),
+        ("fooba", "Zm9vYmE"),
+        ("foobar", "Zm9vYmFy"),
+    ] {
         assert_eq!(base64url_encode(plain.as_bytes()), enc);
         assert_eq!(base64url_decode(enc).unwrap(), plain.as_bytes());
     }
@@ -269,7 +297,8 @@ fn read_zip(z: &[u8]) -> Vec<(String, Vec<u8>)> {
     for _ in 0..count {
         assert_eq!(u32_at(p), 0x0201_4b50);
         let (method, time, date, crc) = (u16_at(p + 10), u16_at(p + 12), u16_at(p + 14), u32_at(p + 16));
-        let (size, usize_, nlen, off) = (u32_at(p + 20), u32_at(p + 24), u16_at(p + 28) as usize, u32_at(p + 42) as usize);
+        let (size, usize_, nlen, off) =
+            (u32_at(p + 20), u32_at(p + 24), u16_at(p + 28) as usize, u32_at(p + 42) as usize);
         assert_eq!((method, time, date, size), (0, 0, 0x21, usize_));
         let name = String::from_utf8(z[p + 46..p + 46 + nlen].to_vec()).unwrap();
         assert_eq!(u32_at(off), 0x0403_4b50);
@@ -381,28 +410,45 @@ fn urls_that_could_hide_their_host_are_refused() {
 fn a_recipe_becomes_a_run_with_its_locations_resolved() {
     // The bundled demo's preset is relative to the page.
     let mut r = film("tiny");
-    r.adapters = vec![Adapter { url: "loras/a.safetensors".into(), scale: 0.5 }, Adapter { url: "https://h.example/b.safetensors".into(), scale: 1.0 }];
+    r.adapters = vec![
+        Adapter { url: "loras/a.safetensors".into(), scale: 0.5 },
+        Adapter { url: "https://h.example/b.safetensors".into(), scale: 1.0 },
+    ];
     let m = r.model_locations(Some("http://127.0.0.1:8080/app/index.html?x=1")).unwrap();
     assert_eq!(m.root.as_deref(), Some("http://127.0.0.1:8080/app/tiny-flux"));
     assert_eq!(m.transformer, None);
     let loras = r.lora_locations(Some("http://127.0.0.1:8080/app/")).unwrap();
-    assert_eq!(loras, [("http://127.0.0.1:8080/app/loras/a.safetensors".to_string(), 0.5), ("https://h.example/b.safetensors".to_string(), 1.0)]);
+    assert_eq!(
+        loras,
+        [
+            ("http://127.0.0.1:8080/app/loras/a.safetensors".to_string(), 0.5),
+            ("https://h.example/b.safetensors".to_string(), 1.0)
+        ]
+    );
     // Without a page address a relative location says what to give.
     let e = r.model_locations(None).unwrap_err();
-    assert!(matches!(&e, Error::InvalidRecipe { field, why } if field == "model.root" && why.contains("relative") && why.contains("--base")), "{e}");
+    assert!(
+        matches!(&e, Error::InvalidRecipe { field, why } if field == "model.root" && why.contains("relative") && why.contains("--base")),
+        "{e}"
+    );
     // Absolute locations need no base; a host hidden behind a backslash is refused before joining.
-    r.model = ModelSource::Custom(ModelUrls { root: Some("https://models.example/flux/".into()), ..Default::default() });
+    r.model =
+        ModelSource::Custom(ModelUrls { root: Some("https://models.example/flux/".into()), ..Default::default() });
     assert_eq!(r.model_locations(None).unwrap().root.as_deref(), Some("https://models.example/flux"));
     r.adapters = vec![Adapter { url: "https://evil.example\\@h.example/x.safetensors".into(), scale: 1.0 }];
     assert!(matches!(r.lora_locations(Some("https://h.example/")), Err(Error::InvalidRecipe { .. })));
     // A model with neither a root nor the four components is refused.
-    r.model = ModelSource::Custom(ModelUrls { transformer: Some("https://m.example/t.gguf".into()), ..Default::default() });
+    r.model =
+        ModelSource::Custom(ModelUrls { transformer: Some("https://m.example/t.gguf".into()), ..Default::default() });
     assert!(matches!(r.model_locations(None), Err(Error::InvalidRecipe { field, .. }) if field == "model"));
     // The pipeline's options mirror the recipe.
     let mut r = film("tiny");
     r.step_cache = Some(StepCache { threshold: 0.2, max_reuse: Some(3) });
     let o = r.generate_options(vec![("https://h.example/b.safetensors".into(), 0.7)]);
-    assert_eq!((o.prompt.as_str(), o.width, o.height, o.steps, o.guidance, o.seed), (r.prompt.as_str(), r.width as usize, r.height as usize, r.steps as usize, r.guidance, r.seed));
+    assert_eq!(
+        (o.prompt.as_str(), o.width, o.height, o.steps, o.guidance, o.seed),
+        (r.prompt.as_str(), r.width as usize, r.height as usize, r.steps as usize, r.guidance, r.seed)
+    );
     let l = o.layout.unwrap();
     assert_eq!((l.rows, l.cols), (r.layout.rows as usize, r.layout.cols as usize));
     assert_eq!(o.step_cache, r.step_cache);

@@ -25,7 +25,13 @@ fn check(g: &Gpu, pick: impl Fn(&Case) -> bool) -> (usize, Vec<String>) {
             });
             match outcome {
                 Ok(c) if c.first_bad.is_none() => {}
-                Ok(c) => failures.push(format!("{} {}: first bad {:?} (max err {:.2e})", case.kernel, case.describe(dims), c.first_bad, c.max_err)),
+                Ok(c) => failures.push(format!(
+                    "{} {}: first bad {:?} (max err {:.2e})",
+                    case.kernel,
+                    case.describe(dims),
+                    c.first_bad,
+                    c.max_err
+                )),
                 Err(e) => failures.push(format!("{} {}: {e}", case.kernel, case.describe(dims))),
             }
         }
@@ -43,7 +49,8 @@ fn every_selftest_case_passes_natively() {
 
 #[test]
 fn reduction_cases_pass_through_workgroup_memory() {
-    let g = Gpu::new_blocking(&GpuOptions { allow_subgroups: false, ..GpuOptions::default() }).expect("a second device");
+    let g =
+        Gpu::new_blocking(&GpuOptions { allow_subgroups: false, ..GpuOptions::default() }).expect("a second device");
     assert!(!g.features().subgroups);
     let (runs, failures) = check(&g, |c| c.reduces);
     assert!(runs >= 8, "only {runs} reduction runs");
@@ -55,7 +62,8 @@ fn reduction_cases_pass_through_workgroup_memory() {
 #[test]
 fn reducing_kernels_pick_the_prelude_of_the_device() {
     use iclora::kernels::{norm, reduce, rope, softmax, PRELUDE_REDUCE, PRELUDE_REDUCE_SG};
-    let plain = Gpu::new_blocking(&GpuOptions { allow_subgroups: false, ..GpuOptions::default() }).expect("a second device");
+    let plain =
+        Gpu::new_blocking(&GpuOptions { allow_subgroups: false, ..GpuOptions::default() }).expect("a second device");
     for shaders in [&norm::SHADERS, &rope::SHADERS, &softmax::SHADERS, &reduce::SHADERS] {
         let sg = shaders.pick(gpu());
         assert!(sg.needs_subgroups && sg.sources[0] == PRELUDE_REDUCE_SG, "{}", sg.name);

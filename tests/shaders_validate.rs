@@ -21,10 +21,8 @@ fn validate(name: &str, source: &str, entry: &str, overrides: &[(&'static str, f
     )
     .map_err(|e| format!("{name}/{entry} {overrides:?}: {e}"))?;
     let options = naga::back::spv::Options::default();
-    let pipeline = naga::back::spv::PipelineOptions {
-        shader_stage: naga::ShaderStage::Compute,
-        entry_point: entry.to_string(),
-    };
+    let pipeline =
+        naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: entry.to_string() };
     naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
         .map_err(|e| format!("{name}/{entry} {overrides:?}: SPIR-V: {e}"))?;
     Ok(())
@@ -55,7 +53,7 @@ fn every_shader_file_is_used() {
     for entry in std::fs::read_dir(dir).expect("shaders/") {
         let path = entry.expect("entry").path();
         let text = std::fs::read_to_string(&path).expect("read shader");
-        assert!(used.iter().any(|u| *u == text), "{} is not part of any program in kernels::all_shaders()", path.display());
+        assert!(used.contains(&text), "{} is not part of any program in kernels::all_shaders()", path.display());
     }
 }
 

@@ -12,18 +12,10 @@ fn check_ids(tok: &PromptTokenizer, enc: &str, io: &Io) {
     let mut truncated = 0;
     for (p, prompt) in prompts().iter().enumerate() {
         let e = tok.encode(prompt).unwrap();
-        assert_eq!(
-            e.ids,
-            io.ids(&format!("{enc}/ids/{p}")),
-            "{enc} ids of prompt {p} {prompt:?}"
-        );
+        assert_eq!(e.ids, io.ids(&format!("{enc}/ids/{p}")), "{enc} ids of prompt {p} {prompt:?}");
         let full = io.i64s(&format!("{enc}/full_len/{p}"))[0] as usize;
         assert_eq!(e.full_len, full, "{enc} untruncated length of prompt {p}");
-        assert_eq!(
-            e.truncated,
-            full > tok.max_len(),
-            "{enc} truncation flag of prompt {p}"
-        );
+        assert_eq!(e.truncated, full > tok.max_len(), "{enc} truncation flag of prompt {p}");
         assert_eq!(e.warning(enc).is_some(), e.truncated);
         truncated += e.truncated as usize;
     }
@@ -57,19 +49,12 @@ fn clip_from_vocab_and_merges_equals_transformers() {
     let io = Io::open();
     let config = read("clip_tokenizer_config.json");
     for cfg in [Some(config.as_slice()), None] {
-        let tok = PromptTokenizer::clip_from_vocab(
-            "tokenizer/",
-            &read("clip_vocab.json"),
-            &read("clip_merges.txt"),
-            cfg,
-        )
-        .unwrap();
+        let tok =
+            PromptTokenizer::clip_from_vocab("tokenizer/", &read("clip_vocab.json"), &read("clip_merges.txt"), cfg)
+                .unwrap();
         check_ids(&tok, "clip", &io);
     }
-    let err =
-        PromptTokenizer::clip_from_vocab("tokenizer/", &read("clip_vocab.json"), b"a b c\n", None)
-            .err()
-            .unwrap();
+    let err = PromptTokenizer::clip_from_vocab("tokenizer/", &read("clip_vocab.json"), b"a b c\n", None).err().unwrap();
     assert!(
         matches!(&err, Error::Tokenizer { file, message } if file == "tokenizer/" && message.contains("line 1")),
         "{err}"
@@ -78,27 +63,19 @@ fn clip_from_vocab_and_merges_equals_transformers() {
 
 #[test]
 fn t5_eos_comes_from_the_post_processor_and_pad_needs_the_config() {
-    let err = t5_tokenizer(false)
-        .err()
-        .expect("no pad token without tokenizer_config.json");
+    let err = t5_tokenizer(false).err().expect("no pad token without tokenizer_config.json");
     assert!(
         matches!(&err, Error::Tokenizer { file, message } if file == "t5_tokenizer.json" && message.contains("pad")),
         "{err}"
     );
     // A config naming an unknown token is an error naming it; a too short length is rejected.
     let bad = br#"{"pad_token": "<nothing>"}"#;
-    let err = PromptTokenizer::t5("t.json", &read("t5_tokenizer.json"), Some(bad), T5_LEN)
-        .err()
-        .unwrap();
+    let err = PromptTokenizer::t5("t.json", &read("t5_tokenizer.json"), Some(bad), T5_LEN).err().unwrap();
     assert!(err.to_string().contains("<nothing>"), "{err}");
     assert!(PromptTokenizer::t5("t.json", b"{not json", None, T5_LEN).is_err());
     let mut tok = t5_tokenizer(true).unwrap();
     assert!(tok.set_max_len(1).is_err());
     tok.set_max_len(4).unwrap();
     let e = tok.encode(&prompts()[0]).unwrap();
-    assert_eq!(
-        (e.ids.len(), e.ids[3], e.truncated),
-        (4, tok.eos_id(), true)
-    );
+    assert_eq!((e.ids.len(), e.ids[3], e.truncated), (4, tok.eos_id(), true));
 }
-

@@ -10,7 +10,10 @@ use common::{gpu, Rng};
 use iclora::gpu::{DType, Tensor};
 use iclora::reference::random::weight_bytes;
 use iclora::weights::gguf::write_gguf;
-use iclora::weights::load::{converted_layout, load_rows_into, load_rows_into_chunked, load_tensor_as, read_header, Convert, MemSource, Pacer, Uploads};
+use iclora::weights::load::{
+    converted_layout, load_rows_into, load_rows_into_chunked, load_tensor_as, read_header, Convert, MemSource, Pacer,
+    Uploads,
+};
 use iclora::weights::safetensors::write_safetensors;
 use iclora::weights::tensor_info::{FileDType, TensorData};
 use iclora::Error;
@@ -22,13 +25,14 @@ fn gpu_bytes(t: &Tensor) -> Vec<u8> {
 /// Bytes of `n` F8 values with no NaN/Inf.
 fn f8_bytes(rng: &mut Rng, n: usize, dtype: FileDType) -> Vec<u8> {
     let special = |b: u8| if dtype == FileDType::F8E4M3 { b & 0x7f == 0x7f } else { b & 0x7c == 0x7c };
-    (0..n).map(|_| loop {
-        let b = rng.next_u64() as u8;
-        if !special(b) {
-            break b;
-        }
-    })
-    .collect()
+    (0..n)
+        .map(|_| loop {
+            let b = rng.next_u64() as u8;
+            if !special(b) {
+                break b;
+            }
+        })
+        .collect()
 }
 
 /// Parts `p0..p2` of `[rows_i, k]` and, in the same file, `fused` holding their rows stacked.
@@ -77,7 +81,8 @@ fn parts_stream_into_their_rows_exactly() {
                 let mut first = 0;
                 for (name, &r) in parts.iter().zip(&rows) {
                     let info = header.tensor(name).unwrap();
-                    load_rows_into_chunked(gpu(), &mut src, &header.file, info, convert, chunk, 1.0, &dst, first).unwrap();
+                    load_rows_into_chunked(gpu(), &mut src, &header.file, info, convert, chunk, 1.0, &dst, first)
+                        .unwrap();
                     first += r;
                 }
                 let got = gpu_bytes(&dst);
@@ -106,8 +111,14 @@ fn parts_that_do_not_fit_are_refused() {
     // of width 5 is element 15).
     let dst = gpu().empty(&[4, 5], DType::F16).unwrap();
     refused("past the end", load_rows_into(gpu(), &mut src, &header, &p0, Convert::Keep, &dst, 2));
-    refused("row width", load_rows_into(gpu(), &mut src, &header, &p0, Convert::Keep, &gpu().empty(&[8, 4], DType::F16).unwrap(), 0));
-    refused("format", load_rows_into(gpu(), &mut src, &header, &p0, Convert::Keep, &gpu().empty(&[4, 5], DType::F32).unwrap(), 0));
+    refused(
+        "row width",
+        load_rows_into(gpu(), &mut src, &header, &p0, Convert::Keep, &gpu().empty(&[8, 4], DType::F16).unwrap(), 0),
+    );
+    refused(
+        "format",
+        load_rows_into(gpu(), &mut src, &header, &p0, Convert::Keep, &gpu().empty(&[4, 5], DType::F32).unwrap(), 0),
+    );
     refused("mid-word", load_rows_into(gpu(), &mut src, &header, &p1, Convert::Keep, &dst, 3));
     // What fits still loads, and a row after it lands where it should.
     load_rows_into(gpu(), &mut src, &header, &p0, Convert::Keep, &dst, 0).unwrap();
@@ -120,7 +131,11 @@ fn parts_that_do_not_fit_are_refused() {
 fn planned_uploads_stream_the_same_bytes_with_pacing() {
     let mut rng = Rng::new(79);
     let (rows, k) = ([64usize, 32, 96], 1024);
-    for (dtype, convert) in [(FileDType::Gpu(DType::F32), Convert::Keep), (FileDType::Gpu(DType::BF16), Convert::Q8_0), (FileDType::Gpu(DType::Q4_0), Convert::Keep)] {
+    for (dtype, convert) in [
+        (FileDType::Gpu(DType::F32), Convert::Keep),
+        (FileDType::Gpu(DType::BF16), Convert::Q8_0),
+        (FileDType::Gpu(DType::Q4_0), Convert::Keep),
+    ] {
         let (mut src, parts) = file_with_parts(&mut rng, dtype, &rows, k);
         let header = read_header(&mut src).unwrap();
         let fused = header.tensor("fused").unwrap().clone();
@@ -147,6 +162,10 @@ fn planned_uploads_stream_the_same_bytes_with_pacing() {
         // Each wait follows at least `every` bytes and at most `every` + one chunk's upload
         // (converted chunks can be larger than the file's: F32 staging of BF16).
         let (lo, hi) = ((uploaded / (every + 4 * chunk)) as u64, (uploaded / every) as u64);
-        assert!(pacer.waits >= lo.max(1) && pacer.waits <= hi, "{what}: {} waits for {uploaded} bytes every {every}", pacer.waits);
+        assert!(
+            pacer.waits >= lo.max(1) && pacer.waits <= hi,
+            "{what}: {} waits for {uploaded} bytes every {every}",
+            pacer.waits
+        );
     }
 }

@@ -133,7 +133,14 @@ impl Drop for Server {
 }
 
 /// Handles one connection: one request, then close (`Connection: close`).
-fn serve(mut conn: TcpStream, versions: &[Vec<u8>], seen: &Mutex<Vec<Seen>>, faults: &[Fault], tag: Tag, change_after: usize) {
+fn serve(
+    mut conn: TcpStream,
+    versions: &[Vec<u8>],
+    seen: &Mutex<Vec<Seen>>,
+    faults: &[Fault],
+    tag: Tag,
+    change_after: usize,
+) {
     conn.set_read_timeout(Some(Duration::from_secs(2))).ok();
     // Peek the whole request without consuming it, so that `Reset` can leave it unread.
     let mut buf = [0u8; 4096];
@@ -168,7 +175,11 @@ fn serve(mut conn: TcpStream, versions: &[Vec<u8>], seen: &Mutex<Vec<Seen>>, fau
     let version = {
         let s = seen.lock().unwrap();
         let before = s[..me].iter().filter(|x| x.path == "/f" || x.path == "/redirect").count();
-        if before >= change_after { versions.len() - 1 } else { 0 }
+        if before >= change_after {
+            versions.len() - 1
+        } else {
+            0
+        }
     };
     let file = &versions[version][..];
     let validators = match tag {
@@ -230,7 +241,15 @@ fn parse_range(v: &str) -> Option<(usize, Option<usize>)> {
 }
 
 fn opts() -> HttpOptions {
-    HttpOptions { connect_timeout: TIMEOUT, read_timeout: TIMEOUT, retries: 3, backoff: Duration::from_millis(5), max_backoff: Duration::from_millis(40), head_bytes: HEAD, ..HttpOptions::default() }
+    HttpOptions {
+        connect_timeout: TIMEOUT,
+        read_timeout: TIMEOUT,
+        retries: 3,
+        backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(40),
+        head_bytes: HEAD,
+        ..HttpOptions::default()
+    }
 }
 
 /// A GGUF of every GPU weight format (≈ 60 KB), deterministic.
@@ -240,7 +259,12 @@ fn gguf_file() -> (Vec<u8>, Vec<TensorData>) {
     for d in DType::WEIGHT_FORMATS {
         let numel = if d.is_quantized() { 2 * 3072 } else { 3 * 7 };
         let shape = if d.is_quantized() { vec![2, 3072] } else { vec![3, 7] };
-        tensors.push(TensorData { name: format!("w.{d}"), shape, dtype: FileDType::Gpu(d), data: weight_bytes(&mut rng, d, numel, 1.0, 0.1) });
+        tensors.push(TensorData {
+            name: format!("w.{d}"),
+            shape,
+            dtype: FileDType::Gpu(d),
+            data: weight_bytes(&mut rng, d, numel, 1.0, 0.1),
+        });
     }
     let meta = vec![("general.architecture".to_string(), MetaValue::Str("flux".into()))];
     (write_gguf(&meta, &tensors).unwrap(), tensors)
@@ -269,7 +293,14 @@ fn every_gguf_tensor_loads_exactly_through_faults() {
     let mut faults = vec![Fault::None];
     for _ in 0..3 {
         // At most 2 failures without progress in a row (retries = 3).
-        faults.extend([Fault::Truncate(1000), Fault::Reset, Fault::Stall(100), Fault::Unavailable, Fault::Truncate(0), Fault::None]);
+        faults.extend([
+            Fault::Truncate(1000),
+            Fault::Reset,
+            Fault::Stall(100),
+            Fault::Unavailable,
+            Fault::Truncate(0),
+            Fault::None,
+        ]);
     }
     let server = Server::start(file.clone(), faults.clone());
     let mut src = HttpSource::open_with(&server.url("/f"), opts(), None).unwrap();
@@ -297,14 +328,28 @@ fn every_gguf_tensor_loads_exactly_through_faults() {
 fn bytes_are_identical_through_faults_and_progress_is_reported() {
     let mut rng = Rng::new(72);
     let tensors: Vec<TensorData> = (0..6)
-        .map(|i| TensorData { name: format!("t{i}"), shape: vec![5000], dtype: FileDType::Gpu(DType::F16), data: rng.bytes(10000) })
+        .map(|i| TensorData {
+            name: format!("t{i}"),
+            shape: vec![5000],
+            dtype: FileDType::Gpu(DType::F16),
+            data: rng.bytes(10000),
+        })
         .collect();
     let file = write_safetensors(&[], &tensors).unwrap();
-    let faults = vec![Fault::None, Fault::Truncate(3333), Fault::Truncate(1), Fault::Stall(0), Fault::Reset, Fault::Stall(5000), Fault::Unavailable];
+    let faults = vec![
+        Fault::None,
+        Fault::Truncate(3333),
+        Fault::Truncate(1),
+        Fault::Stall(0),
+        Fault::Reset,
+        Fault::Stall(5000),
+        Fault::Unavailable,
+    ];
     let server = Server::start(file.clone(), faults);
     let events: Arc<Mutex<Vec<Progress>>> = Arc::default();
     let ev = events.clone();
-    let mut src = HttpSource::open_with(&server.url("/f"), opts(), Some(Box::new(move |p| ev.lock().unwrap().push(p)))).unwrap();
+    let mut src =
+        HttpSource::open_with(&server.url("/f"), opts(), Some(Box::new(move |p| ev.lock().unwrap().push(p)))).unwrap();
     assert_eq!(src.len(), file.len() as u64);
     let header = read_header(&mut src).unwrap();
     for t in &tensors {
@@ -327,7 +372,16 @@ fn bytes_are_identical_through_faults_and_progress_is_reported() {
 #[test]
 fn parallel_ranges_match_the_file() {
     let mut rng = Rng::new(73);
-    let file = write_safetensors(&[], &[TensorData { name: "x".into(), shape: vec![40000], dtype: FileDType::Gpu(DType::F32), data: rng.bytes(160000) }]).unwrap();
+    let file = write_safetensors(
+        &[],
+        &[TensorData {
+            name: "x".into(),
+            shape: vec![40000],
+            dtype: FileDType::Gpu(DType::F32),
+            data: rng.bytes(160000),
+        }],
+    )
+    .unwrap();
     let faults = vec![Fault::None, Fault::Truncate(500), Fault::Reset, Fault::None, Fault::Stall(10)];
     let server = Server::start(file.clone(), faults);
     let src = HttpSource::open_with(&server.url("/f"), HttpOptions { parallel: 3, ..opts() }, None).unwrap();
@@ -363,7 +417,8 @@ fn an_expired_final_url_is_resolved_again() {
     let (file, _) = gguf_file();
     // Requests 0 and 1: `open` through the redirect; request 2: the pinned `/f` answers
     // 403 (a signed CDN URL that expired); the client asks `/redirect` again.
-    let server = Server::start_versions(vec![file.clone()], vec![Fault::None, Fault::None, Fault::Forbidden], Tag::Etag, 0);
+    let server =
+        Server::start_versions(vec![file.clone()], vec![Fault::None, Fault::None, Fault::Forbidden], Tag::Etag, 0);
     let mut src = HttpSource::open_with(&server.url("/redirect"), opts(), None).unwrap();
     assert!(src.read_range(1000, 3000).unwrap() == file[1000..4000]);
     let paths: Vec<String> = server.seen().into_iter().map(|s| s.path).collect();
@@ -381,16 +436,22 @@ fn a_file_that_changes_between_ranges_is_file_changed() {
     for tag in [Tag::Etag, Tag::LastModified, Tag::Linked] {
         for path in ["/f", "/redirect"] {
             // `open` is one request, or two through the redirect.
-            let server = Server::start_versions(vec![old.clone(), new.clone()], vec![], tag, if path == "/f" { 1 } else { 2 });
+            let server =
+                Server::start_versions(vec![old.clone(), new.clone()], vec![], tag, if path == "/f" { 1 } else { 2 });
             let mut src = HttpSource::open_with(&server.url(path), opts(), None).unwrap();
             assert!(src.validator().is_some(), "{tag:?}: no validator pinned");
             match src.read_range(5000, 10_000) {
                 Err(e @ Error::FileChanged { .. }) => {
                     let m = e.to_string();
-                    assert!(m.contains(&server.url(path)) && m.contains("changed on the server") && m.contains("Retry"), "{tag:?}: {m}");
+                    assert!(
+                        m.contains(&server.url(path)) && m.contains("changed on the server") && m.contains("Retry"),
+                        "{tag:?}: {m}"
+                    );
                 }
                 Err(e) => panic!("{tag:?} {path}: wrong error {e:?}"),
-                Ok(b) => panic!("{tag:?} {path}: read {} bytes of the new version (old: {})", b.len(), b == old[5000..15000]),
+                Ok(b) => {
+                    panic!("{tag:?} {path}: read {} bytes of the new version (old: {})", b.len(), b == old[5000..15000])
+                }
             }
             let seen = server.seen();
             // `If-Range` only where the server can match it: a strong ETag or a date.
@@ -422,7 +483,9 @@ fn no_range_support_and_not_found_are_typed_errors() {
     }
     let url = server.url("/missing.gguf");
     match HttpSource::open_with(&url, opts(), None) {
-        Err(e @ Error::Http { status: 404, .. }) => assert!(e.to_string().contains(&url) && e.to_string().contains("check the URL"), "{e}"),
+        Err(e @ Error::Http { status: 404, .. }) => {
+            assert!(e.to_string().contains(&url) && e.to_string().contains("check the URL"), "{e}")
+        }
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("a 404 was accepted"),
     }
@@ -431,7 +494,12 @@ fn no_range_support_and_not_found_are_typed_errors() {
 #[test]
 fn endless_faults_give_up_after_the_retries() {
     let (file, _) = gguf_file();
-    for (fault, what) in [(Fault::Stall(0), "timeout"), (Fault::Reset, "reset"), (Fault::Unavailable, "503"), (Fault::Truncate(0), "empty body")] {
+    for (fault, what) in [
+        (Fault::Stall(0), "timeout"),
+        (Fault::Reset, "reset"),
+        (Fault::Unavailable, "503"),
+        (Fault::Truncate(0), "empty body"),
+    ] {
         let server = Server::start(file.clone(), vec![fault; 10]);
         let t0 = std::time::Instant::now();
         let result = HttpSource::open_with(&server.url("/f"), opts(), None);
@@ -472,12 +540,18 @@ fn bench_stream_loads_a_generated_flux_gguf() {
     let file = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     assert_eq!(file.len() as u64, len);
-    let header = read_header(&mut iclora::weights::load::MemSource { name: "flux.gguf".into(), bytes: file.clone() }).unwrap();
+    let header =
+        read_header(&mut iclora::weights::load::MemSource { name: "flux.gguf".into(), bytes: file.clone() }).unwrap();
     let plan = flux_gguf_plan(400_000, 64);
-    let got: Vec<(String, Vec<u64>, FileDType)> = header.tensors.iter().map(|t| (t.name.clone(), t.shape.clone(), t.dtype)).collect();
-    let want: Vec<(String, Vec<u64>, FileDType)> = plan.into_iter().map(|(n, s, d)| (n, s, FileDType::Gpu(d))).collect();
+    let got: Vec<(String, Vec<u64>, FileDType)> =
+        header.tensors.iter().map(|t| (t.name.clone(), t.shape.clone(), t.dtype)).collect();
+    let want: Vec<(String, Vec<u64>, FileDType)> =
+        plan.into_iter().map(|(n, s, d)| (n, s, FileDType::Gpu(d))).collect();
     assert_eq!(got, want);
-    assert!(got.iter().any(|t| t.2 == FileDType::Gpu(DType::Q4_0)) && got.iter().any(|t| t.0 == "double_blocks.1.txt_mlp.2.weight"));
+    assert!(
+        got.iter().any(|t| t.2 == FileDType::Gpu(DType::Q4_0))
+            && got.iter().any(|t| t.0 == "double_blocks.1.txt_mlp.2.weight")
+    );
     let last = header.tensors.iter().map(|t| t.offset + t.size).max().unwrap();
     assert!(last <= len && len - last < 32, "data ends at {last}, file is {len}");
     let server = Server::start(file, vec![]);

@@ -13,8 +13,8 @@ use iclora::reference::quant::dequantize;
 use iclora::reference::random::weight_bytes;
 use iclora::weights::gguf::{ggml_type, write_gguf};
 use iclora::weights::load::{
-    f8_e4m3_to_f32, f8_e5m2_to_f32, f8_to_f16, gpu_layout, load_tensor, load_tensor_chunked, read_header, ByteSource, FileSource,
-    MemSource,
+    f8_e4m3_to_f32, f8_e5m2_to_f32, f8_to_f16, gpu_layout, load_tensor, load_tensor_chunked, read_header, ByteSource,
+    FileSource, MemSource,
 };
 use iclora::weights::safetensors::{file_dtype, write_safetensors};
 use iclora::weights::tensor_info::{FileDType, MetaValue, TensorData};
@@ -84,7 +84,11 @@ fn gguf_every_quant_type_loads_exactly() {
     for d in DType::WEIGHT_FORMATS {
         let be = d.block_elems() as u64;
         // A FLUX width, an odd row count, and a 3-D tensor (conv-like) flattened to rows.
-        let shapes: Vec<Vec<u64>> = if d.is_quantized() { vec![vec![3, 3072], vec![2, 3, be]] } else { vec![vec![3, 7], vec![5], vec![2, 3, 4]] };
+        let shapes: Vec<Vec<u64>> = if d.is_quantized() {
+            vec![vec![3, 3072], vec![2, 3, be]]
+        } else {
+            vec![vec![3, 7], vec![5], vec![2, 3, 4]]
+        };
         for (i, shape) in shapes.into_iter().enumerate() {
             let numel = shape.iter().product::<u64>() as usize;
             let data = weight_bytes(&mut rng, d, numel, 1.0, 0.1);
@@ -102,7 +106,10 @@ fn gguf_every_quant_type_loads_exactly() {
         assert_eq!(whole.dtype(), t.dtype_gpu());
         if t.dtype_gpu().is_quantized() {
             let ne0 = *t.shape.last().unwrap() as usize;
-            assert_eq!(whole.shape(), &[t.data.len() / t.dtype_gpu().gguf_block_bytes() * t.dtype_gpu().block_elems() / ne0, ne0]);
+            assert_eq!(
+                whole.shape(),
+                &[t.data.len() / t.dtype_gpu().gguf_block_bytes() * t.dtype_gpu().block_elems() / ne0, ne0]
+            );
         } else {
             assert_eq!(whole.shape().iter().map(|&d| d as u64).collect::<Vec<_>>(), t.shape);
         }
@@ -111,7 +118,13 @@ fn gguf_every_quant_type_loads_exactly() {
         let mut counting = Counting { inner: FileSource::open(&path).unwrap(), max_read: 0, total: 0 };
         let chunked = load_tensor_chunked(gpu(), &mut counting, &header.file, info, 1).unwrap();
         let unit = if t.dtype_gpu().is_quantized() { t.dtype_gpu().gguf_block_bytes() } else { 4 };
-        assert!(counting.max_read <= unit && counting.total == info.size, "{}: reads {} / {}", t.name, counting.max_read, counting.total);
+        assert!(
+            counting.max_read <= unit && counting.total == info.size,
+            "{}: reads {} / {}",
+            t.name,
+            counting.max_read,
+            counting.total
+        );
         assert_close(&format!("{} chunked", t.name), &gpu_values(&chunked), &expected, 0.0);
     }
     std::fs::remove_file(path).ok();
@@ -137,10 +150,20 @@ fn safetensors_floats_and_f8_load_exactly() {
     for (i, shape) in [vec![3u64, 3072], vec![7], vec![1, 5, 3]].into_iter().enumerate() {
         let numel = shape.iter().product::<u64>() as usize;
         for d in [DType::F32, DType::F16, DType::BF16] {
-            tensors.push(TensorData { name: format!("{d}.{i}"), shape: shape.clone(), dtype: FileDType::Gpu(d), data: weight_bytes(&mut rng, d, numel, 2.0, 0.0) });
+            tensors.push(TensorData {
+                name: format!("{d}.{i}"),
+                shape: shape.clone(),
+                dtype: FileDType::Gpu(d),
+                data: weight_bytes(&mut rng, d, numel, 2.0, 0.0),
+            });
         }
         for d in [FileDType::F8E4M3, FileDType::F8E5M2] {
-            tensors.push(TensorData { name: format!("{d}.{i}"), shape: shape.clone(), dtype: d, data: f8_bytes(&mut rng, numel, d) });
+            tensors.push(TensorData {
+                name: format!("{d}.{i}"),
+                shape: shape.clone(),
+                dtype: d,
+                data: f8_bytes(&mut rng, numel, d),
+            });
         }
     }
     let bytes = write_safetensors(&[], &tensors).unwrap();
@@ -176,7 +199,10 @@ fn f8_special_values() {
     assert_eq!(f8_e5m2_to_f32(0x01), 2f32.powi(-16));
     for b in 0..=255u8 {
         let (got, want) = (f8_e4m3_to_f32(b), e4m3_reference(b));
-        assert!(got.to_bits() == want.to_bits() || (b & 0x7f == 0x7f && got.is_nan()), "E4M3 {b:#04x}: {got} vs {want}");
+        assert!(
+            got.to_bits() == want.to_bits() || (b & 0x7f == 0x7f && got.is_nan()),
+            "E4M3 {b:#04x}: {got} vs {want}"
+        );
         // The F16 widening is exact for every byte, NaN included.
         for (d, f) in [(FileDType::F8E4M3, f8_e4m3_to_f32 as fn(u8) -> f32), (FileDType::F8E5M2, f8_e5m2_to_f32)] {
             let h = f8_to_f16(d, &[b]);
@@ -190,25 +216,32 @@ fn f8_special_values() {
 #[test]
 fn unsupported_and_unreadable_tensors_are_typed_errors() {
     let mut rng = Rng::new(33);
-    let q3k = TensorData { name: "q3k".into(), shape: vec![1, 256], dtype: ggml_type(11).unwrap(), data: rng.bytes(110) };
+    let q3k =
+        TensorData { name: "q3k".into(), shape: vec![1, 256], dtype: ggml_type(11).unwrap(), data: rng.bytes(110) };
     let bytes = write_gguf(&[], &[q3k]).unwrap();
     let mut src = MemSource { name: "q3.gguf".into(), bytes: bytes.clone() };
     let header = read_header(&mut src).unwrap();
     match load_tensor(gpu(), &mut src, &header, &header.tensors[0]) {
-        Err(Error::UnsupportedFormat { format, why, .. }) => assert!(format == "Q3_K" && why.contains("q3k") && why.contains("q3.gguf")),
+        Err(Error::UnsupportedFormat { format, why, .. }) => {
+            assert!(format == "Q3_K" && why.contains("q3k") && why.contains("q3.gguf"))
+        }
         other => panic!("{other:?}"),
     }
     let ints = TensorData { name: "ids".into(), shape: vec![2], dtype: file_dtype("I64").unwrap(), data: vec![0; 16] };
     let mut st = MemSource { name: "i.safetensors".into(), bytes: write_safetensors(&[], &[ints]).unwrap() };
     let h = read_header(&mut st).unwrap();
-    assert!(matches!(gpu_layout(&h.file, &h.tensors[0]), Err(Error::UnsupportedFormat { format, .. }) if format == "I64"));
+    assert!(
+        matches!(gpu_layout(&h.file, &h.tensors[0]), Err(Error::UnsupportedFormat { format, .. }) if format == "I64")
+    );
 
     // The file shrank after its header was read: an I/O error, not a panic.
     let f32s = TensorData { name: "w".into(), shape: vec![64], dtype: FileDType::Gpu(DType::F32), data: vec![0; 256] };
     let bytes = write_gguf(&[], &[f32s]).unwrap();
     let header = read_header(&mut MemSource { name: "w.gguf".into(), bytes: bytes.clone() }).unwrap();
     let mut short = MemSource { name: "w.gguf".into(), bytes: bytes[..bytes.len() - 10].to_vec() };
-    assert!(matches!(load_tensor(gpu(), &mut short, &header, &header.tensors[0]), Err(Error::Io { file, .. }) if file == "w.gguf"));
+    assert!(
+        matches!(load_tensor(gpu(), &mut short, &header, &header.tensors[0]), Err(Error::Io { file, .. }) if file == "w.gguf")
+    );
 
     let missing = std::env::temp_dir().join("iclora-no-such-file.gguf");
     assert!(matches!(FileSource::open(&missing), Err(Error::Io { file, .. }) if file.contains("iclora-no-such-file")));
@@ -245,10 +278,20 @@ fn float_sources_convert_exactly_while_streaming() {
     for (i, shape) in [vec![3u64, 3072], vec![5, 64], vec![7], vec![3, 5]].into_iter().enumerate() {
         let numel = shape.iter().product::<u64>() as usize;
         for d in [DType::F32, DType::F16, DType::BF16] {
-            tensors.push(TensorData { name: format!("{d}.{i}"), shape: shape.clone(), dtype: FileDType::Gpu(d), data: weight_bytes(&mut rng, d, numel, 2.0, 0.0) });
+            tensors.push(TensorData {
+                name: format!("{d}.{i}"),
+                shape: shape.clone(),
+                dtype: FileDType::Gpu(d),
+                data: weight_bytes(&mut rng, d, numel, 2.0, 0.0),
+            });
         }
         for d in [FileDType::F8E4M3, FileDType::F8E5M2] {
-            tensors.push(TensorData { name: format!("{d}.{i}"), shape: shape.clone(), dtype: d, data: f8_bytes(&mut rng, numel, d) });
+            tensors.push(TensorData {
+                name: format!("{d}.{i}"),
+                shape: shape.clone(),
+                dtype: d,
+                data: f8_bytes(&mut rng, numel, d),
+            });
         }
     }
     let mut src = MemSource { name: "conv.safetensors".into(), bytes: write_safetensors(&[], &tensors).unwrap() };
@@ -263,11 +306,19 @@ fn float_sources_convert_exactly_while_streaming() {
             }
             let want = repack(target, &reference_quantize(target, &values).unwrap()).unwrap();
             for chunk in [1 << 24, 100, 1] {
-                let mut counting = Counting { inner: MemSource { name: src.name.clone(), bytes: src.bytes.clone() }, max_read: 0, total: 0 };
+                let mut counting = Counting {
+                    inner: MemSource { name: src.name.clone(), bytes: src.bytes.clone() },
+                    max_read: 0,
+                    total: 0,
+                };
                 let loaded = load_tensor_as_chunked(gpu(), &mut counting, &header.file, info, convert, chunk).unwrap();
                 let what = format!("{} → {target} chunk {chunk}", t.name);
                 assert_eq!(loaded.dtype(), target, "{what}");
-                let want_shape: Vec<usize> = if target.is_quantized() { vec![values.len() / cols, cols] } else { t.shape.iter().map(|&d| d as usize).collect() };
+                let want_shape: Vec<usize> = if target.is_quantized() {
+                    vec![values.len() / cols, cols]
+                } else {
+                    t.shape.iter().map(|&d| d as usize).collect()
+                };
                 assert_eq!(loaded.shape(), want_shape.as_slice(), "{what}");
                 assert_eq!(counting.total, info.size, "{what}: every byte read once");
                 let unit = if target.is_quantized() { 32 } else { 2 } * (info.size as usize / values.len());
@@ -284,8 +335,18 @@ fn float_sources_convert_exactly_while_streaming() {
 #[test]
 fn keep_quantized_sources_and_the_for_tensor_policy() {
     let mut rng = Rng::new(42);
-    let q = TensorData { name: "q".into(), shape: vec![2, 64], dtype: FileDType::Gpu(DType::Q8_0), data: weight_bytes(&mut rng, DType::Q8_0, 128, 1.0, 0.1) };
-    let f = TensorData { name: "f".into(), shape: vec![2, 48], dtype: FileDType::Gpu(DType::F16), data: weight_bytes(&mut rng, DType::F16, 96, 1.0, 0.0) };
+    let q = TensorData {
+        name: "q".into(),
+        shape: vec![2, 64],
+        dtype: FileDType::Gpu(DType::Q8_0),
+        data: weight_bytes(&mut rng, DType::Q8_0, 128, 1.0, 0.1),
+    };
+    let f = TensorData {
+        name: "f".into(),
+        shape: vec![2, 48],
+        dtype: FileDType::Gpu(DType::F16),
+        data: weight_bytes(&mut rng, DType::F16, 96, 1.0, 0.0),
+    };
     let mut src = MemSource { name: "k.gguf".into(), bytes: write_gguf(&[], &[q.clone(), f.clone()]).unwrap() };
     let header = read_header(&mut src).unwrap();
     let (qi, fi) = (header.tensor("q").unwrap().clone(), header.tensor("f").unwrap().clone());
@@ -346,7 +407,10 @@ fn flux_forward(model: &FluxModel) -> Vec<f32> {
     let st = safetensors::SafeTensors::deserialize(&io).unwrap();
     let get = |k: &str| {
         let t = st.tensor(k).unwrap();
-        (t.shape().to_vec(), t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>())
+        (
+            t.shape().to_vec(),
+            t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>(),
+        )
     };
     let up = |k: &str| {
         let (s, v) = get(k);
@@ -355,7 +419,14 @@ fn flux_forward(model: &FluxModel) -> Vec<f32> {
     let (img, txt, pooled) = (up("in/hidden_states"), up("in/encoder_hidden_states"), up("in/pooled"));
     let rows = get("in/img_ids").1.chunks(3).map(|p| p[1] as usize).max().unwrap() + 1;
     let rope = model.rope_tables(g, txt.rows(), rows, img.rows() / rows).unwrap();
-    let inp = FluxInputs { img: &img, txt: &txt, pooled: &pooled, timestep: get("in/timestep").1[0], guidance: None, rope: &rope };
+    let inp = FluxInputs {
+        img: &img,
+        txt: &txt,
+        pooled: &pooled,
+        timestep: get("in/timestep").1[0],
+        guidance: None,
+        rope: &rope,
+    };
     let mut b = g.batch();
     let out = model.forward(g, &mut b, &inp).unwrap();
     g.submit(b).unwrap();
@@ -365,7 +436,12 @@ fn flux_forward(model: &FluxModel) -> Vec<f32> {
 fn golden_final() -> Vec<f32> {
     let io = std::fs::read(format!("{GOLDEN}/flux_odd.io.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&io).unwrap();
-    st.tensor("out/final").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    st.tensor("out/final")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// FLUX loaded from BF16 / F32 safetensors with `Convert::Q8_0` / `Q4_0` (GPU quantization while
@@ -376,13 +452,18 @@ fn golden_final() -> Vec<f32> {
 /// 3.4e-2 / 1.0e-2 and 0.54 / 0.17 — Q4_0's step is 127/8 ≈ 16× Q8_0's, and so is its error).
 #[test]
 fn flux_load_with_quantization_equals_cpu_quantized_weights() {
-    let cfg = FluxConfig::from_diffusers_json(&std::fs::read_to_string(format!("{GOLDEN}/flux_odd.config.json")).unwrap()).unwrap();
+    let cfg =
+        FluxConfig::from_diffusers_json(&std::fs::read_to_string(format!("{GOLDEN}/flux_odd.config.json")).unwrap())
+            .unwrap();
     let golden = golden_final();
-    for (matrix, convert, rtol, rms_bound) in [(DType::BF16, Convert::Q8_0, 5e-2, 1.5e-2), (DType::F32, Convert::Q4_0, 0.8, 0.25)] {
+    for (matrix, convert, rtol, rms_bound) in
+        [(DType::BF16, Convert::Q8_0, 5e-2, 1.5e-2), (DType::F32, Convert::Q4_0, 0.8, 0.25)]
+    {
         let tensors = odd_flux_as(matrix);
         let mut src = MemSource { name: "odd.safetensors".into(), bytes: write_safetensors(&[], &tensors).unwrap() };
         let header = read_header(&mut src).unwrap();
-        let model = FluxModel::load_with(gpu(), &mut src, &header, Some(cfg.clone()), &LoadOptions { convert }).unwrap();
+        let model =
+            FluxModel::load_with(gpu(), &mut src, &header, Some(cfg.clone()), &LoadOptions { convert }).unwrap();
         let target = convert.target().unwrap();
         assert_eq!(model.weights.transformer_blocks[0].img_qkv.w.dtype(), target, "fused qkv quantized");
         assert_eq!(model.weights.context_embedder.w.dtype(), DType::F16, "width 48 is not whole blocks: F16");
@@ -407,7 +488,9 @@ fn flux_load_with_quantization_equals_cpu_quantized_weights() {
         let (got, want) = (flux_forward(&model), flux_forward(&reference));
         assert_close(&format!("{matrix} → {target} vs CPU-quantized"), &got, &want, 0.0);
         assert_close(&format!("{matrix} → {target} vs diffusers F32"), &got, &golden, rtol);
-        let rms = |v: &mut dyn Iterator<Item = f32>| (v.map(|x| (x as f64).powi(2)).sum::<f64>() / golden.len() as f64).sqrt();
+        let rms = |v: &mut dyn Iterator<Item = f32>| {
+            (v.map(|x| (x as f64).powi(2)).sum::<f64>() / golden.len() as f64).sqrt()
+        };
         let rel_rms = rms(&mut got.iter().zip(&golden).map(|(a, b)| a - b)) / rms(&mut golden.iter().copied());
         eprintln!("{matrix} → {target}: relative RMS error vs diffusers F32 {rel_rms:.3e}");
         assert!(rel_rms <= rms_bound, "{matrix} → {target}: relative RMS error {rel_rms:.3e} > {rms_bound:.1e}");

@@ -54,7 +54,11 @@ fn st_sample(rng: &mut Rng) -> (Vec<u8>, Vec<TensorData>) {
     (write_safetensors(&meta, &tensors).unwrap(), tensors)
 }
 
-fn gguf_sample(rng: &mut Rng, alignment: Option<u32>, tokens: usize) -> (Vec<u8>, Vec<(String, MetaValue)>, Vec<TensorData>) {
+fn gguf_sample(
+    rng: &mut Rng,
+    alignment: Option<u32>,
+    tokens: usize,
+) -> (Vec<u8>, Vec<(String, MetaValue)>, Vec<TensorData>) {
     use MetaValue::*;
     let mut meta: Vec<(String, MetaValue)> = vec![
         ("general.architecture".into(), Str("flux".into())),
@@ -69,7 +73,10 @@ fn gguf_sample(rng: &mut Rng, alignment: Option<u32>, tokens: usize) -> (Vec<u8>
         ("u64".into(), U64(u64::MAX)),
         ("i64".into(), I64(i64::MIN)),
         ("f64".into(), F64(0.1)),
-        ("nested".into(), Array(MetaType::Array, vec![Array(MetaType::I32, vec![I32(1), I32(2)]), Array(MetaType::I32, vec![])])),
+        (
+            "nested".into(),
+            Array(MetaType::Array, vec![Array(MetaType::I32, vec![I32(1), I32(2)]), Array(MetaType::I32, vec![])]),
+        ),
         ("empty".into(), Array(MetaType::U8, vec![])),
         ("tokenizer.ggml.tokens".into(), Array(MetaType::Str, (0..tokens).map(|i| Str(format!("▁tok{i}"))).collect())),
     ];
@@ -109,7 +116,9 @@ fn gguf_round_trip_every_type_and_metadata() {
         assert_eq!(h.metadata, meta);
         check_round_trip(&h, &bytes, &tensors);
         let a = alignment.unwrap_or(32) as u64;
-        assert!(h.data_start.is_multiple_of(a) && h.tensors.iter().all(|t| (t.offset - h.data_start).is_multiple_of(a)));
+        assert!(
+            h.data_start.is_multiple_of(a) && h.tensors.iter().all(|t| (t.offset - h.data_start).is_multiple_of(a))
+        );
         assert_eq!(h.tensor("conv.q8").unwrap().shape, vec![2, 3, 32], "ne reversed to PyTorch order");
         assert!(h.require_supported().unwrap_err().to_string().contains("Q3_K"));
     }
@@ -136,11 +145,15 @@ fn prefixes_grow_until_the_header_parses() {
     let mut src = MemSource { name: "t5.gguf".into(), bytes: bytes.clone() };
     assert_eq!(read_header(&mut src).unwrap(), h);
 
-    for (bytes, name) in [(gguf_sample(&mut Rng::new(4), None, 2).0, "p.gguf"), (st_sample(&mut Rng::new(4)).0, "p.safetensors")] {
+    for (bytes, name) in
+        [(gguf_sample(&mut Rng::new(4), None, 2).0, "p.gguf"), (st_sample(&mut Rng::new(4)).0, "p.safetensors")]
+    {
         let whole = full(&bytes, name);
         for k in 0..=bytes.len() {
             match parse_header(&bytes[..k], bytes.len() as u64, name) {
-                Ok(Parsed::NeedMore(n)) => assert!(n > k as u64 && n <= bytes.len() as u64, "{name} prefix {k}: NeedMore({n})"),
+                Ok(Parsed::NeedMore(n)) => {
+                    assert!(n > k as u64 && n <= bytes.len() as u64, "{name} prefix {k}: NeedMore({n})")
+                }
                 Ok(Parsed::Header(h)) => assert_eq!(h, whole, "{name} prefix {k}"),
                 Err(e) => panic!("{name} prefix {k} of a valid file: {e}"),
             }
@@ -161,7 +174,9 @@ fn assert_malformed(result: iclora::Result<Parsed>, file: &str, needle: &str) {
 /// A file cut at every byte is an error (its last tensor is missing), never a panic.
 #[test]
 fn truncated_files_are_errors() {
-    for (bytes, name) in [(gguf_sample(&mut Rng::new(5), Some(8), 2).0, "cut.gguf"), (st_sample(&mut Rng::new(5)).0, "cut.safetensors")] {
+    for (bytes, name) in
+        [(gguf_sample(&mut Rng::new(5), Some(8), 2).0, "cut.gguf"), (st_sample(&mut Rng::new(5)).0, "cut.safetensors")]
+    {
         for k in 0..bytes.len() {
             match parse_header(&bytes[..k], k as u64, name) {
                 Err(Error::Malformed { file, .. }) => assert_eq!(file, name),
@@ -180,7 +195,9 @@ fn st(json: &str, data: usize) -> Vec<u8> {
 
 #[test]
 fn malformed_safetensors() {
-    let t = |dtype: &str, shape: &str, b: u64, e: u64| format!(r#"{{"dtype":"{dtype}","shape":{shape},"data_offsets":[{b},{e}]}}"#);
+    let t = |dtype: &str, shape: &str, b: u64, e: u64| {
+        format!(r#"{{"dtype":"{dtype}","shape":{shape},"data_offsets":[{b},{e}]}}"#)
+    };
     let deep = format!(r#"{{"a":{}{}}}"#, "[".repeat(5000), "]".repeat(5000));
     let mut huge = st("{}", 0);
     huge[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
@@ -271,7 +288,18 @@ fn malformed_gguf() {
         (kv("general.alignment").u32(4).u32(48).0, "power of two"),
         (kv("general.alignment").u32(4).u32(0).0, "power of two"),
         (kv("general.alignment").u32(10).u64(32).0, "UINT32"),
-        (G::new(3, 0, 2).s("k").u32(0).0.into_iter().chain([1]).chain(G(vec![]).s("k").u32(0).0).chain([2]).collect(), "appears twice"),
+        (
+            G::new(3, 0, 2)
+                .s("k")
+                .u32(0)
+                .0
+                .into_iter()
+                .chain([1])
+                .chain(G(vec![]).s("k").u32(0).0)
+                .chain([2])
+                .collect(),
+            "appears twice",
+        ),
         (one(&[1, 1, 1, 1, 1], 0, 0, 4), "5 dimensions"),
         (one(&[1 << 40, 1 << 40], 0, 0, 0), "overflow"),
         (one(&[33, 2], 2, 0, 64), "not a multiple of the Q4_0 block"),
@@ -292,11 +320,17 @@ fn malformed_gguf() {
 fn malformed_fixture_files() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/malformed");
     let expected = std::fs::read_to_string(dir.join("EXPECTED")).unwrap();
-    let listed: Vec<(&str, &str)> = expected.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_once('\t')).collect();
-    let mut files: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let listed: Vec<(&str, &str)> =
+        expected.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_once('\t')).collect();
+    let mut files: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     files.retain(|f| f != "EXPECTED");
     files.sort();
-    assert_eq!(files, listed.iter().map(|(f, _)| f.to_string()).collect::<Vec<_>>(), "every fixture has an EXPECTED line");
+    assert_eq!(
+        files,
+        listed.iter().map(|(f, _)| f.to_string()).collect::<Vec<_>>(),
+        "every fixture has an EXPECTED line"
+    );
     for (file, needle) in listed {
         let bytes = std::fs::read(dir.join(file)).unwrap();
         assert_malformed(parse_header(&bytes, bytes.len() as u64, file), file, needle);
@@ -329,9 +363,15 @@ fn mutated_headers_never_panic() {
         }
         let file_len = b.len() as u64 + if rng.below(2) == 0 { 0 } else { rng.below(1 << 20) as u64 };
         match parse_header(&b, file_len, "fuzz") {
-            Ok(Parsed::NeedMore(n)) => assert!(n > b.len() as u64 && n <= file_len, "iteration {iter}: NeedMore({n}) for {}/{file_len}", b.len()),
+            Ok(Parsed::NeedMore(n)) => assert!(
+                n > b.len() as u64 && n <= file_len,
+                "iteration {iter}: NeedMore({n}) for {}/{file_len}",
+                b.len()
+            ),
             Ok(Parsed::Header(_)) => {}
-            Err(e @ (Error::Malformed { .. } | Error::UnsupportedFormat { .. })) => assert!(e.to_string().contains("fuzz"), "{e}"),
+            Err(e @ (Error::Malformed { .. } | Error::UnsupportedFormat { .. })) => {
+                assert!(e.to_string().contains("fuzz"), "{e}")
+            }
             Err(e) => panic!("iteration {iter}: untyped error {e:?}"),
         }
     }
@@ -346,9 +386,15 @@ fn inspect_lists_format_metadata_and_tensors() {
     std::fs::remove_file(&path).ok();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("GGUF file") && text.contains("general.architecture = \"flux\"") && text.contains("(40 items)"), "{text}");
+    assert!(
+        text.contains("GGUF file") && text.contains("general.architecture = \"flux\"") && text.contains("(40 items)"),
+        "{text}"
+    );
     for t in &tensors {
-        let line = text.lines().find(|l| l.trim_start().starts_with(&format!("{} ", t.name))).unwrap_or_else(|| panic!("no line for {}", t.name));
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{} ", t.name)))
+            .unwrap_or_else(|| panic!("no line for {}", t.name));
         assert!(line.contains(t.dtype.name()) && line.contains(&t.data.len().to_string()), "{line}");
     }
 }

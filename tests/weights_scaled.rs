@@ -12,7 +12,9 @@ use iclora::reference::quant::dequantize;
 use iclora::reference::quantize::quantize as reference_quantize;
 use iclora::weights::detect::{detect, Component};
 use iclora::weights::gguf::write_gguf;
-use iclora::weights::load::{f8_e4m3_to_f32, load_tensor, load_tensor_as, read_floats, read_header, Convert, MemSource};
+use iclora::weights::load::{
+    f8_e4m3_to_f32, load_tensor, load_tensor_as, read_floats, read_header, Convert, MemSource,
+};
 use iclora::weights::safetensors::{file_dtype, write_safetensors};
 use iclora::weights::tensor_info::{FileDType, MetaType, MetaValue, TensorData, WeightsHeader};
 use iclora::Error;
@@ -41,12 +43,14 @@ fn gpu_values(t: &Tensor) -> Vec<f32> {
 
 /// Random E4M3 bytes without NaN.
 fn e4m3(rng: &mut Rng, n: usize) -> Vec<u8> {
-    (0..n).map(|_| loop {
-        let b = rng.next_u64() as u8;
-        if b & 0x7f != 0x7f {
-            break b;
-        }
-    }).collect()
+    (0..n)
+        .map(|_| loop {
+            let b = rng.next_u64() as u8;
+            if b & 0x7f != 0x7f {
+                break b;
+            }
+        })
+        .collect()
 }
 
 /// A ComfyUI scaled-fp8 layer `[rows, k]`: F8 weight, F32 0-d `scale_weight` and `scale_input`.
@@ -103,12 +107,24 @@ fn unknown_scale_kinds_are_typed_errors() {
     let f8 = FileDType::F8E4M3;
     let f32t = FileDType::Gpu(DType::F32);
     let cases: Vec<(&str, Vec<TensorData>, &str)> = vec![
-        ("per-channel scale_weight", vec![w(f8), td("l.scale_weight", &[4], f32t, f32_bytes(&[1.0; 4]))], "l.scale_weight"),
+        (
+            "per-channel scale_weight",
+            vec![w(f8), td("l.scale_weight", &[4], f32t, f32_bytes(&[1.0; 4]))],
+            "l.scale_weight",
+        ),
         ("weight_scale sibling", vec![w(f8), td("l.weight_scale", &[], f32t, f32_bytes(&[0.1]))], "l.weight_scale"),
         ("input_scale sibling", vec![w(f8), td("l.input_scale", &[], f32t, f32_bytes(&[0.1]))], "l.input_scale"),
-        ("comfy_quant layer", vec![w(f8), td("l.comfy_quant", &[3], FileDType::Gpu(DType::F16), vec![0; 6])], "l.comfy_quant"),
+        (
+            "comfy_quant layer",
+            vec![w(f8), td("l.comfy_quant", &[3], FileDType::Gpu(DType::F16), vec![0; 6])],
+            "l.comfy_quant",
+        ),
         ("scale on an F32 weight", vec![w(f32t), td("l.scale_weight", &[], f32t, f32_bytes(&[0.5]))], "l.scale_weight"),
-        ("integer scale", vec![w(f8), td("l.scale_weight", &[], file_dtype("I32").unwrap(), 7i32.to_le_bytes().to_vec())], "l.scale_weight"),
+        (
+            "integer scale",
+            vec![w(f8), td("l.scale_weight", &[], file_dtype("I32").unwrap(), 7i32.to_le_bytes().to_vec())],
+            "l.scale_weight",
+        ),
     ];
     for (what, tensors, name) in cases {
         let (mut src, header) = open("bad.safetensors", write_safetensors(&[], &tensors).unwrap());
@@ -122,7 +138,8 @@ fn unknown_scale_kinds_are_typed_errors() {
         }
     }
     // An F8 product beyond F16's range.
-    let big = vec![td("l.weight", &[1, 2], f8, vec![0x7E, 0x38]), td("l.scale_weight", &[], f32t, f32_bytes(&[1000.0]))];
+    let big =
+        vec![td("l.weight", &[1, 2], f8, vec![0x7E, 0x38]), td("l.scale_weight", &[], f32t, f32_bytes(&[1000.0]))];
     let (mut src, header) = open("big.safetensors", write_safetensors(&[], &big).unwrap());
     let info = header.tensor("l.weight").unwrap().clone();
     assert!(matches!(load_tensor(gpu(), &mut src, &header, &info), Err(Error::UnsupportedFormat { .. })));
@@ -163,13 +180,24 @@ fn flux_loads_a_scaled_fp8_checkpoint() {
     scaled.push(td(&format!("{p}scaled_fp8"), &[0], FileDType::F8E4M3, vec![]));
     let (mut ssrc, sheader) = open("scaled.safetensors", write_safetensors(&[], &scaled).unwrap());
     let (mut rsrc, rheader) = open("real.safetensors", write_safetensors(&[], &real).unwrap());
-    assert_eq!(detect(&sheader).to_string(), "FLUX transformer, BFL-native names (model.diffusion_model.), ComfyUI scaled fp8");
+    assert_eq!(
+        detect(&sheader).to_string(),
+        "FLUX transformer, BFL-native names (model.diffusion_model.), ComfyUI scaled fp8"
+    );
     let cfg = FluxConfig::infer(&sheader).unwrap();
     let got = FluxModel::load(gpu(), &mut ssrc, &sheader, Some(cfg.clone())).unwrap();
     let want = FluxModel::load(gpu(), &mut rsrc, &rheader, Some(cfg)).unwrap();
     let pairs = [
-        ("double_blocks.0.img_attn.qkv", &got.weights.transformer_blocks[0].img_qkv.w, &want.weights.transformer_blocks[0].img_qkv.w),
-        ("single_blocks.0.linear1", &got.weights.single_transformer_blocks[0].linear1.w, &want.weights.single_transformer_blocks[0].linear1.w),
+        (
+            "double_blocks.0.img_attn.qkv",
+            &got.weights.transformer_blocks[0].img_qkv.w,
+            &want.weights.transformer_blocks[0].img_qkv.w,
+        ),
+        (
+            "single_blocks.0.linear1",
+            &got.weights.single_transformer_blocks[0].linear1.w,
+            &want.weights.single_transformer_blocks[0].linear1.w,
+        ),
         ("img_in", &got.weights.x_embedder.w, &want.weights.x_embedder.w),
     ];
     for (what, g, w) in pairs {
@@ -220,7 +248,9 @@ fn gguf_orig_shape_is_applied() {
     for (fs, qs, name) in bad {
         let bytes = write_gguf(&meta(fs.clone(), qs.clone()), &tensors).unwrap();
         match read_header(&mut MemSource { name: "bad.gguf".into(), bytes }) {
-            Err(Error::Malformed { what, .. }) => assert!(what.contains(&format!("orig_shape.{name}")), "{fs:?} {qs:?}: {what}"),
+            Err(Error::Malformed { what, .. }) => {
+                assert!(what.contains(&format!("orig_shape.{name}")), "{fs:?} {qs:?}: {what}")
+            }
             other => panic!("{fs:?} {qs:?}: expected Malformed, got {other:?}"),
         }
     }
@@ -243,7 +273,10 @@ fn detect_component_and_key_scheme() {
         ("golden/flux_dev.safetensors", "FLUX transformer, diffusers names"),
         ("golden/flux_odd.safetensors", "FLUX transformer, diffusers names"),
         ("golden/flux_odd_bfl.safetensors", "FLUX transformer, BFL-native names"),
-        ("tiny-flux/transformer/diffusion_pytorch_model-00002-of-00002.safetensors", "FLUX transformer, diffusers names"),
+        (
+            "tiny-flux/transformer/diffusion_pytorch_model-00002-of-00002.safetensors",
+            "FLUX transformer, diffusers names",
+        ),
         ("golden/t5_text.safetensors", "T5 encoder, HF names"),
         ("tiny-flux/text_encoder_2/model.safetensors", "T5 encoder, HF names"),
         ("golden/clip_text.safetensors", "CLIP-L text encoder, HF names"),
@@ -264,9 +297,15 @@ fn detect_component_and_key_scheme() {
     }
     let made = [
         (names("t5.gguf", &["token_embd.weight", "enc.blk.0.attn_q.weight"], true), "T5 encoder, llama.cpp GGUF names"),
-        (names("ae.safetensors", &["decoder.mid.block_1.conv1.weight", "encoder.conv_in.weight"], false), "VAE, BFL ae names"),
+        (
+            names("ae.safetensors", &["decoder.mid.block_1.conv1.weight", "encoder.conv_in.weight"], false),
+            "VAE, BFL ae names",
+        ),
         (names("ck.safetensors", &["vae.decoder.mid.block_1.conv1.weight"], false), "VAE, BFL ae names (vae.)"),
-        (names("flux.gguf", &["img_in.weight", "double_blocks.0.img_attn.qkv.weight"], true), "FLUX transformer, BFL-native names"),
+        (
+            names("flux.gguf", &["img_in.weight", "double_blocks.0.img_attn.qkv.weight"], true),
+            "FLUX transformer, BFL-native names",
+        ),
         (names("x.safetensors", &["foo.weight"], false), "unrecognized"),
     ];
     for (h, want) in made {

@@ -54,7 +54,9 @@ pub fn with_png_crcs(data: &[u8]) -> Vec<u8> {
     let mut out = data.to_vec();
     let mut at = 8usize;
     while let Some(len) = out.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) {
-        let Some(end) = at.checked_add(8).and_then(|e| e.checked_add(len)).filter(|&e| e + 4 <= out.len()) else { break };
+        let Some(end) = at.checked_add(8).and_then(|e| e.checked_add(len)).filter(|&e| e + 4 <= out.len()) else {
+            break;
+        };
         let crc = crc32fast::hash(&out[at + 4..end]);
         out[end..end + 4].copy_from_slice(&crc.to_be_bytes());
         at = end + 4;
@@ -88,7 +90,11 @@ pub fn lora(data: &[u8]) {
     match LoraAdapter::load(&mut src, &tiny_flux()) {
         Ok(a) => {
             for m in a.modules.iter().chain(&a.clip) {
-                assert!(m.rank > 0 && m.a.len() == m.rank * m.target.k && m.b.len() == m.target.len * m.rank, "{}", m.key);
+                assert!(
+                    m.rank > 0 && m.a.len() == m.rank * m.target.k && m.b.len() == m.target.len * m.rank,
+                    "{}",
+                    m.key
+                );
             }
         }
         Err(
@@ -114,13 +120,19 @@ pub fn tensor_data(data: &[u8]) {
         Err(e) => panic!("untyped header error {e:?}"),
     };
     for info in &header.tensors {
-        let typed = |e: &Error| matches!(e, Error::UnsupportedFormat { .. } | Error::Malformed { .. } | Error::LimitExceeded { .. });
+        let typed = |e: &Error| {
+            matches!(e, Error::UnsupportedFormat { .. } | Error::Malformed { .. } | Error::LimitExceeded { .. })
+        };
         let (shape, _) = match gpu_layout(FILE, info) {
             Ok(l) => l,
             Err(e) if typed(&e) => continue,
             Err(e) => panic!("untyped layout error {e:?}"),
         };
-        let numel = if shape.contains(&0) { 0 } else { shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX) };
+        let numel = if shape.contains(&0) {
+            0
+        } else {
+            shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX)
+        };
         assert_eq!(numel, info.numel(), "`{}`: the GPU layout {shape:?} changes the element count", info.name);
         let _ = Convert::for_tensor(info, Convert::Q4_0);
         let scale = match weight_scale(&mut src, &header, info) {
@@ -149,7 +161,12 @@ pub fn tensor_data(data: &[u8]) {
                 FileDType::Gpu(d) => match repack(d, &bytes) {
                     Ok(r) => {
                         if let Ok(v) = dequantize(d, &bytes) {
-                            assert_eq!(v.len() * d.gguf_block_bytes(), bytes.len() * d.block_elems(), "`{}`", info.name);
+                            assert_eq!(
+                                v.len() * d.gguf_block_bytes(),
+                                bytes.len() * d.block_elems(),
+                                "`{}`",
+                                info.name
+                            );
                         }
                         r
                     }
@@ -158,11 +175,13 @@ pub fn tensor_data(data: &[u8]) {
                     Err(Error::ShapeMismatch { .. }) => break,
                     Err(e) => panic!("untyped repack error {e:?}"),
                 },
-                FileDType::F8E4M3 | FileDType::F8E5M2 => match f8_to_f16_scaled(info.dtype, &bytes, scale, &info.name) {
-                    Ok(r) => r,
-                    Err(e) if typed(&e) => break,
-                    Err(e) => panic!("untyped f8 error {e:?}"),
-                },
+                FileDType::F8E4M3 | FileDType::F8E5M2 => {
+                    match f8_to_f16_scaled(info.dtype, &bytes, scale, &info.name) {
+                        Ok(r) => r,
+                        Err(e) if typed(&e) => break,
+                        Err(e) => panic!("untyped f8 error {e:?}"),
+                    }
+                }
                 FileDType::Other { .. } => unreachable!("gpu_layout refuses other formats"),
             };
             assert_eq!(staged.len() % 4, 0, "`{}`: staged chunk is not whole words", info.name);

@@ -15,7 +15,9 @@ pub fn check(data: &[u8], parse: fn(&[u8], u64, &str) -> iclora::Result<Parsed>)
                     assert!(t.offset >= h.data_start && t.offset + t.size <= file_len);
                 }
             }
-            Err(e @ (Error::Malformed { .. } | Error::UnsupportedFormat { .. })) => assert!(e.to_string().contains("fuzz")),
+            Err(e @ (Error::Malformed { .. } | Error::UnsupportedFormat { .. })) => {
+                assert!(e.to_string().contains("fuzz"))
+            }
             Err(e) => panic!("untyped error {e:?}"),
         }
     }

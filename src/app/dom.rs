@@ -159,7 +159,11 @@ pub fn set_value(id: &str, v: &str) -> AppResult<()> {
 }
 
 /// Runs `f` on every `event` at `target`, for the life of the page.
-pub fn on<E: JsCast + 'static>(target: &impl AsRef<web_sys::EventTarget>, event: &str, f: impl FnMut(E) + 'static) -> AppResult<()> {
+pub fn on<E: JsCast + 'static>(
+    target: &impl AsRef<web_sys::EventTarget>,
+    event: &str,
+    f: impl FnMut(E) + 'static,
+) -> AppResult<()> {
     let mut f = f;
     let c = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
         if let Ok(e) = e.dyn_into::<E>() {
@@ -173,7 +177,8 @@ pub fn on<E: JsCast + 'static>(target: &impl AsRef<web_sys::EventTarget>, event:
 
 /// Shows or hides the element with `id` (the `hidden` attribute).
 pub fn show(id: &str, visible: bool) -> AppResult<()> {
-    let e: HtmlElement = by_id(id)?.dyn_into().map_err(|_| AppError::Browser(format!("#{id} is not an HTML element")))?;
+    let e: HtmlElement =
+        by_id(id)?.dyn_into().map_err(|_| AppError::Browser(format!("#{id} is not an HTML element")))?;
     e.set_hidden(!visible);
     Ok(())
 }
@@ -186,7 +191,8 @@ pub fn set_text(id: &str, text: &str) -> AppResult<()> {
 
 /// Enables or disables the button with `id`.
 pub fn enable(id: &str, on: bool) -> AppResult<()> {
-    let b: web_sys::HtmlButtonElement = by_id(id)?.dyn_into().map_err(|_| AppError::Browser(format!("#{id} is not a <button>")))?;
+    let b: web_sys::HtmlButtonElement =
+        by_id(id)?.dyn_into().map_err(|_| AppError::Browser(format!("#{id} is not a <button>")))?;
     b.set_disabled(!on);
     Ok(())
 }

@@ -66,7 +66,9 @@ async fn boot() -> AppResult<()> {
     // The studio (its engine runs in a worker) lives as long as the page.
     std::mem::forget(studio::start()?);
     if query_has("selftest") {
-        if let Some(d) = document()?.query_selector("details.gpu")?.and_then(|d| d.dyn_into::<web_sys::HtmlDetailsElement>().ok()) {
+        if let Some(d) =
+            document()?.query_selector("details.gpu")?.and_then(|d| d.dyn_into::<web_sys::HtmlDetailsElement>().ok())
+        {
             d.set_open(true);
         }
     }
@@ -74,7 +76,8 @@ async fn boot() -> AppResult<()> {
     let gpu = Rc::new(Gpu::new(&GpuOptions::default()).await?);
     show_adapter(&gpu, browser_adapter_label().await)?;
 
-    let button: HtmlButtonElement = by_id("selftest-run")?.dyn_into().map_err(|_| AppError::Browser("#selftest-run is not a <button>".into()))?;
+    let button: HtmlButtonElement =
+        by_id("selftest-run")?.dyn_into().map_err(|_| AppError::Browser("#selftest-run is not a <button>".into()))?;
     let running = Rc::new(Cell::new(false));
     let on_click = {
         let (gpu, running, button) = (gpu.clone(), running.clone(), button.clone());
@@ -179,7 +182,8 @@ fn matrix_configs(configs: &[crate::gpu::CoopMatrixConfig]) -> String {
         return "none offered".to_string();
     }
     let name = |s: crate::gpu::CoopScalar| format!("{s:?}").to_lowercase();
-    let list: Vec<String> = configs.iter().map(|c| format!("{}→{} {}×{}×{}", name(c.ab), name(c.acc), c.m, c.n, c.k)).collect();
+    let list: Vec<String> =
+        configs.iter().map(|c| format!("{}→{} {}×{}×{}", name(c.ab), name(c.acc), c.m, c.n, c.k)).collect();
     format!("{} (not used yet)", list.join(", "))
 }
 

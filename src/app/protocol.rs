@@ -70,21 +70,39 @@ pub struct GenerateRequest {
 }
 
 /// Page → worker.
+// `Generate` carries a whole recipe; a message is built and sent once per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ToWorker {
     /// Open the GPU; answered by `Ready` or `Error`.
     Init,
     /// List the files a model (and adapters) will download, with sizes and cache state.
-    Plan { job: u32, model: ModelUrls, loras: Vec<(String, f32)> },
-    Generate { job: u32, request: GenerateRequest },
-    Cancel { job: u32 },
+    Plan {
+        job: u32,
+        model: ModelUrls,
+        loras: Vec<(String, f32)>,
+    },
+    Generate {
+        job: u32,
+        request: GenerateRequest,
+    },
+    Cancel {
+        job: u32,
+    },
     /// PNGs of a finished job's panels (and the canvas), optionally zipped.
-    Export { job: u32, zip: bool },
+    Export {
+        job: u32,
+        zip: bool,
+    },
     CacheList,
-    CacheDelete { url: String },
+    CacheDelete {
+        url: String,
+    },
     /// A file the user dropped (a LoRA); its bytes follow. Later requests name it `file:<name>`.
-    AddFile { name: String },
+    AddFile {
+        name: String,
+    },
 }
 
 /// A file of a plan.
@@ -109,11 +127,32 @@ pub struct CachedFile {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum FromWorker {
     /// `paths`: the kernel paths generation runs (`kernels::describe_paths`).
-    Ready { adapter: String, paths: String, max_binding: u64, max_buffer: u64 },
-    Plan { job: u32, files: Vec<PlannedFile> },
+    Ready {
+        adapter: String,
+        paths: String,
+        max_binding: u64,
+        max_buffer: u64,
+    },
+    Plan {
+        job: u32,
+        files: Vec<PlannedFile>,
+    },
     /// Download progress of one file (`total` 0 when unknown); `overall_*` over the whole plan.
-    Download { job: u32, file: String, bytes: u64, total: u64, rate: f64, eta: f64, overall_bytes: u64, overall_total: u64 },
-    Stage { job: u32, stage: String, what: String },
+    Download {
+        job: u32,
+        file: String,
+        bytes: u64,
+        total: u64,
+        rate: f64,
+        eta: f64,
+        overall_bytes: u64,
+        overall_total: u64,
+    },
+    Stage {
+        job: u32,
+        stage: String,
+        what: String,
+    },
     /// `computed`: with a step cache, the steps so far that ran every block.
     Step {
         job: u32,
@@ -123,19 +162,50 @@ pub enum FromWorker {
         #[serde(default)]
         computed: Option<usize>,
     },
-    Line { job: u32, line: String },
-    Warning { job: u32, message: String },
+    Line {
+        job: u32,
+        line: String,
+    },
+    Warning {
+        job: u32,
+        message: String,
+    },
     /// An adapter's report (formats, ranks, layers applied, keys ignored).
-    Adapter { job: u32, summary: String },
+    Adapter {
+        job: u32,
+        summary: String,
+    },
     /// RGBA pixels (`width·height·4`) follow.
-    Preview { job: u32, step: usize, width: usize, height: usize },
+    Preview {
+        job: u32,
+        step: usize,
+        width: usize,
+        height: usize,
+    },
     /// RGBA pixels of the canvas follow, then the canvas PNG (with the recipe).
-    Done { job: u32, width: usize, height: usize, seconds: f64 },
+    Done {
+        job: u32,
+        width: usize,
+        height: usize,
+        seconds: f64,
+    },
     /// Files follow in order (PNG or one zip), named by `names`.
-    Exported { job: u32, names: Vec<String> },
-    Cache { files: Vec<CachedFile>, note: String },
-    Error { job: u32, kind: String, message: String },
+    Exported {
+        job: u32,
+        names: Vec<String>,
+    },
+    Cache {
+        files: Vec<CachedFile>,
+        note: String,
+    },
+    Error {
+        job: u32,
+        kind: String,
+        message: String,
+    },
     /// The worker's wasm instance died (web/worker.js reports a rejected promise, e.g. a panic in
     /// an async task); the page replaces the worker.
-    Crashed { message: String },
+    Crashed {
+        message: String,
+    },
 }

@@ -10,8 +10,8 @@ use super::worker::post;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::matmul::Precision;
-use crate::pipeline::generate::{Event, GenerateOptions, Observer, RgbImage, Session};
 use crate::pipeline::conditioning::{RefMode, Reference};
+use crate::pipeline::generate::{Event, GenerateOptions, Observer, RgbImage, Session};
 use crate::pipeline::panels::Layout;
 use crate::recipe::png::encode_image;
 use crate::recipe::Recipe;
@@ -35,7 +35,8 @@ pub(crate) const PRECISION: Precision = Precision::F32;
 /// prepares each for synchronous reads; progress per file and overall goes to the page.
 pub async fn download(job: u32, files: &[PlannedFile], cancel: &Cancel) -> Result<()> {
     // Dropped files (`file:`) are in memory already.
-    let files: Vec<PlannedFile> = files.iter().filter(|f| crate::weights::source::is_url(&f.location)).cloned().collect();
+    let files: Vec<PlannedFile> =
+        files.iter().filter(|f| crate::weights::source::is_url(&f.location)).cloned().collect();
     let overall_total: u64 = files.iter().map(|f| f.bytes).sum();
     let bytes = Rc::new(RefCell::new(vec![0u64; files.len()]));
     for (c, chunk) in files.chunks(PARALLEL_FILES).enumerate() {
@@ -61,14 +62,24 @@ pub async fn download(job: u32, files: &[PlannedFile], cancel: &Cancel) -> Resul
     Ok(())
 }
 
-async fn download_one(job: u32, f: &PlannedFile, index: usize, bytes: &RefCell<Vec<u64>>, overall_total: u64, cancel: &Cancel) -> Result<()> {
+async fn download_one(
+    job: u32,
+    f: &PlannedFile,
+    index: usize,
+    bytes: &RefCell<Vec<u64>>,
+    overall_total: u64,
+    cancel: &Cancel,
+) -> Result<()> {
     let what = format!("{} ({})", f.component, short(&f.location));
     post(&FromWorker::Stage { job, stage: "download".into(), what }, vec![]);
     let mut restarts = 0;
     let mut on_progress = |p: &DownloadProgress| {
         if p.restarts > restarts {
             restarts = p.restarts;
-            let message = format!("{}: the file changed on the server during the download; downloading it again from the start", short(&f.location));
+            let message = format!(
+                "{}: the file changed on the server during the download; downloading it again from the start",
+                short(&f.location)
+            );
             post(&FromWorker::Warning { job, message }, vec![]);
         }
         let overall_bytes = {
@@ -94,7 +105,13 @@ async fn download_one(job: u32, f: &PlannedFile, index: usize, bytes: &RefCell<V
     };
     match cache::ensure_cached(&f.location, &mut on_progress, cancel).await? {
         cache::CacheStatus::NotCached { reason } => post(
-            &FromWorker::Warning { job, message: format!("{}: not cached ({reason}); it is read from the network while loading", short(&f.location)) },
+            &FromWorker::Warning {
+                job,
+                message: format!(
+                    "{}: not cached ({reason}); it is read from the network while loading",
+                    short(&f.location)
+                ),
+            },
             vec![],
         ),
         _ => {
@@ -125,10 +142,17 @@ impl Observer for Progress<'_> {
             Event::Line(l) => FromWorker::Line { job, line: l.into() },
             Event::Warning(w) => FromWorker::Warning { job, message: w.into() },
             Event::Adapter(a) => FromWorker::Adapter { job, summary: a.into() },
-            Event::Stage { stage, what } => FromWorker::Stage { job, stage: format!("{stage:?}").to_lowercase(), what: what.into() },
-            Event::Step { index, steps, seconds, computed } => FromWorker::Step { job, index, steps, seconds, computed },
+            Event::Stage { stage, what } => {
+                FromWorker::Stage { job, stage: format!("{stage:?}").to_lowercase(), what: what.into() }
+            }
+            Event::Step { index, steps, seconds, computed } => {
+                FromWorker::Step { job, index, steps, seconds, computed }
+            }
             Event::Preview { index, image } => {
-                post(&FromWorker::Preview { job, step: index, width: image.width, height: image.height }, vec![rgba(image)]);
+                post(
+                    &FromWorker::Preview { job, step: index, width: image.width, height: image.height },
+                    vec![rgba(image)],
+                );
                 return;
             }
         };
@@ -148,10 +172,21 @@ pub fn rgba(img: &RgbImage) -> Vec<u8> {
 }
 
 /// Runs the pipeline for `req` in the worker's `session` (models stay loaded for the next set) and posts the canvas (RGBA for display, PNG with the recipe).
-pub async fn run_job(gpu: &Gpu, session: &mut Session, job: u32, req: &GenerateRequest, pixels: Vec<Vec<u8>>, cancel: &Cancel) -> Result<Finished> {
+pub async fn run_job(
+    gpu: &Gpu,
+    session: &mut Session,
+    job: u32,
+    req: &GenerateRequest,
+    pixels: Vec<Vec<u8>>,
+    cancel: &Cancel,
+) -> Result<Finished> {
     let t = crate::clock::Stopwatch::start();
     if pixels.len() != req.references.len() {
-        return Err(Error::InvalidArgument(format!("{} reference panels but {} images came with them", req.references.len(), pixels.len())));
+        return Err(Error::InvalidArgument(format!(
+            "{} reference panels but {} images came with them",
+            req.references.len(),
+            pixels.len()
+        )));
     }
     let references = req
         .references
@@ -174,10 +209,14 @@ pub async fn run_job(gpu: &Gpu, session: &mut Session, job: u32, req: &GenerateR
         f16: PRECISION == Precision::F16,
         ..req.recipe.generate_options(req.loras.clone())
     };
-    let image = session.run(gpu, &req.model, &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;
+    let image =
+        session.run(gpu, &req.model, &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;
     let recipe = Some(req.recipe.clone());
     let png = encode_image(&image, recipe.as_ref())?;
-    post(&FromWorker::Done { job, width: image.width, height: image.height, seconds: t.secs() }, vec![rgba(&image), png]);
+    post(
+        &FromWorker::Done { job, width: image.width, height: image.height, seconds: t.secs() },
+        vec![rgba(&image), png],
+    );
     let layout = req.recipe.layout;
     Ok(Finished { image, rows: layout.rows as usize, cols: layout.cols as usize, recipe })
 }
@@ -196,6 +235,7 @@ pub fn export(f: &Finished, job: u32, zip: bool) -> Result<(Vec<String>, Vec<Vec
     if !zip {
         return Ok((names, files));
     }
-    let entries: Vec<(&str, &[u8])> = names.iter().map(|n| n.as_str()).zip(files.iter().map(|f| f.as_slice())).collect();
+    let entries: Vec<(&str, &[u8])> =
+        names.iter().map(|n| n.as_str()).zip(files.iter().map(|f| f.as_slice())).collect();
     Ok((vec![format!("set-{job}.zip")], vec![crate::recipe::zip::zip(&entries)?]))
 }

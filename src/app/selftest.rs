@@ -8,9 +8,9 @@
 //! device, and "workgroup memory" on a second device opened without subgroups. Where the adapter
 //! has no subgroups the first row says "not offered" and counts neither as passed nor as failed.
 
-use crate::selftest::{self as cases, compare, Case, Comparison, Rng};
 use super::dom::{add, by_id, clear, el, now_ms, set_marker, yield_to_browser, AppResult};
 use crate::gpu::{Gpu, GpuOptions};
+use crate::selftest::{self as cases, compare, Case, Comparison, Rng};
 
 /// Runs one case: random inputs, one batch, async readback, comparison.
 async fn check(gpu: &Gpu, case: &Case, dims: &[usize], seed: u64) -> AppResult<Comparison> {
@@ -40,10 +40,15 @@ struct Row {
 impl Row {
     fn new(tbody: &web_sys::Element, case: &Case, path: Option<&str>, dims: &[usize]) -> AppResult<Row> {
         let tr = add(tbody, "tr", "running", "")?;
-        add(&tr, "td", "kernel", &match path {
-            Some(p) => format!("{} · {p}", case.kernel),
-            None => case.kernel.to_string(),
-        })?;
+        add(
+            &tr,
+            "td",
+            "kernel",
+            &match path {
+                Some(p) => format!("{} · {p}", case.kernel),
+                None => case.kernel.to_string(),
+            },
+        )?;
         add(&tr, "td", "shape", &case.describe(dims))?;
         let err = add(&tr, "td", "num", "…")?;
         add(&tr, "td", "num", &if case.rtol == 0.0 { "exact".to_string() } else { format!("{:.0e}", case.rtol) })?;
@@ -148,7 +153,8 @@ async fn run_cases(gpu: &Gpu, sink: &mut impl Sink) -> AppResult<(usize, usize, 
     for case in &cases {
         for dims in case.dims {
             seed += 1;
-            let paths: &[Option<Path>] = if case.reduces { &[Some(Path::Subgroups), Some(Path::WorkgroupMemory)] } else { &[None] };
+            let paths: &[Option<Path>] =
+                if case.reduces { &[Some(Path::Subgroups), Some(Path::WorkgroupMemory)] } else { &[None] };
             for &p in paths {
                 let path = Path::label(p);
                 done += 1;
@@ -188,8 +194,18 @@ struct Table {
 }
 
 impl Sink for Table {
-    fn start(&mut self, case: &Case, path: Option<&str>, dims: &[usize], (done, total): (usize, usize)) -> AppResult<bool> {
-        self.summary.set_text_content(Some(&format!("running {done}/{total}: {} {}", case.kernel, case.describe(dims))));
+    fn start(
+        &mut self,
+        case: &Case,
+        path: Option<&str>,
+        dims: &[usize],
+        (done, total): (usize, usize),
+    ) -> AppResult<bool> {
+        self.summary.set_text_content(Some(&format!(
+            "running {done}/{total}: {} {}",
+            case.kernel,
+            case.describe(dims)
+        )));
         self.row = Some(Row::new(&self.tbody, case, path, dims)?);
         Ok(true)
     }
@@ -258,20 +274,22 @@ pub async fn selftest_headless() -> Result<String, wasm_bindgen::JsValue> {
         let (passed, failed, skipped) = run_cases(&gpu, &mut report).await?;
         let i = gpu.info();
         let f = gpu.features();
-        Ok::<_, super::dom::AppError>(serde_json::json!({
-            "adapter": i.name,
-            "backend": i.backend,
-            "shader_f16": f.shader_f16,
-            "subgroups": f.subgroups,
-            "subgroup_size": [i.subgroup_min_size, i.subgroup_max_size],
-            "subgroup_matrix": format!("{:?}", i.cooperative_matrix_configs),
-            "paths": crate::kernels::describe_paths(&gpu, super::run::PRECISION),
-            "passed": passed,
-            "failed": failed,
-            "not_offered": skipped,
-            "runs": report.runs,
-        })
-        .to_string())
+        Ok::<_, super::dom::AppError>(
+            serde_json::json!({
+                "adapter": i.name,
+                "backend": i.backend,
+                "shader_f16": f.shader_f16,
+                "subgroups": f.subgroups,
+                "subgroup_size": [i.subgroup_min_size, i.subgroup_max_size],
+                "subgroup_matrix": format!("{:?}", i.cooperative_matrix_configs),
+                "paths": crate::kernels::describe_paths(&gpu, super::run::PRECISION),
+                "passed": passed,
+                "failed": failed,
+                "not_offered": skipped,
+                "runs": report.runs,
+            })
+            .to_string(),
+        )
     };
     run.await.map_err(|e| wasm_bindgen::JsValue::from_str(&e.to_string()))
 }

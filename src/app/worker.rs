@@ -34,7 +34,8 @@ pub fn in_worker() -> bool {
 /// Posts `msg` with `bufs` (transferred, not copied) to the page.
 pub fn post(msg: &FromWorker, bufs: Vec<Vec<u8>>) {
     let Some(scope) = scope() else { return };
-    let json = serde_json::to_string(msg).unwrap_or_else(|e| format!("{{\"type\":\"error\",\"job\":0,\"kind\":\"internal\",\"message\":\"{e}\"}}"));
+    let json = serde_json::to_string(msg)
+        .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"job\":0,\"kind\":\"internal\",\"message\":\"{e}\"}}"));
     if let Ok((obj, transfer)) = envelope(&json, bufs) {
         if scope.post_message_with_transfer(&obj, &transfer).is_err() {
             let _ = scope.post_message(&obj);
@@ -48,7 +49,12 @@ pub fn error_kind(e: &Error) -> &'static str {
         Error::Cancelled => "cancelled",
         Error::Cors { .. } => "cors",
         Error::Http { status: 404 | 410, .. } => "not-found",
-        Error::Http { .. } | Error::NoRangeSupport { .. } | Error::RangesNotShown { .. } | Error::FileChanged { .. } | Error::InsecureRedirect { .. } | Error::Timeout { .. } => "http",
+        Error::Http { .. }
+        | Error::NoRangeSupport { .. }
+        | Error::RangesNotShown { .. }
+        | Error::FileChanged { .. }
+        | Error::InsecureRedirect { .. }
+        | Error::Timeout { .. } => "http",
         Error::Quota { .. } => "quota",
         Error::OutOfMemory(_) => "out-of-memory",
         Error::DeviceLost(_) => "device-lost",
@@ -81,7 +87,14 @@ pub fn worker_main() {
         let (text, bufs) = open_envelope(&ev.data());
         match serde_json::from_str::<ToWorker>(&text) {
             Ok(msg) => receive(engine.clone(), msg, bufs),
-            Err(e) => post(&FromWorker::Error { job: 0, kind: "internal".into(), message: format!("bad message to the worker: {e}") }, vec![]),
+            Err(e) => post(
+                &FromWorker::Error {
+                    job: 0,
+                    kind: "internal".into(),
+                    message: format!("bad message to the worker: {e}"),
+                },
+                vec![],
+            ),
         }
     });
     scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -189,7 +202,10 @@ async fn handle(engine: &Shared, msg: ToWorker, bufs: Vec<Vec<u8>>) {
             match out {
                 Some(Ok((names, files))) => post(&FromWorker::Exported { job, names }, files),
                 Some(Err(e)) => report(job, &e),
-                None => report(job, &Error::InvalidArgument(format!("set {job} is no longer in this tab's memory; generate it again"))),
+                None => report(
+                    job,
+                    &Error::InvalidArgument(format!("set {job} is no longer in this tab's memory; generate it again")),
+                ),
             }
         }
         ToWorker::CacheList => send_cache_list(String::new()).await,
@@ -213,7 +229,8 @@ async fn handle(engine: &Shared, msg: ToWorker, bufs: Vec<Vec<u8>>) {
 async fn send_cache_list(note: String) {
     match cache::list().await {
         Ok(entries) => {
-            let files = entries.into_iter().map(|e| CachedFile { url: e.url, bytes: e.bytes, complete: e.complete }).collect();
+            let files =
+                entries.into_iter().map(|e| CachedFile { url: e.url, bytes: e.bytes, complete: e.complete }).collect();
             post(&FromWorker::Cache { files, note }, vec![]);
         }
         Err(e) => report(0, &e),
@@ -221,16 +238,20 @@ async fn send_cache_list(note: String) {
 }
 
 /// The files a run will read, with their cache state.
-async fn plan(paths: &crate::pipeline::generate::ModelPaths, loras: &[(String, f32)]) -> Result<Vec<PlannedFile>, Error> {
+async fn plan(
+    paths: &crate::pipeline::generate::ModelPaths,
+    loras: &[(String, f32)],
+) -> Result<Vec<PlannedFile>, Error> {
     let cached = cache::list().await.unwrap_or_default();
     // Headers of files this browser already holds are read from its copy (an OPFS handle), not
     // fetched again: every Generate plans first.
-    let roots: Vec<&str> = [&paths.root, &paths.transformer, &paths.vae, &paths.t5, &paths.clip, &paths.preview_decoder]
-        .into_iter()
-        .flatten()
-        .map(String::as_str)
-        .chain(loras.iter().map(|(u, _)| u.as_str()))
-        .collect();
+    let roots: Vec<&str> =
+        [&paths.root, &paths.transformer, &paths.vae, &paths.t5, &paths.clip, &paths.preview_decoder]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .chain(loras.iter().map(|(u, _)| u.as_str()))
+            .collect();
     for c in cached.iter().filter(|c| c.complete && roots.iter().any(|r| c.url.starts_with(r))) {
         let _ = crate::weights::browser::opfs::prepare(&c.url).await;
     }
@@ -243,14 +264,26 @@ async fn plan(paths: &crate::pipeline::generate::ModelPaths, loras: &[(String, f
         .collect())
 }
 
-async fn generate(engine: &Shared, job: u32, req: &GenerateRequest, bufs: Vec<Vec<u8>>, cancel: &Cancel) -> Result<Finished, Error> {
+async fn generate(
+    engine: &Shared,
+    job: u32,
+    req: &GenerateRequest,
+    bufs: Vec<Vec<u8>>,
+    cancel: &Cancel,
+) -> Result<Finished, Error> {
     let out = download_and_run(engine, job, req, bufs, cancel).await;
     // Sync access handles lock their files: close them whatever happened.
     crate::weights::browser::opfs::release_all();
     out
 }
 
-async fn download_and_run(engine: &Shared, job: u32, req: &GenerateRequest, bufs: Vec<Vec<u8>>, cancel: &Cancel) -> Result<Finished, Error> {
+async fn download_and_run(
+    engine: &Shared,
+    job: u32,
+    req: &GenerateRequest,
+    bufs: Vec<Vec<u8>>,
+    cancel: &Cancel,
+) -> Result<Finished, Error> {
     let gpu = gpu(engine).await?;
     post(&FromWorker::Stage { job, stage: "download".into(), what: "checking the files".into() }, vec![]);
     let files = plan(&req.model, &req.loras).await?;

@@ -131,7 +131,11 @@ impl Batch {
                 Binding::Uniform(_) => {
                     u += 1;
                     let (buf, offset, size) = &uniforms[u - 1];
-                    wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: buf, offset: *offset, size: std::num::NonZeroU64::new(*size) })
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: buf,
+                        offset: *offset,
+                        size: std::num::NonZeroU64::new(*size),
+                    })
                 }
                 Binding::Tensor(t) | Binding::Range(t, _, _) => {
                     let (offset, size) = match b {
@@ -171,7 +175,8 @@ impl Batch {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry), timestamp_writes: None });
+        let mut pass =
+            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry), timestamp_writes: None });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(grid[0], grid[1], grid[2]);

@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex, Weak};
 use super::context::Gpu;
 use crate::error::{Error, Result};
 
-const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
+const USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 /// Bytes of one pooled uniform chunk: 256 dispatches' parameters at the usual 256-byte offset
 /// alignment (WebGPU's default `minUniformBufferOffsetAlignment`).
@@ -118,9 +117,14 @@ impl UniformArena {
         let size = (bytes.len() as u64).div_ceil(16).max(1) * 16;
         let align = gpu.uniform_align.max(16);
         if size > UNIFORM_CHUNK {
-            return Err(Error::LimitExceeded { what: "uniform parameters of one dispatch (bytes)".into(), needed: size, available: UNIFORM_CHUNK });
+            return Err(Error::LimitExceeded {
+                what: "uniform parameters of one dispatch (bytes)".into(),
+                needed: size,
+                available: UNIFORM_CHUNK,
+            });
         }
-        let fits = self.chunks.last().is_some_and(|(_, d)| (d.len() as u64).div_ceil(align) * align + size <= UNIFORM_CHUNK);
+        let fits =
+            self.chunks.last().is_some_and(|(_, d)| (d.len() as u64).div_ceil(align) * align + size <= UNIFORM_CHUNK);
         if !fits {
             let pooled = gpu.pool.uniforms.lock().ok().and_then(|mut u| u.pop());
             let buf = match pooled {
@@ -137,9 +141,7 @@ impl UniformArena {
             };
             self.chunks.push((buf, Vec::new()));
         }
-        let Some((buf, data)) = self.chunks.last_mut() else {
-            unreachable!("a chunk was pushed above")
-        };
+        let Some((buf, data)) = self.chunks.last_mut() else { unreachable!("a chunk was pushed above") };
         let offset = (data.len() as u64).div_ceil(align) * align;
         data.resize(offset as usize, 0);
         data.extend_from_slice(bytes);
@@ -212,7 +214,12 @@ impl Gpu {
             None => {
                 self.pool.created.fetch_add(1, Ordering::Relaxed);
                 self.pool.created_bytes.fetch_add(size, Ordering::Relaxed);
-                self.device.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: USAGE, mapped_at_creation: false })
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: None,
+                    size,
+                    usage: USAGE,
+                    mapped_at_creation: false,
+                })
             }
         };
         self.pool.lend(size);
@@ -237,7 +244,7 @@ impl Gpu {
 
     /// Writes `data` (length a multiple of 4) at `offset` bytes; ordered before later submissions.
     pub fn write_buffer(&self, buf: &GpuBuffer, offset: u64, data: &[u8]) -> Result<()> {
-        if data.len() % 4 != 0 || offset % 4 != 0 {
+        if !data.len().is_multiple_of(4) || !offset.is_multiple_of(4) {
             return Err(Error::InvalidArgument(format!(
                 "buffer writes must be whole 32-bit words (offset {offset}, {} bytes)",
                 data.len()

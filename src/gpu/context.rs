@@ -185,7 +185,8 @@ impl Gpu {
             wanted |= wgpu::Features::TIMESTAMP_QUERY;
             features.timestamp_query = true;
         }
-        let coop_configs: Vec<CoopMatrixConfig> = if available.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        let coop_configs: Vec<CoopMatrixConfig> = if available.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        {
             adapter.cooperative_matrix_properties().iter().filter_map(coop_config).collect()
         } else {
             Vec::new()

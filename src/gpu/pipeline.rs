@@ -77,11 +77,8 @@ impl Gpu {
         if let Some(p) = cache.pipelines.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(p);
         }
-        let shader_err = |message: String| Error::Shader {
-            shader: spec.name.to_string(),
-            entry: entry.to_string(),
-            message,
-        };
+        let shader_err =
+            |message: String| Error::Shader { shader: spec.name.to_string(), entry: entry.to_string(), message };
 
         #[cfg(not(target_arch = "wasm32"))]
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);

@@ -75,7 +75,11 @@ impl Tensor {
 fn check_len(op: &'static str, shape: &[usize], len: usize) -> Result<()> {
     let n: usize = shape.iter().product();
     if n != len {
-        return Err(Error::ShapeMismatch { op, expected: format!("{n} values for shape {shape:?}"), got: format!("{len}") });
+        return Err(Error::ShapeMismatch {
+            op,
+            expected: format!("{n} values for shape {shape:?}"),
+            got: format!("{len}"),
+        });
     }
     Ok(())
 }
@@ -84,7 +88,7 @@ impl Gpu {
     /// A tensor with undefined contents.
     pub fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let numel: usize = shape.iter().product();
-        if dtype.is_quantized() && numel % dtype.block_elems() != 0 {
+        if dtype.is_quantized() && !numel.is_multiple_of(dtype.block_elems()) {
             return Err(Error::ShapeMismatch {
                 op: "empty",
                 expected: format!("a multiple of {} elements for {dtype}", dtype.block_elems()),

@@ -12,7 +12,12 @@ use super::{expect_f32, shape_err, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, Batch, Binding, DType, Gpu, ShaderSpec, Tensor};
 
-pub static SHADER: ShaderSpec = ShaderSpec { name: "attention", sources: &[include_str!("../../shaders/attention.wgsl")], needs_f16: false, needs_subgroups: false };
+pub static SHADER: ShaderSpec = ShaderSpec {
+    name: "attention",
+    sources: &[include_str!("../../shaders/attention.wgsl")],
+    needs_f16: false,
+    needs_subgroups: false,
+};
 
 /// Head dims the models use: CLIP-L and T5-XXL 64, FLUX 128, VAE mid-block 512 (one head).
 pub const MODEL_HEAD_DIMS: [usize; 3] = [64, 128, 512];
@@ -165,8 +170,10 @@ pub fn tiled_applies(gpu: &Gpu, head_dim: usize, opts: &AttnOptions) -> bool {
 
 /// The model head dims × {bias, causal}, at the default workgroup size, plus the tiled entry.
 pub fn variants() -> Vec<Variant> {
-    let mut v: Vec<Variant> =
-        TILED_HEAD_DIMS.iter().map(|&d| Variant { entry: "attention_tiled", overrides: vec![("D", d as f64)] }).collect();
+    let mut v: Vec<Variant> = TILED_HEAD_DIMS
+        .iter()
+        .map(|&d| Variant { entry: "attention_tiled", overrides: vec![("D", d as f64)] })
+        .collect();
     for d in MODEL_HEAD_DIMS {
         if let Ok(c) = AttnConfig::choose(d, WG, MAX_WORKGROUP_BYTES) {
             for (bias, causal) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -201,7 +208,11 @@ fn check_input(op: &'static str, name: &str, x: &AttnInput, width: usize) -> Res
 }
 
 fn to_u32(what: &str, n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::LimitExceeded { what: format!("attention: {what}"), needed: n as u64, available: u32::MAX as u64 })
+    u32::try_from(n).map_err(|_| Error::LimitExceeded {
+        what: format!("attention: {what}"),
+        needed: n as u64,
+        available: u32::MAX as u64,
+    })
 }
 
 /// `softmax(scale · q·kᵀ + bias, masked) · v` per head; returns `[Lq, heads*head_dim]`.

@@ -11,7 +11,12 @@ use super::{expect_f32, shape_err, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::{Batch, Binding, DType, Gpu, ShaderSpec, Tensor};
 
-pub static SHADER: ShaderSpec = ShaderSpec { name: "conv2d", sources: &[include_str!("../../shaders/conv2d.wgsl")], needs_f16: false, needs_subgroups: false };
+pub static SHADER: ShaderSpec = ShaderSpec {
+    name: "conv2d",
+    sources: &[include_str!("../../shaders/conv2d.wgsl")],
+    needs_f16: false,
+    needs_subgroups: false,
+};
 
 /// Zero padding on each side of the input, in input pixels (after upsampling, when fused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -192,7 +197,13 @@ pub fn conv2d(
     let (cin, h, w) = image_dims(OP, x)?;
     let (cout, kh, kw) = match *weight.shape() {
         [o, i, kh, kw] if i == cin && o > 0 => (o, kh, kw),
-        _ => return Err(shape_err(OP, format!("weight [O, {cin}, kh, kw] for an input of {cin} channels"), weight.shape())),
+        _ => {
+            return Err(shape_err(
+                OP,
+                format!("weight [O, {cin}, kh, kw] for an input of {cin} channels"),
+                weight.shape(),
+            ))
+        }
     };
     if bias.shape() != [cout] {
         return Err(shape_err(OP, format!("bias [{cout}]"), bias.shape()));
@@ -270,14 +281,7 @@ pub fn conv2d(
                 &SHADER,
                 "conv2d",
                 &ov,
-                &[
-                    Binding::Uniform(bytemuck::bytes_of(&params)),
-                    xb,
-                    wb,
-                    Binding::Tensor(bias),
-                    rb,
-                    yb,
-                ],
+                &[Binding::Uniform(bytemuck::bytes_of(&params)), xb, wb, Binding::Tensor(bias), rb, yb],
                 grid,
             )?;
         }
@@ -316,7 +320,11 @@ fn split(gpu: &Gpu, (cin, in_bytes): (usize, usize), (cout, out_bytes): (usize, 
             return Ok(n);
         }
         match room / per {
-            0 => Err(Error::LimitExceeded { what: format!("conv2d: one {what} channel in a storage binding"), needed: per as u64, available: room as u64 }),
+            0 => Err(Error::LimitExceeded {
+                what: format!("conv2d: one {what} channel in a storage binding"),
+                needed: per as u64,
+                available: room as u64,
+            }),
             k => Ok(k.min(n)),
         }
     };
@@ -334,7 +342,11 @@ fn fit_tile(gpu: &Gpu, (mut wgo, mut wgp, tk): (u32, u32, u32)) -> Result<(u32, 
         wgo /= 2;
     }
     if wgo * wgp > cap {
-        return Err(Error::LimitExceeded { what: "conv2d: invocations per workgroup".into(), needed: 4, available: cap as u64 });
+        return Err(Error::LimitExceeded {
+            what: "conv2d: invocations per workgroup".into(),
+            needed: 4,
+            available: cap as u64,
+        });
     }
     Ok((wgo, wgp, tk))
 }

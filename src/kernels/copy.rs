@@ -15,7 +15,12 @@ use super::{launch_1d, shape_err, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::{Batch, Binding, DType, Gpu, ShaderSpec, Tensor};
 
-pub static SHADER: ShaderSpec = ShaderSpec { name: "copy", sources: &[include_str!("../../shaders/copy.wgsl")], needs_f16: false, needs_subgroups: false };
+pub static SHADER: ShaderSpec = ShaderSpec {
+    name: "copy",
+    sources: &[include_str!("../../shaders/copy.wgsl")],
+    needs_f16: false,
+    needs_subgroups: false,
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -32,10 +37,7 @@ struct Params {
 const WG: u32 = 256;
 
 pub fn variants() -> Vec<Variant> {
-    vec![
-        Variant::new("copy_2d", &[("WG", WG as f64)]),
-        Variant::new("transpose", &[("WG", WG as f64)]),
-    ]
+    vec![Variant::new("copy_2d", &[("WG", WG as f64)]), Variant::new("transpose", &[("WG", WG as f64)])]
 }
 
 /// A rectangular block of a matrix: `rows × cols` starting at `(row0, col0)`.
@@ -58,7 +60,11 @@ impl Block {
 /// `(rows, cols)` of a 2-D tensor of a 32-bit format.
 fn matrix(op: &'static str, t: &Tensor) -> Result<(usize, usize)> {
     if !matches!(t.dtype(), DType::F32 | DType::U32) {
-        return Err(Error::UnsupportedFormat { op, format: t.dtype().to_string(), why: "copies take 32-bit tensors (F32, U32)".into() });
+        return Err(Error::UnsupportedFormat {
+            op,
+            format: t.dtype().to_string(),
+            why: "copies take 32-bit tensors (F32, U32)".into(),
+        });
     }
     match *t.shape() {
         [r, c] => Ok((r, c)),
@@ -68,7 +74,11 @@ fn matrix(op: &'static str, t: &Tensor) -> Result<(usize, usize)> {
 
 fn same_format(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.dtype() != b.dtype() {
-        return Err(Error::UnsupportedFormat { op, format: b.dtype().to_string(), why: format!("the other tensor is {}", a.dtype()) });
+        return Err(Error::UnsupportedFormat {
+            op,
+            format: b.dtype().to_string(),
+            why: format!("the other tensor is {}", a.dtype()),
+        });
     }
     Ok(())
 }
@@ -83,7 +93,14 @@ fn fits(op: &'static str, what: &str, shape: (usize, usize), b: Block) -> Result
 /// Copies `block` of `src` into `dst` with its top-left corner at `at = (row, col)`. Both are 2-D
 /// tensors of the same 32-bit format and must be different buffers; `dst` is written in place when the
 /// batch runs. An empty block records nothing.
-pub fn copy_into(gpu: &Gpu, batch: &mut Batch, dst: &Tensor, at: (usize, usize), src: &Tensor, block: Block) -> Result<()> {
+pub fn copy_into(
+    gpu: &Gpu,
+    batch: &mut Batch,
+    dst: &Tensor,
+    at: (usize, usize),
+    src: &Tensor,
+    block: Block,
+) -> Result<()> {
     const OP: &str = "copy_into";
     let (ds, ss) = (matrix(OP, dst)?, matrix(OP, src)?);
     same_format(OP, dst, src)?;
@@ -209,13 +226,25 @@ pub fn transpose(gpu: &Gpu, batch: &mut Batch, t: &Tensor) -> Result<Tensor> {
     let n = u32::try_from(rows * cols).map_err(|_| shape_err(OP, "fewer than 2^32 elements", t.shape()))?;
     let limit = gpu.info().max_storage_binding;
     if t.gpu_bytes() > limit {
-        return Err(Error::LimitExceeded { what: format!("{OP}: {t:?} in one storage binding (bytes)"), needed: t.gpu_bytes(), available: limit });
+        return Err(Error::LimitExceeded {
+            what: format!("{OP}: {t:?} in one storage binding (bytes)"),
+            needed: t.gpu_bytes(),
+            available: limit,
+        });
     }
     let out = gpu.empty(&[cols, rows], t.dtype())?;
     if n == 0 {
         return Ok(out);
     }
-    let p = Params { rows: rows as u32, cols: cols as u32, src_stride: 0, src_offset: 0, dst_stride: 0, dst_offset: 0, _pad: [0; 2] };
+    let p = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        src_stride: 0,
+        src_offset: 0,
+        dst_stride: 0,
+        dst_offset: 0,
+        _pad: [0; 2],
+    };
     let (wg, grid) = launch_1d(gpu, rows * cols, WG);
     batch.dispatch(
         gpu,

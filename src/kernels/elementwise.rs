@@ -26,7 +26,8 @@ pub enum Activation {
 }
 
 impl Activation {
-    pub const ALL: [Activation; 5] = [Activation::GeluTanh, Activation::QuickGelu, Activation::Silu, Activation::None, Activation::Tanh];
+    pub const ALL: [Activation; 5] =
+        [Activation::GeluTanh, Activation::QuickGelu, Activation::Silu, Activation::None, Activation::Tanh];
 }
 
 #[repr(C)]
@@ -75,7 +76,7 @@ pub fn activation(gpu: &Gpu, batch: &mut Batch, x: &Tensor, act: Activation) -> 
 fn check_broadcast(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     expect_f32(op, a)?;
     expect_f32(op, b)?;
-    if b.numel() == 0 || a.numel() % b.numel() != 0 {
+    if b.numel() == 0 || !a.numel().is_multiple_of(b.numel()) {
         return Err(shape_err(op, format!("a tensor whose size divides that of {:?}", a.shape()), b.shape()));
     }
     Ok(())
@@ -175,7 +176,11 @@ pub fn masked_blend(
         }
     }
     if thresholds.numel() != x.rows() {
-        return Err(shape_err("masked_blend", format!("{} row thresholds for x {:?}", x.rows(), x.shape()), thresholds.shape()));
+        return Err(shape_err(
+            "masked_blend",
+            format!("{} row thresholds for x {:?}", x.rows(), x.shape()),
+            thresholds.shape(),
+        ));
     }
     if sigma.numel() != 1 {
         return Err(shape_err("masked_blend", "a one-element sigma", sigma.shape()));

@@ -39,13 +39,24 @@ pub fn embedding(gpu: &Gpu, batch: &mut Batch, table: &Tensor, ids: &Tensor) -> 
         return Err(shape_err("embedding", "a table [V, K]", table.shape()));
     }
     if !DType::WEIGHT_FORMATS.contains(&table.dtype()) {
-        return Err(Error::UnsupportedFormat { op: "embedding", format: table.dtype().to_string(), why: "not a weight format".into() });
+        return Err(Error::UnsupportedFormat {
+            op: "embedding",
+            format: table.dtype().to_string(),
+            why: "not a weight format".into(),
+        });
     }
     if ids.dtype() != DType::U32 {
-        return Err(Error::UnsupportedFormat { op: "embedding ids", format: ids.dtype().to_string(), why: "ids are U32".into() });
+        return Err(Error::UnsupportedFormat {
+            op: "embedding ids",
+            format: ids.dtype().to_string(),
+            why: "ids are U32".into(),
+        });
     }
     let (vocab, k, n) = (table.shape()[0], table.shape()[1], ids.numel());
-    let total = n.checked_mul(k).filter(|&t| t < u32::MAX as usize).ok_or_else(|| shape_err("embedding", "< 2^32 outputs", (n, k)))?;
+    let total = n
+        .checked_mul(k)
+        .filter(|&t| t < u32::MAX as usize)
+        .ok_or_else(|| shape_err("embedding", "< 2^32 outputs", (n, k)))?;
     let y = gpu.empty(&[n, k], DType::F32)?;
     let p = Params { rows: n as u32, k: k as u32, vocab: vocab as u32, _pad: 0 };
     let (wg, grid) = launch_1d(gpu, total, WG);

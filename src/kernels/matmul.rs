@@ -37,7 +37,13 @@ pub static SHADER_F16: ShaderSpec = ShaderSpec {
 /// the adapter has subgroups (naga rejects `subgroupBroadcast` otherwise).
 pub static SHADER_SG: ShaderSpec = ShaderSpec {
     name: "matmul_sg",
-    sources: &[include_str!("../../shaders/precision_f32.wgsl"), QUANT, ACT, MATMUL, include_str!("../../shaders/matmul_sg.wgsl")],
+    sources: &[
+        include_str!("../../shaders/precision_f32.wgsl"),
+        QUANT,
+        ACT,
+        MATMUL,
+        include_str!("../../shaders/matmul_sg.wgsl"),
+    ],
     needs_f16: false,
     needs_subgroups: true,
 };
@@ -69,7 +75,7 @@ pub enum MatmulPath {
 pub fn sg_applies(gpu: &Gpu, k: usize, precision: Precision, cpu_only: bool) -> Option<u32> {
     let info = gpu.info();
     let fits = gpu.features().subgroups && info.subgroup_min_size == SG_LANES && info.subgroup_max_size == SG_LANES;
-    if !fits || precision != Precision::F32 || k % 32 != 0 || (cpu_only && info.device_type != "Cpu") {
+    if !fits || precision != Precision::F32 || !k.is_multiple_of(32) || (cpu_only && info.device_type != "Cpu") {
         return None;
     }
     let sgs = gpu.workgroup_size(SG_LANES * SG_PER_WORKGROUP) / SG_LANES;
@@ -124,12 +130,19 @@ impl LoraStack {
     /// `parts`: for each adapter its `A` (`[rank, K]` row-major), `B` (`[len, rank]`) and slice.
     pub fn new(gpu: &Gpu, k: usize, parts: &[(&[f32], &[f32], AdapterSlice)]) -> Result<LoraStack> {
         if parts.is_empty() || parts.len() > MAX_ADAPTERS {
-            return Err(Error::InvalidArgument(format!("a LoRA stack holds 1..={MAX_ADAPTERS} adapters, got {}", parts.len())));
+            return Err(Error::InvalidArgument(format!(
+                "a LoRA stack holds 1..={MAX_ADAPTERS} adapters, got {}",
+                parts.len()
+            )));
         }
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for (pa, pb, s) in parts {
             if pa.len() != s.rank * k || pb.len() != s.len * s.rank || s.rank == 0 {
-                return Err(shape_err("lora", format!("A [{}, {k}] and B [{}, {}]", s.rank, s.len, s.rank), (pa.len(), pb.len())));
+                return Err(shape_err(
+                    "lora",
+                    format!("A [{}, {k}] and B [{}, {}]", s.rank, s.len, s.rank),
+                    (pa.len(), pb.len()),
+                ));
             }
             a.extend_from_slice(pa);
             b.extend_from_slice(pb);
@@ -182,7 +195,14 @@ struct Params {
     adapters: [AdapterParams; MAX_ADAPTERS],
 }
 
-fn overrides(format: DType, x_half: bool, bias: bool, act: Activation, gated: bool, adapters: usize) -> Vec<(&'static str, f64)> {
+fn overrides(
+    format: DType,
+    x_half: bool,
+    bias: bool,
+    act: Activation,
+    gated: bool,
+    adapters: usize,
+) -> Vec<(&'static str, f64)> {
     vec![
         ("FORMAT", format.shader_id() as f64),
         ("X_HALF", x_half as u32 as f64),
@@ -233,8 +253,15 @@ fn rows_binding(t: &Tensor, whole: bool, row0: usize, rows: usize, row_bytes: us
 /// Like [`rows_binding`], for a view as `array<vec4<u32>>`: None unless offset and size are whole
 /// 16-byte vectors (a partial last vector would read as out of bounds).
 fn vec4_binding(t: &Tensor, whole: bool, row0: usize, rows: usize, row_bytes: usize) -> Option<Binding<'_>> {
-    let (off, size) = if whole { (0, t.buffer().size()) } else { ((row0 * row_bytes) as u64, (rows * row_bytes) as u64) };
-    (off % 16 == 0 && size % 16 == 0 && off + size <= t.buffer().size()).then(|| if whole { Binding::Tensor(t) } else { Binding::Range(t, off, size) })
+    let (off, size) =
+        if whole { (0, t.buffer().size()) } else { ((row0 * row_bytes) as u64, (rows * row_bytes) as u64) };
+    (off % 16 == 0 && size % 16 == 0 && off + size <= t.buffer().size()).then_some({
+        if whole {
+            Binding::Tensor(t)
+        } else {
+            Binding::Range(t, off, size)
+        }
+    })
 }
 
 /// Rows per dispatch of x/y (`m_chunk`) and of W (`n_chunk`) so that every bound range fits one
@@ -252,7 +279,11 @@ fn chunks(gpu: &Gpu, m: usize, n: usize, x_row: usize, y_row: usize, w_row: usiz
         let s = step(rows);
         let per = limit / widest / s * s;
         if per == 0 {
-            return Err(Error::LimitExceeded { what: format!("matmul: {s} rows of {what} ({widest} bytes each) in one binding"), needed: (s * widest) as u64, available: limit as u64 });
+            return Err(Error::LimitExceeded {
+                what: format!("matmul: {s} rows of {what} ({widest} bytes each) in one binding"),
+                needed: (s * widest) as u64,
+                available: limit as u64,
+            });
         }
         Ok(per)
     };
@@ -265,7 +296,14 @@ pub fn matmul(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &Epilog
 }
 
 /// [`matmul`] with the kernel chosen by `path` (the cooperative-matrix path is tried first either way).
-pub fn matmul_with(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &Epilogue, path: MatmulPath) -> Result<Tensor> {
+pub fn matmul_with(
+    gpu: &Gpu,
+    batch: &mut Batch,
+    x: &Tensor,
+    w: &Tensor,
+    epi: &Epilogue,
+    path: MatmulPath,
+) -> Result<Tensor> {
     // Cooperative matrices (tensor cores) where the device has them and the call suits them;
     // everything else, and every adapter without them, runs the FMA kernel below.
     if let Some(y) = super::matmul_coop::try_matmul(gpu, batch, x, w, epi)? {
@@ -277,7 +315,11 @@ pub fn matmul_with(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &E
     }
     let n = w.shape()[0];
     if !DType::WEIGHT_FORMATS.contains(&w.dtype()) {
-        return Err(Error::UnsupportedFormat { op: "matmul", format: w.dtype().to_string(), why: "not a weight format".into() });
+        return Err(Error::UnsupportedFormat {
+            op: "matmul",
+            format: w.dtype().to_string(),
+            why: "not a weight format".into(),
+        });
     }
     if w.dtype().is_quantized() && k % w.dtype().block_elems() != 0 {
         return Err(shape_err("matmul", format!("K a multiple of {} for {}", w.dtype().block_elems(), w.dtype()), k));
@@ -285,7 +327,13 @@ pub fn matmul_with(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &E
     let x_half = match x.dtype() {
         DType::F32 => false,
         DType::F16 => true,
-        other => return Err(Error::UnsupportedFormat { op: "matmul", format: other.to_string(), why: "activations are F32 or F16".into() }),
+        other => {
+            return Err(Error::UnsupportedFormat {
+                op: "matmul",
+                format: other.to_string(),
+                why: "activations are F32 or F16".into(),
+            })
+        }
     };
     if x_half && n % 2 == 1 {
         return Err(shape_err("matmul", "an even N for F16 activations", n));
@@ -312,10 +360,18 @@ pub fn matmul_with(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &E
     let mut gate_off = 0;
     if let Some(g) = &epi.gate {
         if g.residual.shape() != y.shape() || g.residual.dtype() != y.dtype() {
-            return Err(shape_err("matmul residual", format!("{:?} {}", y.shape(), y.dtype()), (g.residual.shape(), g.residual.dtype())));
+            return Err(shape_err(
+                "matmul residual",
+                format!("{:?} {}", y.shape(), y.dtype()),
+                (g.residual.shape(), g.residual.dtype()),
+            ));
         }
         if g.gate.dtype() != DType::F32 || g.offset + n > g.gate.numel() {
-            return Err(shape_err("matmul gate", format!("F32 with {} values from offset {}", n, g.offset), g.gate.shape()));
+            return Err(shape_err(
+                "matmul gate",
+                format!("F32 with {} values from offset {}", n, g.offset),
+                g.gate.shape(),
+            ));
         }
         gate_off = u32_of("gate offset", g.offset)?;
     }
@@ -341,7 +397,15 @@ pub fn matmul_with(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &E
             if stack.a.shape()[1] != k {
                 return Err(shape_err("matmul lora A", format!("[R, {k}]"), stack.a.shape()));
             }
-            let x32 = if x_half { Err(Error::UnsupportedFormat { op: "matmul lora", format: "F16".into(), why: "LoRA needs F32 activations".into() }) } else { Ok(x) }?;
+            let x32 = if x_half {
+                Err(Error::UnsupportedFormat {
+                    op: "matmul lora",
+                    format: "F16".into(),
+                    why: "LoRA needs F32 activations".into(),
+                })
+            } else {
+                Ok(x)
+            }?;
             let t = matmul_with(gpu, batch, x32, &stack.a, &Epilogue::default(), path)?;
             let (mut t_col, mut b_off) = (0, 0);
             for (i, a) in stack.adapters.iter().enumerate() {
@@ -406,13 +470,25 @@ pub fn matmul_with(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &E
                 Binding::Tensor(epi.lora.map_or(&dummy, |s| &s.b)),
             ];
             // matmul_sg.wgsl also reads x and W as 16-byte vectors (bindings 9, 10: the same ranges).
-            let vec4s = sgs.and_then(|_| Some([vec4_binding(x, whole, m0, mc, k * elem)?, vec4_binding(w, whole, n0, nc, w.dtype().gpu_bytes(k))?]));
+            let vec4s = sgs.and_then(|_| {
+                Some([
+                    vec4_binding(x, whole, m0, mc, k * elem)?,
+                    vec4_binding(w, whole, n0, nc, w.dtype().gpu_bytes(k))?,
+                ])
+            });
             match (sgs, vec4s) {
                 (Some(sgs), Some([x4, w4])) => {
                     let rows = (SG_LANES * sgs) as usize;
                     let grid = [nc.div_ceil(SG_COLS) as u32, mc.div_ceil(rows) as u32, 1];
                     let [b0, b1, b2, b3, b4, b5, b6, b7, b8] = bindings;
-                    batch.dispatch(gpu, &SHADER_SG, "main_sg", &ov_sg, &[b0, b1, b2, b3, b4, b5, b6, b7, b8, w4, x4], grid)?;
+                    batch.dispatch(
+                        gpu,
+                        &SHADER_SG,
+                        "main_sg",
+                        &ov_sg,
+                        &[b0, b1, b2, b3, b4, b5, b6, b7, b8, w4, x4],
+                        grid,
+                    )?;
                 }
                 _ => {
                     let grid = [nc.div_ceil(TILE) as u32, mc.div_ceil(TILE) as u32, 1];

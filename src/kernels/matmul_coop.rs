@@ -89,7 +89,14 @@ struct Params {
     gate_off: u32,
 }
 
-fn overrides(format: DType, x_half: bool, bias: bool, act: Activation, gated: bool, wg: u32) -> Vec<(&'static str, f64)> {
+fn overrides(
+    format: DType,
+    x_half: bool,
+    bias: bool,
+    act: Activation,
+    gated: bool,
+    wg: u32,
+) -> Vec<(&'static str, f64)> {
     vec![
         ("FORMAT", format.shader_id() as f64),
         ("X_HALF", x_half as u32 as f64),
@@ -149,14 +156,17 @@ pub fn select(gpu: &Gpu, x: &Tensor, w: &Tensor, epi: &Epilogue) -> std::result:
         return Err(Fallback::InvalidInput);
     }
     let n = w.shape()[0];
-    let quant_k_bad = w.dtype().is_quantized() && k % w.dtype().block_elems() != 0;
+    let quant_k_bad = w.dtype().is_quantized() && !k.is_multiple_of(w.dtype().block_elems());
     let bias_bad = bias.is_some_and(|b| b.dtype() != DType::F32 || b.numel() != n);
     let mut y_shape = x.shape().to_vec();
     if let Some(last) = y_shape.last_mut() {
         *last = n;
     }
     let gate_bad = gate.as_ref().is_some_and(|g| {
-        g.residual.dtype() != x.dtype() || g.residual.shape() != y_shape || g.gate.dtype() != DType::F32 || g.offset + n > g.gate.numel()
+        g.residual.dtype() != x.dtype()
+            || g.residual.shape() != y_shape
+            || g.gate.dtype() != DType::F32
+            || g.offset + n > g.gate.numel()
     });
     if m == 0 || n == 0 || k == 0 || quant_k_bad || bias_bad || gate_bad || (elem == 2 && n % 2 == 1) {
         return Err(Fallback::InvalidInput);
@@ -187,8 +197,12 @@ pub fn try_matmul(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &Ep
 pub fn matmul_coop(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &Epilogue) -> Result<Tensor> {
     match select(gpu, x, w, epi) {
         Ok(plan) => dispatch(gpu, batch, x, w, epi, plan),
-        Err(Fallback::NoAdapterSupport) => Err(Error::MissingFeature { op: "matmul_coop", feature: "wgpu-cooperative-matrix" }),
-        Err(why) => Err(Error::UnsupportedFormat { op: "matmul_coop", format: x.dtype().to_string(), why: why.to_string() }),
+        Err(Fallback::NoAdapterSupport) => {
+            Err(Error::MissingFeature { op: "matmul_coop", feature: "wgpu-cooperative-matrix" })
+        }
+        Err(why) => {
+            Err(Error::UnsupportedFormat { op: "matmul_coop", format: x.dtype().to_string(), why: why.to_string() })
+        }
     }
 }
 
@@ -201,7 +215,8 @@ fn dispatch(gpu: &Gpu, batch: &mut Batch, x: &Tensor, w: &Tensor, epi: &Epilogue
     let y = gpu.empty(&out_shape, x.dtype())?;
     let dummy = gpu.empty(&[4], DType::F32)?;
     // `select` checked that every extent fits u32.
-    let params = Params { m: m as u32, n: n as u32, k: k as u32, gate_off: epi.gate.as_ref().map_or(0, |g| g.offset as u32) };
+    let params =
+        Params { m: m as u32, n: n as u32, k: k as u32, gate_off: epi.gate.as_ref().map_or(0, |g| g.offset as u32) };
     let ov = overrides(
         w.dtype(),
         x.dtype() == DType::F16,

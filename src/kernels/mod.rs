@@ -5,20 +5,20 @@
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, Gpu, ShaderSpec, Tensor};
 
+pub mod attention;
+pub mod conv2d;
+pub mod copy;
 pub mod elementwise;
 pub mod embedding;
-pub mod conv2d;
-pub mod upsample;
-pub mod pack;
-pub mod copy;
 pub mod matmul;
 pub mod matmul_coop;
-pub mod attention;
-pub mod softmax;
 pub mod norm;
-pub mod rope;
+pub mod pack;
 pub mod quantize;
 pub mod reduce;
+pub mod rope;
+pub mod softmax;
+pub mod upsample;
 
 /// One pipeline a wrapper may create: an entry point and its override values.
 #[derive(Debug, Clone)]
@@ -135,7 +135,11 @@ pub(crate) fn launch_1d(gpu: &Gpu, n: usize, preferred_wg: u32) -> (u32, [u32; 3
 
 pub(crate) fn expect_f32(op: &'static str, t: &Tensor) -> Result<()> {
     if t.dtype() != crate::gpu::DType::F32 {
-        return Err(Error::UnsupportedFormat { op, format: t.dtype().to_string(), why: "this kernel takes F32 tensors".into() });
+        return Err(Error::UnsupportedFormat {
+            op,
+            format: t.dtype().to_string(),
+            why: "this kernel takes F32 tensors".into(),
+        });
     }
     Ok(())
 }

@@ -350,16 +350,28 @@ pub fn group_norm(
     let room = (info.max_storage_binding as usize).saturating_sub(info.storage_offset_alignment as usize);
     let per = if x.numel() * 4 <= info.max_storage_binding as usize { groups } else { room / (n * 4) };
     if per == 0 {
-        return Err(Error::LimitExceeded { what: "group_norm: one group in a storage binding".into(), needed: (n * 4) as u64, available: room as u64 });
+        return Err(Error::LimitExceeded {
+            what: "group_norm: one group in a storage binding".into(),
+            needed: (n * 4) as u64,
+            available: room as u64,
+        });
     }
     let overrides = [("WG", workgroup_for(gpu, n) as f64), ("SILU", silu as u32 as f64)];
     for g0 in (0..groups).step_by(per) {
         let gc = per.min(groups - g0);
         let (xb, x_off) = span(gpu, x, g0 * n * 4, gc * n * 4);
         let (yb, y_off) = span(gpu, &y, g0 * n * 4, gc * n * 4);
-        let q = Params { groups: gc as u32, in_off: (x_off / 4) as u32, out_off: (y_off / 4) as u32, g0: g0 as u32, ..p };
+        let q =
+            Params { groups: gc as u32, in_off: (x_off / 4) as u32, out_off: (y_off / 4) as u32, g0: g0 as u32, ..p };
         let bindings = [Binding::Uniform(bytemuck::bytes_of(&q)), xb, yb, Binding::Tensor(w), Binding::Tensor(b)];
-        batch.dispatch(gpu, SHADERS.pick(gpu), "group_norm", &overrides, &bindings, grid_1d(q.groups, info.max_workgroups_per_dim))?;
+        batch.dispatch(
+            gpu,
+            SHADERS.pick(gpu),
+            "group_norm",
+            &overrides,
+            &bindings,
+            grid_1d(q.groups, info.max_workgroups_per_dim),
+        )?;
     }
     Ok(y)
 }

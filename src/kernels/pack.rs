@@ -8,7 +8,12 @@ use super::{expect_f32, launch_1d, shape_err, Variant};
 use crate::error::Result;
 use crate::gpu::{Batch, Binding, Gpu, ShaderSpec, Tensor};
 
-pub static SHADER: ShaderSpec = ShaderSpec { name: "pack", sources: &[include_str!("../../shaders/pack.wgsl")], needs_f16: false, needs_subgroups: false };
+pub static SHADER: ShaderSpec = ShaderSpec {
+    name: "pack",
+    sources: &[include_str!("../../shaders/pack.wgsl")],
+    needs_f16: false,
+    needs_subgroups: false,
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -71,7 +76,11 @@ pub fn unpack(gpu: &Gpu, batch: &mut Batch, packed: &Tensor, channels: usize, h:
         _ => false,
     };
     if !ok {
-        return Err(shape_err("unpack", format!("tokens {expected:?} for a [{channels}, {h}, {w}] latent"), packed.shape()));
+        return Err(shape_err(
+            "unpack",
+            format!("tokens {expected:?} for a [{channels}, {h}, {w}] latent"),
+            packed.shape(),
+        ));
     }
     let y = gpu.empty(&[channels, h, w], packed.dtype())?;
     dispatch(gpu, batch, "unpack", p, packed, &y)?;

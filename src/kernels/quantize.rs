@@ -47,7 +47,9 @@ fn entry(target: DType) -> &'static str {
 pub fn variants() -> Vec<Variant> {
     TARGETS
         .iter()
-        .flat_map(|t| SOURCES.iter().map(move |s| Variant::new(entry(*t), &[("FORMAT", s.shader_id() as f64), ("WG", WG as f64)])))
+        .flat_map(|t| {
+            SOURCES.iter().map(move |s| Variant::new(entry(*t), &[("FORMAT", s.shader_id() as f64), ("WG", WG as f64)]))
+        })
         .collect()
 }
 
@@ -61,10 +63,18 @@ fn unit(target: DType) -> (usize, usize) {
 
 fn check_formats(op: &'static str, source: DType, target: DType) -> Result<()> {
     if !SOURCES.contains(&source) {
-        return Err(Error::UnsupportedFormat { op, format: source.to_string(), why: "the input must be F32, F16 or BF16".into() });
+        return Err(Error::UnsupportedFormat {
+            op,
+            format: source.to_string(),
+            why: "the input must be F32, F16 or BF16".into(),
+        });
     }
     if !TARGETS.contains(&target) {
-        return Err(Error::UnsupportedFormat { op, format: target.to_string(), why: "the output must be F16, Q8_0 or Q4_0".into() });
+        return Err(Error::UnsupportedFormat {
+            op,
+            format: target.to_string(),
+            why: "the output must be F16, Q8_0 or Q4_0".into(),
+        });
     }
     Ok(())
 }
@@ -76,7 +86,11 @@ pub fn quantize(gpu: &Gpu, batch: &mut Batch, x: &Tensor, target: DType) -> Resu
     check_formats("quantize", x.dtype(), target)?;
     let shape = if target.is_quantized() {
         if !x.dim_rev(0).is_multiple_of(target.block_elems()) {
-            return Err(shape_err("quantize", format!("an innermost dimension that is a multiple of 32 for {target}"), x.shape()));
+            return Err(shape_err(
+                "quantize",
+                format!("an innermost dimension that is a multiple of 32 for {target}"),
+                x.shape(),
+            ));
         }
         vec![x.rows(), x.dim_rev(0)]
     } else {
@@ -105,7 +119,10 @@ pub fn quantize_into(gpu: &Gpu, batch: &mut Batch, x: &Tensor, dst: &Tensor, off
     if end.is_none() || !fits {
         return Err(shape_err(
             "quantize_into",
-            format!("{n} elements placed at element {offset} of a {target} tensor {:?} on whole {target} units", dst.shape()),
+            format!(
+                "{n} elements placed at element {offset} of a {target} tensor {:?} on whole {target} units",
+                dst.shape()
+            ),
             format!("offset {offset}, input {:?}", x.shape()),
         ));
     }
@@ -119,7 +136,11 @@ pub fn quantize_into(gpu: &Gpu, batch: &mut Batch, x: &Tensor, dst: &Tensor, off
     let out_per_step = step / ue * uw * 4;
     let steps = (limit / (step * eb)).min(limit.saturating_sub(align) / out_per_step);
     if steps == 0 {
-        return Err(Error::LimitExceeded { what: "quantize: storage binding (bytes)".into(), needed: (step * eb) as u64, available: limit as u64 });
+        return Err(Error::LimitExceeded {
+            what: "quantize: storage binding (bytes)".into(),
+            needed: (step * eb) as u64,
+            available: limit as u64,
+        });
     }
     let piece = steps * step;
     let too_big = |v: usize| u32::try_from(v).map_err(|_| shape_err("quantize_into", "< 2^32 elements per piece", v));
@@ -130,7 +151,8 @@ pub fn quantize_into(gpu: &Gpu, batch: &mut Batch, x: &Tensor, dst: &Tensor, off
         let out_byte = (offset + start) / ue * uw * 4;
         let bound_at = out_byte / align * align;
         let out_len = (out_byte - bound_at + items * uw * 4) as u64;
-        let p = Params { items: too_big(items)?, n: too_big(len)?, dst_word: too_big((out_byte - bound_at) / 4)?, _pad: 0 };
+        let p =
+            Params { items: too_big(items)?, n: too_big(len)?, dst_word: too_big((out_byte - bound_at) / 4)?, _pad: 0 };
         let (wg, grid) = launch_1d(gpu, items, WG);
         batch.dispatch(
             gpu,

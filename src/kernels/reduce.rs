@@ -40,7 +40,11 @@ pub fn abs_diff_sums(gpu: &Gpu, batch: &mut Batch, a: &Tensor, b: &Tensor) -> Re
     expect_f32(OP, a)?;
     expect_f32(OP, b)?;
     if a.numel() != b.numel() || a.numel() == 0 {
-        return Err(shape_err(OP, format!("a non-empty tensor of {} elements like {:?}", a.numel(), a.shape()), b.shape()));
+        return Err(shape_err(
+            OP,
+            format!("a non-empty tensor of {} elements like {:?}", a.numel(), a.shape()),
+            b.shape(),
+        ));
     }
     let wg = workgroup(gpu);
     let n = a.numel();

@@ -170,7 +170,14 @@ fn dispatch(gpu: &Gpu, batch: &mut Batch, p: Params, inplace: bool, tensors: [&T
     let (wg, grid) = launch_1d(gpu, p.pairs as usize, WG);
     let mut bindings = vec![Binding::Uniform(bytemuck::bytes_of(&p))];
     bindings.extend(tensors.iter().map(|t| Binding::Tensor(t)));
-    batch.dispatch(gpu, SHADERS.pick(gpu), "rope", &[("WG", wg as f64), ("INPLACE", inplace as u32 as f64)], &bindings, grid)
+    batch.dispatch(
+        gpu,
+        SHADERS.pick(gpu),
+        "rope",
+        &[("WG", wg as f64), ("INPLACE", inplace as u32 as f64)],
+        &bindings,
+        grid,
+    )
 }
 
 /// Rotates every `head_dim`-wide head of the column slice `cols` of `x` `[rows, C]` in place
@@ -244,7 +251,11 @@ pub fn qk_norm_rope_inplace(
     for w in [spec.norm_q, spec.norm_k] {
         expect_f32(OP, w)?;
         if w.numel() != 2 * tables.cos.dim_rev(0) {
-            return Err(shape_err(OP, format!("norm weights of head dim {} (the tables')", tables.head_dim()), w.shape()));
+            return Err(shape_err(
+                OP,
+                format!("norm weights of head dim {} (the tables')", tables.head_dim()),
+                w.shape(),
+            ));
         }
     }
     if q.width != k.width || q.offset.max(k.offset) < (q.offset + q.width).min(k.offset + k.width) {

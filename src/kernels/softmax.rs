@@ -38,7 +38,11 @@ pub fn softmax(gpu: &Gpu, batch: &mut Batch, x: &Tensor) -> Result<Tensor> {
     }
     let n = x.dim_rev(0);
     let rows = if n == 0 { 0 } else { x.rows() };
-    let too_big = |what: &str, v: usize| Error::LimitExceeded { what: format!("softmax: {what}"), needed: v as u64, available: u32::MAX as u64 };
+    let too_big = |what: &str, v: usize| Error::LimitExceeded {
+        what: format!("softmax: {what}"),
+        needed: v as u64,
+        available: u32::MAX as u64,
+    };
     // Element indices in the shader are u32.
     u32::try_from(x.numel()).map_err(|_| too_big("elements", x.numel()))?;
     let p = Params {

@@ -7,7 +7,12 @@ use super::{expect_f32, launch_1d, shape_err, Variant};
 use crate::error::Result;
 use crate::gpu::{Batch, Binding, Gpu, ShaderSpec, Tensor};
 
-pub static SHADER: ShaderSpec = ShaderSpec { name: "upsample", sources: &[include_str!("../../shaders/upsample.wgsl")], needs_f16: false, needs_subgroups: false };
+pub static SHADER: ShaderSpec = ShaderSpec {
+    name: "upsample",
+    sources: &[include_str!("../../shaders/upsample.wgsl")],
+    needs_f16: false,
+    needs_subgroups: false,
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]

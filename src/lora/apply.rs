@@ -18,7 +18,8 @@ use crate::model::flux::FluxModel;
 
 /// Every Linear of the weights under its BFL name (the names of `targets::bfl_linears`).
 pub(crate) fn linears_mut(w: &mut FluxWeights) -> Vec<(String, &mut Linear)> {
-    let mut v: Vec<(String, &mut Linear)> = vec![("img_in".into(), &mut w.x_embedder), ("txt_in".into(), &mut w.context_embedder)];
+    let mut v: Vec<(String, &mut Linear)> =
+        vec![("img_in".into(), &mut w.x_embedder), ("txt_in".into(), &mut w.context_embedder)];
     let t = &mut w.time_text_embed;
     let mut embedders = vec![("time_in", &mut t.timestep), ("vector_in", &mut t.text)];
     if let Some(g) = &mut t.guidance {
@@ -47,7 +48,8 @@ pub(crate) fn linears_mut(w: &mut FluxWeights) -> Vec<(String, &mut Linear)> {
     }
     for (i, s) in w.single_transformer_blocks.iter_mut().enumerate() {
         let b = format!("single_blocks.{i}.");
-        for (n, l) in [("modulation.lin", &mut s.modulation), ("linear1", &mut s.linear1), ("linear2", &mut s.linear2)] {
+        for (n, l) in [("modulation.lin", &mut s.modulation), ("linear1", &mut s.linear1), ("linear2", &mut s.linear2)]
+        {
             v.push((format!("{b}{n}"), l));
         }
     }
@@ -71,7 +73,9 @@ impl FluxModel {
     pub(crate) fn lora_plan<'a>(&self, adapters: &[(&'a LoraAdapter, f32)]) -> Result<Plan<'a>> {
         // The loaded final layer keeps its checkpoint's half order (diffusers: scale first).
         let base_diffusers_halves = self.weights.norm_out.shift_at != 0;
-        let swap = |m: &LoraModule| m.target.bfl == "final_layer.adaLN_modulation.1" && m.target.diffusers_halves != base_diffusers_halves;
+        let swap = |m: &LoraModule| {
+            m.target.bfl == "final_layer.adaLN_modulation.1" && m.target.diffusers_halves != base_diffusers_halves
+        };
         plan(adapters, |a| a.modules.as_slice(), &self.lora_shapes(), swap)
     }
 

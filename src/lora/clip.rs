@@ -27,25 +27,27 @@ const LAYER_LINEARS: [(&str, &str); 6] = [
 /// Prefixes before the text model in the dotted forms: diffusers (`text_encoder.`), ComfyUI
 /// (`text_encoders.clip_l.transformer.`), raw PEFT (`base_model.model.`), transformers 4
 /// (`text_model.`; transformers 5 saves `CLIPTextModel` without it).
-const DOTTED_PREFIXES: [&str; 5] = ["text_encoders.clip_l.transformer.", "text_encoders.clip_l.", "text_encoder.", "base_model.model.", "text_model."];
+const DOTTED_PREFIXES: [&str; 5] =
+    ["text_encoders.clip_l.transformer.", "text_encoders.clip_l.", "text_encoder.", "base_model.model.", "text_model."];
 
 /// `text_model.encoder.layers.{i}.{linear}` for the module part of a CLIP LoRA key (suffix
 /// removed): kohya `lora_te1_text_model_encoder_layers_{i}_self_attn_q_proj` (also `lora_te_`), or
 /// dotted `text_encoder.text_model.encoder.layers.{i}.self_attn.q_proj` and the prefix variants.
 /// `None` for anything else (embeddings, `text_projection`, ...).
 pub fn clip_linear_name(module: &str) -> Option<String> {
-    let (layer, rest, underscored) = if let Some(k) = module.strip_prefix("lora_te1_").or_else(|| module.strip_prefix("lora_te_")) {
-        let k = k.strip_prefix("text_model_").unwrap_or(k).strip_prefix("encoder_layers_")?;
-        let (i, rest) = k.split_once('_')?;
-        (i, rest, true)
-    } else {
-        let mut m = module;
-        while let Some(p) = DOTTED_PREFIXES.iter().find(|p| m.starts_with(*p)) {
-            m = &m[p.len()..];
-        }
-        let (i, rest) = m.strip_prefix("encoder.layers.")?.split_once('.')?;
-        (i, rest, false)
-    };
+    let (layer, rest, underscored) =
+        if let Some(k) = module.strip_prefix("lora_te1_").or_else(|| module.strip_prefix("lora_te_")) {
+            let k = k.strip_prefix("text_model_").unwrap_or(k).strip_prefix("encoder_layers_")?;
+            let (i, rest) = k.split_once('_')?;
+            (i, rest, true)
+        } else {
+            let mut m = module;
+            while let Some(p) = DOTTED_PREFIXES.iter().find(|p| m.starts_with(*p)) {
+                m = &m[p.len()..];
+            }
+            let (i, rest) = m.strip_prefix("encoder.layers.")?.split_once('.')?;
+            (i, rest, false)
+        };
     let i: usize = layer.parse().ok()?;
     let (dotted, _) = LAYER_LINEARS.iter().find(|(d, u)| if underscored { *u == rest } else { *d == rest })?;
     Some(format!("text_model.encoder.layers.{i}.{dotted}"))

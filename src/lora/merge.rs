@@ -45,7 +45,13 @@ fn merged(gpu: &Gpu, w: &Tensor, groups: &[Group], sign: f32) -> Result<Tensor> 
     };
     let (a_t, ones) = (gpu.upload_f32(&[k, r], &a_t)?, gpu.upload_f32(&[k], &vec![1.0; k])?);
     let mut b = gpu.batch();
-    let y = matmul(gpu, &mut b, &x, &a_t, &Epilogue { gate: Some(Gate { residual: w, gate: &ones, offset: 0 }), ..Default::default() })?;
+    let y = matmul(
+        gpu,
+        &mut b,
+        &x,
+        &a_t,
+        &Epilogue { gate: Some(Gate { residual: w, gate: &ones, offset: 0 }), ..Default::default() },
+    )?;
     gpu.submit(b)?;
     Ok(y)
 }
@@ -108,6 +114,11 @@ impl FluxModel {
         }
         let layers: Vec<String> = plan.keys().cloned().collect();
         let slices = plan.values().map(Vec::len).sum();
-        Ok(LoraApplied { adapters: adapters.iter().map(|(a, _)| a.report.clone()).collect(), weights: layers.len(), layers, slices })
+        Ok(LoraApplied {
+            adapters: adapters.iter().map(|(a, _)| a.report.clone()).collect(),
+            weights: layers.len(),
+            layers,
+            slices,
+        })
     }
 }

@@ -15,5 +15,5 @@ pub mod random;
 pub(crate) mod stack;
 pub mod targets;
 
-pub use stack::LoraApplied;
 pub use parse::{LoraAdapter, LoraFormat, LoraModule, LoraReport};
+pub use stack::LoraApplied;

@@ -74,7 +74,13 @@ impl LoraReport {
     pub fn summary(&self) -> String {
         let formats: Vec<String> = self.formats.iter().map(|f| format!("{f:?}")).collect();
         let ranks: Vec<String> = self.ranks.iter().map(|r| r.to_string()).collect();
-        let mut s = format!("{}: {} format, rank {}, {} transformer layers", self.file, formats.join("+"), ranks.join("/"), self.layers.len());
+        let mut s = format!(
+            "{}: {} format, rank {}, {} transformer layers",
+            self.file,
+            formats.join("+"),
+            ranks.join("/"),
+            self.layers.len()
+        );
         if !self.clip_layers.is_empty() {
             s += &format!(", {} CLIP layers", self.clip_layers.len());
         }
@@ -119,7 +125,13 @@ const PREFIXES: &[&str] = &["base_model.model.", "transformer.", "model.diffusio
 
 enum Class {
     /// A factor of a module on `target` (FLUX, or CLIP when `clip`).
-    Module { target: Target, format: LoraFormat, module: String, role: Role, clip: bool },
+    Module {
+        target: Target,
+        format: LoraFormat,
+        module: String,
+        role: Role,
+        clip: bool,
+    },
     T5,
 }
 
@@ -156,7 +168,10 @@ fn classify(t: &Targets, file: &str, key: &str) -> Result<Class> {
         .find_map(|(s, r)| key.strip_suffix(s).map(|m| (m, *r)))
         .ok_or_else(|| lora_err(file, key, "not a LoRA factor (`lora_A/B`, `lora_down/up`, `down/up` or `alpha`)"))?;
     // Raw PEFT saves of the text encoder alone start at its `text_model.` (FLUX has none).
-    if ["lora_te1_", "lora_te_", "text_encoder.", "text_encoders.clip_l.", "base_model.model.text_model."].iter().any(|p| key.starts_with(p)) {
+    if ["lora_te1_", "lora_te_", "text_encoder.", "text_encoders.clip_l.", "base_model.model.text_model."]
+        .iter()
+        .any(|p| key.starts_with(p))
+    {
         let name = clip_linear_name(module).ok_or_else(|| {
             lora_err(file, key, "no such Linear in the CLIP text encoder (LoRAs on its encoder layers' q/k/v/out projections and MLP are supported)")
         })?;
@@ -183,8 +198,14 @@ fn classify(t: &Targets, file: &str, key: &str) -> Result<Class> {
         }
     };
     match found {
-        Some((target, format)) => Ok(Class::Module { target: target.clone(), format, module: module.to_string(), role, clip: false }),
-        None => Err(lora_err(file, key, "no such Linear in this FLUX model (a LoRA for another base model or block count?)")),
+        Some((target, format)) => {
+            Ok(Class::Module { target: target.clone(), format, module: module.to_string(), role, clip: false })
+        }
+        None => Err(lora_err(
+            file,
+            key,
+            "no such Linear in this FLUX model (a LoRA for another base model or block count?)",
+        )),
     }
 }
 
@@ -208,7 +229,8 @@ impl MetaAlpha {
         let Some(json) = h.meta("lora_adapter_metadata").and_then(|v| v.as_str()) else {
             return Ok(MetaAlpha { alpha: None, pattern: Vec::new() });
         };
-        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| lora_err(&h.file, "__metadata__.lora_adapter_metadata", format!("not JSON: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| lora_err(&h.file, "__metadata__.lora_adapter_metadata", format!("not JSON: {e}")))?;
         // A raw peft config has `lora_alpha`; `FluxPipeline.save_lora_weights` writes it per
         // component, `transformer.lora_alpha`, `text_encoder.lora_alpha` (`_pack_dict_with_prefix`).
         let field = |name: &str| v.get(format!("{component}.{name}")).or_else(|| v.get(name));
@@ -255,7 +277,9 @@ impl LoraAdapter {
         let mut groups: BTreeMap<String, (usize, Parts)> = BTreeMap::new();
         for (order, info) in h.tensors.iter().enumerate() {
             match classify(&t, file, &info.name)? {
-                Class::T5 => report.ignored.push((info.name.clone(), "T5 text-encoder LoRA: not applied (diffusers drops it too)".into())),
+                Class::T5 => report
+                    .ignored
+                    .push((info.name.clone(), "T5 text-encoder LoRA: not applied (diffusers drops it too)".into())),
                 Class::Module { target, format, module, role, clip } => {
                     let g = &mut groups.entry(module).or_insert_with(|| (order, Parts::default())).1;
                     g.target = Some((target, format));
@@ -270,7 +294,8 @@ impl LoraAdapter {
         }
         let mut ordered: Vec<(String, (usize, Parts))> = groups.into_iter().collect();
         ordered.sort_by_key(|(_, (o, _))| *o);
-        let (mut formats, mut ranks, mut layers, mut clip_layers) = (BTreeSet::new(), BTreeSet::new(), Vec::new(), Vec::new());
+        let (mut formats, mut ranks, mut layers, mut clip_layers) =
+            (BTreeSet::new(), BTreeSet::new(), Vec::new(), Vec::new());
         let (mut modules, mut clip) = (Vec::new(), Vec::new());
         // Every factor is decoded to f32 below: the total is checked before the first is read.
         let factors = ordered.iter().flat_map(|(_, (_, p))| [p.down, p.up, p.alpha]).flatten();
@@ -295,7 +320,11 @@ impl LoraAdapter {
                 got: format!("{got:?}"),
             };
             if ds.len() != 2 || rank == 0 || ds[1] != target.k {
-                return Err(shape_err(down, format!("[rank, {}] (LoRA down/A for `{}`; a LoRA for another base model?)", target.k, target.bfl), &ds));
+                return Err(shape_err(
+                    down,
+                    format!("[rank, {}] (LoRA down/A for `{}`; a LoRA for another base model?)", target.k, target.bfl),
+                    &ds,
+                ));
             }
             if us != [target.len, rank] {
                 return Err(shape_err(up, format!("[{}, {rank}] (LoRA up/B for `{}`)", target.len, target.bfl), &us));

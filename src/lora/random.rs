@@ -36,13 +36,19 @@ impl LoraAdapter {
         }
         let t = Targets::new(c);
         let mut rng = Rng::new(seed);
-        let names = (0..c.double_blocks)
-            .flat_map(|i| DOUBLE.iter().map(move |m| format!("transformer_blocks.{i}.{m}")))
-            .chain((0..c.single_blocks).flat_map(|i| SINGLE.iter().map(move |m| format!("single_transformer_blocks.{i}.{m}"))));
+        let names =
+            (0..c.double_blocks).flat_map(|i| DOUBLE.iter().map(move |m| format!("transformer_blocks.{i}.{m}"))).chain(
+                (0..c.single_blocks)
+                    .flat_map(|i| SINGLE.iter().map(move |m| format!("single_transformer_blocks.{i}.{m}"))),
+            );
         let mut modules = Vec::new();
         let mut layers: Vec<String> = Vec::new();
         for key in names {
-            let target = t.diffusers.get(&key).cloned().ok_or_else(|| Error::InvalidArgument(format!("random LoRA: no module `{key}` in this config")))?;
+            let target = t
+                .diffusers
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| Error::InvalidArgument(format!("random LoRA: no module `{key}` in this config")))?;
             let amp = 1.0 / (target.k as f32).sqrt();
             let a = rng.vec(rank * target.k, -amp, amp);
             let b = rng.vec(target.len * rank, -0.01, 0.01);
@@ -51,7 +57,13 @@ impl LoraAdapter {
             }
             modules.push(LoraModule { key, target, rank, a, b, alpha: rank as f32 });
         }
-        let report = LoraReport { file: format!("random-r{rank}-s{seed}"), formats: vec![LoraFormat::Diffusers], ranks: vec![rank], layers, ..Default::default() };
+        let report = LoraReport {
+            file: format!("random-r{rank}-s{seed}"),
+            formats: vec![LoraFormat::Diffusers],
+            ranks: vec![rank],
+            layers,
+            ..Default::default()
+        };
         Ok(LoraAdapter { modules, clip: Vec::new(), report })
     }
 }

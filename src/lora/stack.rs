@@ -107,9 +107,17 @@ pub(crate) fn plan<'a>(
         }
         for m in modules(ad) {
             let t = &m.target;
-            let fits = shapes.get(&t.bfl).is_some_and(|&(n, k)| k == t.k && t.n0 + t.len <= n && m.a.len() == m.rank * k && m.b.len() == t.len * m.rank);
+            let fits = shapes.get(&t.bfl).is_some_and(|&(n, k)| {
+                k == t.k && t.n0 + t.len <= n && m.a.len() == m.rank * k && m.b.len() == t.len * m.rank
+            });
             if !fits {
-                let why = format!("targets `{}` rows {}..{} × {} which this model does not have (parsed for another config?)", t.bfl, t.n0, t.n0 + t.len, t.k);
+                let why = format!(
+                    "targets `{}` rows {}..{} × {} which this model does not have (parsed for another config?)",
+                    t.bfl,
+                    t.n0,
+                    t.n0 + t.len,
+                    t.k
+                );
                 return Err(Error::Lora { file: ad.report.file.clone(), key: m.key.clone(), why });
             }
             pieces.entry(t.bfl.clone()).or_default().push(Piece { adapter: i, m, strength: *strength, swap: swap(m) });
@@ -127,7 +135,11 @@ pub(crate) fn plan<'a>(
             by_adapter.into_values().map(|pieces| Group { pieces }).collect()
         };
         if groups.len() > MAX_ADAPTERS {
-            return Err(Error::LimitExceeded { what: format!("LoRA adapters on `{name}`"), needed: groups.len() as u64, available: MAX_ADAPTERS as u64 });
+            return Err(Error::LimitExceeded {
+                what: format!("LoRA adapters on `{name}`"),
+                needed: groups.len() as u64,
+                available: MAX_ADAPTERS as u64,
+            });
         }
         plan.insert(name, groups);
     }
@@ -147,11 +159,15 @@ pub(crate) fn install(
     let mut stacks: HashMap<String, LoraStack> = HashMap::new();
     let mut slices = 0;
     for (name, groups) in plan {
-        let parts: Vec<(Vec<f32>, Vec<f32>, AdapterSlice)> = groups.iter().map(|g| {
-            let (a, b) = g.factors();
-            (a, b, g.slice())
-        }).collect();
-        let refs: Vec<(&[f32], &[f32], AdapterSlice)> = parts.iter().map(|(a, b, s)| (a.as_slice(), b.as_slice(), *s)).collect();
+        let parts: Vec<(Vec<f32>, Vec<f32>, AdapterSlice)> = groups
+            .iter()
+            .map(|g| {
+                let (a, b) = g.factors();
+                (a, b, g.slice())
+            })
+            .collect();
+        let refs: Vec<(&[f32], &[f32], AdapterSlice)> =
+            parts.iter().map(|(a, b, s)| (a.as_slice(), b.as_slice(), *s)).collect();
         slices += refs.len();
         let k = shapes.get(name).map_or(0, |s| s.1);
         stacks.insert(name.clone(), LoraStack::new(gpu, k, &refs)?);
@@ -160,7 +176,12 @@ pub(crate) fn install(
     for (name, slot) in slots {
         *slot = stacks.remove(&name);
     }
-    Ok(LoraApplied { adapters: adapters.iter().map(|(a, _)| a.report.clone()).collect(), weights: layers.len(), layers, slices })
+    Ok(LoraApplied {
+        adapters: adapters.iter().map(|(a, _)| a.report.clone()).collect(),
+        weights: layers.len(),
+        layers,
+        slices,
+    })
 }
 
 /// New scales for the stacks in `slots` from `plan` (same adapters, same order as installed):
@@ -170,9 +191,12 @@ pub(crate) fn rescale(plan: &Plan, slots: Vec<(String, &mut Option<LoraStack>)>)
     for (name, slot) in slots {
         let want: Vec<AdapterSlice> = plan.get(&name).map(|g| g.iter().map(Group::slice).collect()).unwrap_or_default();
         let have = slot.as_ref().map(|s| s.adapters.clone()).unwrap_or_default();
-        let same = want.len() == have.len() && want.iter().zip(&have).all(|(a, b)| (a.n0, a.len, a.rank) == (b.n0, b.len, b.rank));
+        let same = want.len() == have.len()
+            && want.iter().zip(&have).all(|(a, b)| (a.n0, a.len, a.rank) == (b.n0, b.len, b.rank));
         if !same {
-            return Err(Error::InvalidArgument(format!("set_lora_scales: `{name}` carries other adapters than given; call set_loras")));
+            return Err(Error::InvalidArgument(format!(
+                "set_lora_scales: `{name}` carries other adapters than given; call set_loras"
+            )));
         }
         updates.push((slot, want));
     }

@@ -71,7 +71,8 @@ pub struct Targets {
 impl Targets {
     pub fn new(c: &FluxConfig) -> Targets {
         let (h, m) = (c.hidden(), c.mlp_hidden);
-        let shapes: HashMap<String, (usize, usize)> = bfl_linears(c).into_iter().map(|(n, rows, k)| (n, (rows, k))).collect();
+        let shapes: HashMap<String, (usize, usize)> =
+            bfl_linears(c).into_iter().map(|(n, rows, k)| (n, (rows, k))).collect();
         let whole = |bfl: &str| {
             let (n, k) = shapes.get(bfl).copied().unwrap_or((0, 0));
             Target { bfl: bfl.into(), n0: 0, len: n, k, diffusers_halves: false }
@@ -87,7 +88,9 @@ impl Targets {
             ("norm_out.linear".into(), Target { diffusers_halves: true, ..whole("final_layer.adaLN_modulation.1") }),
         ];
         let tte = "time_text_embed.";
-        for (dn, bn) in [("timestep_embedder", "time_in"), ("text_embedder", "vector_in"), ("guidance_embedder", "guidance_in")] {
+        for (dn, bn) in
+            [("timestep_embedder", "time_in"), ("text_embedder", "vector_in"), ("guidance_embedder", "guidance_in")]
+        {
             if bn == "guidance_in" && !c.guidance {
                 continue;
             }
@@ -134,6 +137,12 @@ impl Targets {
             x.push((format!("{b}processor.proj_lora"), whole(&format!("{b}linear2"))));
         }
         let diffusers_underscored = d.iter().map(|(n, t)| (n.replace('.', "_"), t.clone())).collect();
-        Targets { bfl, kohya, diffusers: d.into_iter().collect(), diffusers_underscored, xlabs: x.into_iter().collect() }
+        Targets {
+            bfl,
+            kohya,
+            diffusers: d.into_iter().collect(),
+            diffusers_underscored,
+            xlabs: x.into_iter().collect(),
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! Models built from the kernels: each takes its weights through `weights::load` and runs on the
 //! GPU only through `kernels` (no wgpu here).
 
-pub mod flux;
 pub mod clip;
+pub mod flux;
 pub mod t5;
 pub mod taef1;
 pub mod text_weights;

@@ -69,13 +69,18 @@ impl TinyDecoderConfig {
         let j: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
         let get = |key: &str| j.get(key).filter(|v| !v.is_null());
         let count = |key: &str, default: usize| -> Result<usize> {
-            get(key).map_or(Ok(default), |v| v.as_u64().map(|n| n as usize).ok_or_else(|| bad(format!("`{key}` is {v}"))))
+            get(key)
+                .map_or(Ok(default), |v| v.as_u64().map(|n| n as usize).ok_or_else(|| bad(format!("`{key}` is {v}"))))
         };
         let list = |key: &str| -> Result<Option<Vec<usize>>> {
             let Some(v) = get(key) else { return Ok(None) };
             let items = v.as_array().ok_or_else(|| bad(format!("`{key}` is {v}, not a list")))?;
             crate::limits::VAE_LEVELS.check_usize(file, items.len())?;
-            items.iter().map(|x| x.as_u64().map(|n| n as usize).ok_or_else(|| bad(format!("`{key}` has {x}")))).collect::<Result<Vec<_>>>().map(Some)
+            items
+                .iter()
+                .map(|x| x.as_u64().map(|n| n as usize).ok_or_else(|| bad(format!("`{key}` has {x}"))))
+                .collect::<Result<Vec<_>>>()
+                .map(Some)
         };
         for (key, want) in [("act_fn", "relu"), ("upsample_fn", "nearest")] {
             if let Some(v) = get(key).filter(|v| v.as_str() != Some(want)) {
@@ -94,7 +99,12 @@ impl TinyDecoderConfig {
                 "`decoder_block_out_channels` {widths:?} with `num_decoder_blocks` {blocks:?}: this decoder needs one width per level, all equal (as diffusers' DecoderTiny)"
             )));
         }
-        let c = TinyDecoderConfig { latent_channels: count("latent_channels", d.latent_channels)?, channels, blocks, out_channels: count("out_channels", d.out_channels)? };
+        let c = TinyDecoderConfig {
+            latent_channels: count("latent_channels", d.latent_channels)?,
+            channels,
+            blocks,
+            out_channels: count("out_channels", d.out_channels)?,
+        };
         c.check(file)?;
         Ok(c)
     }
@@ -104,9 +114,13 @@ impl TinyDecoderConfig {
         use crate::limits::{VAE_LAYERS, VAE_LEVELS, VAE_WIDTH};
         VAE_LEVELS.check_usize(file, self.blocks.len())?;
         self.blocks.iter().try_for_each(|&n| VAE_LAYERS.check_usize(file, n))?;
-        [self.latent_channels, self.channels, self.out_channels].iter().try_for_each(|&w| VAE_WIDTH.check_usize(file, w))?;
+        [self.latent_channels, self.channels, self.out_channels]
+            .iter()
+            .try_for_each(|&w| VAE_WIDTH.check_usize(file, w))?;
         if self.blocks.is_empty() || self.latent_channels == 0 || self.channels == 0 || self.out_channels == 0 {
-            return Err(Error::InvalidArgument(format!("{MODEL} config ({file}): a level and non-zero channel counts are needed, got {self:?}")));
+            return Err(Error::InvalidArgument(format!(
+                "{MODEL} config ({file}): a level and non-zero channel counts are needed, got {self:?}"
+            )));
         }
         Ok(())
     }
@@ -149,13 +163,22 @@ fn layer_prefix(header: &WeightsHeader) -> Result<fn(usize) -> String> {
             return Ok(scheme);
         }
     }
-    Err(Error::MissingModelTensor { model: MODEL, file: header.file.clone(), name: "decoder.layers.0.weight` (diffusers) or `1.weight` (taef1_decoder)".into() })
+    Err(Error::MissingModelTensor {
+        model: MODEL,
+        file: header.file.clone(),
+        name: "decoder.layers.0.weight` (diffusers) or `1.weight` (taef1_decoder)".into(),
+    })
 }
 
 impl TinyDecoder {
     /// Loads the decoder from `header`/`src`; `config` from a diffusers `config.json` when given,
     /// else TAEF1's. A missing tensor or one of another shape is a typed error naming it.
-    pub fn load(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, config: Option<TinyDecoderConfig>) -> Result<TinyDecoder> {
+    pub fn load(
+        gpu: &Gpu,
+        src: &mut dyn ByteSource,
+        header: &WeightsHeader,
+        config: Option<TinyDecoderConfig>,
+    ) -> Result<TinyDecoder> {
         let config = config.unwrap_or_else(TinyDecoderConfig::taef1);
         config.check(&header.file)?;
         let prefix = layer_prefix(header)?;
@@ -177,7 +200,8 @@ impl TinyDecoder {
             for _ in 0..n {
                 let p = prefix(i);
                 let k = |j: usize| format!("{p}.conv.{j}");
-                blocks.push(Block { convs: [conv(k(0), c, c, true)?, conv(k(2), c, c, true)?, conv(k(4), c, c, true)?] });
+                blocks
+                    .push(Block { convs: [conv(k(0), c, c, true)?, conv(k(2), c, c, true)?, conv(k(4), c, c, true)?] });
                 i += 1;
             }
             if level + 1 == config.blocks.len() {
@@ -203,7 +227,9 @@ impl TinyDecoder {
         let conv_in = conv(c, config.latent_channels)?;
         let mut levels = Vec::new();
         for (level, &n) in config.blocks.iter().enumerate() {
-            let blocks = (0..n).map(|_| Ok(Block { convs: [conv(c, c)?, conv(c, c)?, conv(c, c)?] })).collect::<Result<Vec<_>>>()?;
+            let blocks = (0..n)
+                .map(|_| Ok(Block { convs: [conv(c, c)?, conv(c, c)?, conv(c, c)?] }))
+                .collect::<Result<Vec<_>>>()?;
             let upsample = if level + 1 < config.blocks.len() { Some(conv(c, c)?) } else { None };
             levels.push(Level { blocks, upsample });
         }
@@ -234,7 +260,13 @@ impl TinyDecoder {
         let c = &self.config;
         match *z.shape() {
             [ch, h, w] if ch == c.latent_channels && h > 0 && w > 0 => {}
-            _ => return Err(crate::kernels::shape_err("taef1 decode", format!("[{}, h, w] (F32)", c.latent_channels), z.shape())),
+            _ => {
+                return Err(crate::kernels::shape_err(
+                    "taef1 decode",
+                    format!("[{}, h, w] (F32)", c.latent_channels),
+                    z.shape(),
+                ))
+            }
         }
         let x = affine(gpu, b, z, 1.0 / 3.0, 0.0)?;
         let x = activation(gpu, b, &x, Activation::Tanh)?;

@@ -6,7 +6,6 @@
 //! table larger than one storage binding (T5-XXL's `[32128, 4096]`: 526 MB in F32, 263 MB in
 //! BF16) is gathered in pieces instead of rejected.
 
-
 use crate::error::{Error, Result};
 use crate::gpu::{Batch, Gpu, Tensor};
 use crate::kernels::elementwise::add;
@@ -27,7 +26,12 @@ pub struct TensorLoader<'a> {
 }
 
 impl<'a> TensorLoader<'a> {
-    pub fn new(gpu: &'a Gpu, src: &'a mut dyn ByteSource, header: &'a WeightsHeader, model: &'static str) -> TensorLoader<'a> {
+    pub fn new(
+        gpu: &'a Gpu,
+        src: &'a mut dyn ByteSource,
+        header: &'a WeightsHeader,
+        model: &'static str,
+    ) -> TensorLoader<'a> {
         TensorLoader { gpu, src, header, model, uploads: Uploads::new(header) }
     }
 }
@@ -35,25 +39,17 @@ impl<'a> TensorLoader<'a> {
 impl TensorLoader<'_> {
     /// The first of `names` the file has (`Error::MissingModelTensor` naming all of them if none).
     pub fn find(&self, names: &[&str]) -> Result<&TensorInfo> {
-        names
-            .iter()
-            .find_map(|n| self.header.tensor(n))
-            .ok_or_else(|| Error::MissingModelTensor {
-                model: self.model,
-                file: self.header.file.clone(),
-                name: names.join("` or `"),
-            })
+        names.iter().find_map(|n| self.header.tensor(n)).ok_or_else(|| Error::MissingModelTensor {
+            model: self.model,
+            file: self.header.file.clone(),
+            name: names.join("` or `"),
+        })
     }
 
     /// `name` (or its first present alias) with shape `expected`.
     pub fn info(&self, names: &[&str], expected: &[usize]) -> Result<TensorInfo> {
         let info = self.find(names)?;
-        if info
-            .shape
-            .iter()
-            .map(|&d| d as usize)
-            .ne(expected.iter().copied())
-        {
+        if info.shape.iter().map(|&d| d as usize).ne(expected.iter().copied()) {
             return Err(Error::TensorShape {
                 file: self.header.file.clone(),
                 name: info.name.clone(),
@@ -100,32 +96,18 @@ impl TensorLoader<'_> {
 
     /// An embedding table `[rows, k]` (first present of `names`), in row ranges of at most
     /// `max_bytes` each on the GPU (at least one row per range).
-    pub fn embedding_table(
-        &mut self,
-        names: &[&str],
-        rows: usize,
-        k: usize,
-        max_bytes: u64,
-    ) -> Result<EmbeddingTable> {
+    pub fn embedding_table(&mut self, names: &[&str], rows: usize, k: usize, max_bytes: u64) -> Result<EmbeddingTable> {
         let info = self.info(names, &[rows, k])?;
         let row_bytes = info.size / rows.max(1) as u64;
         if rows == 0 || row_bytes * rows as u64 != info.size {
             return Err(Error::UnsupportedFormat {
                 op: self.model,
                 format: info.dtype.name().into(),
-                why: format!(
-                    "`{}`: rows of {k} values are not whole blocks of this format",
-                    info.name
-                ),
+                why: format!("`{}`: rows of {k} values are not whole blocks of this format", info.name),
             });
         }
         // The GPU copy may be wider than the file's rows (F8 → F16): size the ranges by the GPU's bytes.
-        let gpu_row = row_bytes
-            * if matches!(info.dtype, FileDType::F8E4M3 | FileDType::F8E5M2) {
-                2
-            } else {
-                1
-            };
+        let gpu_row = row_bytes * if matches!(info.dtype, FileDType::F8E4M3 | FileDType::F8E5M2) { 2 } else { 1 };
         let per_part = (max_bytes / gpu_row.max(1)).max(1) as usize;
         let mut parts = Vec::new();
         for start in (0..rows).step_by(per_part) {
@@ -163,16 +145,8 @@ impl EmbeddingTable {
         let mut out: Option<Tensor> = None;
         for (start, t) in &self.parts {
             let (start, n) = (*start as u32, t.shape()[0] as u32);
-            let local: Vec<u32> = ids
-                .iter()
-                .map(|&i| {
-                    if i >= start && i - start < n {
-                        i - start
-                    } else {
-                        u32::MAX
-                    }
-                })
-                .collect();
+            let local: Vec<u32> =
+                ids.iter().map(|&i| if i >= start && i - start < n { i - start } else { u32::MAX }).collect();
             let ids_t = gpu.upload_u32(&[local.len()], &local)?;
             let part = embedding(gpu, b, t, &ids_t)?;
             out = Some(match out {

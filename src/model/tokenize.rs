@@ -71,28 +71,12 @@ impl PromptTokenizer {
         config_json: Option<&[u8]>,
         max_len: usize,
     ) -> Result<PromptTokenizer> {
-        Self::new(
-            TokenizerKind::T5,
-            file,
-            tokenizer_json,
-            config_json,
-            max_len,
-        )
+        Self::new(TokenizerKind::T5, file, tokenizer_json, config_json, max_len)
     }
 
     /// A CLIP tokenizer (77 tokens) from `tokenizer.json` (+ `tokenizer_config.json`) bytes.
-    pub fn clip(
-        file: &str,
-        tokenizer_json: &[u8],
-        config_json: Option<&[u8]>,
-    ) -> Result<PromptTokenizer> {
-        Self::new(
-            TokenizerKind::Clip,
-            file,
-            tokenizer_json,
-            config_json,
-            CLIP_MAX_LEN,
-        )
+    pub fn clip(file: &str, tokenizer_json: &[u8], config_json: Option<&[u8]>) -> Result<PromptTokenizer> {
+        Self::new(TokenizerKind::Clip, file, tokenizer_json, config_json, CLIP_MAX_LEN)
     }
 
     /// A CLIP tokenizer from `vocab.json` + `merges.txt` (what FLUX's `tokenizer/` folder holds: it
@@ -105,13 +89,7 @@ impl PromptTokenizer {
         config_json: Option<&[u8]>,
     ) -> Result<PromptTokenizer> {
         let json = clip_tokenizer_json(file, vocab_json, merges_txt, config_json)?;
-        Self::new(
-            TokenizerKind::Clip,
-            file,
-            json.as_bytes(),
-            config_json,
-            CLIP_MAX_LEN,
-        )
+        Self::new(TokenizerKind::Clip, file, json.as_bytes(), config_json, CLIP_MAX_LEN)
     }
 
     pub fn new(
@@ -121,42 +99,28 @@ impl PromptTokenizer {
         config_json: Option<&[u8]>,
         max_len: usize,
     ) -> Result<PromptTokenizer> {
-        let err = |message: String| Error::Tokenizer {
-            file: file.into(),
-            message,
-        };
-        let tok = Tokenizer::from_bytes(tokenizer_json)
-            .map_err(|e| err(format!("not a valid tokenizer.json: {e}")))?;
+        let err = |message: String| Error::Tokenizer { file: file.into(), message };
+        let tok = Tokenizer::from_bytes(tokenizer_json).map_err(|e| err(format!("not a valid tokenizer.json: {e}")))?;
         let config: Option<serde_json::Value> = match config_json {
             Some(b) => Some(
-                serde_json::from_slice(b)
-                    .map_err(|e| err(format!("tokenizer_config.json is not valid JSON: {e}")))?,
+                serde_json::from_slice(b).map_err(|e| err(format!("tokenizer_config.json is not valid JSON: {e}")))?,
             ),
             None => None,
         };
         // The special tokens the post-processor wraps an empty text in: `[</s>]` for T5,
         // `[<|startoftext|>, <|endoftext|>]` for CLIP.
-        let wrapped = tok
-            .encode("", true)
-            .map_err(|e| err(format!("encoding failed: {e}")))?
-            .get_ids()
-            .to_vec();
+        let wrapped = tok.encode("", true).map_err(|e| err(format!("encoding failed: {e}")))?.get_ids().to_vec();
         let configured = |key: &str| -> Result<Option<u32>> {
             let Some(v) = config.as_ref().and_then(|c| c.get(key)) else {
                 return Ok(None);
             };
             // A plain string, or an AddedToken object `{"content": ...}`; null means none.
-            let Some(name) = v
-                .as_str()
-                .or_else(|| v.get("content").and_then(|c| c.as_str()))
-            else {
+            let Some(name) = v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str())) else {
                 return Ok(None);
             };
-            let id = tok.token_to_id(name).ok_or_else(|| {
-                err(format!(
-                    "its config names `{name}` as {key}, which is not in the vocabulary"
-                ))
-            })?;
+            let id = tok
+                .token_to_id(name)
+                .ok_or_else(|| err(format!("its config names `{name}` as {key}, which is not in the vocabulary")))?;
             Ok(Some(id))
         };
         let (bos_at, eos_at) = match kind {
@@ -185,18 +149,12 @@ impl PromptTokenizer {
             (None, Some(p), _) => p.pad_id,
             (None, None, TokenizerKind::Clip) => eos,
             (None, None, TokenizerKind::T5) => {
-                return Err(err("no padding token: give tokenizer_config.json (with `pad_token`) next to tokenizer.json".into()))
+                return Err(err(
+                    "no padding token: give tokenizer_config.json (with `pad_token`) next to tokenizer.json".into(),
+                ))
             }
         };
-        let mut t = PromptTokenizer {
-            tok,
-            kind,
-            file: file.into(),
-            bos,
-            eos,
-            pad,
-            max_len: 0,
-        };
+        let mut t = PromptTokenizer { tok, kind, file: file.into(), bos, eos, pad, max_len: 0 };
         t.set_max_len(max_len)?;
         Ok(t)
     }
@@ -239,13 +197,10 @@ impl PromptTokenizer {
 
     /// The prompt's pieces (no special tokens), untruncated.
     pub fn pieces(&self, prompt: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .tok
-            .encode(prompt, false)
-            .map_err(|e| Error::Tokenizer {
-                file: self.file.clone(),
-                message: format!("encoding the prompt failed: {e}"),
-            })?;
+        let enc = self.tok.encode(prompt, false).map_err(|e| Error::Tokenizer {
+            file: self.file.clone(),
+            message: format!("encoding the prompt failed: {e}"),
+        })?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -259,11 +214,7 @@ impl PromptTokenizer {
         ids.extend(pieces.iter().take(room));
         ids.push(self.eos);
         ids.resize(self.max_len, self.pad);
-        Ok(Encoded {
-            ids,
-            full_len,
-            truncated: pieces.len() > room,
-        })
+        Ok(Encoded { ids, full_len, truncated: pieces.len() > room })
     }
 }
 
@@ -278,14 +229,10 @@ pub fn clip_tokenizer_json(
     config_json: Option<&[u8]>,
 ) -> Result<String> {
     use serde_json::{json, Value};
-    let err = |message: String| Error::Tokenizer {
-        file: file.into(),
-        message,
-    };
+    let err = |message: String| Error::Tokenizer { file: file.into(), message };
     let vocab: serde_json::Map<String, Value> = serde_json::from_slice(vocab_json)
         .map_err(|e| err(format!("vocab.json is not a JSON object of token ids: {e}")))?;
-    let merges_txt = std::str::from_utf8(merges_txt)
-        .map_err(|e| err(format!("merges.txt is not UTF-8: {e}")))?;
+    let merges_txt = std::str::from_utf8(merges_txt).map_err(|e| err(format!("merges.txt is not UTF-8: {e}")))?;
     let mut merges = Vec::new();
     for (n, line) in merges_txt.lines().enumerate() {
         if line.starts_with("#version") || line.trim().is_empty() {
@@ -303,18 +250,14 @@ pub fn clip_tokenizer_json(
         }
     }
     let config: Value = match config_json {
-        Some(b) => serde_json::from_slice(b)
-            .map_err(|e| err(format!("tokenizer_config.json is not valid JSON: {e}")))?,
+        Some(b) => {
+            serde_json::from_slice(b).map_err(|e| err(format!("tokenizer_config.json is not valid JSON: {e}")))?
+        }
         None => Value::Null,
     };
     let name = |key: &str, default: &str| -> String {
         let v = config.get(key);
-        v.and_then(|v| {
-            v.as_str()
-                .or_else(|| v.get("content").and_then(Value::as_str))
-        })
-        .unwrap_or(default)
-        .to_string()
+        v.and_then(|v| v.as_str().or_else(|| v.get("content").and_then(Value::as_str))).unwrap_or(default).to_string()
     };
     let (bos, eos, unk, pad) = (
         name("bos_token", "<|startoftext|>"),
@@ -323,10 +266,7 @@ pub fn clip_tokenizer_json(
         name("pad_token", "<|endoftext|>"),
     );
     let id = |t: &str| {
-        vocab
-            .get(t)
-            .and_then(Value::as_u64)
-            .ok_or_else(|| err(format!("special token `{t}` is not in vocab.json")))
+        vocab.get(t).and_then(Value::as_u64).ok_or_else(|| err(format!("special token `{t}` is not in vocab.json")))
     };
     let (bos_id, eos_id) = (id(&bos)?, id(&eos)?);
     let mut added: Vec<(u64, String)> = Vec::new();

@@ -99,7 +99,10 @@ impl ShardedSource {
             let h = read_header(src.as_mut())?;
             for t in &h.tensors {
                 if !seen.insert(t.name.clone()) {
-                    return Err(Error::Malformed { file: f.clone(), what: format!("tensor `{}` is also in another shard of `{name}`", t.name) });
+                    return Err(Error::Malformed {
+                        file: f.clone(),
+                        what: format!("tensor `{}` is also in another shard of `{name}`", t.name),
+                    });
                 }
             }
             let mut tensors = h.tensors.clone();
@@ -112,7 +115,8 @@ impl ShardedSource {
             shards.push((base, src));
             base += len;
         }
-        let mut header = merged.ok_or_else(|| Error::Malformed { file: name.into(), what: "its weight_map lists no shard".into() })?;
+        let mut header = merged
+            .ok_or_else(|| Error::Malformed { file: name.into(), what: "its weight_map lists no shard".into() })?;
         header.file_len = base;
         Ok((ShardedSource { name: name.into(), shards, len: base }, header))
     }
@@ -128,7 +132,10 @@ impl ByteSource for ShardedSource {
     fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
         let at = self.shards.partition_point(|(b, _)| *b <= offset).saturating_sub(1);
         let name = self.name.clone();
-        let (base, src) = self.shards.get_mut(at).ok_or_else(|| Error::Io { file: name, message: format!("no shard holds byte {offset}") })?;
+        let (base, src) = self
+            .shards
+            .get_mut(at)
+            .ok_or_else(|| Error::Io { file: name, message: format!("no shard holds byte {offset}") })?;
         src.read_range(offset - *base, len)
     }
 }
@@ -189,7 +196,11 @@ pub fn resolve(component: &str, dir: Option<&str>, file: Option<&str>, stem: &st
         (Some(f), _) => f.to_string(),
         (None, Some(d)) => d.to_string(),
         (None, None) => {
-            return Err(Error::Component { component: component.into(), file: "(none)".into(), message: "no --model and no file given for it".into() })
+            return Err(Error::Component {
+                component: component.into(),
+                file: "(none)".into(),
+                message: "no --model and no file given for it".into(),
+            })
         }
     };
     let single = join(&dir, &format!("{stem}.safetensors"));
@@ -207,7 +218,13 @@ pub fn resolve(component: &str, dir: Option<&str>, file: Option<&str>, stem: &st
     };
     let config_file = join(&dir, "config.json");
     let config = read_optional(component, &config_file, &CONFIG_JSON_BYTES)?
-        .map(|b| String::from_utf8(b).map_err(|_| Error::Component { component: component.into(), file: config_file.clone(), message: "not UTF-8".into() }))
+        .map(|b| {
+            String::from_utf8(b).map_err(|_| Error::Component {
+                component: component.into(),
+                file: config_file.clone(),
+                message: "not UTF-8".into(),
+            })
+        })
         .transpose()?;
     Ok(Component { weights: open_weights(component, &location)?, config })
 }
@@ -229,7 +246,11 @@ pub fn resolve_tokenizer(component: &str, dir: Option<&str>, file: Option<&str>)
         (Some(f), _) => (f.to_string(), None),
         (None, Some(d)) => (d.to_string(), None),
         (None, None) => {
-            return Err(Error::Component { component: component.into(), file: "(none)".into(), message: "no --model and no file given for it".into() })
+            return Err(Error::Component {
+                component: component.into(),
+                file: "(none)".into(),
+                message: "no --model and no file given for it".into(),
+            })
         }
     };
     let config = read_optional(component, &join(&dir, "tokenizer_config.json"), &CONFIG_JSON_BYTES)?;
@@ -239,7 +260,9 @@ pub fn resolve_tokenizer(component: &str, dir: Option<&str>, file: Option<&str>)
     }
     let (vocab, merges) = (join(&dir, "vocab.json"), join(&dir, "merges.txt"));
     match (read_optional(component, &vocab, &TOKENIZER_BYTES)?, read_optional(component, &merges, &TOKENIZER_BYTES)?) {
-        (Some(v), Some(m)) => Ok(TokenizerFiles { location: dir, tokenizer_json: None, vocab_merges: Some((v, m)), config }),
+        (Some(v), Some(m)) => {
+            Ok(TokenizerFiles { location: dir, tokenizer_json: None, vocab_merges: Some((v, m)), config })
+        }
         _ => Err(Error::Component {
             component: component.into(),
             file: json_file,

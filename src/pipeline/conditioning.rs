@@ -75,7 +75,14 @@ impl Conditioning {
     /// when `refs` is not empty. Errors: `PanelGrid` (misaligned layout), `PanelIndex`,
     /// `ReferenceStrength` (outside (0, 1)), `NoVaeEncoder`, `InvalidArgument` (two references for
     /// one panel). Submits its own GPU work (one encode per reference).
-    pub fn new(gpu: &Gpu, vae: Option<&Vae>, layout: &Layout, width: usize, height: usize, refs: &[Reference]) -> Result<Conditioning> {
+    pub fn new(
+        gpu: &Gpu,
+        vae: Option<&Vae>,
+        layout: &Layout,
+        width: usize,
+        height: usize,
+        refs: &[Reference],
+    ) -> Result<Conditioning> {
         let rects = layout.panels(width, height)?;
         let grid = (height / super::panels::PANEL_ALIGN, width / super::panels::PANEL_ALIGN);
         let mut seen = vec![false; rects.len()];
@@ -89,7 +96,10 @@ impl Conditioning {
                 }
             }
             if std::mem::replace(&mut seen[r.panel], true) {
-                return Err(Error::InvalidArgument(format!("two references for panel {}; give one per panel", r.panel)));
+                return Err(Error::InvalidArgument(format!(
+                    "two references for panel {}; give one per panel",
+                    r.panel
+                )));
             }
             r.image.check("reference image")?;
         }

@@ -68,8 +68,11 @@ pub(super) fn sub(paths: &ModelPaths, folder: &str) -> Option<String> {
 pub(super) fn variant(paths: &ModelPaths, config: &FluxConfig) -> Result<FluxVariant> {
     if let Some(file) = sub(paths, "scheduler/scheduler_config.json") {
         if let Some(bytes) = read_optional("scheduler", &file, &crate::limits::CONFIG_JSON_BYTES)? {
-            let j: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Component { component: "scheduler".into(), file: file.clone(), message: format!("not JSON: {e}") })?;
+            let j: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::Component {
+                component: "scheduler".into(),
+                file: file.clone(),
+                message: format!("not JSON: {e}"),
+            })?;
             let dynamic = j.get("use_dynamic_shifting").and_then(|v| v.as_bool()).unwrap_or(config.guidance);
             return Ok(if dynamic { FluxVariant::Dev } else { FluxVariant::Schnell });
         }
@@ -95,7 +98,11 @@ pub(super) fn tokenizer(component: &str, files: TokenizerFiles, t5_len: Option<u
 pub fn to_rgb8(chw: &[f32], height: usize, width: usize) -> Result<RgbImage> {
     let plane = height * width;
     if chw.len() != 3 * plane {
-        return Err(Error::ShapeMismatch { op: "to_rgb8", expected: format!("[3, {height}, {width}]"), got: format!("{} values", chw.len()) });
+        return Err(Error::ShapeMismatch {
+            op: "to_rgb8",
+            expected: format!("[3, {height}, {width}]"),
+            got: format!("{} values", chw.len()),
+        });
     }
     let mut pixels = vec![0u8; 3 * plane];
     for (i, px) in pixels.chunks_exact_mut(3).enumerate() {
@@ -107,7 +114,11 @@ pub fn to_rgb8(chw: &[f32], height: usize, width: usize) -> Result<RgbImage> {
     Ok(RgbImage { width, height, pixels })
 }
 
-pub(super) fn load_component<T>(component: &str, c: &mut Component, f: impl FnOnce(&mut dyn ByteSource, &crate::weights::tensor_info::WeightsHeader) -> Result<T>) -> Result<T> {
+pub(super) fn load_component<T>(
+    component: &str,
+    c: &mut Component,
+    f: impl FnOnce(&mut dyn ByteSource, &crate::weights::tensor_info::WeightsHeader) -> Result<T>,
+) -> Result<T> {
     let file = c.weights.file.clone();
     f(c.weights.source.as_mut(), &c.weights.header).map_err(|e| in_component(component, &file, e))
 }
@@ -137,7 +148,11 @@ pub fn weight_files(paths: &ModelPaths, loras: &[(String, f32)]) -> Result<Vec<W
     }
     if let Some(file) = &paths.preview_decoder {
         let c = resolve(taef1::MODEL, None, Some(file), "diffusion_pytorch_model")?;
-        out.extend(c.weights.files.into_iter().map(|(location, bytes)| WeightFile { component: taef1::MODEL, location, bytes }));
+        out.extend(c.weights.files.into_iter().map(|(location, bytes)| WeightFile {
+            component: taef1::MODEL,
+            location,
+            bytes,
+        }));
     }
     for (file, _) in loras {
         let src = open(file).map_err(|e| in_component("LoRA", file, e))?;
@@ -208,12 +223,22 @@ pub(super) fn check(obs: &dyn Observer) -> Result<()> {
 }
 
 /// Loads the VAE's `parts`; returns it with the file it came from.
-pub(super) fn load_vae(gpu: &Gpu, paths: &ModelPaths, parts: VaeParts, obs: &mut dyn Observer) -> Result<(Vae, String)> {
+pub(super) fn load_vae(
+    gpu: &Gpu,
+    paths: &ModelPaths,
+    parts: VaeParts,
+    obs: &mut dyn Observer,
+) -> Result<(Vae, String)> {
     obs.event(Event::Stage { stage: Stage::Load, what: "loading the VAE" });
     let t = Stopwatch::start();
     let mut vaec = resolve("VAE", sub(paths, "vae").as_deref(), paths.vae.as_deref(), "diffusion_pytorch_model")?;
     let vfile = vaec.weights.file.clone();
-    let vcfg = vaec.config.as_deref().map(VaeConfig::from_diffusers_json).transpose().map_err(|e| in_component("VAE", &vfile, e))?;
+    let vcfg = vaec
+        .config
+        .as_deref()
+        .map(VaeConfig::from_diffusers_json)
+        .transpose()
+        .map_err(|e| in_component("VAE", &vfile, e))?;
     let vae = load_component("VAE", &mut vaec, |s, h| Vae::load(gpu, s, h, vcfg, parts))?;
     obs.event(Event::Line(&format!("load: VAE ({vfile}) in {:.2}s", t.secs())));
     Ok((vae, vfile))
@@ -221,11 +246,21 @@ pub(super) fn load_vae(gpu: &Gpu, paths: &ModelPaths, parts: VaeParts, obs: &mut
 
 /// Loads the preview decoder `file` (a weights file, or a folder with `config.json`) for latents of
 /// `latent_channels` (a decoder for others is refused by name).
-pub(super) fn load_preview_decoder(gpu: &Gpu, file: &str, latent_channels: usize, obs: &mut dyn Observer) -> Result<TinyDecoder> {
+pub(super) fn load_preview_decoder(
+    gpu: &Gpu,
+    file: &str,
+    latent_channels: usize,
+    obs: &mut dyn Observer,
+) -> Result<TinyDecoder> {
     let t = Stopwatch::start();
     let mut c = resolve(taef1::MODEL, None, Some(file), "diffusion_pytorch_model")?;
     let wfile = c.weights.file.clone();
-    let config = c.config.as_deref().map(|j| TinyDecoderConfig::from_diffusers_json(&wfile, j.as_bytes())).transpose().map_err(|e| in_component(taef1::MODEL, &wfile, e))?;
+    let config = c
+        .config
+        .as_deref()
+        .map(|j| TinyDecoderConfig::from_diffusers_json(&wfile, j.as_bytes()))
+        .transpose()
+        .map_err(|e| in_component(taef1::MODEL, &wfile, e))?;
     let dec = load_component(taef1::MODEL, &mut c, |s, h| TinyDecoder::load(gpu, s, h, config))?;
     if dec.config.latent_channels != latent_channels {
         return Err(Error::Component {

@@ -22,7 +22,12 @@ impl RgbImage {
         if self.pixels.len() != self.width * self.height * 3 {
             return Err(Error::ShapeMismatch {
                 op,
-                expected: format!("{} bytes for a {}×{} RGB8 image", self.width * self.height * 3, self.width, self.height),
+                expected: format!(
+                    "{} bytes for a {}×{} RGB8 image",
+                    self.width * self.height * 3,
+                    self.width,
+                    self.height
+                ),
                 got: format!("{} bytes", self.pixels.len()),
             });
         }

@@ -6,14 +6,14 @@
 //! from (`components`) and the whole text-to-image
 //! run (`generate`), the same code natively and in the browser's worker.
 
-pub mod schedule;
-pub mod seed;
-pub mod sampler;
-pub mod step_cache;
+pub mod components;
+pub mod conditioning;
+pub mod generate;
 pub mod image;
 pub mod panels;
-pub mod conditioning;
 pub mod preview;
-pub mod components;
-pub mod generate;
+pub mod sampler;
+pub mod schedule;
+pub mod seed;
 pub mod session;
+pub mod step_cache;

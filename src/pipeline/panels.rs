@@ -74,7 +74,11 @@ impl Layout {
 fn check_inside(op: &'static str, img: &RgbImage, r: &Rect) -> Result<()> {
     img.check(op)?;
     if r.x + r.w > img.width || r.y + r.h > img.height {
-        return Err(Error::ShapeMismatch { op, expected: format!("a rectangle inside {}×{}", img.width, img.height), got: format!("{r:?}") });
+        return Err(Error::ShapeMismatch {
+            op,
+            expected: format!("a rectangle inside {}×{}", img.width, img.height),
+            got: format!("{r:?}"),
+        });
     }
     Ok(())
 }
@@ -95,7 +99,11 @@ pub fn paste(canvas: &mut RgbImage, r: &Rect, panel: &RgbImage) -> Result<()> {
     check_inside("panels::paste", canvas, r)?;
     panel.check("panels::paste")?;
     if (panel.width, panel.height) != (r.w, r.h) {
-        return Err(Error::ShapeMismatch { op: "panels::paste", expected: format!("a {}×{} panel", r.w, r.h), got: format!("{}×{}", panel.width, panel.height) });
+        return Err(Error::ShapeMismatch {
+            op: "panels::paste",
+            expected: format!("a {}×{} panel", r.w, r.h),
+            got: format!("{}×{}", panel.width, panel.height),
+        });
     }
     for row in 0..r.h {
         let dst = ((r.y + row) * canvas.width + r.x) * 3;
@@ -131,7 +139,10 @@ fn area_weights(start: f64, extent: f64, out: usize, len: usize) -> Vec<Vec<(usi
 pub fn fit(img: &RgbImage, width: usize, height: usize) -> Result<RgbImage> {
     img.check("panels::fit")?;
     if width == 0 || height == 0 || img.width == 0 || img.height == 0 {
-        return Err(Error::InvalidArgument(format!("panels::fit: cannot fit a {}×{} image into {width}×{height}", img.width, img.height)));
+        return Err(Error::InvalidArgument(format!(
+            "panels::fit: cannot fit a {}×{} image into {width}×{height}",
+            img.width, img.height
+        )));
     }
     if (img.width, img.height) == (width, height) {
         return Ok(img.clone());
@@ -140,13 +151,15 @@ pub fn fit(img: &RgbImage, width: usize, height: usize) -> Result<RgbImage> {
     let (sw, sh) = (img.width as f64, img.height as f64);
     let aspect = width as f64 / height as f64;
     let (cw, ch) = if sw / sh > aspect { (sh * aspect, sh) } else { (sw, sw / aspect) };
-    let (wx, wy) = (area_weights((sw - cw) / 2.0, cw, width, img.width), area_weights((sh - ch) / 2.0, ch, height, img.height));
+    let (wx, wy) =
+        (area_weights((sw - cw) / 2.0, cw, width, img.width), area_weights((sh - ch) / 2.0, ch, height, img.height));
     // Separable: rows first (into f64), then columns.
     let mut tmp = vec![0f64; img.height * width * 3];
     for y in 0..img.height {
         for (x, ws) in wx.iter().enumerate() {
             for c in 0..3 {
-                tmp[(y * width + x) * 3 + c] = ws.iter().map(|&(j, w)| w * img.pixels[(y * img.width + j) * 3 + c] as f64).sum();
+                tmp[(y * width + x) * 3 + c] =
+                    ws.iter().map(|&(j, w)| w * img.pixels[(y * img.width + j) * 3 + c] as f64).sum();
             }
         }
     }

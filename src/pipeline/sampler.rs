@@ -106,7 +106,13 @@ impl<'a> Sampler<'a> {
         if noise.len() != rows * cols * channels {
             return Err(Error::ShapeMismatch {
                 op: "sampler noise",
-                expected: format!("{} values ([{}, {channels}] packed latents for {}×{} px)", rows * cols * channels, rows * cols, opts.height, opts.width),
+                expected: format!(
+                    "{} values ([{}, {channels}] packed latents for {}×{} px)",
+                    rows * cols * channels,
+                    rows * cols,
+                    opts.height,
+                    opts.width
+                ),
                 got: format!("{} values", noise.len()),
             });
         }
@@ -114,7 +120,10 @@ impl<'a> Sampler<'a> {
             if c.token_grid() != (rows, cols) || c.channels() != channels {
                 return Err(Error::ShapeMismatch {
                     op: "sampler conditioning",
-                    expected: format!("{rows}×{cols} tokens of {channels} features ({}×{} px)", opts.width, opts.height),
+                    expected: format!(
+                        "{rows}×{cols} tokens of {channels} features ({}×{} px)",
+                        opts.width, opts.height
+                    ),
                     got: format!("{}×{} tokens of {} features", c.token_grid().0, c.token_grid().1, c.channels()),
                 });
             }
@@ -191,11 +200,21 @@ impl<'a> Sampler<'a> {
     /// The transformer's inputs at step `i`.
     fn inputs(&self, i: usize) -> Result<FluxInputs<'_>> {
         let Some(&sigma) = self.sigmas.get(i) else {
-            return Err(Error::InvalidArgument(format!("sampler: no step {i} in a schedule of {} steps", self.steps())));
+            return Err(Error::InvalidArgument(format!(
+                "sampler: no step {i} in a schedule of {} steps",
+                self.steps()
+            )));
         };
         // FluxPipeline passes `t / 1000` with `t = sigma·1000` (both f32), not sigma itself.
         let timestep = (sigma * 1000.0) / 1000.0;
-        Ok(FluxInputs { img: &self.x, txt: self.txt, pooled: self.pooled, timestep, guidance: self.guidance, rope: &self.rope })
+        Ok(FluxInputs {
+            img: &self.x,
+            txt: self.txt,
+            pooled: self.pooled,
+            timestep,
+            guidance: self.guidance,
+            rope: &self.rope,
+        })
     }
 
     /// Records step `i` (`sigmas[i]` → `sigmas[i + 1]`, which must exist) from the current latents.
@@ -207,7 +226,10 @@ impl<'a> Sampler<'a> {
     /// The Euler update of step `i` with velocity `v`, then the reference panels re-imposed.
     fn advance(&self, gpu: &Gpu, b: &mut Batch, i: usize, v: &Tensor) -> Result<Tensor> {
         let (Some(&sigma_next), Some(dt)) = (self.sigmas.get(i + 1), self.dts.get(i)) else {
-            return Err(Error::InvalidArgument(format!("sampler: no step {i} in a schedule of {} steps", self.steps())));
+            return Err(Error::InvalidArgument(format!(
+                "sampler: no step {i} in a schedule of {} steps",
+                self.steps()
+            )));
         };
         // The scheduler's step `x + dt·v` with dt rounded to f32 (schedule::euler_step), done as
         // a gated residual whose one-element gate is dt.
@@ -244,7 +266,13 @@ pub fn sample(
 ) -> Result<Tensor> {
     let mut s = Sampler::new(gpu, model, txt, pooled, noise, opts, None)?;
     while let Some(info) = s.step_blocking(gpu)? {
-        progress(Step { index: info.index, steps: info.steps, sigma: info.sigma, sigma_next: info.sigma_next, latents: s.latents() });
+        progress(Step {
+            index: info.index,
+            steps: info.steps,
+            sigma: info.sigma,
+            sigma_next: info.sigma_next,
+            latents: s.latents(),
+        });
     }
     Ok(s.into_latents())
 }
@@ -254,7 +282,9 @@ pub fn sample(
 pub fn noise_from_source(src: &mut dyn ByteSource, name: Option<&str>) -> Result<Vec<f32>> {
     let header = read_header(src)?;
     let info = match name {
-        Some(n) => header.tensor(n).ok_or_else(|| Error::MissingTensor { file: header.file.clone(), name: n.into() })?,
+        Some(n) => {
+            header.tensor(n).ok_or_else(|| Error::MissingTensor { file: header.file.clone(), name: n.into() })?
+        }
         None => match header.tensors.as_slice() {
             [only] => only,
             all => {

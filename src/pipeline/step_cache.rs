@@ -56,7 +56,10 @@ impl StepCache {
     /// What is wrong with the settings, if anything (callers name the field or flag).
     pub fn problem(&self) -> Option<String> {
         if !self.threshold.is_finite() || !(0.0..=MAX_THRESHOLD).contains(&self.threshold) {
-            return Some(format!("threshold {} is not a number in 0..={MAX_THRESHOLD} (values around 0.05–0.25 are usual)", self.threshold));
+            return Some(format!(
+                "threshold {} is not a number in 0..={MAX_THRESHOLD} (values around 0.05–0.25 are usual)",
+                self.threshold
+            ));
         }
         if self.max_reuse == Some(0) {
             return Some("a cap of 0 reused steps in a row is the cache turned off; turn it off instead".into());
@@ -113,7 +116,10 @@ impl CacheRun {
 
     /// Whether step `i` of `steps` must run every block whatever the distance.
     fn forced(&self, i: usize, steps: usize) -> bool {
-        i == 0 || i + 1 >= steps || self.head_residual.is_none() || self.settings.max_reuse.is_some_and(|m| self.reused_in_a_row >= m)
+        i == 0
+            || i + 1 >= steps
+            || self.head_residual.is_none()
+            || self.settings.max_reuse.is_some_and(|m| self.reused_in_a_row >= m)
     }
 
     /// Records the velocity of step `i` of `steps` into `b` with the cache: the head, then (unless
@@ -133,7 +139,9 @@ impl CacheRun {
         let head_residual = sub(gpu, b, &img, &img_in)?;
         drop(img_in);
         let mut diff = None;
-        if let (false, Some(prev), Some(tail)) = (self.forced(i, steps) || b.is_dry(), &self.head_residual, &self.tail_residual) {
+        if let (false, Some(prev), Some(tail)) =
+            (self.forced(i, steps) || b.is_dry(), &self.head_residual, &self.tail_residual)
+        {
             let sums = abs_diff_sums(gpu, b, &head_residual, prev)?;
             b.flush(gpu)?;
             let d = relative_l1(&gpu.read_f32(&sums).await?);

@@ -54,7 +54,8 @@ impl FastPreset {
     /// Adds this preset's adapter after the task's (once; any other few-step preset's adapter is
     /// replaced: two distillations do not stack) and sets its steps and guidance.
     pub fn apply(&self, recipe: &mut Recipe) {
-        let others: Vec<&str> = fast_presets().map(|p| p.iter().map(|p| p.adapter.as_str()).collect()).unwrap_or_default();
+        let others: Vec<&str> =
+            fast_presets().map(|p| p.iter().map(|p| p.adapter.as_str()).collect()).unwrap_or_default();
         recipe.adapters.retain(|a| !others.contains(&a.url.as_str()) && a.url != self.adapter);
         recipe.adapters.push(Adapter { url: self.adapter.clone(), scale: self.scale });
         recipe.steps = self.steps;

@@ -223,7 +223,10 @@ impl Recipe {
         for (i, a) in self.adapters.iter().enumerate() {
             check_url(&format!("adapters[{i}].url"), &a.url)?;
             if !a.scale.is_finite() || a.scale.abs() > MAX_ADAPTER_SCALE {
-                return Err(invalid(format!("adapters[{i}].scale"), format!("{} is not a number in -{MAX_ADAPTER_SCALE}..={MAX_ADAPTER_SCALE}", a.scale)));
+                return Err(invalid(
+                    format!("adapters[{i}].scale"),
+                    format!("{} is not a number in -{MAX_ADAPTER_SCALE}..={MAX_ADAPTER_SCALE}", a.scale),
+                ));
             }
         }
         if let Some(t) = &self.task {
@@ -242,7 +245,13 @@ impl Recipe {
             }
         }
         if !self.width.is_multiple_of(cols * SIDE_ALIGN) || !self.height.is_multiple_of(rows * SIDE_ALIGN) {
-            return Err(invalid("layout", format!("{rows}×{cols} panels do not cut {}×{} into {SIDE_ALIGN}-pixel-aligned panels", self.width, self.height)));
+            return Err(invalid(
+                "layout",
+                format!(
+                    "{rows}×{cols} panels do not cut {}×{} into {SIDE_ALIGN}-pixel-aligned panels",
+                    self.width, self.height
+                ),
+            ));
         }
         let panels = self.captions.panels.len();
         if panels != 0 && panels != (rows * cols) as usize {
@@ -283,7 +292,13 @@ impl Recipe {
     /// The distinct hosts this recipe will download from, sorted, as people should read them
     /// (punycode with the Unicode form beside it, [`WebUrl::host_label`]).
     pub fn hosts(&self) -> Vec<String> {
-        self.urls().iter().filter_map(|u| parse_web_url("url", u).ok()).map(|u| u.host_label()).collect::<BTreeSet<_>>().into_iter().collect()
+        self.urls()
+            .iter()
+            .filter_map(|u| parse_web_url("url", u).ok())
+            .map(|u| u.host_label())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
     }
 
     /// Canonical JSON (field names as in the struct), for PNG metadata and debugging.

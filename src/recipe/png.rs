@@ -59,7 +59,10 @@ pub fn encode_png(width: u32, height: u32, rgb: &[u8], recipe: Option<&Recipe>) 
 
 /// [`encode_png`] for an image of the pipeline: the one PNG writer of the studio and the CLI.
 pub fn encode_image(img: &crate::pipeline::image::RgbImage, recipe: Option<&Recipe>) -> Result<Vec<u8>> {
-    let side = |v: usize| u32::try_from(v).map_err(|_| Error::InvalidArgument(format!("image {}×{} is too large for PNG", img.width, img.height)));
+    let side = |v: usize| {
+        u32::try_from(v)
+            .map_err(|_| Error::InvalidArgument(format!("image {}×{} is too large for PNG", img.width, img.height)))
+    };
     encode_png(side(img.width)?, side(img.height)?, &img.pixels, recipe)
 }
 
@@ -98,7 +101,9 @@ pub fn recipe_from_png(file: &str, bytes: &[u8]) -> Result<Option<Recipe>> {
     let mut decoder = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits);
     check_png_header(file, decoder.read_header_info().map_err(bad)?)?;
     let mut reader = decoder.read_info().map_err(|e| match e {
-        png::DecodingError::LimitsExceeded => bad(format!("`{file}` holds more than {PNG_METADATA_BYTES} bytes of text or metadata")),
+        png::DecodingError::LimitsExceeded => {
+            bad(format!("`{file}` holds more than {PNG_METADATA_BYTES} bytes of text or metadata"))
+        }
         e => bad(e),
     })?;
     while reader.next_row().map_err(bad)?.is_some() {}

@@ -17,11 +17,16 @@ use crate::weights::load::Convert;
 pub fn model_locations(source: &ModelSource, base: Option<&str>) -> Result<ModelUrls> {
     let urls = match source {
         ModelSource::Preset(id) => presets::model_preset(id)
-            .ok_or_else(|| Error::InvalidRecipe { field: "model".into(), why: format!("`{id}` is not a model preset of this app") })?
+            .ok_or_else(|| Error::InvalidRecipe {
+                field: "model".into(),
+                why: format!("`{id}` is not a model preset of this app"),
+            })?
             .model_urls(),
         ModelSource::Custom(u) => u.clone(),
     };
-    let out = urls.try_map(|field, url| Ok(resolve_url(&format!("model.{field}"), base, url)?.trim_end_matches('/').to_string()))?;
+    let out = urls.try_map(|field, url| {
+        Ok(resolve_url(&format!("model.{field}"), base, url)?.trim_end_matches('/').to_string())
+    })?;
     if out.root.is_none() && [&out.transformer, &out.vae, &out.t5, &out.clip].iter().any(|u| u.is_none()) {
         return Err(Error::InvalidRecipe {
             field: "model".into(),
@@ -39,7 +44,11 @@ impl Recipe {
 
     /// The adapters' locations (absolute) with their scales.
     pub fn lora_locations(&self, base: Option<&str>) -> Result<Vec<(String, f32)>> {
-        self.adapters.iter().enumerate().map(|(i, a)| Ok((resolve_url(&format!("adapters[{i}].url"), base, &a.url)?, a.scale))).collect()
+        self.adapters
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Ok((resolve_url(&format!("adapters[{i}].url"), base, &a.url)?, a.scale)))
+            .collect()
     }
 
     /// The pipeline's options for this recipe with the adapters at `loras` (from

@@ -92,12 +92,38 @@ impl Wire {
     }
 
     fn into_recipe(self) -> Recipe {
-        let Wire(version, model, adapters, task, overall, panels, prompt, rows, cols, width, height, steps, guidance, seed, sampler, refs, cache) =
-            self;
+        let Wire(
+            version,
+            model,
+            adapters,
+            task,
+            overall,
+            panels,
+            prompt,
+            rows,
+            cols,
+            width,
+            height,
+            steps,
+            guidance,
+            seed,
+            sampler,
+            refs,
+            cache,
+        ) = self;
         let model = match model {
             WireModel::Preset(id) => ModelSource::Preset(id),
             WireModel::Custom([root, transformer, t5, clip, vae, t5_tokenizer, clip_tokenizer]) => {
-                ModelSource::Custom(ModelUrls { root, transformer, t5, clip, vae, t5_tokenizer, clip_tokenizer, preview_decoder: None })
+                ModelSource::Custom(ModelUrls {
+                    root,
+                    transformer,
+                    t5,
+                    clip,
+                    vae,
+                    t5_tokenizer,
+                    clip_tokenizer,
+                    preview_decoder: None,
+                })
             }
         };
         Recipe {

@@ -97,20 +97,28 @@ pub fn parse_web_url(field: &str, url: &str) -> Result<WebUrl> {
     if url.contains('\\') {
         return Err(refuse(field, format!("`{url}` contains a backslash, which browsers read as `/`: the link would not go where it seems to; remove it")));
     }
-    let not_http = || refuse(field, format!("`{url}` is not an http(s) URL (only http:// and https:// links can be downloaded)"));
+    let not_http =
+        || refuse(field, format!("`{url}` is not an http(s) URL (only http:// and https:// links can be downloaded)"));
     let p = whatwg(url).ok_or_else(not_http)?;
     if !(p.scheme == "http" || p.scheme == "https") || p.hostname.is_empty() {
         return Err(not_http());
     }
     let typed = typed_host(url).to_lowercase();
     // `user@` with an empty user name is not a credential to the parser but still hides text.
-    let authority_at = url.split_once("://").is_some_and(|(_, r)| r[..r.find(['/', '?', '#']).unwrap_or(r.len())].contains('@'));
+    let authority_at =
+        url.split_once("://").is_some_and(|(_, r)| r[..r.find(['/', '?', '#']).unwrap_or(r.len())].contains('@'));
     if p.has_credentials || authority_at {
         return Err(refuse(field, format!("`{url}` has a user name before `@`, which can hide the real host ({}); remove everything between `//` and `@`", p.hostname)));
     }
     let host_unicode = if typed.is_ascii() {
         if typed != p.hostname {
-            return Err(refuse(field, format!("the host `{typed}` is not written as the browser will contact it (`{}`); use that form", p.hostname)));
+            return Err(refuse(
+                field,
+                format!(
+                    "the host `{typed}` is not written as the browser will contact it (`{}`); use that form",
+                    p.hostname
+                ),
+            ));
         }
         None
     } else {

@@ -34,7 +34,12 @@ pub fn matmul(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, epi: &Epilogue
     let downs: Vec<Vec<f64>> = epi
         .loras
         .iter()
-        .map(|l| (0..m).flat_map(|i| (0..l.rank).map(move |r| (i, r))).map(|(i, r)| dot(&x[i * k..(i + 1) * k], &l.a[r * k..(r + 1) * k])).collect())
+        .map(|l| {
+            (0..m)
+                .flat_map(|i| (0..l.rank).map(move |r| (i, r)))
+                .map(|(i, r)| dot(&x[i * k..(i + 1) * k], &l.a[r * k..(r + 1) * k]))
+                .collect()
+        })
         .collect();
     let mut y = vec![0f32; m * n];
     for i in 0..m {

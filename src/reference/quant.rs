@@ -16,10 +16,7 @@ fn scale_min_k4(sc: &[u8], s: usize) -> (f32, f32) {
     if s < 4 {
         ((sc[s] & 63) as f32, (sc[s + 4] & 63) as f32)
     } else {
-        (
-            ((sc[s + 4] & 0xF) | ((sc[s - 4] >> 6) << 4)) as f32,
-            ((sc[s + 4] >> 4) | ((sc[s] >> 6) << 4)) as f32,
-        )
+        (((sc[s + 4] & 0xF) | ((sc[s - 4] >> 6) << 4)) as f32, ((sc[s + 4] >> 4) | ((sc[s] >> 6) << 4)) as f32)
     }
 }
 
@@ -32,7 +29,8 @@ fn block(dtype: DType, b: &[u8], y: &mut [f32]) {
             }
         }
         DType::Q4_0 | DType::Q4_1 => {
-            let (d, m, qs) = if dtype == DType::Q4_0 { (h(b, 0), 0.0, &b[2..18]) } else { (h(b, 0), h(b, 2), &b[4..20]) };
+            let (d, m, qs) =
+                if dtype == DType::Q4_0 { (h(b, 0), 0.0, &b[2..18]) } else { (h(b, 0), h(b, 2), &b[4..20]) };
             let off = if dtype == DType::Q4_0 { -8.0 } else { 0.0 };
             for j in 0..16 {
                 y[j] = d * ((qs[j] & 0xF) as f32 + off) + m;
@@ -99,7 +97,7 @@ fn block(dtype: DType, b: &[u8], y: &mut [f32]) {
 /// Dequantizes `data` in the file layout of `dtype` (GGUF blocks, or little-endian F32/F16/BF16).
 pub fn dequantize(dtype: DType, data: &[u8]) -> Result<Vec<f32>> {
     let bb = dtype.gguf_block_bytes();
-    if data.len() % bb != 0 {
+    if !data.len().is_multiple_of(bb) {
         return Err(Error::ShapeMismatch {
             op: "dequantize",
             expected: format!("a multiple of {bb} bytes"),
@@ -111,7 +109,11 @@ pub fn dequantize(dtype: DType, data: &[u8]) -> Result<Vec<f32>> {
         DType::F16 => data.chunks_exact(2).map(|c| h(c, 0)).collect(),
         DType::BF16 => data.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         DType::U32 => {
-            return Err(Error::UnsupportedFormat { op: "dequantize", format: "U32".into(), why: "not a weight format".into() })
+            return Err(Error::UnsupportedFormat {
+                op: "dequantize",
+                format: "U32".into(),
+                why: "not a weight format".into(),
+            })
         }
         q => {
             let n = q.block_elems();

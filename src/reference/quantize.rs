@@ -62,11 +62,19 @@ pub fn quantize(dtype: DType, x: &[f32]) -> Result<Vec<u8>> {
         DType::Q8_0 => block_q8_0,
         DType::Q4_0 => block_q4_0,
         other => {
-            return Err(Error::UnsupportedFormat { op: "quantize", format: other.to_string(), why: "the reference writes F16, Q8_0 or Q4_0".into() })
+            return Err(Error::UnsupportedFormat {
+                op: "quantize",
+                format: other.to_string(),
+                why: "the reference writes F16, Q8_0 or Q4_0".into(),
+            })
         }
     };
     if !x.len().is_multiple_of(32) {
-        return Err(Error::ShapeMismatch { op: "quantize", expected: "a multiple of 32 values".into(), got: format!("{}", x.len()) });
+        return Err(Error::ShapeMismatch {
+            op: "quantize",
+            expected: "a multiple of 32 values".into(),
+            got: format!("{}", x.len()),
+        });
     }
     let mut out = Vec::with_capacity(x.len() / 32 * dtype.gguf_block_bytes());
     for b in x.chunks_exact(32) {

@@ -48,7 +48,8 @@ pub fn matmul_epilogue(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng) ->
     ];
     let parts: Vec<(Vec<f32>, Vec<f32>)> =
         slices.iter().map(|s| (rng.vec(s.rank * k, -0.5, 0.5), rng.vec(s.len * s.rank, -0.5, 0.5))).collect();
-    let stack_parts: Vec<(&[f32], &[f32], AdapterSlice)> = parts.iter().zip(slices).map(|((a, bb), s)| (a.as_slice(), bb.as_slice(), s)).collect();
+    let stack_parts: Vec<(&[f32], &[f32], AdapterSlice)> =
+        parts.iter().zip(slices).map(|((a, bb), s)| (a.as_slice(), bb.as_slice(), s)).collect();
     let stack = LoraStack::new(g, k, &stack_parts)?;
     let epi = Epilogue {
         bias: Some(&bias),
@@ -58,9 +59,13 @@ pub fn matmul_epilogue(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng) ->
         ..Default::default()
     };
     let y = km::matmul(g, b, &x, &w, &epi)?;
-    let loras: Vec<LoraRef> =
-        parts.iter().zip(slices).map(|((a, bb), s)| LoraRef { a, b: bb, rank: s.rank, n0: s.n0, len: s.len, scale: s.scale }).collect();
-    let epi_ref = EpilogueRef { bias: Some(&bv), loras: &loras, act: Activation::GeluTanh, gated: Some((&rv, &gv[3..])) };
+    let loras: Vec<LoraRef> = parts
+        .iter()
+        .zip(slices)
+        .map(|((a, bb), s)| LoraRef { a, b: bb, rank: s.rank, n0: s.n0, len: s.len, scale: s.scale })
+        .collect();
+    let epi_ref =
+        EpilogueRef { bias: Some(&bv), loras: &loras, act: Activation::GeluTanh, gated: Some((&rv, &gv[3..])) };
     Ok((y, mm_ref::matmul(&xv, &wv, m, n, k, &epi_ref)))
 }
 
@@ -77,7 +82,16 @@ pub fn attention(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng, causal: 
     let opts = AttnOptions { scale, causal, bias: bias_t.as_ref().map(|t| &t.0) };
     let y = ka::attention(g, b, AttnInput::new(&q, 0), AttnInput::new(&k, 0), AttnInput::new(&v, 0), heads, d, &opts)?;
     let input = |data| RefInput { data, cols: width, col_offset: 0 };
-    let expected = attn_ref::attention(input(&qv), input(&kv), input(&vv), heads, d, scale, causal, bias_t.as_ref().map(|t| t.1.as_slice()));
+    let expected = attn_ref::attention(
+        input(&qv),
+        input(&kv),
+        input(&vv),
+        heads,
+        d,
+        scale,
+        causal,
+        bias_t.as_ref().map(|t| t.1.as_slice()),
+    );
     Ok((y, expected))
 }
 
@@ -114,6 +128,7 @@ pub fn conv2d(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng, kind: ConvK
     let (ho, wo) = conv.output_size(h, w, ksize, ksize).unwrap_or((0, 0));
     let res = if residual { Some(random(g, &[o, ho, wo], rng, -1.0, 1.0)?) } else { None };
     let y = kc::conv2d(g, b, &x, &wt, &bias, conv, res.as_ref().map(|r| &r.0))?;
-    let (expected, _, _) = conv_ref::conv2d(&xv, (c, h, w), &wv, (o, ksize, ksize), &bv, conv, res.as_ref().map(|r| r.1.as_slice()));
+    let (expected, _, _) =
+        conv_ref::conv2d(&xv, (c, h, w), &wv, (o, ksize, ksize), &bv, conv, res.as_ref().map(|r| r.1.as_slice()));
     Ok((y, expected))
 }

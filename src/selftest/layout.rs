@@ -54,7 +54,8 @@ pub fn upsample(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng) -> Out {
 pub fn embedding(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng, format: DType) -> Out {
     let (vocab, k, n) = (dim(dims, 0), dim(dims, 1), dim(dims, 2));
     let (table, values) = random_weight(g, rng, format, vocab, k)?;
-    let ids: Vec<u32> = (0..n).map(|i| if i + 1 == n && n > 1 { vocab as u32 + 3 } else { rng.below(vocab) as u32 }).collect();
+    let ids: Vec<u32> =
+        (0..n).map(|i| if i + 1 == n && n > 1 { vocab as u32 + 3 } else { rng.below(vocab) as u32 }).collect();
     let idt = g.upload_u32(&[n], &ids)?;
     Ok((ke::embedding(g, b, &table, &idt)?, embedding_ref::embedding(&values, k, &ids)))
 }

@@ -15,8 +15,8 @@ mod layout;
 mod rowwise;
 
 use crate::gpu::{Batch, DType, Gpu, Tensor};
-pub use crate::reference::random::Rng;
 use crate::kernels::elementwise::Activation;
+pub use crate::reference::random::Rng;
 use crate::{Error, Result};
 
 /// Records one run into `batch`; returns (GPU output, CPU reference output).

@@ -32,7 +32,14 @@ pub fn act(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng, a: Activation)
 }
 
 /// `op(a, b)`; with `row_broadcast`, `b` is one row repeated over the rows of `a`.
-pub fn binary(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng, row_broadcast: bool, op: (GpuBinary, CpuBinary)) -> Out {
+pub fn binary(
+    g: &Gpu,
+    b: &mut Batch,
+    dims: &[usize],
+    rng: &mut Rng,
+    row_broadcast: bool,
+    op: (GpuBinary, CpuBinary),
+) -> Out {
     let (x, xv) = random(g, dims, rng, -2.0, 2.0)?;
     let b_shape = if row_broadcast { vec![inner(dims)] } else { dims.to_vec() };
     let (y, yv) = random(g, &b_shape, rng, -2.0, 2.0)?;
@@ -133,7 +140,16 @@ pub fn qk_norm_rope(g: &Gpu, b: &mut Batch, dims: &[usize], rng: &mut Rng) -> Ou
     let (q, k) = (Columns { offset: q_off, width }, Columns { offset: q_off + width, width });
     let spec = kr::QkNormRope { q, k, norm_q: &nq, norm_k: &nk, eps: EPS_FLUX };
     kr::qk_norm_rope_inplace(g, b, &x, &spec, &tables, pos)?;
-    let expected = rope_ref::qk_norm_rope(&xv, c, (q_off, q_off + width, width), (&wq, &wk), EPS_FLUX, &ids[pos..], &axes, FLUX_THETA);
+    let expected = rope_ref::qk_norm_rope(
+        &xv,
+        c,
+        (q_off, q_off + width, width),
+        (&wq, &wk),
+        EPS_FLUX,
+        &ids[pos..],
+        &axes,
+        FLUX_THETA,
+    );
     Ok((x, expected))
 }
 

@@ -68,7 +68,9 @@ impl fmt::Display for Detection {
 
 /// The LoRA scheme of `names`, if they are a LoRA's (the schemes `lora::parse` reads).
 fn lora_scheme<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<&'static str> {
-    let is_lora = |n: &str| [".lora_down.", ".lora_up.", ".lora_A.", ".lora_B.", "_lora1.", "_lora2."].iter().any(|p| n.contains(p));
+    let is_lora = |n: &str| {
+        [".lora_down.", ".lora_up.", ".lora_A.", ".lora_B.", "_lora1.", "_lora2."].iter().any(|p| n.contains(p))
+    };
     let n = names.find(|n| is_lora(n))?;
     Some(if n.starts_with("lora_unet_") || n.starts_with("lora_te") || n.starts_with("lora_transformer_") {
         "kohya"
@@ -76,7 +78,11 @@ fn lora_scheme<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<&'static 
         "XLabs"
     } else if n.starts_with("base_model.model.") {
         "PEFT names"
-    } else if n.contains("double_blocks.") || n.contains("single_blocks.") || n.contains("final_layer.") || n.contains("img_in.") {
+    } else if n.contains("double_blocks.")
+        || n.contains("single_blocks.")
+        || n.contains("final_layer.")
+        || n.contains("img_in.")
+    {
         "BFL-native names"
     } else {
         "diffusers names"
@@ -86,7 +92,12 @@ fn lora_scheme<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<&'static 
 /// Detects the component and key scheme of `header`'s tensors (never fails: `Unrecognized`).
 pub fn detect(header: &WeightsHeader) -> Detection {
     let scaled_fp8 = is_scaled_fp8(header);
-    let found = |component, scheme: &str, prefix: &str| Detection { component, scheme: scheme.into(), prefix: prefix.into(), scaled_fp8 };
+    let found = |component, scheme: &str, prefix: &str| Detection {
+        component,
+        scheme: scheme.into(),
+        prefix: prefix.into(),
+        scaled_fp8,
+    };
     if let Some(scheme) = lora_scheme(header.tensors.iter().map(|t| t.name.as_str())) {
         return found(Component::Lora, scheme, "");
     }

@@ -81,7 +81,11 @@ pub fn f8_to_f16_scaled(dtype: FileDType, bytes: &[u8], scale: f32, what: &str) 
 const UNKNOWN_SCALES: [&str; 5] = ["weight_scale", "weight_scale_2", "input_scale", "comfy_quant", "scale"];
 
 fn unsupported(file: &str, name: &str, why: String) -> Error {
-    Error::UnsupportedFormat { op: "load weights", format: "scaled weights".into(), why: format!("`{name}` in `{file}`: {why}") }
+    Error::UnsupportedFormat {
+        op: "load weights",
+        format: "scaled weights".into(),
+        why: format!("`{name}` in `{file}`: {why}"),
+    }
 }
 
 /// The scale `info` (a `<layer>.weight`) must be multiplied by: `Ok(1.0)` for an unscaled tensor,
@@ -104,13 +108,18 @@ pub fn weight_scale(src: &mut dyn ByteSource, header: &WeightsHeader, info: &Ten
     if s.numel() != 1 {
         return Err(unsupported(file, &s.name, format!("shape {:?}: only a per-tensor (single-value) scale_weight is supported, not per-channel or block-wise scales", s.shape)));
     }
-    let values = read_floats(src, s)?.ok_or_else(|| unsupported(file, &s.name, format!("a scale must be a float, not {}", s.dtype)))?;
+    let values = read_floats(src, s)?
+        .ok_or_else(|| unsupported(file, &s.name, format!("a scale must be a float, not {}", s.dtype)))?;
     let scale = values.first().copied().unwrap_or(1.0);
     if !scale.is_finite() {
         return Err(unsupported(file, &s.name, format!("scale {scale} is not finite")));
     }
     if scale != 1.0 && !matches!(info.dtype, FileDType::F8E4M3 | FileDType::F8E5M2) {
-        return Err(unsupported(file, &s.name, format!("scale {scale} on a {} weight (scaled weights must be F8)", info.dtype)));
+        return Err(unsupported(
+            file,
+            &s.name,
+            format!("scale {scale} on a {} weight (scaled weights must be F8)", info.dtype),
+        ));
     }
     Ok(scale)
 }
@@ -118,5 +127,8 @@ pub fn weight_scale(src: &mut dyn ByteSource, header: &WeightsHeader, info: &Ten
 /// Whether `header` is a ComfyUI scaled-fp8 file (a `scaled_fp8` marker tensor, under any
 /// prefix, or any `*.scale_weight`).
 pub fn is_scaled_fp8(header: &WeightsHeader) -> bool {
-    header.tensors.iter().any(|t| t.name == "scaled_fp8" || t.name.ends_with(".scaled_fp8") || t.name.ends_with(".scale_weight"))
+    header
+        .tensors
+        .iter()
+        .any(|t| t.name == "scaled_fp8" || t.name.ends_with(".scaled_fp8") || t.name.ends_with(".scale_weight"))
 }

@@ -104,7 +104,10 @@ impl<'a> Reader<'a> {
     fn take(&mut self, n: u64, what: &str) -> R<&'a [u8]> {
         let end = (self.pos as u64).checked_add(n).filter(|&e| e <= self.file_len);
         let Some(end) = end else {
-            return Err(self.bad(format!("{what} ({n} bytes at byte {}) runs past the end of the file ({} bytes)", self.pos, self.file_len)));
+            return Err(self.bad(format!(
+                "{what} ({n} bytes at byte {}) runs past the end of the file ({} bytes)",
+                self.pos, self.file_len
+            )));
         };
         if end > self.buf.len() as u64 {
             return Err(Stop::Short(end));
@@ -144,7 +147,9 @@ impl<'a> Reader<'a> {
         let n = self.u64(what)?;
         let room = (self.file_len - self.pos as u64) / min_size.max(1);
         if n > room || n > max {
-            return Err(self.bad(format!("{what} {n} cannot be right: the rest of the file has room for {room} (limit {max})")));
+            return Err(
+                self.bad(format!("{what} {n} cannot be right: the rest of the file has room for {room} (limit {max})"))
+            );
         }
         Ok(n)
     }
@@ -173,7 +178,8 @@ impl<'a> Reader<'a> {
                     return Err(self.bad(format!("`{key}`: arrays nested deeper than {MAX_ARRAY_DEPTH}")));
                 }
                 let id = self.u32(key)?;
-                let et = MetaType::from_id(id).ok_or_else(|| self.bad(format!("`{key}`: unknown array element type {id}")))?;
+                let et = MetaType::from_id(id)
+                    .ok_or_else(|| self.bad(format!("`{key}`: unknown array element type {id}")))?;
                 let min = match et {
                     MetaType::U8 | MetaType::I8 | MetaType::Bool => 1,
                     MetaType::U16 | MetaType::I16 => 2,
@@ -219,8 +225,16 @@ fn parse(r: &mut Reader) -> R<WeightsHeader> {
     }
     let version = r.u32("the version")?;
     if version != 2 && version != 3 {
-        let why = if matches!(version.swap_bytes(), 2 | 3) { "big-endian GGUF is not supported" } else { "only versions 2 and 3 are" };
-        return Err(Stop::Bad(Error::UnsupportedFormat { op: "GGUF", format: format!("GGUF version {version}"), why: format!("`{}`: {why}", r.file) }));
+        let why = if matches!(version.swap_bytes(), 2 | 3) {
+            "big-endian GGUF is not supported"
+        } else {
+            "only versions 2 and 3 are"
+        };
+        return Err(Stop::Bad(Error::UnsupportedFormat {
+            op: "GGUF",
+            format: format!("GGUF version {version}"),
+            why: format!("`{}`: {why}", r.file),
+        }));
     }
     let n_tensors = r.count("tensor_count", 24, MAX_TENSORS)?;
     let n_kv = r.count("metadata_kv_count", 13, MAX_KVS)?;
@@ -255,7 +269,11 @@ fn parse(r: &mut Reader) -> R<WeightsHeader> {
         let id = r.u32(&name)?;
         let offset = r.u64(&name)?;
         let dtype = ggml_type(id).ok_or_else(|| {
-            Stop::Bad(Error::UnsupportedFormat { op: "GGUF", format: format!("ggml type {id} (unknown)"), why: format!("tensor `{name}` in `{}`", r.file) })
+            Stop::Bad(Error::UnsupportedFormat {
+                op: "GGUF",
+                format: format!("ggml type {id} (unknown)"),
+                why: format!("tensor `{name}` in `{}`", r.file),
+            })
         })?;
         raw.push((name, ne, dtype, offset));
     }
@@ -267,7 +285,10 @@ fn parse(r: &mut Reader) -> R<WeightsHeader> {
         let Some(numel) = numel else { return Err(bad(format!("dimensions {ne:?} overflow"))) };
         let row = ne.first().copied().unwrap_or(1);
         if !row.is_multiple_of(dtype.block_elems()) {
-            return Err(bad(format!("row length ne[0] = {row} is not a multiple of the {dtype} block ({})", dtype.block_elems())));
+            return Err(bad(format!(
+                "row length ne[0] = {row} is not a multiple of the {dtype} block ({})",
+                dtype.block_elems()
+            )));
         }
         if !rel.is_multiple_of(alignment) {
             return Err(bad(format!("offset {rel} is not a multiple of the alignment {alignment}")));
@@ -279,7 +300,14 @@ fn parse(r: &mut Reader) -> R<WeightsHeader> {
     check_unique(r.file, &tensors)?;
     check_layout(r.file, &tensors, data_start, r.file_len)?;
     apply_orig_shapes(r, &metadata, &mut tensors)?;
-    Ok(WeightsHeader { format: FileFormat::Gguf, file: r.file.into(), file_len: r.file_len, data_start, metadata, tensors })
+    Ok(WeightsHeader {
+        format: FileFormat::Gguf,
+        file: r.file.into(),
+        file_len: r.file_len,
+        data_start,
+        metadata,
+        tensors,
+    })
 }
 
 /// Metadata key prefix of ComfyUI-GGUF's original shapes (`get_orig_shape`, loader.py @ 795e451).
@@ -301,14 +329,24 @@ fn apply_orig_shapes(r: &Reader, metadata: &[(String, MetaValue)], tensors: &mut
             return Err(bad(format!("{} dimensions (at most {MAX_DIMS})", items.len())));
         }
         let dims = items.iter().map(|d| if let MetaValue::I32(d @ 0..) = d { Some(*d as u64) } else { None });
-        let shape = dims.collect::<Option<Vec<u64>>>().ok_or_else(|| bad(format!("a negative dimension in {}", v.display_short(8))))?;
+        let shape = dims
+            .collect::<Option<Vec<u64>>>()
+            .ok_or_else(|| bad(format!("a negative dimension in {}", v.display_short(8))))?;
         let numel = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         if numel != Some(t.numel()) {
-            return Err(bad(format!("shape {shape:?} does not hold the {} elements of `{}` {:?}", t.numel(), t.name, t.shape)));
+            return Err(bad(format!(
+                "shape {shape:?} does not hold the {} elements of `{}` {:?}",
+                t.numel(),
+                t.name,
+                t.shape
+            )));
         }
         let be = t.dtype.block_elems();
         if !shape.last().copied().unwrap_or(1).is_multiple_of(be) {
-            return Err(bad(format!("the innermost dimension of {shape:?} is not whole {}-element {} blocks", be, t.dtype)));
+            return Err(bad(format!(
+                "the innermost dimension of {shape:?} is not whole {}-element {} blocks",
+                be, t.dtype
+            )));
         }
         t.shape = shape;
     }
@@ -331,7 +369,10 @@ pub fn write_gguf(metadata: &[(String, MetaValue)], tensors: &[TensorData]) -> R
 /// The header of the file [`write_gguf`] writes for tensors `(name, PyTorch shape, format)`, up to
 /// the start of the data section (padded to the alignment, also returned); the data follows with
 /// each tensor padded to the alignment. For files too large to build in memory (benchmarks).
-pub fn write_gguf_header(metadata: &[(String, MetaValue)], tensors: &[(String, Vec<u64>, FileDType)]) -> Result<(Vec<u8>, usize)> {
+pub fn write_gguf_header(
+    metadata: &[(String, MetaValue)],
+    tensors: &[(String, Vec<u64>, FileDType)],
+) -> Result<(Vec<u8>, usize)> {
     let invalid = |what: String| Error::InvalidArgument(format!("write_gguf: {what}"));
     let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment").map(|(_, v)| v) {
         None => 32,

@@ -27,10 +27,10 @@
 
 use std::io::Read;
 
-use ureq::ResponseExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use ureq::ResponseExt;
 
 use super::load::{ByteSource, FIRST_FETCH};
 pub use super::range::parse_content_range;
@@ -235,7 +235,8 @@ impl HttpSource {
             req = req.header("If-Range", v);
         }
         let resp = req.call().map_err(|e| self.call_error(e))?;
-        let history: Vec<String> = resp.get_redirect_history().unwrap_or_default().iter().map(|u| u.to_string()).collect();
+        let history: Vec<String> =
+            resp.get_redirect_history().unwrap_or_default().iter().map(|u| u.to_string()).collect();
         // `https_only` already refuses this; checked again on what was actually followed.
         if let Some((_, to)) = downgrade(&history.iter().map(String::as_str).collect::<Vec<_>>()) {
             return Err(Fail::Fatal(Error::InsecureRedirect { url: url.clone(), to: to.to_string() }));
@@ -247,7 +248,15 @@ impl HttpSource {
         let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
         let now = Validator::from_headers(header);
         let content_range = header("content-range").map(|v| parse_content_range(&v));
-        let asked = Asked { url, range: &range, start, total, validator: validator.as_ref(), if_range: if_range.is_some(), hidden_hint: "" };
+        let asked = Asked {
+            url,
+            range: &range,
+            start,
+            total,
+            validator: validator.as_ref(),
+            if_range: if_range.is_some(),
+            hidden_hint: "",
+        };
         let size = check_answer(&asked, status, content_range, now.as_ref())?;
         lock(&self.pin).answer(url, history.last().cloned(), now).map_err(Fail::Fatal)?;
         let Some(size) = size else { return Ok(0) };
@@ -281,14 +290,21 @@ impl HttpSource {
         let url = self.url.clone();
         match e {
             ureq::Error::Timeout(t) => Fail::Retry(Error::Timeout { url, what: format!("({t}) waiting for") }),
-            ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_) | ureq::Error::BodyStalled => {
-                Fail::Retry(Error::Io { file: url, message: format!("{e}; the connection failed, retries did not help") })
-            }
-            ureq::Error::TooManyRedirects | ureq::Error::RedirectFailed => {
-                Fail::Fatal(Error::Io { file: url, message: format!("{e} (more than {} redirects, or a bad Location)", self.opts.max_redirects) })
-            }
+            ureq::Error::Io(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::Protocol(_)
+            | ureq::Error::BodyStalled => Fail::Retry(Error::Io {
+                file: url,
+                message: format!("{e}; the connection failed, retries did not help"),
+            }),
+            ureq::Error::TooManyRedirects | ureq::Error::RedirectFailed => Fail::Fatal(Error::Io {
+                file: url,
+                message: format!("{e} (more than {} redirects, or a bad Location)", self.opts.max_redirects),
+            }),
             ureq::Error::RequireHttpsOnly(to) => Fail::Fatal(Error::InsecureRedirect { url, to }),
-            ureq::Error::HostNotFound => Fail::Fatal(Error::Io { file: url, message: "host not found; check the URL and the network".into() }),
+            ureq::Error::HostNotFound => {
+                Fail::Fatal(Error::Io { file: url, message: "host not found; check the URL and the network".into() })
+            }
             other => Fail::Fatal(Error::Io { file: url, message: other.to_string() }),
         }
     }
@@ -298,7 +314,10 @@ impl HttpSource {
         if e.kind() == std::io::ErrorKind::TimedOut || matches!(inner, Some(ureq::Error::Timeout(_))) {
             Error::Timeout { url: self.url.clone(), what: format!("after {got} bytes of a range, reading") }
         } else {
-            Error::Io { file: self.url.clone(), message: format!("the connection broke after {got} bytes of a range ({e}); retries did not help") }
+            Error::Io {
+                file: self.url.clone(),
+                message: format!("the connection broke after {got} bytes of a range ({e}); retries did not help"),
+            }
         }
     }
 }

@@ -29,12 +29,12 @@ use half::f16;
 
 pub use super::fp8::{f8_e4m3_to_f32, f8_e5m2_to_f32, f8_to_f16};
 use super::fp8::{f8_to_f16_scaled, weight_scale};
-use super::upload::now;
-pub use super::upload::{Pacer, Uploads, PACE_BYTES};
 use super::gguf::parse_gguf_header;
 use super::repack::repack;
 use super::safetensors::parse_safetensors_header;
 use super::tensor_info::{malformed, unsupported, FileDType, Parsed, TensorInfo, WeightsHeader};
+use super::upload::now;
+pub use super::upload::{Pacer, Uploads, PACE_BYTES};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::quantize::quantize_into;
@@ -60,7 +60,10 @@ pub trait ByteSource {
 fn check_range(name: &str, total: u64, offset: u64, len: usize) -> Result<()> {
     match offset.checked_add(len as u64) {
         Some(end) if end <= total => Ok(()),
-        _ => Err(Error::Io { file: name.into(), message: format!("read of {len} bytes at {offset} is past the end ({total} bytes)") }),
+        _ => Err(Error::Io {
+            file: name.into(),
+            message: format!("read of {len} bytes at {offset} is past the end ({total} bytes)"),
+        }),
     }
 }
 
@@ -90,7 +93,8 @@ impl ByteSource for FileSource {
     }
     fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
         check_range(&self.name, self.len, offset, len)?;
-        let io = |e: std::io::Error| Error::Io { file: self.name.clone(), message: format!("{len} bytes at {offset}: {e}") };
+        let io =
+            |e: std::io::Error| Error::Io { file: self.name.clone(), message: format!("{len} bytes at {offset}: {e}") };
         self.file.seek(SeekFrom::Start(offset)).map_err(io)?;
         let mut buf = vec![0u8; len];
         self.file.read_exact(&mut buf).map_err(io)?;
@@ -142,13 +146,19 @@ pub fn read_header(src: &mut dyn ByteSource) -> Result<WeightsHeader> {
                 let more = src.read_range(prefix.len() as u64, (n - prefix.len() as u64) as usize)?;
                 prefix.extend_from_slice(&more);
             }
-            Parsed::NeedMore(n) => return Err(malformed(&name, format!("the parser asked for {n} bytes of a {len}-byte file"))),
+            Parsed::NeedMore(n) => {
+                return Err(malformed(&name, format!("the parser asked for {n} bytes of a {len}-byte file")))
+            }
         }
     }
 }
 
 fn to_usize(file: &str, what: &str, v: u64) -> Result<usize> {
-    usize::try_from(v).map_err(|_| Error::LimitExceeded { what: format!("{what} in `{file}`"), needed: v, available: usize::MAX as u64 })
+    usize::try_from(v).map_err(|_| Error::LimitExceeded {
+        what: format!("{what} in `{file}`"),
+        needed: v,
+        available: usize::MAX as u64,
+    })
 }
 
 /// The shape and format a tensor gets on the GPU: floats keep the PyTorch
@@ -178,17 +188,40 @@ pub fn load_tensor(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, 
 
 /// `load_tensor` with reads of at most `chunk_bytes` (rounded down to whole
 /// blocks, at least one block); no weight scale is applied (the caller has no header).
-pub fn load_tensor_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, chunk_bytes: usize) -> Result<Tensor> {
+pub fn load_tensor_chunked(
+    gpu: &Gpu,
+    src: &mut dyn ByteSource,
+    file: &str,
+    info: &TensorInfo,
+    chunk_bytes: usize,
+) -> Result<Tensor> {
     load_chunked(gpu, src, file, info, chunk_bytes, 1.0)
 }
 
-fn load_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, chunk_bytes: usize, scale: f32) -> Result<Tensor> {
+fn load_chunked(
+    gpu: &Gpu,
+    src: &mut dyn ByteSource,
+    file: &str,
+    info: &TensorInfo,
+    chunk_bytes: usize,
+    scale: f32,
+) -> Result<Tensor> {
     load_as_chunked(gpu, src, file, info, Convert::Keep, chunk_bytes, scale)
 }
 
 /// Writes `info`'s bytes as stored (repacked, F8 widened) into `dst` from element `offset` on.
 #[allow(clippy::too_many_arguments)]
-async fn fill_stored(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, chunk_bytes: usize, scale: f32, dst: &Tensor, offset: usize, pace: &mut Pacer) -> Result<()> {
+async fn fill_stored(
+    gpu: &Gpu,
+    src: &mut dyn ByteSource,
+    file: &str,
+    info: &TensorInfo,
+    chunk_bytes: usize,
+    scale: f32,
+    dst: &Tensor,
+    offset: usize,
+    pace: &mut Pacer,
+) -> Result<()> {
     // Every chunk must land on a whole GPU word: whole blocks for quantized
     // formats, 4 bytes for floats, 2 F8 bytes (= one F16 word).
     let unit = match info.dtype {
@@ -258,7 +291,10 @@ impl Convert {
     /// become F16 instead. Vectors and other ranks (biases, norm scales) and already-quantized
     /// tensors are kept as stored.
     pub fn for_tensor(info: &TensorInfo, requested: Convert) -> Convert {
-        let float = matches!(info.dtype, FileDType::Gpu(DType::F32 | DType::F16 | DType::BF16) | FileDType::F8E4M3 | FileDType::F8E5M2);
+        let float = matches!(
+            info.dtype,
+            FileDType::Gpu(DType::F32 | DType::F16 | DType::BF16) | FileDType::F8E4M3 | FileDType::F8E5M2
+        );
         match (info.shape.as_slice(), requested) {
             (_, Convert::Keep) => Convert::Keep,
             ([_, _], _) if !float => Convert::Keep,
@@ -284,7 +320,13 @@ pub struct LoadOptions {
 /// - Already-quantized sources (GGUF Q4_0…Q6_K) are kept as stored whatever `convert` says:
 ///   re-quantizing would only lose precision, and dequantizing to F16 would only cost memory.
 /// - A ComfyUI scaled-fp8 weight is scaled while it widens, before any conversion (as [`load_tensor`]).
-pub fn load_tensor_as(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, info: &TensorInfo, convert: Convert) -> Result<Tensor> {
+pub fn load_tensor_as(
+    gpu: &Gpu,
+    src: &mut dyn ByteSource,
+    header: &WeightsHeader,
+    info: &TensorInfo,
+    convert: Convert,
+) -> Result<Tensor> {
     let scale = weight_scale(src, header, info)?;
     load_as_chunked(gpu, src, &header.file, info, convert, CHUNK_BYTES, scale)
 }
@@ -310,7 +352,15 @@ pub fn load_tensor_as_chunked(
     load_as_chunked(gpu, src, file, info, convert, chunk_bytes, 1.0)
 }
 
-fn load_as_chunked(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, convert: Convert, chunk_bytes: usize, scale: f32) -> Result<Tensor> {
+fn load_as_chunked(
+    gpu: &Gpu,
+    src: &mut dyn ByteSource,
+    file: &str,
+    info: &TensorInfo,
+    convert: Convert,
+    chunk_bytes: usize,
+    scale: f32,
+) -> Result<Tensor> {
     let (shape, dtype) = converted_layout(file, info, convert)?;
     let t = gpu.empty(&shape, dtype)?;
     now(fill(gpu, src, file, info, convert, chunk_bytes, scale, &t, 0, &mut Pacer::never()))?;
@@ -343,7 +393,15 @@ pub fn converted_layout(file: &str, info: &TensorInfo, convert: Convert) -> Resu
 /// how a fused projection (q | k | v | mlp) is assembled from split parts on the GPU, one part at
 /// a time, so that the fused matrix never exists in the CPU's (wasm's) memory. `dst` must have the
 /// format and row width `info` loads as ([`converted_layout`]) and room for its rows.
-pub fn load_rows_into(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, info: &TensorInfo, convert: Convert, dst: &Tensor, first_row: usize) -> Result<()> {
+pub fn load_rows_into(
+    gpu: &Gpu,
+    src: &mut dyn ByteSource,
+    header: &WeightsHeader,
+    info: &TensorInfo,
+    convert: Convert,
+    dst: &Tensor,
+    first_row: usize,
+) -> Result<()> {
     let scale = weight_scale(src, header, info)?;
     load_rows_into_chunked(gpu, src, &header.file, info, convert, CHUNK_BYTES, scale, dst, first_row)
 }
@@ -367,7 +425,13 @@ pub fn load_rows_into_chunked(
 
 /// The element offset of row `first_row` of `dst`, where `info` (loaded as `convert` asks) goes,
 /// after checking that it fits there.
-pub(super) fn place_rows(file: &str, info: &TensorInfo, convert: Convert, dst: &Tensor, first_row: usize) -> Result<usize> {
+pub(super) fn place_rows(
+    file: &str,
+    info: &TensorInfo,
+    convert: Convert,
+    dst: &Tensor,
+    first_row: usize,
+) -> Result<usize> {
     let (shape, dtype) = converted_layout(file, info, convert)?;
     let row = shape.last().copied().unwrap_or(1).max(1);
     let numel: usize = shape.iter().product();
@@ -375,7 +439,14 @@ pub(super) fn place_rows(file: &str, info: &TensorInfo, convert: Convert, dst: &
     // Parts start on whole GPU words: F16/BF16 pairs (quantized rows are whole blocks already).
     let word_aligned = |o: usize| !matches!(dtype, DType::F16 | DType::BF16) || o.is_multiple_of(2);
     match offset {
-        Some(o) if dtype == dst.dtype() && dst.shape().last() == Some(&row) && word_aligned(o) && o.checked_add(numel).is_some_and(|end| end <= dst.numel()) => Ok(o),
+        Some(o)
+            if dtype == dst.dtype()
+                && dst.shape().last() == Some(&row)
+                && word_aligned(o)
+                && o.checked_add(numel).is_some_and(|end| end <= dst.numel()) =>
+        {
+            Ok(o)
+        }
         _ => Err(Error::ShapeMismatch {
             op: "load_rows_into",
             expected: format!("{dtype} rows of {row} placed at row {first_row} of the destination"),
@@ -387,7 +458,18 @@ pub(super) fn place_rows(file: &str, info: &TensorInfo, convert: Convert, dst: &
 /// Streams `info` into `dst` from element `offset` on, converting as `convert` asks; the caller
 /// checked that `dst` has the converted format and room.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn fill(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: &TensorInfo, convert: Convert, chunk_bytes: usize, scale: f32, dst: &Tensor, offset: usize, pace: &mut Pacer) -> Result<()> {
+pub(super) async fn fill(
+    gpu: &Gpu,
+    src: &mut dyn ByteSource,
+    file: &str,
+    info: &TensorInfo,
+    convert: Convert,
+    chunk_bytes: usize,
+    scale: f32,
+    dst: &Tensor,
+    offset: usize,
+    pace: &mut Pacer,
+) -> Result<()> {
     let (shape, stored) = gpu_layout(file, info)?;
     if !convert.target().is_some_and(|t| !stored.is_quantized() && t != stored) {
         return fill_stored(gpu, src, file, info, chunk_bytes, scale, dst, offset, pace).await;
@@ -402,7 +484,11 @@ pub(super) async fn fill(gpu: &Gpu, src: &mut dyn ByteSource, file: &str, info: 
     let numel: usize = shape.iter().product();
     let unit = if target.is_quantized() { target.block_elems() } else { 2 };
     let rows_unit = row / gcd(row, unit) * unit;
-    let chunk = if rows_unit * eb <= chunk_bytes { chunk_bytes / (rows_unit * eb) * rows_unit } else { (chunk_bytes / (unit * eb)).max(1) * unit };
+    let chunk = if rows_unit * eb <= chunk_bytes {
+        chunk_bytes / (rows_unit * eb) * rows_unit
+    } else {
+        (chunk_bytes / (unit * eb)).max(1) * unit
+    };
     let mut done = 0;
     while done < numel {
         let n = chunk.min(numel - done);
@@ -428,7 +514,9 @@ pub fn read_floats(src: &mut dyn ByteSource, info: &TensorInfo) -> Result<Option
     let half = |b: &[u8], f: fn([u8; 2]) -> f32| -> Vec<f32> { b.chunks_exact(2).map(|c| f([c[0], c[1]])).collect() };
     let decode = |b: &[u8]| -> Option<Vec<f32>> {
         Some(match info.dtype {
-            FileDType::Gpu(DType::F32) => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            FileDType::Gpu(DType::F32) => {
+                b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            }
             FileDType::Gpu(DType::F16) => half(b, |c| f16::from_le_bytes(c).to_f32()),
             FileDType::Gpu(DType::BF16) => half(b, |c| half::bf16::from_le_bytes(c).to_f32()),
             FileDType::F8E4M3 => b.iter().map(|&v| f8_e4m3_to_f32(v)).collect(),

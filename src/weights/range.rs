@@ -78,13 +78,22 @@ pub fn check_validator(url: &str, pinned: Option<&Validator>, now: Option<&Valid
     match (pinned, now) {
         (None, _) => Ok(()),
         (Some(p), Some(n)) if p == n => Ok(()),
-        (Some(p), n) => Err(Error::FileChanged { url: url.to_string(), what: format!("{p}, now {}", n.map_or("none".into(), |n| n.to_string())) }),
+        (Some(p), n) => Err(Error::FileChanged {
+            url: url.to_string(),
+            what: format!("{p}, now {}", n.map_or("none".into(), |n| n.to_string())),
+        }),
     }
 }
 
 /// `FileChanged` unless an answer's `size` and validator (`now`) are the
 /// pinned ones (`None`: not known yet, nothing to compare).
-pub fn same_version(url: &str, pinned_size: Option<u64>, size: u64, pinned: Option<&Validator>, now: Option<&Validator>) -> Result<()> {
+pub fn same_version(
+    url: &str,
+    pinned_size: Option<u64>,
+    size: u64,
+    pinned: Option<&Validator>,
+    now: Option<&Validator>,
+) -> Result<()> {
     if let Some(was) = pinned_size.filter(|&t| t != size) {
         return Err(Error::FileChanged { url: url.to_string(), what: format!("{was} bytes, now {size}") });
     }
@@ -197,11 +206,19 @@ pub struct Asked<'a> {
 /// the bytes from `asked.start`), `None` for an empty file (nothing to read);
 /// any other status is a `Fail` (`200`: `NoRangeSupport`, or `FileChanged`
 /// when the request carried `If-Range`).
-pub fn check_answer(asked: &Asked, status: u16, content_range: Option<Option<ContentRange>>, validator: Option<&Validator>) -> std::result::Result<Option<u64>, Fail> {
+pub fn check_answer(
+    asked: &Asked,
+    status: u16,
+    content_range: Option<Option<ContentRange>>,
+    validator: Option<&Validator>,
+) -> std::result::Result<Option<u64>, Fail> {
     match status {
         206 => check_partial(asked, content_range, validator).map(Some),
         200 if asked.if_range => {
-            let what = format!("it sent the whole file instead of a range: {} no longer matches", asked.validator.map_or(String::new(), |v| v.to_string()));
+            let what = format!(
+                "it sent the whole file instead of a range: {} no longer matches",
+                asked.validator.map_or(String::new(), |v| v.to_string())
+            );
             Err(Fail::Fatal(Error::FileChanged { url: asked.url.to_string(), what }))
         }
         200 => Err(Fail::Fatal(Error::NoRangeSupport { url: asked.url.to_string() })),
@@ -214,13 +231,22 @@ pub fn check_answer(asked: &Asked, status: u16, content_range: Option<Option<Con
 /// The checks of a `206` answer (`content_range`: `None` without the header,
 /// `Some(None)` when it does not parse): it starts at `asked.start` and the
 /// file's size and validator are unchanged. Returns the file size.
-pub fn check_partial(asked: &Asked, content_range: Option<Option<ContentRange>>, validator: Option<&Validator>) -> std::result::Result<u64, Fail> {
+pub fn check_partial(
+    asked: &Asked,
+    content_range: Option<Option<ContentRange>>,
+    validator: Option<&Validator>,
+) -> std::result::Result<u64, Fail> {
     let bad = |what: String| Fail::Fatal(Error::Io { file: asked.url.to_string(), message: what });
     let range = asked.range;
     let (first, size) = match content_range {
         Some(Some((Some((first, _)), size))) => (first, size),
         Some(_) => return Err(bad(format!("a 206 answer to `Range: {range}` with an invalid Content-Range header"))),
-        None => return Err(bad(format!("a 206 answer to `Range: {range}` without a Content-Range header{}", asked.hidden_hint))),
+        None => {
+            return Err(bad(format!(
+                "a 206 answer to `Range: {range}` without a Content-Range header{}",
+                asked.hidden_hint
+            )))
+        }
     };
     if first != asked.start {
         return Err(bad(format!("asked for bytes from {}, the server sent bytes from {first}", asked.start)));
@@ -235,7 +261,12 @@ pub fn check_partial(asked: &Asked, content_range: Option<Option<ContentRange>>,
 pub fn read_in_head(url: &str, size: u64, head: &[u8], offset: u64, len: usize) -> Result<Option<Vec<u8>>> {
     match offset.checked_add(len as u64) {
         Some(end) if end <= size => {}
-        _ => return Err(Error::Io { file: url.to_string(), message: format!("read of {len} bytes at {offset} is past the end ({size} bytes)") }),
+        _ => {
+            return Err(Error::Io {
+                file: url.to_string(),
+                message: format!("read of {len} bytes at {offset} is past the end ({size} bytes)"),
+            })
+        }
     }
     Ok((offset + len as u64 <= head.len() as u64).then(|| head[offset as usize..offset as usize + len].to_vec()))
 }
@@ -289,7 +320,14 @@ pub fn fetch_resuming(
                 if offset + out.len() as u64 >= end {
                     return Ok((out, t));
                 }
-                Error::Io { file: url.to_string(), message: format!("the body ended after {} of {} bytes; retries did not help", out.len(), end - offset) }
+                Error::Io {
+                    file: url.to_string(),
+                    message: format!(
+                        "the body ended after {} of {} bytes; retries did not help",
+                        out.len(),
+                        end - offset
+                    ),
+                }
             }
             Err(Fail::Fatal(e)) => return Err(e),
             Err(Fail::Retry(e)) => e,
@@ -309,12 +347,22 @@ pub fn fetch_resuming(
 /// none` is `NoRangeSupport`, silence about a larger (or unsized) file is
 /// `RangesNotShown`. A host that refuses `HEAD` (405/501) tells nothing and
 /// is let through; other failures are the usual `status_fail`.
-pub fn check_head(url: &str, status: u16, accept_ranges: Option<&str>, content_length: Option<u64>, max_whole: u64) -> std::result::Result<(), Fail> {
-    let ranges = accept_ranges.map(|v| v.split(',').map(|u| u.trim().to_ascii_lowercase()).collect::<Vec<_>>()).unwrap_or_default();
+pub fn check_head(
+    url: &str,
+    status: u16,
+    accept_ranges: Option<&str>,
+    content_length: Option<u64>,
+    max_whole: u64,
+) -> std::result::Result<(), Fail> {
+    let ranges = accept_ranges
+        .map(|v| v.split(',').map(|u| u.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .unwrap_or_default();
     match status {
         206 | 405 | 501 => Ok(()),
         200..=299 if ranges.iter().any(|u| u == "bytes") => Ok(()),
-        200..=299 if ranges.iter().any(|u| u == "none") => Err(Fail::Fatal(Error::NoRangeSupport { url: url.to_string() })),
+        200..=299 if ranges.iter().any(|u| u == "none") => {
+            Err(Fail::Fatal(Error::NoRangeSupport { url: url.to_string() }))
+        }
         200..=299 if content_length.is_some_and(|n| n <= max_whole) => Ok(()),
         200..=299 => {
             let size = content_length.map_or("of unknown size".to_string(), |n| format!("{n} bytes"));
@@ -334,10 +382,25 @@ mod tests {
 
     #[test]
     fn validator_prefers_linked_etag_then_etag_then_last_modified() {
-        let headers = |set: &'static [(&'static str, &'static str)]| move |h: &str| set.iter().find(|(k, _)| *k == h).map(|(_, v)| v.to_string());
-        assert_eq!(Validator::from_headers(headers(&[("etag", "\"e\""), ("x-linked-etag", "\"sha\""), ("last-modified", "d")])), Some(v("x-linked-etag", "\"sha\"")));
-        assert_eq!(Validator::from_headers(headers(&[("etag", " \"e\" "), ("last-modified", "d")])), Some(v("etag", "\"e\"")));
-        assert_eq!(Validator::from_headers(headers(&[("etag", ""), ("last-modified", "d")])), Some(v("last-modified", "d")));
+        let headers = |set: &'static [(&'static str, &'static str)]| {
+            move |h: &str| set.iter().find(|(k, _)| *k == h).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(
+            Validator::from_headers(headers(&[
+                ("etag", "\"e\""),
+                ("x-linked-etag", "\"sha\""),
+                ("last-modified", "d")
+            ])),
+            Some(v("x-linked-etag", "\"sha\""))
+        );
+        assert_eq!(
+            Validator::from_headers(headers(&[("etag", " \"e\" "), ("last-modified", "d")])),
+            Some(v("etag", "\"e\""))
+        );
+        assert_eq!(
+            Validator::from_headers(headers(&[("etag", ""), ("last-modified", "d")])),
+            Some(v("last-modified", "d"))
+        );
         assert_eq!(Validator::from_headers(headers(&[])), None);
         assert_eq!(v("etag", "\"e\"").if_range(), Some("\"e\""));
         assert_eq!(v("etag", "W/\"e\"").if_range(), None);
@@ -365,12 +428,26 @@ mod tests {
     #[test]
     fn a_200_to_if_range_is_a_change_and_a_range_must_carry_the_pinned_validator() {
         let e = v("etag", "\"a\"");
-        let asked = Asked { url: "u", range: "bytes=5-9", start: 5, total: Some(10), validator: Some(&e), if_range: true, hidden_hint: "" };
+        let asked = Asked {
+            url: "u",
+            range: "bytes=5-9",
+            start: 5,
+            total: Some(10),
+            validator: Some(&e),
+            if_range: true,
+            hidden_hint: "",
+        };
         assert!(matches!(check_answer(&asked, 200, None, Some(&e)), Err(Fail::Fatal(Error::FileChanged { .. }))));
         let cr = Some(Some((Some((5, 9)), 10)));
         assert!(matches!(check_answer(&asked, 206, cr, Some(&e)), Ok(Some(10))));
-        assert!(matches!(check_answer(&asked, 206, cr, Some(&v("etag", "\"b\""))), Err(Fail::Fatal(Error::FileChanged { .. }))));
-        assert!(matches!(check_answer(&asked, 206, Some(Some((Some((5, 9)), 11))), Some(&e)), Err(Fail::Fatal(Error::FileChanged { .. }))));
+        assert!(matches!(
+            check_answer(&asked, 206, cr, Some(&v("etag", "\"b\""))),
+            Err(Fail::Fatal(Error::FileChanged { .. }))
+        ));
+        assert!(matches!(
+            check_answer(&asked, 206, Some(Some((Some((5, 9)), 11))), Some(&e)),
+            Err(Fail::Fatal(Error::FileChanged { .. }))
+        ));
         let plain = Asked { if_range: false, ..asked };
         assert!(matches!(check_answer(&plain, 200, None, None), Err(Fail::Fatal(Error::NoRangeSupport { .. }))));
     }
@@ -389,8 +466,14 @@ mod tests {
         let ok = |s, ar, len| check_head("u", s, ar, len, 1 << 20).is_ok();
         assert!(ok(206, None, None) && ok(200, Some("bytes"), Some(1 << 40)) && ok(200, Some("none, bytes"), None));
         assert!(ok(200, None, Some(1 << 20)) && ok(405, None, None));
-        assert!(matches!(check_head("u", 200, Some("none"), Some(10), 1 << 20), Err(Fail::Fatal(Error::NoRangeSupport { .. }))));
-        assert!(matches!(check_head("u", 200, None, Some((1 << 20) + 1), 1 << 20), Err(Fail::Fatal(Error::RangesNotShown { .. }))));
+        assert!(matches!(
+            check_head("u", 200, Some("none"), Some(10), 1 << 20),
+            Err(Fail::Fatal(Error::NoRangeSupport { .. }))
+        ));
+        assert!(matches!(
+            check_head("u", 200, None, Some((1 << 20) + 1), 1 << 20),
+            Err(Fail::Fatal(Error::RangesNotShown { .. }))
+        ));
         assert!(matches!(check_head("u", 200, None, None, 1 << 20), Err(Fail::Fatal(Error::RangesNotShown { .. }))));
         assert!(matches!(check_head("u", 404, None, None, 1 << 20), Err(Fail::Fatal(Error::Http { status: 404, .. }))));
         assert!(matches!(check_head("u", 503, None, None, 1 << 20), Err(Fail::Retry(_))));

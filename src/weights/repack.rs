@@ -10,7 +10,7 @@ use crate::gpu::DType;
 /// little-endian F32/F16/BF16 values) into the GPU layout.
 pub fn repack(dtype: DType, data: &[u8]) -> Result<Vec<u8>> {
     let bb = dtype.gguf_block_bytes();
-    if data.len() % bb != 0 {
+    if !data.len().is_multiple_of(bb) {
         return Err(Error::ShapeMismatch {
             op: "repack",
             expected: format!("a multiple of {bb} bytes ({dtype} blocks)"),

@@ -10,8 +10,8 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::tensor_info::{
-    check_layout, check_unique, malformed, FileDType, FileFormat, MetaValue, Parsed, TensorData, TensorInfo, WeightsHeader,
-    MAX_HEADER_BYTES, MAX_TENSORS,
+    check_layout, check_unique, malformed, FileDType, FileFormat, MetaValue, Parsed, TensorData, TensorInfo,
+    WeightsHeader, MAX_HEADER_BYTES, MAX_TENSORS,
 };
 use crate::error::{Error, Result};
 use crate::gpu::DType;
@@ -91,7 +91,14 @@ pub fn parse_safetensors_header(prefix: &[u8], file_len: u64, name: &str) -> Res
     }
     check_unique(name, &tensors)?;
     check_layout(name, &tensors, data_start, file_len)?;
-    Ok(Parsed::Header(WeightsHeader { format: FileFormat::Safetensors, file: name.into(), file_len, data_start, metadata, tensors }))
+    Ok(Parsed::Header(WeightsHeader {
+        format: FileFormat::Safetensors,
+        file: name.into(),
+        file_len,
+        data_start,
+        metadata,
+        tensors,
+    }))
 }
 
 fn parse_metadata(file: &str, value: Value) -> Result<Vec<(String, MetaValue)>> {
@@ -109,7 +116,9 @@ fn parse_tensor(file: &str, name: String, v: &Value, data_start: u64) -> Result<
     let dtype_str = v.get("dtype").and_then(Value::as_str).ok_or_else(|| bad("no string `dtype`"))?;
     let dtype = file_dtype(dtype_str).ok_or_else(|| bad(&format!("unknown dtype {dtype_str:?}")))?;
     let shape = u64_array(v.get("shape")).ok_or_else(|| bad("`shape` is not an array of non-negative integers"))?;
-    let offsets = u64_array(v.get("data_offsets")).filter(|o| o.len() == 2).ok_or_else(|| bad("`data_offsets` is not [begin, end]"))?;
+    let offsets = u64_array(v.get("data_offsets"))
+        .filter(|o| o.len() == 2)
+        .ok_or_else(|| bad("`data_offsets` is not [begin, end]"))?;
     let (begin, end) = (offsets[0], offsets[1]);
     if begin > end {
         return Err(bad(&format!("data_offsets [{begin}, {end}] end before they begin")));
@@ -177,7 +186,11 @@ pub fn write_safetensors(metadata: &[(String, String)], tensors: &[TensorData]) 
         t.check("write_safetensors")?;
         let name = t.dtype.name();
         if file_dtype(name) != Some(t.dtype) {
-            return Err(Error::UnsupportedFormat { op: "write_safetensors", format: name.into(), why: "not a safetensors dtype".into() });
+            return Err(Error::UnsupportedFormat {
+                op: "write_safetensors",
+                format: name.into(),
+                why: "not a safetensors dtype".into(),
+            });
         }
         let end = offset + t.data.len() as u64;
         let entry = serde_json::json!({ "dtype": name, "shape": t.shape, "data_offsets": [offset, end] });

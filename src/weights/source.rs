@@ -5,10 +5,10 @@
 //! resolution, loaders) is the same code on both.
 
 use super::load::ByteSource;
-use crate::error::Result;
-use crate::limits::Cap;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::error::Error;
+use crate::error::Result;
+use crate::limits::Cap;
 
 /// A path or an http(s) URL.
 pub fn is_url(s: &str) -> bool {
@@ -97,7 +97,8 @@ pub fn read_all(location: &str, cap: &Cap) -> Result<Vec<u8>> {
     {
         let mut s = open(location)?;
         cap.check(location, s.len())?;
-        let len = usize::try_from(s.len()).map_err(|_| Error::Io { file: location.into(), message: "too large to read whole".into() })?;
+        let len = usize::try_from(s.len())
+            .map_err(|_| Error::Io { file: location.into(), message: "too large to read whole".into() })?;
         s.read_range(0, len)
     }
     // A plain GET learns the length with the body; the cap still keeps an oversized answer from
@@ -112,4 +113,3 @@ pub fn read_all(location: &str, cap: &Cap) -> Result<Vec<u8>> {
         Ok(bytes)
     }
 }
-

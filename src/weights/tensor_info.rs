@@ -205,7 +205,8 @@ impl MetaValue {
             MetaValue::Str(s) => format!("{s:?}"),
             MetaValue::Array(t, items) => {
                 let shown: Vec<String> = items.iter().take(max_items).map(|v| v.display_short(max_items)).collect();
-                let more = if items.len() > max_items { format!(", … ({} items)", items.len()) } else { String::new() };
+                let more =
+                    if items.len() > max_items { format!(", … ({} items)", items.len()) } else { String::new() };
                 format!("{t:?}[{}{more}]", shown.join(", "))
             }
             MetaValue::U8(v) => v.to_string(),
@@ -289,7 +290,10 @@ pub(crate) fn check_layout(file: &str, tensors: &[TensorInfo], data_start: u64, 
         let Some(end) = end else {
             return Err(malformed(
                 file,
-                format!("tensor `{}` spans bytes {}..{}+{} but the data section is {data_start}..{file_len}", t.name, t.offset, t.offset, t.size),
+                format!(
+                    "tensor `{}` spans bytes {}..{}+{} but the data section is {data_start}..{file_len}",
+                    t.name, t.offset, t.offset, t.size
+                ),
             ));
         };
         if end > t.offset {
@@ -300,7 +304,10 @@ pub(crate) fn check_layout(file: &str, tensors: &[TensorInfo], data_start: u64, 
     for w in spans.windows(2) {
         let ((_, a_end, a), (b_start, _, b)) = (w[0], w[1]);
         if b_start < a_end {
-            return Err(malformed(file, format!("tensors `{a}` and `{b}` overlap (`{b}` starts at {b_start}, `{a}` ends at {a_end})")));
+            return Err(malformed(
+                file,
+                format!("tensors `{a}` and `{b}` overlap (`{b}` starts at {b_start}, `{a}` ends at {a_end})"),
+            ));
         }
     }
     Ok(())
@@ -332,7 +339,8 @@ impl TensorData {
     pub(crate) fn check(&self, op: &'static str) -> Result<()> {
         let numel = self.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         let innermost = self.shape.last().copied().unwrap_or(1);
-        let want = numel.filter(|_| innermost.is_multiple_of(self.dtype.block_elems())).and_then(|n| self.dtype.byte_size(n));
+        let want =
+            numel.filter(|_| innermost.is_multiple_of(self.dtype.block_elems())).and_then(|n| self.dtype.byte_size(n));
         if want != Some(self.data.len() as u64) {
             return Err(Error::ShapeMismatch {
                 op,

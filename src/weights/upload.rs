@@ -80,7 +80,14 @@ impl Uploads {
     }
 
     /// A tensor loaded as [`load_tensor_as`] would: allocated now, filled by [`run`](Self::run).
-    pub fn tensor_as(&mut self, gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, info: &TensorInfo, convert: Convert) -> Result<Tensor> {
+    pub fn tensor_as(
+        &mut self,
+        gpu: &Gpu,
+        src: &mut dyn ByteSource,
+        header: &WeightsHeader,
+        info: &TensorInfo,
+        convert: Convert,
+    ) -> Result<Tensor> {
         let scale = weight_scale(src, header, info)?;
         let (shape, dtype) = converted_layout(&header.file, info, convert)?;
         let dst = gpu.empty(&shape, dtype)?;
@@ -89,7 +96,15 @@ impl Uploads {
     }
 
     /// Rows of `dst` filled from `info`, as [`load_rows_into`] would, by [`run`](Self::run).
-    pub fn rows_into(&mut self, src: &mut dyn ByteSource, header: &WeightsHeader, info: &TensorInfo, convert: Convert, dst: &Tensor, first_row: usize) -> Result<()> {
+    pub fn rows_into(
+        &mut self,
+        src: &mut dyn ByteSource,
+        header: &WeightsHeader,
+        info: &TensorInfo,
+        convert: Convert,
+        dst: &Tensor,
+        first_row: usize,
+    ) -> Result<()> {
         let scale = weight_scale(src, header, info)?;
         let offset = place_rows(&header.file, info, convert, dst, first_row)?;
         self.jobs.push(Upload { info: info.clone(), convert, scale, dst: dst.clone(), offset });
@@ -110,4 +125,3 @@ impl Uploads {
         now(self.run(gpu, src, CHUNK_BYTES, Pacer::never())).map(|_| ())
     }
 }
-

@@ -27,14 +27,24 @@ pub fn tiny_transformer() -> &'static iclora::model::flux::FluxModel {
     use iclora::model::flux::{FluxConfig, FluxModel};
     static M: OnceLock<FluxModel> = OnceLock::new();
     M.get_or_init(|| {
-        let mut c = iclora::pipeline::components::resolve("transformer", Some(&format!("{TINY_FLUX}/transformer")), None, "diffusion_pytorch_model").unwrap();
+        let mut c = iclora::pipeline::components::resolve(
+            "transformer",
+            Some(&format!("{TINY_FLUX}/transformer")),
+            None,
+            "diffusion_pytorch_model",
+        )
+        .unwrap();
         let cfg = FluxConfig::from_diffusers_json(c.config.as_deref().unwrap()).unwrap();
         FluxModel::load(gpu(), c.weights.source.as_mut(), &c.weights.header, Some(cfg)).unwrap()
     })
 }
 
 /// Random FLUX text conditioning of `c`'s shapes: `(txt [tokens, context_dim], pooled [pooled_dim])`.
-pub fn random_text(c: &iclora::model::flux::FluxConfig, tokens: usize, seed: u64) -> (iclora::gpu::Tensor, iclora::gpu::Tensor) {
+pub fn random_text(
+    c: &iclora::model::flux::FluxConfig,
+    tokens: usize,
+    seed: u64,
+) -> (iclora::gpu::Tensor, iclora::gpu::Tensor) {
     let mut rng = Rng::new(seed);
     let g = gpu();
     let txt = g.upload_f32(&[tokens, c.context_dim], &rng.vec(tokens * c.context_dim, -1.0, 1.0)).unwrap();
@@ -48,7 +58,10 @@ pub fn random_text(c: &iclora::model::flux::FluxConfig, tokens: usize, seed: u64
 pub fn assert_close(what: &str, got: &[f32], expected: &[f32], rtol: f32) {
     let c = iclora::selftest::compare(got, expected, rtol).unwrap_or_else(|e| panic!("{what}: {e}"));
     if let Some((i, g, e)) = c.first_bad {
-        panic!("{what}: first bad index {i}: got {g}, expected {e} (max relative error {:.3e} > {rtol:.1e})", c.max_err);
+        panic!(
+            "{what}: first bad index {i}: got {g}, expected {e} (max relative error {:.3e} > {rtol:.1e})",
+            c.max_err
+        );
     }
     eprintln!("{what}: ok, worst relative error {:.2e}", c.max_err);
 }

@@ -3,11 +3,11 @@
 #![allow(dead_code)]
 
 use crate::common::gpu;
+use iclora::gpu::DType;
 use iclora::gpu::Tensor;
 use iclora::kernels::rope::flux_position_ids;
 use iclora::lora::LoraAdapter;
 use iclora::model::flux::{FluxConfig, FluxInputs, FluxModel};
-use iclora::gpu::DType;
 use iclora::weights::load::{read_header, FileSource, MemSource};
 use iclora::weights::safetensors::write_safetensors;
 use iclora::weights::tensor_info::{FileDType, TensorData};
@@ -76,7 +76,6 @@ pub fn forward_io(model: &FluxModel, io: &str) -> Vec<f32> {
     g.read_f32_blocking(&out).unwrap()
 }
 
-
 /// The same model with every tensor stored as F32 (the fixture's F8 matrices load as F16): an
 /// F32 base with exactly the fixture's values.
 pub fn base_f32() -> FluxModel {
@@ -88,7 +87,12 @@ pub fn base_f32() -> FluxModel {
         .iter()
         .map(|info| {
             let v = read_floats(&mut src, info).unwrap().unwrap();
-            TensorData { name: info.name.clone(), shape: info.shape.clone(), dtype: FileDType::Gpu(DType::F32), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+            TensorData {
+                name: info.name.clone(),
+                shape: info.shape.clone(),
+                dtype: FileDType::Gpu(DType::F32),
+                data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            }
         })
         .collect();
     let mut mem = MemSource { name: "flux_dev (F32)".into(), bytes: write_safetensors(&[], &tensors).unwrap() };
@@ -110,7 +114,12 @@ pub fn rewrite(file: &str, rename: impl Fn(&str) -> Option<String>, extra: Vec<T
                 safetensors::Dtype::F16 => FileDType::Gpu(DType::F16),
                 _ => FileDType::Gpu(DType::F32),
             };
-            rename(&k).map(|name| TensorData { name, shape: t.shape().iter().map(|&d| d as u64).collect(), dtype, data: t.data().to_vec() })
+            rename(&k).map(|name| TensorData {
+                name,
+                shape: t.shape().iter().map(|&d| d as u64).collect(),
+                dtype,
+                data: t.data().to_vec(),
+            })
         })
         .collect();
     tensors.extend(extra);
@@ -119,5 +128,10 @@ pub fn rewrite(file: &str, rename: impl Fn(&str) -> Option<String>, extra: Vec<T
 
 pub fn f32_tensor(name: &str, shape: &[u64], v: f32) -> TensorData {
     let n: u64 = shape.iter().product();
-    TensorData { name: name.into(), shape: shape.to_vec(), dtype: FileDType::Gpu(DType::F32), data: (0..n).flat_map(|_| v.to_le_bytes()).collect() }
+    TensorData {
+        name: name.into(),
+        shape: shape.to_vec(),
+        dtype: FileDType::Gpu(DType::F32),
+        data: (0..n).flat_map(|_| v.to_le_bytes()).collect(),
+    }
 }

@@ -118,7 +118,9 @@ pub fn open(app: &App, ask: Ask, hosts: &[Host], note: &str) -> AppResult<()> {
         d.show_modal()?;
     }
     // The safe choice has the focus: Enter or Space on it declines.
-    if let Ok(b) = by_id("confirm-cancel").and_then(|b| b.dyn_into::<web_sys::HtmlElement>().map_err(|_| AppError::Browser("#confirm-cancel".into()))) {
+    if let Ok(b) = by_id("confirm-cancel")
+        .and_then(|b| b.dyn_into::<web_sys::HtmlElement>().map_err(|_| AppError::Browser("#confirm-cancel".into())))
+    {
         let _ = b.focus();
     }
     set_marker("ask", kind)?;
@@ -134,7 +136,8 @@ fn accept(app: &App) -> AppResult<()> {
     match ask {
         Ask::Link => {
             super::confirm_downloads(app)?;
-            let ready = app.client.borrow().is_some() && body().ok().and_then(|b| b.dataset().get("engine")).as_deref() == Some("ready");
+            let ready = app.client.borrow().is_some()
+                && body().ok().and_then(|b| b.dataset().get("engine")).as_deref() == Some("ready");
             if ready {
                 generate(app);
             } else {

@@ -40,7 +40,7 @@ impl Downloads {
     }
 
     /// Whether any file comes from another host than this page's.
-    pub fn from_other_hosts(&self) -> bool {
+    pub fn has_other_hosts(&self) -> bool {
         let own = crate::app::dom::window().ok().and_then(|w| w.location().host().ok()).unwrap_or_default();
         self.hosts().iter().any(|h| h.host != own)
     }

@@ -6,9 +6,9 @@ use wasm_bindgen::JsCast;
 use web_sys::{HtmlInputElement, HtmlSelectElement};
 
 use crate::app::dom::{add, by_id, clear, document, input, set_text, set_value, value, AppError, AppResult};
+use crate::pipeline::step_cache::StepCache;
 use crate::recipe::presets::{build_prompt, model_preset, model_presets, task_preset, task_presets, CaptionTemplate};
 use crate::recipe::{Adapter, Captions, Layout, ModelSource, ModelUrls, Recipe, RECIPE_VERSION};
-use crate::pipeline::step_cache::StepCache;
 
 /// The id of the bundled tiny model preset.
 pub const TINY: &str = "tiny";
@@ -91,12 +91,21 @@ pub fn adapters() -> AppResult<Vec<Adapter>> {
     let mut out = Vec::new();
     for i in 0..rows.length() {
         let Some(row) = rows.item(i).and_then(|n| n.dyn_into::<web_sys::Element>().ok()) else { continue };
-        let url = row.query_selector(".adapter-url")?.and_then(|e| e.dyn_into::<HtmlInputElement>().ok()).map(|e| e.value()).unwrap_or_default();
-        let scale = row.query_selector(".adapter-scale")?.and_then(|e| e.dyn_into::<HtmlInputElement>().ok()).map(|e| e.value()).unwrap_or_default();
+        let url = row
+            .query_selector(".adapter-url")?
+            .and_then(|e| e.dyn_into::<HtmlInputElement>().ok())
+            .map(|e| e.value())
+            .unwrap_or_default();
+        let scale = row
+            .query_selector(".adapter-scale")?
+            .and_then(|e| e.dyn_into::<HtmlInputElement>().ok())
+            .map(|e| e.value())
+            .unwrap_or_default();
         if url.trim().is_empty() {
             continue;
         }
-        let scale: f32 = scale.trim().parse().map_err(|_| AppError::Browser(format!("LoRA scale `{scale}` is not a number")))?;
+        let scale: f32 =
+            scale.trim().parse().map_err(|_| AppError::Browser(format!("LoRA scale `{scale}` is not a number")))?;
         out.push(Adapter { url: url.trim().to_string(), scale });
     }
     Ok(out)
@@ -106,12 +115,14 @@ pub fn adapters() -> AppResult<Vec<Adapter>> {
 pub fn add_adapter_row(url: &str, scale: f32) -> AppResult<()> {
     let list = by_id("adapters")?;
     let row = add(&list, "div", "adapter", "")?;
-    let u: HtmlInputElement = add(&row, "input", "adapter-url", "")?.dyn_into().map_err(|_| AppError::Browser("input".into()))?;
+    let u: HtmlInputElement =
+        add(&row, "input", "adapter-url", "")?.dyn_into().map_err(|_| AppError::Browser("input".into()))?;
     u.set_type("url");
     u.set_placeholder("https://…/adapter.safetensors");
     u.set_value(url);
     u.set_attribute("aria-label", "LoRA URL")?;
-    let s: HtmlInputElement = add(&row, "input", "adapter-scale", "")?.dyn_into().map_err(|_| AppError::Browser("input".into()))?;
+    let s: HtmlInputElement =
+        add(&row, "input", "adapter-scale", "")?.dyn_into().map_err(|_| AppError::Browser("input".into()))?;
     s.set_type("number");
     s.set_step("0.05");
     s.set_value(&scale.to_string());
@@ -128,7 +139,13 @@ pub fn template() -> AppResult<CaptionTemplate> {
     let id = value("task-preset")?;
     Ok(match task_preset(&id) {
         Some(t) => t.template.clone(),
-        None => CaptionTemplate { task_tag: None, panel_tags: Vec::new(), joiner: " ".into(), example_overall: String::new(), example_panels: Vec::new() },
+        None => CaptionTemplate {
+            task_tag: None,
+            panel_tags: Vec::new(),
+            joiner: " ".into(),
+            example_overall: String::new(),
+            example_panels: Vec::new(),
+        },
     })
 }
 
@@ -152,7 +169,9 @@ pub fn caption_fields(count: usize, tags: &[String], values: &[String]) -> AppRe
         t.set_attribute("rows", "2")?;
         t.set_attribute("data-panel", &k.to_string())?;
         if let Some(v) = values.get(k) {
-            t.dyn_ref::<web_sys::HtmlTextAreaElement>().map(|t| t.set_value(v));
+            if let Some(t) = t.dyn_ref::<web_sys::HtmlTextAreaElement>() {
+                t.set_value(v);
+            }
         }
     }
     Ok(())
@@ -174,7 +193,14 @@ pub fn apply_task(id: &str) -> AppResult<()> {
         caption_fields(0, &[], &[])?;
         return rebuild_prompt();
     };
-    for (el, v) in [("width", t.width.to_string()), ("height", t.height.to_string()), ("rows", t.rows.to_string()), ("cols", t.cols.to_string()), ("steps", t.steps.to_string()), ("guidance", t.guidance.to_string())] {
+    for (el, v) in [
+        ("width", t.width.to_string()),
+        ("height", t.height.to_string()),
+        ("rows", t.rows.to_string()),
+        ("cols", t.cols.to_string()),
+        ("steps", t.steps.to_string()),
+        ("guidance", t.guidance.to_string()),
+    ] {
         set_value(el, &v)?;
     }
     clear(&by_id("adapters")?);
@@ -211,7 +237,9 @@ pub fn describe_model(id: &str) -> AppResult<()> {
         None => "Give a diffusers-layout folder URL, or the single files (GGUF or safetensors). Hosts must allow cross-origin reads (Hugging Face resolve URLs do).".into(),
     };
     set_text("model-note", &text)?;
-    by_id("model-custom")?.dyn_ref::<web_sys::HtmlDetailsElement>().map(|d| d.set_open(id == CUSTOM));
+    if let Some(d) = by_id("model-custom")?.dyn_ref::<web_sys::HtmlDetailsElement>() {
+        d.set_open(id == CUSTOM);
+    }
     Ok(())
 }
 
@@ -250,7 +278,9 @@ fn step_cache() -> AppResult<Option<StepCache>> {
     if !input("step-cache")?.checked() {
         return Ok(None);
     }
-    let max_reuse = opt(value("step-cache-max-reuse")?).map(|_| num("step-cache-max-reuse", "Reused steps in a row")).transpose()?;
+    let max_reuse = opt(value("step-cache-max-reuse")?)
+        .map(|_| num("step-cache-max-reuse", "Reused steps in a row"))
+        .transpose()?;
     Ok(Some(StepCache { threshold: num("step-cache-threshold", "Step-cache threshold")?, max_reuse }))
 }
 
@@ -261,7 +291,8 @@ pub fn restore(r: &Recipe) -> AppResult<()> {
         ModelSource::Custom(u) => {
             set_value("model-preset", CUSTOM)?;
             for (field, el) in URL_FIELDS {
-                let v = u.entries().into_iter().find(|(k, _)| *k == field).map(|(_, v)| v.to_string()).unwrap_or_default();
+                let v =
+                    u.entries().into_iter().find(|(k, _)| *k == field).map(|(_, v)| v.to_string()).unwrap_or_default();
                 set_value(el, &v)?;
             }
         }
@@ -338,7 +369,11 @@ pub fn fit_canvas_to_model() -> AppResult<()> {
         let rows_el = document()?.query_selector_all("#adapters .adapter")?;
         for i in 0..rows_el.length() {
             let Some(row) = rows_el.item(i).and_then(|n| n.dyn_into::<web_sys::Element>().ok()) else { continue };
-            let url = row.query_selector(".adapter-url")?.and_then(|e| e.dyn_into::<HtmlInputElement>().ok()).map(|e| e.value()).unwrap_or_default();
+            let url = row
+                .query_selector(".adapter-url")?
+                .and_then(|e| e.dyn_into::<HtmlInputElement>().ok())
+                .map(|e| e.value())
+                .unwrap_or_default();
             if url == t.adapter {
                 row.remove();
             }

@@ -307,18 +307,30 @@ fn try_generate(app: &App) -> AppResult<()> {
     form::rebuild_prompt()?;
     let references_used = !app.state.borrow().references.is_empty();
     let recipe = form::recipe(references_used)?;
-    let model = ModelUrls { preview_decoder: downloads::preview_decoder()?, ..recipe.model_locations(Some(&page_base()))? };
+    let model =
+        ModelUrls { preview_decoder: downloads::preview_decoder()?, ..recipe.model_locations(Some(&page_base()))? };
     let (mut specs, mut bufs) = (Vec::new(), Vec::new());
     for (panel, r) in app.state.borrow().references.iter() {
         specs.push(ReferenceSpec { panel: *panel, width: r.width, height: r.height, strength: r.strength });
         bufs.push(r.rgb.clone());
     }
-    let loras = recipe.lora_locations(Some(&page_base()))?.into_iter().chain(form::dropped_adapters()?.into_iter().map(|a| (a.url, a.scale))).collect();
-    let request = GenerateRequest { recipe: recipe.clone(), model, loras, references: specs, preview_every: 1, convert: value("convert")?.parse()? };
+    let loras = recipe
+        .lora_locations(Some(&page_base()))?
+        .into_iter()
+        .chain(form::dropped_adapters()?.into_iter().map(|a| (a.url, a.scale)))
+        .collect();
+    let request = GenerateRequest {
+        recipe: recipe.clone(),
+        model,
+        loras,
+        references: specs,
+        preview_every: 1,
+        convert: value("convert")?.parse()?,
+    };
     // Gigabytes from other hosts are fetched only after the user has seen what they are.
     let d = Downloads { model: request.model.clone(), loras: request.loras.clone() };
     let key = d.key();
-    if d.from_other_hosts() && app.state.borrow().confirmed.as_deref() != Some(key.as_str()) {
+    if d.has_other_hosts() && app.state.borrow().confirmed.as_deref() != Some(key.as_str()) {
         let hosts = confirm::unallowed(app, d.hosts());
         if !hosts.is_empty() {
             return confirm::open(app, confirm::Ask::Generate, &hosts, "");
@@ -344,7 +356,10 @@ fn on_message(app: &App, msg: FromWorker, bufs: Vec<Vec<u8>>) -> AppResult<()> {
         FromWorker::Ready { adapter, paths, .. } => {
             app.state.borrow_mut().restarts_unready = 0;
             enable("generate", true)?;
-            output::status(&format!("Engine ready on {} ({paths}).", if adapter.is_empty() { "your GPU" } else { &adapter }), "ok")?;
+            output::status(
+                &format!("Engine ready on {} ({paths}).", if adapter.is_empty() { "your GPU" } else { &adapter }),
+                "ok",
+            )?;
             super::dom::set_marker("engine", "ready")?;
             app.send(&ToWorker::CacheList, vec![])?;
             if std::mem::take(&mut app.state.borrow_mut().pending_generate) {
@@ -361,7 +376,13 @@ fn on_message(app: &App, msg: FromWorker, bufs: Vec<Vec<u8>>) -> AppResult<()> {
                         app.state.borrow_mut().confirmed = Some(key);
                         generate(app);
                     } else {
-                        output::status(&format!("Generate will first download {}; confirm to start.", super::dom::human_bytes(missing)), "ok")?;
+                        output::status(
+                            &format!(
+                                "Generate will first download {}; confirm to start.",
+                                super::dom::human_bytes(missing)
+                            ),
+                            "ok",
+                        )?;
                         let hosts = confirm::hosts_of(files.iter().filter(|f| !f.cached).map(|f| f.location.as_str()));
                         confirm::open(app, confirm::Ask::Download { key, bytes: missing }, &hosts, "")?;
                     }

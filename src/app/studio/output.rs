@@ -5,7 +5,10 @@ use wasm_bindgen::{Clamped, JsCast};
 use web_sys::{CanvasRenderingContext2d, Event, HtmlCanvasElement, HtmlProgressElement, ImageData};
 
 use super::{share, App, SetEntry};
-use crate::app::dom::{add, by_id, clear, document, enable, human_bytes, human_secs, now_ms, on, set_marker, set_text, show, AppError, AppResult};
+use crate::app::dom::{
+    add, by_id, clear, document, enable, human_bytes, human_secs, now_ms, on, set_marker, set_text, show, AppError,
+    AppResult,
+};
 use crate::app::protocol::{CachedFile, FromWorker, PlannedFile, ToWorker};
 use crate::recipe::Recipe;
 
@@ -93,13 +96,15 @@ pub fn finished(app: &App) -> AppResult<()> {
 }
 
 fn bar(fraction: f64) -> AppResult<()> {
-    let p: HtmlProgressElement = by_id("progress-bar")?.dyn_into().map_err(|_| AppError::Browser("#progress-bar".into()))?;
+    let p: HtmlProgressElement =
+        by_id("progress-bar")?.dyn_into().map_err(|_| AppError::Browser("#progress-bar".into()))?;
     p.set_value(fraction.clamp(0.0, 1.0));
     Ok(())
 }
 
 fn canvas(id: &str) -> AppResult<(HtmlCanvasElement, CanvasRenderingContext2d)> {
-    let c: HtmlCanvasElement = by_id(id)?.dyn_into().map_err(|_| AppError::Browser(format!("#{id} is not a <canvas>")))?;
+    let c: HtmlCanvasElement =
+        by_id(id)?.dyn_into().map_err(|_| AppError::Browser(format!("#{id} is not a <canvas>")))?;
     let ctx = c
         .get_context("2d")?
         .ok_or_else(|| AppError::Browser("no 2d context".into()))?
@@ -142,7 +147,13 @@ pub fn progress(app: &App, msg: FromWorker, bufs: Vec<Vec<u8>>) -> AppResult<()>
             set_text("progress-text", &format!("Downloading {name}: {}{of}", human_bytes(bytes)))?;
             set_text(
                 "progress-detail",
-                &format!("{}/s, about {} left for this file; {} of {} in all", human_bytes(rate as u64), human_secs(eta), human_bytes(overall_bytes), human_bytes(overall_total)),
+                &format!(
+                    "{}/s, about {} left for this file; {} of {} in all",
+                    human_bytes(rate as u64),
+                    human_secs(eta),
+                    human_bytes(overall_bytes),
+                    human_bytes(overall_total)
+                ),
             )?;
             if overall_total > 0 {
                 bar(overall_bytes as f64 / overall_total as f64 * 0.3)?;
@@ -158,9 +169,14 @@ pub fn progress(app: &App, msg: FromWorker, bufs: Vec<Vec<u8>>) -> AppResult<()>
                 s.step_secs.iter().sum::<f64>() / s.step_secs.len() as f64
             };
             // With the step cache, how many steps ran the whole transformer and how many reused it.
-            let cache = computed.map(|c| format!(" · step cache: {c} computed, {} skipped", index + 1 - c.min(index + 1))).unwrap_or_default();
+            let cache = computed
+                .map(|c| format!(" · step cache: {c} computed, {} skipped", index + 1 - c.min(index + 1)))
+                .unwrap_or_default();
             set_text("progress-text", &format!("Step {}/{steps}{cache}", index + 1))?;
-            set_text("progress-detail", &format!("{seconds:.2} s/step; about {} left", human_secs(avg * (steps - index - 1) as f64)))?;
+            set_text(
+                "progress-detail",
+                &format!("{seconds:.2} s/step; about {} left", human_secs(avg * (steps - index - 1) as f64)),
+            )?;
             bar(0.3 + 0.65 * (index + 1) as f64 / steps as f64)?;
         }
         FromWorker::Line { line, .. } => web_sys::console::log_1(&line.into()),
@@ -219,12 +235,23 @@ pub fn display(app: &App, set: &SetEntry) -> AppResult<()> {
     if rows * cols > 1.0 {
         for r in 0..rows as usize {
             for c in 0..cols as usize {
-                let canvas: HtmlCanvasElement = add(&panels, "canvas", "panel", "")?.dyn_into().map_err(|_| AppError::Browser("canvas".into()))?;
+                let canvas: HtmlCanvasElement =
+                    add(&panels, "canvas", "panel", "")?.dyn_into().map_err(|_| AppError::Browser("canvas".into()))?;
                 canvas.set_width(pw as u32);
                 canvas.set_height(ph as u32);
                 let ctx = canvas.get_context("2d")?.and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok());
                 if let Some(ctx) = ctx {
-                    ctx.draw_image_with_html_canvas_element_and_sw_and_sh_and_dx_and_dy_and_dw_and_dh(&full, c as f64 * pw, r as f64 * ph, pw, ph, 0.0, 0.0, pw, ph)?;
+                    ctx.draw_image_with_html_canvas_element_and_sw_and_sh_and_dx_and_dy_and_dw_and_dh(
+                        &full,
+                        c as f64 * pw,
+                        r as f64 * ph,
+                        pw,
+                        ph,
+                        0.0,
+                        0.0,
+                        pw,
+                        ph,
+                    )?;
                 }
             }
         }
@@ -258,7 +285,14 @@ fn display_later(app: &App, job: u32) -> AppResult<()> {
     let f = wasm_bindgen::closure::Closure::once_into_js(move || {
         let shown = {
             let st = a.state.borrow();
-            st.sets.iter().find(|s| s.job == job).map(|s| SetEntry { job: s.job, recipe: s.recipe.clone(), width: s.width, height: s.height, rgba: s.rgba.clone(), png: s.png.clone() })
+            st.sets.iter().find(|s| s.job == job).map(|s| SetEntry {
+                job: s.job,
+                recipe: s.recipe.clone(),
+                width: s.width,
+                height: s.height,
+                rgba: s.rgba.clone(),
+                png: s.png.clone(),
+            })
         };
         if let Some(s) = shown {
             let _ = display(&a, &s);
@@ -279,7 +313,8 @@ fn blob_url(bytes: &[u8], mime: &str) -> AppResult<String> {
 /// Offers `bytes` as a download named `name`.
 pub fn save(name: &str, bytes: &[u8], mime: &str) -> AppResult<()> {
     let url = blob_url(bytes, mime)?;
-    let a: web_sys::HtmlAnchorElement = document()?.create_element("a")?.dyn_into().map_err(|_| AppError::Browser("a".into()))?;
+    let a: web_sys::HtmlAnchorElement =
+        document()?.create_element("a")?.dyn_into().map_err(|_| AppError::Browser("a".into()))?;
     a.set_href(&url);
     a.set_download(name);
     a.click();
@@ -351,7 +386,12 @@ pub fn show_cache(app: &App, files: &[CachedFile], note: &str) -> AppResult<()> 
     let total: u64 = files.iter().map(|f| f.bytes).sum();
     set_text(
         "cache-note",
-        &format!("{}{} file(s), {} in this browser's storage.", if note.is_empty() { String::new() } else { format!("{note}. ") }, files.len(), human_bytes(total)),
+        &format!(
+            "{}{} file(s), {} in this browser's storage.",
+            if note.is_empty() { String::new() } else { format!("{note}. ") },
+            files.len(),
+            human_bytes(total)
+        ),
     )?;
     for f in files {
         let tr = add(&table, "tr", "", "")?;

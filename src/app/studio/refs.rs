@@ -30,12 +30,19 @@ pub fn rebuild(app: &App) -> AppResult<()> {
         let zone = add(&box_, "div", "ref-zone", "")?;
         zone.set_attribute("data-panel", &k.to_string())?;
         let has = app.state.borrow().references.contains_key(&k);
-        add(&zone, "span", "", &format!("Panel {} ({pw}×{ph}): {}", k + 1, if has { "reference kept" } else { "drop an image" }))?;
-        let pick: HtmlInputElement = add(&zone, "input", "ref-file", "")?.dyn_into().map_err(|_| AppError::Browser("input".into()))?;
+        add(
+            &zone,
+            "span",
+            "",
+            &format!("Panel {} ({pw}×{ph}): {}", k + 1, if has { "reference kept" } else { "drop an image" }),
+        )?;
+        let pick: HtmlInputElement =
+            add(&zone, "input", "ref-file", "")?.dyn_into().map_err(|_| AppError::Browser("input".into()))?;
         pick.set_type("file");
         pick.set_accept("image/*");
         pick.set_attribute("aria-label", &format!("reference image for panel {}", k + 1))?;
-        let strength: HtmlInputElement = add(&zone, "input", "ref-strength", "")?.dyn_into().map_err(|_| AppError::Browser("input".into()))?;
+        let strength: HtmlInputElement =
+            add(&zone, "input", "ref-strength", "")?.dyn_into().map_err(|_| AppError::Browser("input".into()))?;
         strength.set_type("number");
         strength.set_min("0.05");
         strength.set_max("0.95");
@@ -44,19 +51,25 @@ pub fn rebuild(app: &App) -> AppResult<()> {
         strength.set_attribute("aria-label", &format!("strength for panel {} (empty: keep as is)", k + 1))?;
         if let Some(r) = app.state.borrow().references.get(&k) {
             strength.set_value(&r.strength.map(|s| s.to_string()).unwrap_or_default());
-            let c: HtmlCanvasElement = add(&zone, "canvas", "ref-thumb", "")?.dyn_into().map_err(|_| AppError::Browser("canvas".into()))?;
+            let c: HtmlCanvasElement =
+                add(&zone, "canvas", "ref-thumb", "")?.dyn_into().map_err(|_| AppError::Browser("canvas".into()))?;
             thumb(&c, r)?;
         }
         let a = app.clone();
         crate::app::dom::on::<Event>(&strength, "input", move |e| {
-            let v = e.target().and_then(|t| t.dyn_into::<HtmlInputElement>().ok()).map(|i| i.value()).unwrap_or_default();
+            let v =
+                e.target().and_then(|t| t.dyn_into::<HtmlInputElement>().ok()).map(|i| i.value()).unwrap_or_default();
             if let Some(r) = a.state.borrow_mut().references.get_mut(&k) {
                 r.strength = v.trim().parse::<f32>().ok();
             }
         })?;
         let a = app.clone();
         crate::app::dom::on::<Event>(&pick, "change", move |e| {
-            let file = e.target().and_then(|t| t.dyn_into::<HtmlInputElement>().ok()).and_then(|i| i.files()).and_then(|f| f.get(0));
+            let file = e
+                .target()
+                .and_then(|t| t.dyn_into::<HtmlInputElement>().ok())
+                .and_then(|i| i.files())
+                .and_then(|f| f.get(0));
             if let Some(f) = file {
                 load(&a, k, f);
             }
@@ -86,13 +99,19 @@ fn thumb(c: &HtmlCanvasElement, r: &Reference) -> AppResult<()> {
     c.set_width(r.width as u32);
     c.set_height(r.height as u32);
     let rgba: Vec<u8> = r.rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
-    let data = web_sys::ImageData::new_with_u8_clamped_array_and_sh(wasm_bindgen::Clamped(&rgba), r.width as u32, r.height as u32)?;
+    let data = web_sys::ImageData::new_with_u8_clamped_array_and_sh(
+        wasm_bindgen::Clamped(&rgba),
+        r.width as u32,
+        r.height as u32,
+    )?;
     ctx(c)?.put_image_data(&data, 0.0, 0.0)?;
     Ok(())
 }
 
 fn ctx(c: &HtmlCanvasElement) -> AppResult<CanvasRenderingContext2d> {
-    c.get_context("2d")?.and_then(|x| x.dyn_into::<CanvasRenderingContext2d>().ok()).ok_or_else(|| AppError::Browser("no 2d context".into()))
+    c.get_context("2d")?
+        .and_then(|x| x.dyn_into::<CanvasRenderingContext2d>().ok())
+        .ok_or_else(|| AppError::Browser("no 2d context".into()))
 }
 
 fn load(app: &App, panel: usize, file: web_sys::File) {
@@ -113,7 +132,9 @@ fn load(app: &App, panel: usize, file: web_sys::File) {
 async fn decode(file: &web_sys::File) -> AppResult<(usize, usize, Vec<u8>)> {
     let (_, _, pw, ph) = grid();
     // A PNG's declared size is checked before the browser decodes (and allocates) its pixels.
-    let head = wasm_bindgen_futures::JsFuture::from(file.slice_with_i32_and_i32(0, HEADER_PREFIX as i32)?.array_buffer()).await?;
+    let head =
+        wasm_bindgen_futures::JsFuture::from(file.slice_with_i32_and_i32(0, HEADER_PREFIX as i32)?.array_buffer())
+            .await?;
     check_image_prefix(&file.name(), &js_sys::Uint8Array::new(&head).to_vec())?;
     let bitmap = wasm_bindgen_futures::JsFuture::from(window()?.create_image_bitmap_with_blob(file)?)
         .await
@@ -123,11 +144,22 @@ async fn decode(file: &web_sys::File) -> AppResult<(usize, usize, Vec<u8>)> {
     let (iw, ih) = (bitmap.width() as f64, bitmap.height() as f64);
     let aspect = pw as f64 / ph as f64;
     let (sw, sh) = if iw / ih > aspect { (ih * aspect, ih) } else { (iw, iw / aspect) };
-    let c: HtmlCanvasElement = document()?.create_element("canvas")?.dyn_into().map_err(|_| AppError::Browser("canvas".into()))?;
+    let c: HtmlCanvasElement =
+        document()?.create_element("canvas")?.dyn_into().map_err(|_| AppError::Browser("canvas".into()))?;
     c.set_width(pw as u32);
     c.set_height(ph as u32);
     let g = ctx(&c)?;
-    g.draw_image_with_image_bitmap_and_sw_and_sh_and_dx_and_dy_and_dw_and_dh(&bitmap, (iw - sw) / 2.0, (ih - sh) / 2.0, sw, sh, 0.0, 0.0, pw as f64, ph as f64)?;
+    g.draw_image_with_image_bitmap_and_sw_and_sh_and_dx_and_dy_and_dw_and_dh(
+        &bitmap,
+        (iw - sw) / 2.0,
+        (ih - sh) / 2.0,
+        sw,
+        sh,
+        0.0,
+        0.0,
+        pw as f64,
+        ph as f64,
+    )?;
     let data = g.get_image_data(0.0, 0.0, pw as f64, ph as f64)?.data();
     let rgb = data.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
     Ok((pw, ph, rgb))

@@ -67,7 +67,12 @@ fn ask(app: &App, recipe: &Recipe) -> AppResult<()> {
         if recipe.references_used { " The original set used reference images, which links do not carry." } else { "" }
     );
     let urls = recipe.urls();
-    super::confirm::open(app, super::confirm::Ask::Link, &super::confirm::hosts_of(urls.iter().map(String::as_str)), &note)
+    super::confirm::open(
+        app,
+        super::confirm::Ask::Link,
+        &super::confirm::hosts_of(urls.iter().map(String::as_str)),
+        &note,
+    )
 }
 
 pub fn bind(app: &App) -> AppResult<()> {
@@ -116,7 +121,10 @@ pub async fn add_lora_file(app: &App, file: web_sys::File) -> AppResult<()> {
     app.send(&crate::app::protocol::ToWorker::AddFile { name: name.clone() }, vec![bytes.clone()])?;
     app.state.borrow_mut().dropped_files.insert(name.clone(), bytes);
     form::add_adapter_row(&format!("file:{name}"), 1.0)?;
-    status(&format!("{name} added as a LoRA (scale 1.0). Dropped files stay on this device: share links leave them out."), "ok")
+    status(
+        &format!("{name} added as a LoRA (scale 1.0). Dropped files stay on this device: share links leave them out."),
+        "ok",
+    )
 }
 
 /// Restores the recipe in a PNG made by this app.
@@ -129,9 +137,15 @@ pub async fn restore_png(app: &App, file: web_sys::File) -> AppResult<()> {
         Some(r) => {
             form::restore(&r)?;
             refresh_refs(app);
-            status(&format!("Recipe restored from {} (seed {}). Press Generate to make it again.", file.name(), r.seed), "ok")?;
+            status(
+                &format!("Recipe restored from {} (seed {}). Press Generate to make it again.", file.name(), r.seed),
+                "ok",
+            )?;
             crate::app::dom::set_marker("restored", &r.seed.to_string())
         }
-        None => Err(AppError::Browser(format!("{} has no iclora recipe (only PNGs saved by this app carry one)", file.name()))),
+        None => Err(AppError::Browser(format!(
+            "{} has no iclora recipe (only PNGs saved by this app carry one)",
+            file.name()
+        ))),
     }
 }

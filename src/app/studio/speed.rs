@@ -32,7 +32,11 @@ pub fn apply() -> AppResult<()> {
     let fast: Vec<&str> = fast_presets()?.iter().map(|p| p.adapter.as_str()).collect();
     for i in 0..rows.length() {
         let Some(row) = rows.item(i).and_then(|n| n.dyn_into::<web_sys::Element>().ok()) else { continue };
-        let url = row.query_selector(".adapter-url")?.and_then(|e| e.dyn_into::<web_sys::HtmlInputElement>().ok()).map(|e| e.value()).unwrap_or_default();
+        let url = row
+            .query_selector(".adapter-url")?
+            .and_then(|e| e.dyn_into::<web_sys::HtmlInputElement>().ok())
+            .map(|e| e.value())
+            .unwrap_or_default();
         if fast.contains(&url.trim()) {
             row.remove();
         }
@@ -43,7 +47,13 @@ pub fn apply() -> AppResult<()> {
     add_adapter_row(&p.adapter, p.scale)?;
     set_value("steps", &p.steps.to_string())?;
     set_value("guidance", &p.guidance.to_string())?;
-    set_text("fast-note", &format!("{}: LoRA scale {}, {} steps, guidance {} (its model card's settings). Licence: {}.", p.title, p.scale, p.steps, p.guidance, p.license))
+    set_text(
+        "fast-note",
+        &format!(
+            "{}: LoRA scale {}, {} steps, guidance {} (its model card's settings). Licence: {}.",
+            p.title, p.scale, p.steps, p.guidance, p.license
+        ),
+    )
 }
 
 /// Shows the choice a restored recipe made (its adapters are already in the rows).

@@ -8,12 +8,18 @@ use iclora::pipeline::panels::Layout;
 use iclora::weights::load::Convert;
 
 #[derive(Parser)]
-#[command(name = "iclora", version, about = "In-Context LoRA for FLUX.1 on WebGPU: the native tool (adapter info, file inspection, generation, benchmarks)")]
+#[command(
+    name = "iclora",
+    version,
+    about = "In-Context LoRA for FLUX.1 on WebGPU: the native tool (adapter info, file inspection, generation, benchmarks)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
+// `Generate` is larger than the others; the enum is built once per process.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Command {
     /// Print the GPU adapter, its features and limits
@@ -254,7 +260,9 @@ pub fn weight_format(v: &str) -> Result<DType, String> {
 }
 
 pub fn step_format(v: &str) -> Result<DType, String> {
-    DType::parse(v).filter(|d| [DType::Q4_0, DType::Q8_0, DType::F16].contains(d)).ok_or_else(|| format!("{v} is not one of Q4_0, Q8_0, F16"))
+    DType::parse(v)
+        .filter(|d| [DType::Q4_0, DType::Q8_0, DType::F16].contains(d))
+        .ok_or_else(|| format!("{v} is not one of Q4_0, Q8_0, F16"))
 }
 
 /// `F:SCALE` when what follows the last colon is a number (a URL's `https:` is not).

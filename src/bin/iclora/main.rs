@@ -115,7 +115,13 @@ mod cli {
         }
         let gpu = open()?;
         println!("{}", describe(&gpu));
-        println!("scale {} ({} tokens), {} timed runs per case, median; precision {:?}", opts.scale, ((4608.0 * opts.scale).ceil() as usize).max(1), opts.iters, opts.precision);
+        println!(
+            "scale {} ({} tokens), {} timed runs per case, median; precision {:?}",
+            opts.scale,
+            ((4608.0 * opts.scale).ceil() as usize).max(1),
+            opts.iters,
+            opts.precision
+        );
         bench_kernels(&gpu, &opts, |row| println!("{row}")).map_err(|e| e.to_string())
     }
 
@@ -127,7 +133,8 @@ mod cli {
         }
         let gpu = open()?;
         println!("{}", describe(&gpu));
-        iclora::bench_preview::bench_preview(&gpu, a.width, a.height, a.iters, |row| println!("{row}")).map_err(|e| e.to_string())
+        iclora::bench_preview::bench_preview(&gpu, a.width, a.height, a.iters, |row| println!("{row}"))
+            .map_err(|e| e.to_string())
     }
 
     fn bench_flux(a: FluxStepArgs) -> Result<(), String> {
@@ -154,7 +161,12 @@ mod cli {
         if a.f16 {
             opts.precision = Precision::F16;
         }
-        if opts.tokens < 2 || opts.double + opts.single == 0 || opts.heads == 0 || opts.head_dim < 16 || !opts.head_dim.is_multiple_of(16) {
+        if opts.tokens < 2
+            || opts.double + opts.single == 0
+            || opts.heads == 0
+            || opts.head_dim < 16
+            || !opts.head_dim.is_multiple_of(16)
+        {
             return Err("need --tokens >= 2, at least one block, --heads >= 1 and --head-dim a multiple of 16".into());
         }
         if opts.loras > 0 && opts.lora_rank == 0 {
@@ -170,7 +182,10 @@ mod cli {
             opts.iters
         );
         if opts.loras > 0 {
-            println!("loras: {} random adapters of rank {} (unmerged, applied by the matmuls)", opts.loras, opts.lora_rank);
+            println!(
+                "loras: {} random adapters of rank {} (unmerged, applied by the matmuls)",
+                opts.loras, opts.lora_rank
+            );
         }
         if software && opts.tokens < 4608 {
             println!("note: CPU adapter: defaults are 256 tokens and 1 + 1 blocks (set --tokens, --double, --single to change)");
@@ -181,7 +196,8 @@ mod cli {
     /// strength the panel is kept).
     fn reference(v: &str) -> Result<iclora::pipeline::conditioning::Reference, String> {
         use iclora::pipeline::conditioning::{RefMode, Reference};
-        let (panel, rest) = v.split_once('=').ok_or_else(|| format!("--reference {v}: expected PANEL=IMAGE[:STRENGTH]"))?;
+        let (panel, rest) =
+            v.split_once('=').ok_or_else(|| format!("--reference {v}: expected PANEL=IMAGE[:STRENGTH]"))?;
         let panel: usize = panel.parse().map_err(|_| format!("--reference {v}: the panel must be a number from 1"))?;
         let (file, mode) = match rest.rsplit_once(':').map(|(f, s)| (f, s.parse::<f32>())) {
             Some((f, Ok(s))) => (f, RefMode::Guide { strength: s }),
@@ -189,7 +205,9 @@ mod cli {
         };
         let bytes = std::fs::read(file).map_err(|e| format!("--reference: reading `{file}`: {e}"))?;
         let not_png = |e: image::ImageError| format!("--reference: `{file}` is not a PNG image this tool accepts: {e}");
-        let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(|e| not_png(e.into()))?;
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()
+            .map_err(|e| not_png(e.into()))?;
         // The same caps as a PNG dropped on the page, checked from the header before decoding.
         let mut limits = image::Limits::default();
         limits.max_image_width = Some(iclora::limits::PNG_SIDE.max as u32);
@@ -215,7 +233,9 @@ mod cli {
             match (e, &self.dir) {
                 (Event::Preview { index, image }, Some(dir)) => {
                     let file = std::path::Path::new(dir).join(format!("step-{:02}.png", index + 1));
-                    let written = iclora::recipe::png::encode_image(image, None).map_err(|e| e.to_string()).and_then(|png| std::fs::write(&file, png).map_err(|e| e.to_string()));
+                    let written = iclora::recipe::png::encode_image(image, None)
+                        .map_err(|e| e.to_string())
+                        .and_then(|png| std::fs::write(&file, png).map_err(|e| e.to_string()));
                     if let Err(e) = written {
                         self.failed.get_or_insert(format!("--previews: writing `{}`: {e}", file.display()));
                     }
@@ -241,7 +261,12 @@ mod cli {
         }
         let bytes = std::fs::read(src).map_err(|e| format!("--recipe: reading `{src}`: {e}"))?;
         let recipe = recipe_from_png(src, &bytes).map_err(|e| format!("--recipe: {e}"))?;
-        Ok((recipe.ok_or_else(|| format!("--recipe: `{src}` carries no recipe (the studio writes one into every PNG it makes)"))?, None))
+        Ok((
+            recipe.ok_or_else(|| {
+                format!("--recipe: `{src}` carries no recipe (the studio writes one into every PNG it makes)")
+            })?,
+            None,
+        ))
     }
 
     /// `iclora generate`: text to image (iclora::pipeline::generate), PNG to `--out`; with
@@ -265,21 +290,37 @@ mod cli {
                 let (recipe, link_base) = read_recipe(src)?;
                 let base = a.base.or(link_base);
                 // Model flags replace the recipe's model (local copies of the same files).
-                let paths = if flags.entries().is_empty() { recipe.model_locations(base.as_deref()).map_err(|e| e.to_string())? } else { flags };
+                let paths = if flags.entries().is_empty() {
+                    recipe.model_locations(base.as_deref()).map_err(|e| e.to_string())?
+                } else {
+                    flags
+                };
                 let loras = recipe.lora_locations(base.as_deref()).map_err(|e| e.to_string())?;
                 if recipe.references_used && references.is_empty() {
                     eprintln!("warning: this set was made with reference panels, which recipes do not carry; give them with --reference to reproduce it");
                 }
-                let opts = GenerateOptions { references, merge_loras: a.lora_merge, convert: a.convert.into(), f16: a.f16, ..recipe.generate_options(loras) };
+                let opts = GenerateOptions {
+                    references,
+                    merge_loras: a.lora_merge,
+                    convert: a.convert.into(),
+                    f16: a.f16,
+                    ..recipe.generate_options(loras)
+                };
                 (paths, opts, Some(recipe))
             }
             None => {
-                let step_cache = a.step_cache.map(|threshold| iclora::pipeline::step_cache::StepCache { threshold, max_reuse: a.step_cache_max_reuse });
+                let step_cache = a.step_cache.map(|threshold| iclora::pipeline::step_cache::StepCache {
+                    threshold,
+                    max_reuse: a.step_cache_max_reuse,
+                });
                 if let Some(c) = &step_cache {
                     c.check("--step-cache").map_err(|e| e.to_string())?;
                 }
                 // clap requires these without --recipe.
-                let missing = || "--prompt, --width, --height, --steps, --guidance and --seed are needed without --recipe".to_string();
+                let missing = || {
+                    "--prompt, --width, --height, --steps, --guidance and --seed are needed without --recipe"
+                        .to_string()
+                };
                 let opts = GenerateOptions {
                     prompt: a.prompt.ok_or_else(missing)?,
                     width: a.width.ok_or_else(missing)?,
@@ -313,7 +354,12 @@ mod cli {
         }
         let png = iclora::recipe::png::encode_image(&image, recipe.as_ref()).map_err(|e| e.to_string())?;
         std::fs::write(&out, png).map_err(|e| format!("writing `{out}`: {e}"))?;
-        eprintln!("wrote {out} ({}×{}{})", image.width, image.height, if recipe.is_some() { ", with its recipe" } else { "" });
+        eprintln!(
+            "wrote {out} ({}×{}{})",
+            image.width,
+            image.height,
+            if recipe.is_some() { ", with its recipe" } else { "" }
+        );
         Ok(())
     }
 

@@ -42,10 +42,7 @@ impl ClipConfig {
     }
 
     pub fn from_json(file: &str, text: &str) -> Result<ClipConfig> {
-        let bad = |what: String| Error::Malformed {
-            file: file.into(),
-            what,
-        };
+        let bad = |what: String| Error::Malformed { file: file.into(), what };
         let root: Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
         let v = root.get("text_config").unwrap_or(&root);
         let get = |k: &str| -> Result<usize> {
@@ -70,14 +67,8 @@ impl ClipConfig {
             intermediate: get("intermediate_size")?,
             layers: get("num_hidden_layers")?,
             max_positions: get("max_position_embeddings")?,
-            eps: v
-                .get("layer_norm_eps")
-                .and_then(Value::as_f64)
-                .unwrap_or(1e-5) as f32,
-            eos_token_id: v
-                .get("eos_token_id")
-                .and_then(Value::as_u64)
-                .map(|x| x as u32),
+            eps: v.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(1e-5) as f32,
+            eos_token_id: v.get("eos_token_id").and_then(Value::as_u64).map(|x| x as u32),
         };
         c.check_caps(file)?;
         c.validate()?;
@@ -87,13 +78,11 @@ impl ClipConfig {
     /// From tensor shapes. The head count is not in the shapes: CLIP text towers use 64-wide heads.
     pub fn infer(header: &WeightsHeader) -> Result<ClipConfig> {
         let dims2 = |name: &str| -> Result<(usize, usize)> {
-            let t = header
-                .tensor(name)
-                .ok_or_else(|| Error::MissingModelTensor {
-                    model: "CLIP text encoder",
-                    file: header.file.clone(),
-                    name: name.into(),
-                })?;
+            let t = header.tensor(name).ok_or_else(|| Error::MissingModelTensor {
+                model: "CLIP text encoder",
+                file: header.file.clone(),
+                name: name.into(),
+            })?;
             match t.shape.as_slice() {
                 &[a, b] => Ok((a as usize, b as usize)),
                 s => Err(Error::TensorShape {
@@ -108,13 +97,8 @@ impl ClipConfig {
         let (vocab, hidden) = dims2(&format!("{pre}embeddings.token_embedding.weight"))?;
         let (max_positions, _) = dims2(&format!("{pre}embeddings.position_embedding.weight"))?;
         let (intermediate, _) = dims2(&format!("{pre}encoder.layers.0.mlp.fc1.weight"))?;
-        let layers = (0..)
-            .take_while(|i| {
-                header
-                    .tensor(&format!("{pre}encoder.layers.{i}.mlp.fc1.weight"))
-                    .is_some()
-            })
-            .count();
+        let layers =
+            (0..).take_while(|i| header.tensor(&format!("{pre}encoder.layers.{i}.mlp.fc1.weight")).is_some()).count();
         let c = ClipConfig {
             vocab,
             hidden,
@@ -149,9 +133,7 @@ impl ClipConfig {
             && self.layers > 0
             && self.max_positions > 0;
         if !ok || !self.hidden.is_multiple_of(self.heads) {
-            return Err(Error::InvalidArgument(format!(
-                "CLIP config has a zero or inconsistent size: {self:?}"
-            )));
+            return Err(Error::InvalidArgument(format!("CLIP config has a zero or inconsistent size: {self:?}")));
         }
         Ok(())
     }

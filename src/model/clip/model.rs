@@ -21,20 +21,11 @@ use crate::weights::tensor_info::WeightsHeader;
 /// Without a config, `eos_id` is the tokenizer's EOS.
 pub fn pooled_position(ids: &[u32], eos_id: u32) -> Result<usize> {
     if eos_id == 2 {
-        let max = ids
-            .iter()
-            .copied()
-            .max()
-            .ok_or_else(|| Error::InvalidArgument("CLIP: no token ids".into()))?;
-        return ids
-            .iter()
-            .position(|&i| i == max)
-            .ok_or_else(|| Error::InvalidArgument("CLIP: no token ids".into()));
+        let max = ids.iter().copied().max().ok_or_else(|| Error::InvalidArgument("CLIP: no token ids".into()))?;
+        return ids.iter().position(|&i| i == max).ok_or_else(|| Error::InvalidArgument("CLIP: no token ids".into()));
     }
     ids.iter().position(|&i| i == eos_id).ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "CLIP: the token ids hold no end-of-text token ({eos_id}) to pool at"
-        ))
+        Error::InvalidArgument(format!("CLIP: the token ids hold no end-of-text token ({eos_id}) to pool at"))
     })
 }
 
@@ -49,25 +40,8 @@ pub struct ClipTextEncoder {
     pub weights: ClipWeights,
 }
 
-fn linear(
-    gpu: &Gpu,
-    b: &mut Batch,
-    x: &Tensor,
-    l: &Linear,
-    act: Option<Activation>,
-) -> Result<Tensor> {
-    matmul(
-        gpu,
-        b,
-        x,
-        &l.w,
-        &Epilogue {
-            bias: Some(&l.b),
-            lora: l.lora.as_ref(),
-            act,
-            ..Default::default()
-        },
-    )
+fn linear(gpu: &Gpu, b: &mut Batch, x: &Tensor, l: &Linear, act: Option<Activation>) -> Result<Tensor> {
+    matmul(gpu, b, x, &l.w, &Epilogue { bias: Some(&l.b), lora: l.lora.as_ref(), act, ..Default::default() })
 }
 
 fn norm(gpu: &Gpu, b: &mut Batch, x: &Tensor, n: &Norm, eps: f32) -> Result<Tensor> {
@@ -81,10 +55,7 @@ impl ClipLayer {
         let q = linear(gpu, b, &x, &a.q_proj, None)?;
         let k = linear(gpu, b, &x, &a.k_proj, None)?;
         let v = linear(gpu, b, &x, &a.v_proj, None)?;
-        let opts = AttnOptions {
-            causal: true,
-            ..AttnOptions::for_head_dim(c.head_dim())
-        };
+        let opts = AttnOptions { causal: true, ..AttnOptions::for_head_dim(c.head_dim()) };
         let o = attention(
             gpu,
             b,
@@ -122,13 +93,7 @@ impl ClipTextEncoder {
 
     /// Encodes `ids` (at most `max_positions`); `tokenizer_eos` is the tokenizer's EOS id, used
     /// for pooling when the config names none (see [`pooled_position`]).
-    pub fn forward(
-        &self,
-        gpu: &Gpu,
-        b: &mut Batch,
-        ids: &[u32],
-        tokenizer_eos: u32,
-    ) -> Result<ClipOutput> {
+    pub fn forward(&self, gpu: &Gpu, b: &mut Batch, ids: &[u32], tokenizer_eos: u32) -> Result<ClipOutput> {
         let c = &self.config;
         if ids.is_empty() || ids.len() > c.max_positions {
             return Err(Error::InvalidArgument(format!(
@@ -148,9 +113,6 @@ impl ClipTextEncoder {
         }
         let last_hidden_state = norm(gpu, b, &h, &w.final_layer_norm, c.eps)?;
         let pooled = slice_rows(gpu, b, &last_hidden_state, pool_at, 1)?;
-        Ok(ClipOutput {
-            last_hidden_state,
-            pooled,
-        })
+        Ok(ClipOutput { last_hidden_state, pooled })
     }
 }

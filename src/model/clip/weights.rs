@@ -24,13 +24,11 @@ pub fn key_prefix(header: &WeightsHeader) -> Result<String> {
         .iter()
         .filter_map(|t| t.name.strip_suffix(TOKEN_EMBEDDING))
         .find(|p| p.is_empty() || p.ends_with('.'));
-    found
-        .map(str::to_string)
-        .ok_or_else(|| Error::MissingModelTensor {
-            model: MODEL,
-            file: header.file.clone(),
-            name: format!("text_model.{TOKEN_EMBEDDING}` or `{TOKEN_EMBEDDING}"),
-        })
+    found.map(str::to_string).ok_or_else(|| Error::MissingModelTensor {
+        model: MODEL,
+        file: header.file.clone(),
+        name: format!("text_model.{TOKEN_EMBEDDING}` or `{TOKEN_EMBEDDING}"),
+    })
 }
 
 /// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`; plus `lora`, the run-time
@@ -70,29 +68,17 @@ pub struct ClipWeights {
 }
 
 fn linear(l: &mut TensorLoader, name: &str, n: usize, k: usize) -> Result<Linear> {
-    Ok(Linear {
-        w: l.matrix(&format!("{name}.weight"), n, k)?,
-        b: l.vector(&format!("{name}.bias"), n)?,
-        lora: None,
-    })
+    Ok(Linear { w: l.matrix(&format!("{name}.weight"), n, k)?, b: l.vector(&format!("{name}.bias"), n)?, lora: None })
 }
 
 fn norm(l: &mut TensorLoader, name: &str, n: usize) -> Result<Norm> {
-    Ok(Norm {
-        w: l.vector(&format!("{name}.weight"), n)?,
-        b: l.vector(&format!("{name}.bias"), n)?,
-    })
+    Ok(Norm { w: l.vector(&format!("{name}.weight"), n)?, b: l.vector(&format!("{name}.bias"), n)? })
 }
 
 impl ClipWeights {
     /// Loads every tensor `c` calls for; a missing tensor is `Error::MissingModelTensor`, one of
     /// another shape `Error::TensorShape`, both naming it.
-    pub fn load(
-        gpu: &Gpu,
-        src: &mut dyn ByteSource,
-        header: &WeightsHeader,
-        c: &ClipConfig,
-    ) -> Result<ClipWeights> {
+    pub fn load(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &ClipConfig) -> Result<ClipWeights> {
         // A config built in code skipped `from_json`'s caps; they bound the layer list.
         c.check_caps(&header.file)?;
         c.validate()?;
@@ -101,14 +87,9 @@ impl ClipWeights {
         let (h, m) = (c.hidden, c.intermediate);
         let pre = key_prefix(header)?;
         let e = format!("{pre}embeddings.");
-        let token_embedding =
-            l.embedding_table(&[&format!("{pre}{TOKEN_EMBEDDING}")], c.vocab, h, max_bytes)?;
-        let position_embedding = l.embedding_table(
-            &[&format!("{e}position_embedding.weight")],
-            c.max_positions,
-            h,
-            max_bytes,
-        )?;
+        let token_embedding = l.embedding_table(&[&format!("{pre}{TOKEN_EMBEDDING}")], c.vocab, h, max_bytes)?;
+        let position_embedding =
+            l.embedding_table(&[&format!("{e}position_embedding.weight")], c.max_positions, h, max_bytes)?;
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
             let p = format!("{pre}encoder.layers.{i}.");
@@ -129,11 +110,6 @@ impl ClipWeights {
         let TensorLoader { src, uploads, .. } = l;
         // CLIP-L is 0.25 GB: no pacing needed.
         uploads.run_now(gpu, src)?;
-        Ok(ClipWeights {
-            token_embedding,
-            position_embedding,
-            layers,
-            final_layer_norm,
-        })
+        Ok(ClipWeights { token_embedding, position_embedding, layers, final_layer_norm })
     }
 }

@@ -19,14 +19,34 @@ use crate::kernels::rope::{qk_norm_rope_inplace, QkNormRope, RopeTables};
 
 /// `x·Wᵀ + b`, then `act` if given, in the Linear's tile precision.
 pub fn linear(gpu: &Gpu, b: &mut Batch, x: &Tensor, l: &Linear, act: Option<Activation>) -> Result<Tensor> {
-    matmul(gpu, b, x, &l.w, &Epilogue { bias: Some(&l.b), lora: l.lora.as_ref(), act, precision: l.precision, ..Default::default() })
+    matmul(
+        gpu,
+        b,
+        x,
+        &l.w,
+        &Epilogue { bias: Some(&l.b), lora: l.lora.as_ref(), act, precision: l.precision, ..Default::default() },
+    )
 }
 
 /// `residual + m[gate_at..] ⊙ (x·Wᵀ + b)` in one matmul (the gated residual `x + gate·f(x)` of BFL's blocks,
 /// src/flux/modules/layers.py @ 802fb47).
-fn gated_linear(gpu: &Gpu, b: &mut Batch, x: &Tensor, l: &Linear, residual: &Tensor, m: &Tensor, gate_at: usize) -> Result<Tensor> {
+fn gated_linear(
+    gpu: &Gpu,
+    b: &mut Batch,
+    x: &Tensor,
+    l: &Linear,
+    residual: &Tensor,
+    m: &Tensor,
+    gate_at: usize,
+) -> Result<Tensor> {
     let gate = Some(Gate { residual, gate: m, offset: gate_at });
-    matmul(gpu, b, x, &l.w, &Epilogue { bias: Some(&l.b), lora: l.lora.as_ref(), gate, precision: l.precision, ..Default::default() })
+    matmul(
+        gpu,
+        b,
+        x,
+        &l.w,
+        &Epilogue { bias: Some(&l.b), lora: l.lora.as_ref(), gate, precision: l.precision, ..Default::default() },
+    )
 }
 
 /// `LN(x) · (1 + m[scale_at..]) + m[shift_at..]`.
@@ -37,7 +57,16 @@ fn adaln(gpu: &Gpu, b: &mut Batch, x: &Tensor, m: &Tensor, shift_at: usize, scal
 /// QK RMSNorm per head, then RoPE, on the q and k column ranges of a fused `[L, 3·hidden (+ mlp)]`
 /// tensor, in one pass (`qk_norm_rope`); its rows take RoPE table rows `pos_offset..`.
 #[allow(clippy::too_many_arguments)]
-fn qk_norm_rope(gpu: &Gpu, b: &mut Batch, qkv: &Tensor, h: usize, norm_q: &Tensor, norm_k: &Tensor, rope: &RopeTables, pos_offset: usize) -> Result<()> {
+fn qk_norm_rope(
+    gpu: &Gpu,
+    b: &mut Batch,
+    qkv: &Tensor,
+    h: usize,
+    norm_q: &Tensor,
+    norm_k: &Tensor,
+    rope: &RopeTables,
+    pos_offset: usize,
+) -> Result<()> {
     let (q, k) = (Columns { offset: 0, width: h }, Columns { offset: h, width: h });
     qk_norm_rope_inplace(gpu, b, qkv, &QkNormRope { q, k, norm_q, norm_k, eps: EPS_FLUX }, rope, pos_offset)
 }
@@ -99,7 +128,15 @@ impl DoubleBlock {
 impl SingleBlock {
     /// One single-stream block (BFL `SingleStreamBlock.forward`, src/flux/modules/layers.py @ 802fb47) on the
     /// joint sequence `x` `[L_txt + L_img, hidden]`.
-    pub fn forward(&self, gpu: &Gpu, b: &mut Batch, c: &FluxConfig, x: &Tensor, svec: &Tensor, rope: &RopeTables) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        b: &mut Batch,
+        c: &FluxConfig,
+        x: &Tensor,
+        svec: &Tensor,
+        rope: &RopeTables,
+    ) -> Result<Tensor> {
         let h = c.hidden();
         let m = linear(gpu, b, svec, &self.modulation, None)?; // shift scale gate
         let n = adaln(gpu, b, x, &m, 0, h)?;

@@ -29,7 +29,10 @@ impl KeyScheme {
                 return Ok(KeyScheme::Bfl { prefix: p.to_string() });
             }
         }
-        Err(Error::MissingTensor { file: header.file.clone(), name: "x_embedder.weight (diffusers) or img_in.weight (BFL)".into() })
+        Err(Error::MissingTensor {
+            file: header.file.clone(),
+            name: "x_embedder.weight (diffusers) or img_in.weight (BFL)".into(),
+        })
     }
 
     pub fn prefix(&self) -> &str {
@@ -73,10 +76,9 @@ pub struct FluxConfig {
 fn field_usize(j: &Value, key: &str) -> Result<Option<usize>> {
     match j.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(|n| Some(n as usize))
-            .ok_or_else(|| Error::InvalidArgument(format!("FLUX config.json: `{key}` is {v}, not a non-negative integer"))),
+        Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+            Error::InvalidArgument(format!("FLUX config.json: `{key}` is {v}, not a non-negative integer"))
+        }),
     }
 }
 
@@ -109,7 +111,8 @@ impl FluxConfig {
 
     /// From diffusers' `transformer/config.json` (the MLP ratio is fixed at 4 there).
     pub fn from_diffusers_json(json: &str) -> Result<FluxConfig> {
-        let j: Value = serde_json::from_str(json).map_err(|e| Error::InvalidArgument(format!("FLUX config.json: {e}")))?;
+        let j: Value =
+            serde_json::from_str(json).map_err(|e| Error::InvalidArgument(format!("FLUX config.json: {e}")))?;
         let (heads, head_dim) = (required(&j, "num_attention_heads")?, required(&j, "attention_head_dim")?);
         let in_channels = required(&j, "in_channels")?;
         let axes_dim = match j.get("axes_dims_rope") {
@@ -190,10 +193,20 @@ impl FluxConfig {
             dims2("transformer_blocks.0.ff.net.0.proj.weight", "double_blocks.0.img_mlp.0.weight")?.0
         } else {
             let n = dims2("single_transformer_blocks.0.proj_mlp.weight", "single_blocks.0.linear1.weight")?.0;
-            if matches!(s, KeyScheme::Bfl { .. }) { n.saturating_sub(hidden.saturating_mul(3)) } else { n }
+            if matches!(s, KeyScheme::Bfl { .. }) {
+                n.saturating_sub(hidden.saturating_mul(3))
+            } else {
+                n
+            }
         };
-        let guidance = header.tensor(&s.key("time_text_embed.guidance_embedder.linear_1.weight", "guidance_in.in_layer.weight")).is_some();
-        let axes_dim = if head_dim == 128 { vec![16, 56, 56] } else { vec![head_dim / 8, head_dim.saturating_mul(7) / 16, head_dim.saturating_mul(7) / 16] };
+        let guidance = header
+            .tensor(&s.key("time_text_embed.guidance_embedder.linear_1.weight", "guidance_in.in_layer.weight"))
+            .is_some();
+        let axes_dim = if head_dim == 128 {
+            vec![16, 56, 56]
+        } else {
+            vec![head_dim / 8, head_dim.saturating_mul(7) / 16, head_dim.saturating_mul(7) / 16]
+        };
         let c = FluxConfig {
             in_channels,
             out_channels,
@@ -235,7 +248,12 @@ impl FluxConfig {
     /// Consistency checks the kernels rely on (RoPE covers the whole head).
     pub fn validate(&self) -> Result<()> {
         let rope: usize = self.axes_dim.iter().map(|d| d / 2 * 2).sum();
-        if self.heads == 0 || self.head_dim == 0 || !self.head_dim.is_multiple_of(2) || rope != self.head_dim || self.axes_dim.len() > 3 {
+        if self.heads == 0
+            || self.head_dim == 0
+            || !self.head_dim.is_multiple_of(2)
+            || rope != self.head_dim
+            || self.axes_dim.len() > 3
+        {
             return Err(Error::InvalidArgument(format!(
                 "FLUX config: {} heads of dim {} with RoPE axes {:?} (the axes must be ≤ 3 even dims summing to the head dim)",
                 self.heads, self.head_dim, self.axes_dim

@@ -70,7 +70,12 @@ pub struct FluxModel {
 impl FluxModel {
     /// Loads the weights of `header`/`src` (diffusers or BFL names); the config is `config` when
     /// given (e.g. from `config.json`), else inferred from the tensor shapes.
-    pub fn load(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, config: Option<FluxConfig>) -> Result<FluxModel> {
+    pub fn load(
+        gpu: &Gpu,
+        src: &mut dyn ByteSource,
+        header: &WeightsHeader,
+        config: Option<FluxConfig>,
+    ) -> Result<FluxModel> {
         FluxModel::load_with(gpu, src, header, config, &LoadOptions::default())
     }
 
@@ -93,7 +98,13 @@ impl FluxModel {
 
     /// [`load_with`](Self::load_with) with paced uploads, for async callers (see
     /// `FluxWeights::load_paced`): what a browser must use for a multi-gigabyte transformer.
-    pub async fn load_paced(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, config: FluxConfig, opts: &LoadOptions) -> Result<FluxModel> {
+    pub async fn load_paced(
+        gpu: &Gpu,
+        src: &mut dyn ByteSource,
+        header: &WeightsHeader,
+        config: FluxConfig,
+        opts: &LoadOptions,
+    ) -> Result<FluxModel> {
         let weights = FluxWeights::load_paced(gpu, src, header, &config, opts).await?;
         Ok(FluxModel { config, weights })
     }
@@ -156,7 +167,13 @@ impl FluxModel {
     /// [`forward_head`]: Self::forward_head
     /// [`forward_tail`]: Self::forward_tail
     /// [`final_layer`]: Self::final_layer
-    pub fn forward_traced(&self, gpu: &Gpu, b: &mut Batch, inp: &FluxInputs, trace: &mut dyn FnMut(&str, &Tensor)) -> Result<Tensor> {
+    pub fn forward_traced(
+        &self,
+        gpu: &Gpu,
+        b: &mut Batch,
+        inp: &FluxInputs,
+        trace: &mut dyn FnMut(&str, &Tensor),
+    ) -> Result<Tensor> {
         let FluxHead { svec, img_in, txt, img } = self.forward_head(gpu, b, inp, trace)?;
         drop(img_in); // back to the pool: a forward holds one block's activations at a time
         let img = self.forward_tail(gpu, b, inp, &svec, txt, img, trace)?;
@@ -166,7 +183,13 @@ impl FluxModel {
     /// The embedders and the first double block (the start of BFL `Flux.forward`,
     /// src/flux/model.py @ 802fb47): what the step cache runs every step to decide whether the remaining
     /// blocks must run.
-    pub fn forward_head(&self, gpu: &Gpu, b: &mut Batch, inp: &FluxInputs, trace: &mut dyn FnMut(&str, &Tensor)) -> Result<FluxHead> {
+    pub fn forward_head(
+        &self,
+        gpu: &Gpu,
+        b: &mut Batch,
+        inp: &FluxInputs,
+        trace: &mut dyn FnMut(&str, &Tensor),
+    ) -> Result<FluxHead> {
         let (c, w) = (&self.config, &self.weights);
         self.check_inputs(inp)?;
 
@@ -174,7 +197,9 @@ impl FluxModel {
         // `Modulation`, src/flux/modules/layers.py @ 802fb47).
         let mut vec = self.embed_scalar(gpu, b, inp.timestep, &w.time_text_embed.timestep)?;
         if let Some(g) = &w.time_text_embed.guidance {
-            let s = inp.guidance.ok_or_else(|| Error::InvalidArgument("this FLUX model (dev) needs a guidance value".into()))?;
+            let s = inp
+                .guidance
+                .ok_or_else(|| Error::InvalidArgument("this FLUX model (dev) needs a guidance value".into()))?;
             let g_emb = self.embed_scalar(gpu, b, s, g)?;
             vec = add(gpu, b, &vec, &g_emb)?;
         }
@@ -263,7 +288,9 @@ impl FluxModel {
                 t.dtype()
             )))
         };
-        let is = |t: &Tensor, cols: usize| t.dtype() == DType::F32 && t.shape().len() == 2 && t.shape()[1] == cols && t.shape()[0] > 0;
+        let is = |t: &Tensor, cols: usize| {
+            t.dtype() == DType::F32 && t.shape().len() == 2 && t.shape()[1] == cols && t.shape()[0] > 0
+        };
         if !is(inp.img, c.in_channels) {
             return err("img", format!("[L_img, {}]", c.in_channels), inp.img);
         }

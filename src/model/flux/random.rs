@@ -7,8 +7,8 @@
 //! block of each kind whatever the block counts (timing does not depend on the values).
 
 use super::config::FluxConfig;
-use super::weights::{DoubleBlock, FluxWeights, Linear, MlpEmbedder, NormOut, SingleBlock, TimeTextEmbed};
 use super::model::TIME_DIM;
+use super::weights::{DoubleBlock, FluxWeights, Linear, MlpEmbedder, NormOut, SingleBlock, TimeTextEmbed};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::matmul::Precision;

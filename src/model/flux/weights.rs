@@ -9,12 +9,13 @@
 //! storage, for floats and for quantized rows alike), so the CPU never holds more than the
 //! loader's chunks. Biases and norm scales become F32.
 
-
 use super::config::{FluxConfig, KeyScheme};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::matmul::Precision;
-use crate::weights::load::{converted_layout, read_floats, ByteSource, Convert, LoadOptions, Pacer, Uploads, CHUNK_BYTES, PACE_BYTES};
+use crate::weights::load::{
+    converted_layout, read_floats, ByteSource, Convert, LoadOptions, Pacer, Uploads, CHUNK_BYTES, PACE_BYTES,
+};
 use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
 
 /// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`; plus `lora`, the run-time
@@ -109,7 +110,8 @@ struct Loader<'a> {
 impl Loader<'_> {
     fn info(&self, name: &str, expected: &[usize]) -> Result<&TensorInfo> {
         let file = &self.header.file;
-        let info = self.header.tensor(name).ok_or_else(|| Error::MissingTensor { file: file.clone(), name: name.into() })?;
+        let info =
+            self.header.tensor(name).ok_or_else(|| Error::MissingTensor { file: file.clone(), name: name.into() })?;
         if info.shape.iter().map(|&d| d as usize).ne(expected.iter().copied()) {
             return Err(Error::TensorShape {
                 file: file.clone(),
@@ -142,7 +144,10 @@ impl Loader<'_> {
                 return Err(Error::UnsupportedFormat {
                     op: "FLUX weights",
                     format: info.dtype.name().into(),
-                    why: format!("`{name}` differs in format from the projections it is fused with ({})", names.join(", ")),
+                    why: format!(
+                        "`{name}` differs in format from the projections it is fused with ({})",
+                        names.join(", ")
+                    ),
                 });
             }
             parts.push(info);
@@ -192,7 +197,12 @@ impl Loader<'_> {
     /// `{name}.weight` `[n, k]` and `{name}.bias` `[n]`, `name` in diffusers or BFL form.
     fn linear(&mut self, d: &str, b: &str, n: usize, k: usize) -> Result<Linear> {
         let name = self.key(d, b);
-        Ok(Linear { w: self.matrix(&format!("{name}.weight"), n, k)?, b: self.vector(&[format!("{name}.bias")], &[n])?, lora: None, precision: Precision::F32 })
+        Ok(Linear {
+            w: self.matrix(&format!("{name}.weight"), n, k)?,
+            b: self.vector(&[format!("{name}.bias")], &[n])?,
+            lora: None,
+            precision: Precision::F32,
+        })
     }
 
     /// A fused projection: BFL stores it as `bfl` `[Σ rows, k]`; diffusers as the parts `parts`.
@@ -201,7 +211,12 @@ impl Loader<'_> {
             KeyScheme::Bfl { .. } => self.linear("", bfl, rows.iter().sum(), k),
             KeyScheme::Diffusers { prefix } => {
                 let names = |s: &str| parts.iter().map(|p| format!("{prefix}{p}.{s}")).collect::<Vec<_>>();
-                Ok(Linear { w: self.fused_matrix(&names("weight"), rows, k)?, b: self.vector(&names("bias"), rows)?, lora: None, precision: Precision::F32 })
+                Ok(Linear {
+                    w: self.fused_matrix(&names("weight"), rows, k)?,
+                    b: self.vector(&names("bias"), rows)?,
+                    lora: None,
+                    precision: Precision::F32,
+                })
             }
         }
     }
@@ -225,7 +240,12 @@ impl Loader<'_> {
         Ok(DoubleBlock {
             img_mod: self.linear(&dk("norm1.linear"), &bk("img_mod.lin"), 6 * h, h)?,
             txt_mod: self.linear(&dk("norm1_context.linear"), &bk("txt_mod.lin"), 6 * h, h)?,
-            img_qkv: self.fused(&[&dk("attn.to_q"), &dk("attn.to_k"), &dk("attn.to_v")], &bk("img_attn.qkv"), &[h; 3], h)?,
+            img_qkv: self.fused(
+                &[&dk("attn.to_q"), &dk("attn.to_k"), &dk("attn.to_v")],
+                &bk("img_attn.qkv"),
+                &[h; 3],
+                h,
+            )?,
             txt_qkv: self.fused(
                 &[&dk("attn.add_q_proj"), &dk("attn.add_k_proj"), &dk("attn.add_v_proj")],
                 &bk("txt_attn.qkv"),
@@ -275,7 +295,13 @@ impl FluxWeights {
     /// [`load`](Self::load) with options: `opts.convert` converts the weight matrices while they
     /// stream (e.g. BF16 → Q8_0 on the GPU), per tensor as `Convert::for_tensor` decides; biases
     /// and norm scales are F32 either way.
-    pub fn load_with(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &FluxConfig, opts: &LoadOptions) -> Result<FluxWeights> {
+    pub fn load_with(
+        gpu: &Gpu,
+        src: &mut dyn ByteSource,
+        header: &WeightsHeader,
+        c: &FluxConfig,
+        opts: &LoadOptions,
+    ) -> Result<FluxWeights> {
         let (weights, uploads) = FluxWeights::plan(gpu, src, header, c, opts)?;
         uploads.run_now(gpu, src)?;
         Ok(weights)
@@ -284,14 +310,26 @@ impl FluxWeights {
     /// [`load_with`](Self::load_with) for async callers (the browser's worker): the matrices
     /// stream with a wait for the GPU's queue every [`PACE_BYTES`], so that a browser's staging
     /// memory stays bounded whatever the file's size.
-    pub async fn load_paced(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &FluxConfig, opts: &LoadOptions) -> Result<FluxWeights> {
+    pub async fn load_paced(
+        gpu: &Gpu,
+        src: &mut dyn ByteSource,
+        header: &WeightsHeader,
+        c: &FluxConfig,
+        opts: &LoadOptions,
+    ) -> Result<FluxWeights> {
         let (weights, uploads) = FluxWeights::plan(gpu, src, header, c, opts)?;
         uploads.run(gpu, src, CHUNK_BYTES, Pacer::every(PACE_BYTES)).await?;
         Ok(weights)
     }
 
     /// The weight tree with its matrices allocated, and the uploads that fill them.
-    fn plan(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &FluxConfig, opts: &LoadOptions) -> Result<(FluxWeights, Uploads)> {
+    fn plan(
+        gpu: &Gpu,
+        src: &mut dyn ByteSource,
+        header: &WeightsHeader,
+        c: &FluxConfig,
+        opts: &LoadOptions,
+    ) -> Result<(FluxWeights, Uploads)> {
         // A config built in code skipped `from_diffusers_json`'s caps; they bound the block lists.
         c.check_caps(&header.file)?;
         c.validate()?;
@@ -302,7 +340,11 @@ impl FluxWeights {
         let tte = "time_text_embed.";
         let time_text_embed = TimeTextEmbed {
             timestep: l.embedder(&format!("{tte}timestep_embedder"), "time_in", 256, h)?,
-            guidance: if c.guidance { Some(l.embedder(&format!("{tte}guidance_embedder"), "guidance_in", 256, h)?) } else { None },
+            guidance: if c.guidance {
+                Some(l.embedder(&format!("{tte}guidance_embedder"), "guidance_in", 256, h)?)
+            } else {
+                None
+            },
             text: l.embedder(&format!("{tte}text_embedder"), "vector_in", c.pooled_dim, h)?,
         };
         let weights = FluxWeights {

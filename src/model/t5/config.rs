@@ -44,10 +44,7 @@ impl T5Config {
     /// From `config.json` text (`file` names it in errors). Only the gated-GELU (v1.1) FFN is
     /// supported: `feed_forward_proj` must be `gated-gelu` when present.
     pub fn from_json(file: &str, text: &str) -> Result<T5Config> {
-        let bad = |what: String| Error::Malformed {
-            file: file.into(),
-            what,
-        };
+        let bad = |what: String| Error::Malformed { file: file.into(), what };
         let v: Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
         let get = |k: &str| -> Result<usize> {
             v.get(k)
@@ -60,9 +57,7 @@ impl T5Config {
                 return Err(Error::UnsupportedFormat {
                     op: "T5 text encoder",
                     format: ff.into(),
-                    why: format!(
-                        "`{file}`: only T5 v1.1's `gated-gelu` feed-forward is implemented"
-                    ),
+                    why: format!("`{file}`: only T5 v1.1's `gated-gelu` feed-forward is implemented"),
                 });
             }
         }
@@ -73,18 +68,9 @@ impl T5Config {
             heads: get("num_heads")?,
             d_ff: get("d_ff")?,
             layers: get("num_layers")?,
-            buckets: v
-                .get("relative_attention_num_buckets")
-                .and_then(Value::as_u64)
-                .unwrap_or(32) as usize,
-            max_distance: v
-                .get("relative_attention_max_distance")
-                .and_then(Value::as_u64)
-                .unwrap_or(128) as usize,
-            eps: v
-                .get("layer_norm_epsilon")
-                .and_then(Value::as_f64)
-                .unwrap_or(1e-6) as f32,
+            buckets: v.get("relative_attention_num_buckets").and_then(Value::as_u64).unwrap_or(32) as usize,
+            max_distance: v.get("relative_attention_max_distance").and_then(Value::as_u64).unwrap_or(128) as usize,
+            eps: v.get("layer_norm_epsilon").and_then(Value::as_f64).unwrap_or(1e-6) as f32,
         };
         c.check_caps(file)?;
         c.validate()?;
@@ -101,10 +87,7 @@ impl T5Config {
             name: name.into(),
         };
         let shape = |names: &[&str]| -> Result<Vec<usize>> {
-            let t = names
-                .iter()
-                .find_map(|n| header.tensor(n))
-                .ok_or_else(|| missing(&names.join("` or `")))?;
+            let t = names.iter().find_map(|n| header.tensor(n)).ok_or_else(|| missing(&names.join("` or `")))?;
             Ok(t.shape.iter().map(|&d| d as usize).collect())
         };
         let dims2 = |names: &[&str]| -> Result<(usize, usize)> {
@@ -121,19 +104,11 @@ impl T5Config {
         let keys = super::weights::T5Keys::detect(header);
         let k = |hf: &str| keys.key(hf);
         let (vocab, d_model) = dims2(&[&k("shared.weight"), &k("encoder.embed_tokens.weight")])?;
-        let (buckets, heads) = dims2(&[&k(
-            "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-        )])?;
+        let (buckets, heads) = dims2(&[&k("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")])?;
         let (inner, _) = dims2(&[&k("encoder.block.0.layer.0.SelfAttention.q.weight")])?;
         let (d_ff, _) = dims2(&[&k("encoder.block.0.layer.1.DenseReluDense.wi_0.weight")])?;
         let layers = (0..)
-            .take_while(|i| {
-                header
-                    .tensor(&k(&format!(
-                        "encoder.block.{i}.layer.0.SelfAttention.q.weight"
-                    )))
-                    .is_some()
-            })
+            .take_while(|i| header.tensor(&k(&format!("encoder.block.{i}.layer.0.SelfAttention.q.weight"))).is_some())
             .count();
         let c = T5Config {
             vocab,
@@ -163,16 +138,10 @@ impl T5Config {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let ok = self.vocab > 0
-            && self.d_model > 0
-            && self.d_kv > 0
-            && self.heads > 0
-            && self.d_ff > 0
-            && self.layers > 0;
+        let ok =
+            self.vocab > 0 && self.d_model > 0 && self.d_kv > 0 && self.heads > 0 && self.d_ff > 0 && self.layers > 0;
         if !ok || self.buckets < 4 || self.max_distance <= self.buckets / 4 {
-            return Err(Error::InvalidArgument(format!(
-                "T5 config has a zero or inconsistent size: {self:?}"
-            )));
+            return Err(Error::InvalidArgument(format!("T5 config has a zero or inconsistent size: {self:?}")));
         }
         Ok(())
     }

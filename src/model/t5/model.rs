@@ -28,8 +28,7 @@ pub fn relative_position_bucket(rel: i64, buckets: usize, max_distance: usize) -
     if n < max_exact {
         return base + n;
     }
-    let ratio =
-        (n as f32 / max_exact as f32).ln() / ((max_distance as f64 / max_exact as f64).ln() as f32);
+    let ratio = (n as f32 / max_exact as f32).ln() / ((max_distance as f64 / max_exact as f64).ln() as f32);
     let large = max_exact + (ratio * (nb - max_exact) as f32) as usize;
     base + large.min(nb - 1)
 }
@@ -53,46 +52,16 @@ pub struct T5Encoder {
     pub weights: T5Weights,
 }
 
-fn proj(
-    gpu: &Gpu,
-    b: &mut Batch,
-    x: &Tensor,
-    w: &Tensor,
-    act: Option<Activation>,
-) -> Result<Tensor> {
-    matmul(
-        gpu,
-        b,
-        x,
-        w,
-        &Epilogue {
-            act,
-            ..Default::default()
-        },
-    )
+fn proj(gpu: &Gpu, b: &mut Batch, x: &Tensor, w: &Tensor, act: Option<Activation>) -> Result<Tensor> {
+    matmul(gpu, b, x, w, &Epilogue { act, ..Default::default() })
 }
 
 impl T5Block {
-    fn forward(
-        &self,
-        gpu: &Gpu,
-        b: &mut Batch,
-        c: &T5Config,
-        h: &Tensor,
-        bias: &Tensor,
-    ) -> Result<Tensor> {
+    fn forward(&self, gpu: &Gpu, b: &mut Batch, c: &T5Config, h: &Tensor, bias: &Tensor) -> Result<Tensor> {
         let a = &self.attention;
         let x = rms_norm(gpu, b, h, &a.layer_norm, c.eps)?;
-        let (q, k, v) = (
-            proj(gpu, b, &x, &a.q, None)?,
-            proj(gpu, b, &x, &a.k, None)?,
-            proj(gpu, b, &x, &a.v, None)?,
-        );
-        let opts = AttnOptions {
-            scale: 1.0,
-            causal: false,
-            bias: Some(bias),
-        };
+        let (q, k, v) = (proj(gpu, b, &x, &a.q, None)?, proj(gpu, b, &x, &a.k, None)?, proj(gpu, b, &x, &a.v, None)?);
+        let opts = AttnOptions { scale: 1.0, causal: false, bias: Some(bias) };
         let o = attention(
             gpu,
             b,
@@ -132,7 +101,12 @@ impl T5Encoder {
     }
 
     /// [`load`](Self::load) with paced uploads, for async callers (`T5Weights::load_paced`).
-    pub async fn load_paced(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, config: Option<T5Config>) -> Result<T5Encoder> {
+    pub async fn load_paced(
+        gpu: &Gpu,
+        src: &mut dyn ByteSource,
+        header: &WeightsHeader,
+        config: Option<T5Config>,
+    ) -> Result<T5Encoder> {
         let config = match config {
             Some(c) => c,
             None => T5Config::infer(header)?,
@@ -145,9 +119,7 @@ impl T5Encoder {
     pub fn forward(&self, gpu: &Gpu, b: &mut Batch, ids: &[u32]) -> Result<Tensor> {
         let c = &self.config;
         if ids.is_empty() {
-            return Err(Error::InvalidArgument(
-                "T5 text encoder: no token ids".into(),
-            ));
+            return Err(Error::InvalidArgument("T5 text encoder: no token ids".into()));
         }
         let bias = relative_position_bias(&self.weights.relative_attention_bias, c, ids.len());
         let bias = gpu.upload_f32(&[c.heads, ids.len(), ids.len()], &bias)?;

@@ -28,8 +28,7 @@ pub enum T5Keys {
 
 impl T5Keys {
     pub fn detect(header: &WeightsHeader) -> T5Keys {
-        let gguf = header.tensor("token_embd.weight").is_some()
-            || header.tensor("enc.blk.0.attn_q.weight").is_some();
+        let gguf = header.tensor("token_embd.weight").is_some() || header.tensor("enc.blk.0.attn_q.weight").is_some();
         if gguf {
             T5Keys::LlamaCpp
         } else {
@@ -44,10 +43,7 @@ impl T5Keys {
             ("encoder.embed_tokens.", "token_embd."),
             ("encoder.final_layer_norm.", "enc.output_norm."),
             ("encoder.block.", "enc.blk."),
-            (
-                ".layer.0.SelfAttention.relative_attention_bias.",
-                ".attn_rel_b.",
-            ),
+            (".layer.0.SelfAttention.relative_attention_bias.", ".attn_rel_b."),
             (".layer.0.SelfAttention.", ".attn_"),
             (".layer.0.layer_norm.", ".attn_norm."),
             (".layer.1.DenseReluDense.wi_0.", ".ffn_gate."),
@@ -57,9 +53,7 @@ impl T5Keys {
         ];
         match self {
             T5Keys::Hf => hf.to_string(),
-            T5Keys::LlamaCpp => MAP
-                .iter()
-                .fold(hf.to_string(), |k, (from, to)| k.replace(from, to)),
+            T5Keys::LlamaCpp => MAP.iter().fold(hf.to_string(), |k, (from, to)| k.replace(from, to)),
         }
     }
 }
@@ -98,12 +92,7 @@ impl T5Weights {
     /// Loads every tensor `c` calls for. A missing tensor is `Error::MissingModelTensor`, one of
     /// another shape `Error::TensorShape`, both naming it. The embedding table is split into row
     /// ranges that fit the device's storage binding limit.
-    pub fn load(
-        gpu: &Gpu,
-        src: &mut dyn ByteSource,
-        header: &WeightsHeader,
-        c: &T5Config,
-    ) -> Result<T5Weights> {
+    pub fn load(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &T5Config) -> Result<T5Weights> {
         let max_bytes = gpu.info().max_storage_binding;
         Self::load_split(gpu, src, header, c, max_bytes)
     }
@@ -123,14 +112,25 @@ impl T5Weights {
 
     /// [`load`](Self::load) for async callers: the bytes stream with a wait for the GPU's queue
     /// every `PACE_BYTES` (a browser's staging memory then stays bounded; T5-XXL is 5 GB and more).
-    pub async fn load_paced(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &T5Config) -> Result<T5Weights> {
+    pub async fn load_paced(
+        gpu: &Gpu,
+        src: &mut dyn ByteSource,
+        header: &WeightsHeader,
+        c: &T5Config,
+    ) -> Result<T5Weights> {
         let (weights, uploads) = Self::plan(gpu, src, header, c, gpu.info().max_storage_binding)?;
         uploads.run(gpu, src, CHUNK_BYTES, Pacer::every(PACE_BYTES)).await?;
         Ok(weights)
     }
 
     /// The weight tree with its matrices allocated, and the uploads that fill them.
-    fn plan(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, c: &T5Config, table_bytes: u64) -> Result<(T5Weights, Uploads)> {
+    fn plan(
+        gpu: &Gpu,
+        src: &mut dyn ByteSource,
+        header: &WeightsHeader,
+        c: &T5Config,
+        table_bytes: u64,
+    ) -> Result<(T5Weights, Uploads)> {
         // A config built in code skipped `from_json`'s caps; they bound the block list.
         c.check_caps(&header.file)?;
         c.validate()?;
@@ -163,12 +163,7 @@ impl T5Weights {
             });
         }
         let final_layer_norm = l.vector(&k("encoder.final_layer_norm.weight"), d)?;
-        let weights = T5Weights {
-            shared,
-            relative_attention_bias,
-            blocks,
-            final_layer_norm,
-        };
+        let weights = T5Weights { shared, relative_attention_bias, blocks, final_layer_norm };
         Ok((weights, l.uploads))
     }
 }

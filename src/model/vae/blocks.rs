@@ -27,7 +27,14 @@ pub fn norm(gpu: &Gpu, b: &mut Batch, x: &Tensor, n: &GroupNorm, groups: usize, 
     group_norm(gpu, b, x, groups, &n.w, &n.b, EPS_FLUX, silu)
 }
 
-pub fn conv(gpu: &Gpu, b: &mut Batch, x: &Tensor, c: &Conv, geometry: Conv2d, residual: Option<&Tensor>) -> Result<Tensor> {
+pub fn conv(
+    gpu: &Gpu,
+    b: &mut Batch,
+    x: &Tensor,
+    c: &Conv,
+    geometry: Conv2d,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
     conv2d(gpu, b, x, &c.w, &c.b, geometry, residual)
 }
 
@@ -56,7 +63,16 @@ pub fn attention(gpu: &Gpu, b: &mut Batch, x: &Tensor, a: &Attention, groups: us
         matmul(gpu, b, t, &l.w, &Epilogue { bias: Some(&l.b), ..Default::default() })
     };
     let (q, k, v) = (lin(b, &tokens, &a.to_q)?, lin(b, &tokens, &a.to_k)?, lin(b, &tokens, &a.to_v)?);
-    let o = sdpa(gpu, b, AttnInput::new(&q, 0), AttnInput::new(&k, 0), AttnInput::new(&v, 0), 1, c, &AttnOptions::for_head_dim(c))?;
+    let o = sdpa(
+        gpu,
+        b,
+        AttnInput::new(&q, 0),
+        AttnInput::new(&k, 0),
+        AttnInput::new(&v, 0),
+        1,
+        c,
+        &AttnOptions::for_head_dim(c),
+    )?;
     let o = lin(b, &o, &a.to_out)?;
     let o = transpose(gpu, b, &o)?.reshape(&[c, h, w])?;
     add(gpu, b, x, &o)

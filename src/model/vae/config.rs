@@ -66,7 +66,8 @@ impl VaeConfig {
     /// From diffusers' `vae/config.json`; absent fields take the FLUX.1 values. Quant convs
     /// (`use_quant_conv` / `use_post_quant_conv` true, SD-style VAEs) are refused: FLUX has none.
     pub fn from_diffusers_json(json: &str) -> Result<VaeConfig> {
-        let j: Value = serde_json::from_str(json).map_err(|e| Error::InvalidArgument(format!("VAE config.json: {e}")))?;
+        let j: Value =
+            serde_json::from_str(json).map_err(|e| Error::InvalidArgument(format!("VAE config.json: {e}")))?;
         let d = VaeConfig::flux1();
         let block_out_channels = match field(&j, "block_out_channels") {
             None => d.block_out_channels,
@@ -164,7 +165,8 @@ impl VaeKeys {
         }
         Err(Error::MissingTensor {
             file: header.file.clone(),
-            name: "decoder.mid_block.resnets.0.conv1.weight (diffusers) or decoder.mid.block_1.conv1.weight (BFL)".into(),
+            name: "decoder.mid_block.resnets.0.conv1.weight (diffusers) or decoder.mid.block_1.conv1.weight (BFL)"
+                .into(),
         })
     }
 

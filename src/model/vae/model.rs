@@ -31,7 +31,13 @@ impl Vae {
     /// Loads `parts` of the VAE from `header`/`src` (diffusers or BFL names, detected); `config` from
     /// diffusers' `vae/config.json` when given, else FLUX.1's (BFL `configs["flux-dev"].ae_params`,
     /// src/flux/util.py @ 802fb47).
-    pub fn load(gpu: &Gpu, src: &mut dyn ByteSource, header: &WeightsHeader, config: Option<VaeConfig>, parts: VaeParts) -> Result<Vae> {
+    pub fn load(
+        gpu: &Gpu,
+        src: &mut dyn ByteSource,
+        header: &WeightsHeader,
+        config: Option<VaeConfig>,
+        parts: VaeParts,
+    ) -> Result<Vae> {
         let config = config.unwrap_or_else(VaeConfig::flux1);
         let (encoder, decoder) = load_vae(gpu, src, header, &config, parts)?;
         Ok(Vae { config, encoder, decoder })

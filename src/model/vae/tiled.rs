@@ -170,7 +170,11 @@ fn banded(
         let t = stage(gpu, &mut bt, &band)?;
         let (oc, hb, wp) = dims(&t)?;
         if hb != b_rows * (e - s) {
-            return Err(Error::InvalidArgument(format!("VAE tiling: a band of {} rows gave {hb}, not {}", a * (e - s), b_rows * (e - s))));
+            return Err(Error::InvalidArgument(format!(
+                "VAE tiling: a band of {} rows gave {hb}, not {}",
+                a * (e - s),
+                b_rows * (e - s)
+            )));
         }
         let (out_t, _, _) = match &out {
             Some(o) => o,
@@ -215,7 +219,8 @@ impl Vae {
         let m = self.decode_latent_stage(gpu, &mut b, z)?;
         gpu.submit(b)?;
         let (_, h, w) = dims(&m)?;
-        let (tile, overlap) = band_rows(gpu, opts, pixel_stage_bytes_per_latent_pixel(self) * w, self.config.norm_num_groups, "decode")?;
+        let (tile, overlap) =
+            band_rows(gpu, opts, pixel_stage_bytes_per_latent_pixel(self) * w, self.config.norm_num_groups, "decode")?;
         let stage = |g: &Gpu, b: &mut Batch, x: &Tensor| self.decode_pixel_stage(g, b, x);
         if tile >= h {
             let mut b = gpu.batch();
@@ -235,10 +240,13 @@ impl Vae {
         let f = self.config.downsampling();
         let (_, hi, wi) = dims(image)?;
         if !hi.is_multiple_of(f) || !wi.is_multiple_of(f) {
-            return Err(Error::InvalidArgument(format!("VAE tiled encode: image {hi}×{wi} must have sides that are multiples of {f}")));
+            return Err(Error::InvalidArgument(format!(
+                "VAE tiled encode: image {hi}×{wi} must have sides that are multiples of {f}"
+            )));
         }
         let (h, w) = (hi / f, wi / f);
-        let (tile, overlap) = band_rows(gpu, opts, encoder_bytes_per_latent_pixel(self) * w, self.config.norm_num_groups, "encode")?;
+        let (tile, overlap) =
+            band_rows(gpu, opts, encoder_bytes_per_latent_pixel(self) * w, self.config.norm_num_groups, "encode")?;
         let stage = |g: &Gpu, b: &mut Batch, x: &Tensor| self.encode_pixel_stage(g, b, x);
         let features = if tile >= h {
             let mut b = gpu.batch();

@@ -8,7 +8,6 @@
 //! attention projections are 1×1 convs `[C, C, 1, 1]`, diffusers' are Linear `[C, C]`: the same numbers,
 //! both accepted and uploaded as `[C, C]`.
 
-
 use super::config::{VaeConfig, VaeKeys};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
@@ -101,12 +100,20 @@ impl Loader<'_> {
     /// The tensor `name` as F32 values, checked to have one of the `shapes` (all the same size).
     fn values(&mut self, name: &str, shapes: &[&[usize]]) -> Result<(Vec<f32>, FileDType)> {
         let file = &self.header.file;
-        let info: TensorInfo =
-            self.header.tensor(name).ok_or_else(|| Error::MissingTensor { file: file.clone(), name: name.into() })?.clone();
+        let info: TensorInfo = self
+            .header
+            .tensor(name)
+            .ok_or_else(|| Error::MissingTensor { file: file.clone(), name: name.into() })?
+            .clone();
         let got: Vec<usize> = info.shape.iter().map(|&d| d as usize).collect();
         if !shapes.contains(&got.as_slice()) {
             let expected = shapes.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" or ");
-            return Err(Error::TensorShape { file: file.clone(), name: name.into(), expected, got: format!("{got:?}") });
+            return Err(Error::TensorShape {
+                file: file.clone(),
+                name: name.into(),
+                expected,
+                got: format!("{got:?}"),
+            });
         }
         let v: Vec<f32> = read_floats(self.src, &info)?.ok_or_else(|| Error::UnsupportedFormat {
             op: "VAE weights",
@@ -114,7 +121,12 @@ impl Loader<'_> {
             why: format!("`{name}`: VAE tensors must be F32, F16, BF16 or F8"),
         })?;
         if v.len() != got.iter().product::<usize>() {
-            return Err(Error::TensorShape { file: file.clone(), name: name.into(), expected: format!("{got:?} elements"), got: format!("{} values", v.len()) });
+            return Err(Error::TensorShape {
+                file: file.clone(),
+                name: name.into(),
+                expected: format!("{got:?} elements"),
+                got: format!("{} values", v.len()),
+            });
         }
         Ok((v, info.dtype))
     }
@@ -140,7 +152,10 @@ impl Loader<'_> {
     fn conv(&mut self, d: &str, b: &str, cout: usize, cin: usize, k: usize) -> Result<Conv> {
         let p = self.key(d, b);
         let shape = [cout, cin, k, k];
-        Ok(Conv { w: self.weight(&format!("{p}.weight"), &[&shape], &shape)?, b: self.vector(&format!("{p}.bias"), cout)? })
+        Ok(Conv {
+            w: self.weight(&format!("{p}.weight"), &[&shape], &shape)?,
+            b: self.vector(&format!("{p}.bias"), cout)?,
+        })
     }
 
     fn linear(&mut self, d: &str, b: &str, c: usize) -> Result<Linear> {
@@ -172,7 +187,8 @@ impl Loader<'_> {
         let (d, b) = (format!("{part}.mid_block"), format!("{part}.mid"));
         let attention = if attention {
             let s = |x: &str, y: &str| (format!("{d}.attentions.0.{x}"), format!("{b}.attn_1.{y}"));
-            let (n, q, k, v, o) = (s("group_norm", "norm"), s("to_q", "q"), s("to_k", "k"), s("to_v", "v"), s("to_out.0", "proj_out"));
+            let (n, q, k, v, o) =
+                (s("group_norm", "norm"), s("to_q", "q"), s("to_k", "k"), s("to_v", "v"), s("to_out.0", "proj_out"));
             Some(Attention {
                 group_norm: self.norm(&n.0, &n.1, c)?,
                 to_q: self.linear(&q.0, &q.1, c)?,
@@ -199,11 +215,22 @@ impl Loader<'_> {
             let mut cin = if i == 0 { boc[0] } else { boc[i - 1] };
             let mut resnets = Vec::with_capacity(c.layers_per_block);
             for j in 0..c.layers_per_block {
-                resnets.push(self.resnet(&format!("encoder.down_blocks.{i}.resnets.{j}"), &format!("encoder.down.{i}.block.{j}"), cin, out)?);
+                resnets.push(self.resnet(
+                    &format!("encoder.down_blocks.{i}.resnets.{j}"),
+                    &format!("encoder.down.{i}.block.{j}"),
+                    cin,
+                    out,
+                )?);
                 cin = out;
             }
             let downsampler = if i + 1 < n {
-                Some(self.conv(&format!("encoder.down_blocks.{i}.downsamplers.0.conv"), &format!("encoder.down.{i}.downsample.conv"), out, out, 3)?)
+                Some(self.conv(
+                    &format!("encoder.down_blocks.{i}.downsamplers.0.conv"),
+                    &format!("encoder.down.{i}.downsample.conv"),
+                    out,
+                    out,
+                    3,
+                )?)
             } else {
                 None
             };
@@ -230,11 +257,22 @@ impl Loader<'_> {
             let mut cin = if i == 0 { rev[0] } else { rev[i - 1] };
             let mut resnets = Vec::with_capacity(c.layers_per_block + 1);
             for j in 0..=c.layers_per_block {
-                resnets.push(self.resnet(&format!("decoder.up_blocks.{i}.resnets.{j}"), &format!("decoder.up.{level}.block.{j}"), cin, out)?);
+                resnets.push(self.resnet(
+                    &format!("decoder.up_blocks.{i}.resnets.{j}"),
+                    &format!("decoder.up.{level}.block.{j}"),
+                    cin,
+                    out,
+                )?);
                 cin = out;
             }
             let upsampler = if i + 1 < n {
-                Some(self.conv(&format!("decoder.up_blocks.{i}.upsamplers.0.conv"), &format!("decoder.up.{level}.upsample.conv"), out, out, 3)?)
+                Some(self.conv(
+                    &format!("decoder.up_blocks.{i}.upsamplers.0.conv"),
+                    &format!("decoder.up.{level}.upsample.conv"),
+                    out,
+                    out,
+                    3,
+                )?)
             } else {
                 None
             };

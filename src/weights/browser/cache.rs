@@ -84,7 +84,15 @@ pub struct DownloadOptions {
 
 impl Default for DownloadOptions {
     fn default() -> Self {
-        DownloadOptions { retries: 5, stall_ms: 30_000.0, backoff_ms: 500.0, max_backoff_ms: 8_000.0, progress_ms: 100.0, quota_bytes: None, flush_bytes: 256 << 20 }
+        DownloadOptions {
+            retries: 5,
+            stall_ms: 30_000.0,
+            backoff_ms: 500.0,
+            max_backoff_ms: 8_000.0,
+            progress_ms: 100.0,
+            quota_bytes: None,
+            flush_bytes: 256 << 20,
+        }
     }
 }
 
@@ -121,15 +129,22 @@ pub(super) async fn cache_dir() -> std::result::Result<FileSystemDirectoryHandle
         Ok(p) => js::await_value(p).await,
         Err(e) => Err(e),
     };
-    let root: FileSystemDirectoryHandle = root.map_err(|e| format!("the Origin Private File System is not available ({})", js::error_text(&e)))?.unchecked_into();
+    let root: FileSystemDirectoryHandle = root
+        .map_err(|e| format!("the Origin Private File System is not available ({})", js::error_text(&e)))?
+        .unchecked_into();
     let opts = FileSystemGetDirectoryOptions::new();
     opts.set_create(true);
     let dir = JsFuture::from(root.get_directory_handle_with_options(CACHE_DIR, &opts)).await;
-    dir.map(JsCast::unchecked_into).map_err(|e| format!("cannot create `{CACHE_DIR}` in the Origin Private File System ({})", js::error_text(&e)))
+    dir.map(JsCast::unchecked_into)
+        .map_err(|e| format!("cannot create `{CACHE_DIR}` in the Origin Private File System ({})", js::error_text(&e)))
 }
 
 /// A file of `dir`; `None` when it does not exist and `create` is false.
-pub(super) async fn file_handle(dir: &FileSystemDirectoryHandle, name: &str, create: bool) -> std::result::Result<Option<FileSystemFileHandle>, JsValue> {
+pub(super) async fn file_handle(
+    dir: &FileSystemDirectoryHandle,
+    name: &str,
+    create: bool,
+) -> std::result::Result<Option<FileSystemFileHandle>, JsValue> {
     let opts = FileSystemGetFileOptions::new();
     opts.set_create(create);
     match JsFuture::from(dir.get_file_handle_with_options(name, &opts)).await {
@@ -184,16 +199,28 @@ async fn read_entry(dir: &FileSystemDirectoryHandle, name: &str) -> Option<Cache
         (Some(header), Some(value)) => Some(Validator { header, value }),
         _ => text("etag").map(|value| Validator { header: "etag".into(), value }),
     };
-    Some(CacheEntry { url: text("url")?, bytes: v.get("bytes")?.as_u64()?, validator, complete: v.get("complete")?.as_bool()?, stored: 0 })
+    Some(CacheEntry {
+        url: text("url")?,
+        bytes: v.get("bytes")?.as_u64()?,
+        validator,
+        complete: v.get("complete")?.as_bool()?,
+        stored: 0,
+    })
 }
 
 /// Writes `name` of `dir` whole (created if missing) and flushes it.
-async fn write_file(dir: &FileSystemDirectoryHandle, name: &str, bytes: &[u8]) -> std::result::Result<FileSystemFileHandle, JsValue> {
-    let fh = file_handle(dir, name, true).await?.ok_or_else(|| JsValue::from_str("could not create the cache entry"))?;
+async fn write_file(
+    dir: &FileSystemDirectoryHandle,
+    name: &str,
+    bytes: &[u8],
+) -> std::result::Result<FileSystemFileHandle, JsValue> {
+    let fh =
+        file_handle(dir, name, true).await?.ok_or_else(|| JsValue::from_str("could not create the cache entry"))?;
     let h = sync_handle(&fh).await?;
     let at = FileSystemReadWriteOptions::new();
     at.set_at(0.0);
-    let r = h.truncate_with_f64(0.0).and_then(|_| h.write_with_u8_array_and_options(bytes, &at)).and_then(|_| h.flush());
+    let r =
+        h.truncate_with_f64(0.0).and_then(|_| h.write_with_u8_array_and_options(bytes, &at)).and_then(|_| h.flush());
     h.close();
     r.map(|_| fh)
 }
@@ -210,7 +237,11 @@ pub(super) async fn write_meta(dir: &FileSystemDirectoryHandle, e: &CacheEntry) 
     let text = serde_json::json!({ "url": e.url, "bytes": e.bytes, "validator_header": header, "validator": value, "complete": e.complete }).to_string();
     let fail = |err: JsValue| io(&e.url, &err);
     let tmp = tmp_name(&json);
-    if js::get(&js::global(), "FileSystemFileHandle").and_then(|c| js::get(&c, "prototype")).and_then(|p| js::get(&p, "move")).is_none() {
+    if js::get(&js::global(), "FileSystemFileHandle")
+        .and_then(|c| js::get(&c, "prototype"))
+        .and_then(|p| js::get(&p, "move"))
+        .is_none()
+    {
         return write_file(dir, &json, text.as_bytes()).await.map(|_| ()).map_err(fail);
     }
     let fh = write_file(dir, &tmp, text.as_bytes()).await.map_err(fail)?;
@@ -227,12 +258,19 @@ async fn remove(dir: &FileSystemDirectoryHandle, name: &str, url: &str) -> Resul
     match JsFuture::from(dir.remove_entry(name)).await {
         Ok(_) => Ok(()),
         Err(e) if js::error_name(&e) == "NotFoundError" => Ok(()),
-        Err(e) => Err(Error::Io { file: url.to_string(), message: format!("cannot delete the cached file ({}); is it open in another tab?", js::error_text(&e)) }),
+        Err(e) => Err(Error::Io {
+            file: url.to_string(),
+            message: format!("cannot delete the cached file ({}); is it open in another tab?", js::error_text(&e)),
+        }),
     }
 }
 
 /// `ensure_cached_with` and default options.
-pub async fn ensure_cached(url: &str, on_progress: &mut dyn FnMut(&DownloadProgress), cancel: &Cancel) -> Result<CacheStatus> {
+pub async fn ensure_cached(
+    url: &str,
+    on_progress: &mut dyn FnMut(&DownloadProgress),
+    cancel: &Cancel,
+) -> Result<CacheStatus> {
     ensure_cached_with(url, &DownloadOptions::default(), on_progress, cancel).await
 }
 
@@ -240,8 +278,15 @@ pub async fn ensure_cached(url: &str, on_progress: &mut dyn FnMut(&DownloadProgr
 /// the server reports the same size and ETag), else downloads it (resuming a
 /// partial file). Errors: the download failed (the partial file stays for a
 /// later resume), `Cancelled`, or the server's answer (404, CORS...).
-pub async fn ensure_cached_with(url: &str, opts: &DownloadOptions, on_progress: &mut dyn FnMut(&DownloadProgress), cancel: &Cancel) -> Result<CacheStatus> {
-    let not_cached = |why: String| CacheStatus::NotCached { reason: Error::Io { file: url.to_string(), message: format!("{why}; the file is streamed without caching") } };
+pub async fn ensure_cached_with(
+    url: &str,
+    opts: &DownloadOptions,
+    on_progress: &mut dyn FnMut(&DownloadProgress),
+    cancel: &Cancel,
+) -> Result<CacheStatus> {
+    let not_cached = |why: String| CacheStatus::NotCached {
+        reason: Error::Io { file: url.to_string(), message: format!("{why}; the file is streamed without caching") },
+    };
     let dir = match cache_dir().await {
         Ok(d) => d,
         Err(why) => return Ok(not_cached(why)),
@@ -283,7 +328,8 @@ pub async fn ensure_cached_with(url: &str, opts: &DownloadOptions, on_progress: 
             let r = handle.flush();
             handle.close();
             r.map_err(|e| io(url, &e))?;
-            write_meta(&dir, &CacheEntry { url: url.to_string(), bytes, validator, complete: true, stored: bytes }).await?;
+            write_meta(&dir, &CacheEntry { url: url.to_string(), bytes, validator, complete: true, stored: bytes })
+                .await?;
             Ok(CacheStatus::Downloaded { bytes, resumed_from, retries })
         }
         Err(Error::Quota { needed, .. }) => {
@@ -316,7 +362,10 @@ pub async fn list() -> Result<Vec<CacheEntry>> {
         }
         let Some(name) = js::get(&step, "value").and_then(|v| v.as_string()) else { continue };
         // `<h>.json`, or a `<h>.json.tmp` standing in for it.
-        let Some(json) = name.strip_suffix(".tmp").unwrap_or(&name).strip_suffix(".json").map(|h| format!("{h}.json")) else { continue };
+        let Some(json) = name.strip_suffix(".tmp").unwrap_or(&name).strip_suffix(".json").map(|h| format!("{h}.json"))
+        else {
+            continue;
+        };
         if let Some(e) = read_meta_file(&dir, &json).await {
             let stored = stored_len(&dir, &file_names(&e.url).0).await;
             out.push(CacheEntry { stored, ..e });
@@ -332,7 +381,8 @@ pub async fn delete(url: &str) -> Result<bool> {
     let Ok(dir) = cache_dir().await else { return Ok(false) };
     opfs::release(url);
     let (bin, json) = file_names(url);
-    let existed = file_handle(&dir, &json, false).await.ok().flatten().is_some() || file_handle(&dir, &bin, false).await.ok().flatten().is_some();
+    let existed = file_handle(&dir, &json, false).await.ok().flatten().is_some()
+        || file_handle(&dir, &bin, false).await.ok().flatten().is_some();
     remove(&dir, &bin, url).await?;
     remove(&dir, &json, url).await?;
     remove(&dir, &tmp_name(&json), url).await?;
@@ -360,7 +410,8 @@ pub async fn usage() -> Result<StorageUsage> {
     let storage = js::get(&js::global(), "navigator").and_then(|n| js::get(&n, "storage"));
     let fail = |e: JsValue| io("navigator.storage", &e);
     let storage = storage.ok_or_else(|| fail(JsValue::from_str("navigator.storage is not available")))?;
-    let est: Object = js::await_value(js::call(&storage, "estimate", &[]).map_err(fail)?).await.map_err(fail)?.unchecked_into();
+    let est: Object =
+        js::await_value(js::call(&storage, "estimate", &[]).map_err(fail)?).await.map_err(fail)?.unchecked_into();
     let num = |k: &str| js::get(&est, k).and_then(|v| v.as_f64()).unwrap_or(0.0) as u64;
     Ok(StorageUsage { usage: num("usage"), quota: num("quota") })
 }

@@ -28,14 +28,16 @@ use js_sys::{Array, Promise, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    AbortController, FileSystemDirectoryHandle, FileSystemReadWriteOptions, FileSystemSyncAccessHandle, Headers, ReadableStreamDefaultReader,
-    RequestCache, RequestInit, Response,
+    AbortController, FileSystemDirectoryHandle, FileSystemReadWriteOptions, FileSystemSyncAccessHandle, Headers,
+    ReadableStreamDefaultReader, RequestCache, RequestInit, Response,
 };
 
 use super::cache::{write_meta, CacheEntry, DownloadOptions};
 use super::{js, network_error, Cancel, DownloadProgress, HIDDEN_HINT};
 use crate::error::{Error, Result};
-use crate::weights::range::{check_partial, parse_content_range, same_version, status_fail, Asked, Fail, Failures, Pin, Validator};
+use crate::weights::range::{
+    check_partial, parse_content_range, same_version, status_fail, Asked, Fail, Failures, Pin, Validator,
+};
 
 const STALL: &str = "iclora-stall";
 
@@ -80,7 +82,11 @@ fn validator(resp: &Response) -> Option<Validator> {
 
 /// The size and validator the server reports now (one `Range: bytes=0-0`
 /// request, aborted once the headers arrive), for checking a cached copy.
-pub(super) async fn remote_info(url: &str, opts: &DownloadOptions, cancel: &Cancel) -> Result<(Option<u64>, Option<Validator>)> {
+pub(super) async fn remote_info(
+    url: &str,
+    opts: &DownloadOptions,
+    cancel: &Cancel,
+) -> Result<(Option<u64>, Option<Validator>)> {
     let ctrl = AbortController::new().map_err(|e| Error::Io { file: url.into(), message: js::error_text(&e) })?;
     cancel.attach(&ctrl);
     let raced = match start_fetch(url, "bytes=0-0", &ctrl) {
@@ -231,7 +237,12 @@ impl<'a> Download<'a> {
         };
         let resp: Response = match raced {
             Raced::Value(v) => v.unchecked_into(),
-            Raced::Stalled => return Err(Fail::Retry(Error::Timeout { url: self.url.into(), what: "waiting for an answer from".into() })),
+            Raced::Stalled => {
+                return Err(Fail::Retry(Error::Timeout {
+                    url: self.url.into(),
+                    what: "waiting for an answer from".into(),
+                }))
+            }
             Raced::Rejected(e) => return Err(self.rejected(&e)),
         };
         self.answered = true;
@@ -244,10 +255,20 @@ impl<'a> Download<'a> {
         match resp.status() {
             206 => {
                 // A changed size or validator restarts the download (below) rather than failing.
-                let asked = Asked { url: self.url, range: &range, start: self.pos, total: None, validator: None, if_range: false, hidden_hint: HIDDEN_HINT };
+                let asked = Asked {
+                    url: self.url,
+                    range: &range,
+                    start: self.pos,
+                    total: None,
+                    validator: None,
+                    if_range: false,
+                    hidden_hint: HIDDEN_HINT,
+                };
                 let size = check_partial(&asked, content_range, None)?;
                 if self.pos > 0 {
-                    if let Err(changed) = same_version(self.url, self.total, size, self.pin.validator.as_ref(), now.as_ref()) {
+                    if let Err(changed) =
+                        same_version(self.url, self.total, size, self.pin.validator.as_ref(), now.as_ref())
+                    {
                         return Err(self.restart(changed));
                     }
                 }
@@ -256,7 +277,10 @@ impl<'a> Download<'a> {
             // The host ignores ranges: this body is the whole file.
             200 => {
                 if self.pos > 0 {
-                    let why = Error::Io { file: self.url.into(), message: "the server sent the whole file instead of the rest".into() };
+                    let why = Error::Io {
+                        file: self.url.into(),
+                        message: "the server sent the whole file instead of the rest".into(),
+                    };
                     let _ = self.restart(why);
                 }
                 let length = header(&resp, "content-length").and_then(|v| v.trim().parse().ok());
@@ -281,7 +305,13 @@ impl<'a> Download<'a> {
             self.pin.url = final_url;
         }
         if self.written != Some((self.total, self.pin.validator.clone())) {
-            let meta = CacheEntry { url: self.url.into(), bytes: self.total.unwrap_or(0), validator: self.pin.validator.clone(), complete: false, stored: self.pos };
+            let meta = CacheEntry {
+                url: self.url.into(),
+                bytes: self.total.unwrap_or(0),
+                validator: self.pin.validator.clone(),
+                complete: false,
+                stored: self.pos,
+            };
             write_meta(self.dir, &meta).await.map_err(Fail::Fatal)?;
             self.written = Some((self.total, self.pin.validator.clone()));
         }
@@ -291,8 +321,12 @@ impl<'a> Download<'a> {
         }
         match self.total {
             Some(t) if self.pos == t => Ok(()),
-            Some(t) if self.pos > t => Err(Fail::Fatal(self.io(format!("the server sent {} bytes of a {t}-byte file", self.pos)))),
-            Some(t) => Err(Fail::Retry(self.io(format!("the body ended after {} of {t} bytes; retries did not help", self.pos)))),
+            Some(t) if self.pos > t => {
+                Err(Fail::Fatal(self.io(format!("the server sent {} bytes of a {t}-byte file", self.pos))))
+            }
+            Some(t) => Err(Fail::Retry(
+                self.io(format!("the body ended after {} of {t} bytes; retries did not help", self.pos)),
+            )),
             None => {
                 self.total = Some(self.pos);
                 Ok(())
@@ -307,7 +341,8 @@ impl<'a> Download<'a> {
                 Raced::Value(v) => v,
                 Raced::Stalled => {
                     let _ = reader.cancel();
-                    let what = format!("(no data for {:.0} s after {} bytes) reading", self.opts.stall_ms / 1000.0, self.pos);
+                    let what =
+                        format!("(no data for {:.0} s after {} bytes) reading", self.opts.stall_ms / 1000.0, self.pos);
                     return Err(Fail::Retry(Error::Timeout { url: self.url.into(), what }));
                 }
                 Raced::Rejected(e) => return Err(self.rejected(&e)),
@@ -338,7 +373,9 @@ impl<'a> Download<'a> {
         self.pos += n;
         self.received += n;
         if self.pos - self.flushed >= self.opts.flush_bytes {
-            self.handle.flush().map_err(|e| Fail::Fatal(self.io(format!("flushing the cache failed: {}", js::error_text(&e)))))?;
+            self.handle
+                .flush()
+                .map_err(|e| Fail::Fatal(self.io(format!("flushing the cache failed: {}", js::error_text(&e)))))?;
             self.flushed = self.pos;
         }
         self.progress(false);
@@ -368,7 +405,11 @@ impl<'a> Download<'a> {
         if !self.answered {
             return Fail::Retry(network_error(self.url, &js::error_text(e)));
         }
-        Fail::Retry(self.io(format!("the connection broke at byte {} ({}); retries did not help", self.pos, js::error_text(e))))
+        Fail::Retry(self.io(format!(
+            "the connection broke at byte {} ({}); retries did not help",
+            self.pos,
+            js::error_text(e)
+        )))
     }
 
     fn progress(&mut self, last: bool) {
@@ -380,7 +421,16 @@ impl<'a> Download<'a> {
         let rate = self.received as f64 / ((now - self.started_ms) / 1000.0).max(1e-3);
         let total = self.total.unwrap_or(0);
         let eta_s = (rate > 0.0 && total > 0).then(|| total.saturating_sub(self.pos) as f64 / rate);
-        let p = DownloadProgress { bytes: self.pos, total, rate, eta_s, resumed_from: self.resumed_from, retries: self.retries, restarts: self.restarts, flushed: self.flushed };
+        let p = DownloadProgress {
+            bytes: self.pos,
+            total,
+            rate,
+            eta_s,
+            resumed_from: self.resumed_from,
+            retries: self.retries,
+            restarts: self.restarts,
+            flushed: self.flushed,
+        };
         (self.on_progress)(&p);
     }
 

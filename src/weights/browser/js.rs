@@ -18,7 +18,9 @@ pub fn get(obj: &JsValue, key: &str) -> Option<JsValue> {
 
 /// Calls the method `name` of `obj` with `args`.
 pub fn call(obj: &JsValue, name: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
-    let f: Function = get(obj, name).and_then(|f| f.dyn_into().ok()).ok_or_else(|| JsValue::from_str(&format!("`{name}` is not a function here")))?;
+    let f: Function = get(obj, name)
+        .and_then(|f| f.dyn_into().ok())
+        .ok_or_else(|| JsValue::from_str(&format!("`{name}` is not a function here")))?;
     f.apply(obj, &args.iter().collect::<js_sys::Array>())
 }
 
@@ -29,7 +31,8 @@ pub fn timer(ms: f64, value: &str) -> (Promise, JsValue) {
     let mut id = JsValue::UNDEFINED;
     let g = global();
     let p = Promise::new(&mut |resolve, _reject| {
-        id = call(&g, "setTimeout", &[resolve.into(), JsValue::from_f64(ms.max(0.0)), JsValue::from_str(value)]).unwrap_or(JsValue::UNDEFINED);
+        id = call(&g, "setTimeout", &[resolve.into(), JsValue::from_f64(ms.max(0.0)), JsValue::from_str(value)])
+            .unwrap_or(JsValue::UNDEFINED);
     });
     (p, id)
 }

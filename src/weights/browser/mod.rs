@@ -32,7 +32,10 @@ use web_sys::AbortController;
 
 use crate::error::Error;
 
-pub use cache::{clear, delete, ensure_cached, ensure_cached_with, list, usage, CacheEntry, CacheStatus, DownloadOptions, StorageUsage};
+pub use cache::{
+    clear, delete, ensure_cached, ensure_cached_with, list, usage, CacheEntry, CacheStatus, DownloadOptions,
+    StorageUsage,
+};
 pub use opfs::{open, prepare, release, release_all, OpfsSource};
 pub use xhr::{exists, read_all, XhrSource};
 // The `Content-Range` grammar, shared with the native reader.
@@ -103,9 +106,15 @@ fn network_error(url: &str, what: &str) -> Error {
     if js::is_cross_origin(url) {
         Error::Cors { url: url.to_string() }
     } else {
-        Error::Io { file: url.to_string(), message: format!("network error ({what}); the connection failed and retries did not help, check the network") }
+        Error::Io {
+            file: url.to_string(),
+            message: format!(
+                "network error ({what}); the connection failed and retries did not help, check the network"
+            ),
+        }
     }
 }
 
 /// Why a `206` may seem to lack its `Content-Range` here (`range::Asked::hidden_hint`).
-const HIDDEN_HINT: &str = " this page may read (a server on another origin must list Content-Range in Access-Control-Expose-Headers)";
+const HIDDEN_HINT: &str =
+    " this page may read (a server on another origin must list Content-Range in Access-Control-Expose-Headers)";

@@ -78,7 +78,11 @@ impl ByteSource for OpfsSource {
         while got < len {
             let at = FileSystemReadWriteOptions::new();
             at.set_at((offset + got as u64) as f64);
-            let n = self.file.handle.read_with_u8_array_and_options(&mut buf[got..], &at).map_err(|e| io(format!("{len} bytes at {offset}: {}", js::error_text(&e))))?;
+            let n = self
+                .file
+                .handle
+                .read_with_u8_array_and_options(&mut buf[got..], &at)
+                .map_err(|e| io(format!("{len} bytes at {offset}: {}", js::error_text(&e))))?;
             if n <= 0.0 {
                 return Err(io(format!("the cached file ended after {} of {len} bytes at {offset}; delete it from the cache and download it again", got)));
             }
@@ -101,7 +105,10 @@ pub async fn prepare(url: &str) -> Result<bool> {
     let handle = match sync_handle(&fh).await {
         Ok(h) => h,
         Err(e) if js::error_name(&e) == "NoModificationAllowedError" => {
-            return Err(Error::Io { file: url.into(), message: "the cached file is in use (being downloaded, or open in another tab)".into() })
+            return Err(Error::Io {
+                file: url.into(),
+                message: "the cached file is in use (being downloaded, or open in another tab)".into(),
+            })
         }
         Err(_) => return Ok(false),
     };

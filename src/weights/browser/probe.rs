@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
-use super::{cache, js, opfs, xhr, Cancel, CacheStatus, DownloadOptions, DownloadProgress};
+use super::{cache, js, opfs, xhr, CacheStatus, Cancel, DownloadOptions, DownloadProgress};
 use crate::error::Error;
 use crate::weights::load::ByteSource;
 use crate::weights::range::Validator;

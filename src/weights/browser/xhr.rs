@@ -41,7 +41,8 @@ use super::{js, network_error, HIDDEN_HINT};
 use crate::error::{Error, Result};
 use crate::weights::load::{ByteSource, FIRST_FETCH};
 use crate::weights::range::{
-    check_answer, check_head, fetch_resuming, parse_content_range, read_in_head, status_fail, Asked, ContentRange, Fail, Failures, Pin, Validator,
+    check_answer, check_head, fetch_resuming, parse_content_range, read_in_head, status_fail, Asked, ContentRange,
+    Fail, Failures, Pin, Validator,
 };
 
 /// Consecutive attempts without a new byte before a read gives up.
@@ -91,8 +92,10 @@ struct Reply {
 /// (status 0) and timeouts.
 fn request(method: &str, url: &str, range: Option<&str>, timeout_ms: u32) -> std::result::Result<Reply, Fail> {
     let io = |what: String| Error::Io { file: url.to_string(), message: what };
-    let xhr = XmlHttpRequest::new().map_err(|e| Fail::Fatal(io(format!("XMLHttpRequest is not available: {}", js::error_text(&e)))))?;
-    xhr.open_with_async(method, url, false).map_err(|e| Fail::Fatal(io(format!("not a valid URL ({})", js::error_text(&e)))))?;
+    let xhr = XmlHttpRequest::new()
+        .map_err(|e| Fail::Fatal(io(format!("XMLHttpRequest is not available: {}", js::error_text(&e)))))?;
+    xhr.open_with_async(method, url, false)
+        .map_err(|e| Fail::Fatal(io(format!("not a valid URL ({})", js::error_text(&e)))))?;
     if let Some(r) = range {
         xhr.set_request_header("Range", r).map_err(|e| Fail::Fatal(io(js::error_text(&e))))?;
     }
@@ -100,7 +103,9 @@ fn request(method: &str, url: &str, range: Option<&str>, timeout_ms: u32) -> std
     // property setter reports that only through an exception we cannot catch
     // here, so check the scope first.
     if js::get(&js::global(), "document").is_some() {
-        return Err(Fail::Fatal(io("synchronous weight reads only work in a Web Worker (the engine's worker), not on the page".into())));
+        return Err(Fail::Fatal(io(
+            "synchronous weight reads only work in a Web Worker (the engine's worker), not on the page".into(),
+        )));
     }
     xhr.set_response_type(XmlHttpRequestResponseType::Arraybuffer);
     xhr.set_timeout(timeout_ms);
@@ -118,7 +123,9 @@ fn request(method: &str, url: &str, range: Option<&str>, timeout_ms: u32) -> std
     }
     let header = |name: &str| xhr.get_response_header(name).ok().flatten();
     let body = match xhr.response() {
-        Ok(v) if method != "HEAD" => v.dyn_into::<ArrayBuffer>().map(|ab| Uint8Array::new(&ab).to_vec()).unwrap_or_default(),
+        Ok(v) if method != "HEAD" => {
+            v.dyn_into::<ArrayBuffer>().map(|ab| Uint8Array::new(&ab).to_vec()).unwrap_or_default()
+        }
         _ => Vec::new(),
     };
     Ok(Reply {
@@ -183,7 +190,8 @@ impl XhrSource {
     /// request): the size (from `Content-Range`), the validator, and usually
     /// the whole header.
     pub fn open_with(url: &str, opts: XhrOptions) -> Result<XhrSource> {
-        let mut src = XhrSource { url: url.to_string(), len: 0, pin: Pin::default(), head: Vec::new(), opts, retried: 0 };
+        let mut src =
+            XhrSource { url: url.to_string(), len: 0, pin: Pin::default(), head: Vec::new(), opts, retried: 0 };
         let head = with_retries(opts.retries, || {
             let reply = request("HEAD", url, Some("bytes=0-0"), opts.timeout_for(0))?;
             let length = reply.content_length.filter(|_| reply.status != 206);
@@ -226,14 +234,28 @@ impl XhrSource {
 
     /// One `GET` of `[start, end)`, appending what arrives to `out`. Returns the
     /// file size from `Content-Range`.
-    fn attempt(&mut self, start: u64, end: u64, total: Option<u64>, out: &mut Vec<u8>) -> std::result::Result<u64, Fail> {
+    fn attempt(
+        &mut self,
+        start: u64,
+        end: u64,
+        total: Option<u64>,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<u64, Fail> {
         let range = format!("bytes={start}-{}", end.saturating_sub(1));
         let target = self.pin.target(&self.url).to_string();
         let reply = request("GET", &target, Some(&range), self.opts.timeout_for(end.saturating_sub(start)))?;
         if self.pin.expired(&self.url, reply.status) {
             return Err(Fail::Retry(Error::Http { url: target, status: reply.status }));
         }
-        let asked = Asked { url: &self.url, range: &range, start, total, validator: self.pin.validator.as_ref(), if_range: false, hidden_hint: HIDDEN_HINT };
+        let asked = Asked {
+            url: &self.url,
+            range: &range,
+            start,
+            total,
+            validator: self.pin.validator.as_ref(),
+            if_range: false,
+            hidden_hint: HIDDEN_HINT,
+        };
         let size = check_answer(&asked, reply.status, reply.content_range, reply.validator.as_ref())?;
         self.pin.answer(&self.url, reply.final_url, reply.validator).map_err(Fail::Fatal)?;
         let Some(size) = size else { return Ok(0) };
