@@ -345,7 +345,7 @@ pub struct FluxStepOpts {
     /// Width overrides for quick smoke runs (FLUX.1: 24 heads × 128 = 3072, MLP 4×).
     pub heads: usize,
     pub head_dim: usize,
-    /// Random LoRA adapters attached at run time (`FluxModel::set_loras`, `LoraAdapter::random`:
+    /// Random LoRA adapters attached at run time (`LoraHost::set_loras`, `LoraAdapter::random`:
     /// every attention/MLP Linear of the blocks), each of rank `lora_rank`.
     pub loras: usize,
     pub lora_rank: usize,
@@ -435,7 +435,7 @@ pub fn bench_flux_step(gpu: &Gpu, opts: &FluxStepOpts, mut report: impl FnMut(Be
     let (txt_h, img_h, joint, svec) = (input(lt, h)?, input(li, h)?, input(lt + li, h)?, input(1, h)?);
     let mut full = FluxModel { config: c.clone(), weights: FluxWeights::random(gpu, &c, opts.format, 13)? };
     if opts.loras > 0 {
-        use crate::lora::LoraAdapter;
+        use crate::lora::{LoraAdapter, LoraHost};
         let adapters = (0..opts.loras)
             .map(|i| LoraAdapter::random(&c, opts.lora_rank, 100 + i as u64))
             .collect::<Result<Vec<_>>>()?;
@@ -457,8 +457,7 @@ pub fn bench_flux_step(gpu: &Gpu, opts: &FluxStepOpts, mut report: impl FnMut(Be
     }
     full.set_precision(gpu, opts.precision)?;
     let mut w = full.weights;
-    let (doubles, singles) =
-        (std::mem::take(&mut w.transformer_blocks), std::mem::take(&mut w.single_transformer_blocks));
+    let (doubles, singles) = (std::mem::take(&mut w.double_blocks), std::mem::take(&mut w.single_blocks));
     let rest_model = FluxModel { config: c.clone(), weights: w };
     let rope = rest_model.rope_tables(gpu, lt, rows, cols)?;
     let inp = FluxInputs { img: &img, txt: &txt, pooled: &pooled, timestep: 0.5, guidance: Some(3.5), rope: &rope };
@@ -510,7 +509,7 @@ pub fn bench_flux_step(gpu: &Gpu, opts: &FluxStepOpts, mut report: impl FnMut(Be
     }
     let model = FluxModel {
         config: c.clone(),
-        weights: FluxWeights { transformer_blocks: doubles, single_transformer_blocks: singles, ..rest_model.weights },
+        weights: FluxWeights { double_blocks: doubles, single_blocks: singles, ..rest_model.weights },
     };
     let step = time_median(gpu, opts.iters, || {
         let mut b = gpu.batch();

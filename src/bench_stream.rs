@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu};
+use crate::model::flux::tree::{DOUBLE_BLOCKS, SINGLE_BLOCKS};
+use crate::model::flux::{FluxConfig, FluxTree, LinearKey};
 use crate::reference::random::Rng;
 use crate::weights::gguf::write_gguf_header;
 use crate::weights::http::HttpSource;
@@ -74,34 +76,35 @@ pub fn bench_stream(
     })
 }
 
-/// The weight matrices of FLUX.1's blocks (BFL `DoubleStreamBlock` / `SingleStreamBlock`,
-/// src/flux/modules/layers.py @ 802fb47; BFL names, city96-style GGUF) at width `hidden` (FLUX.1: 3072; MLP
-/// 4×): two double blocks in Q8_0 per single block in
-/// Q4_0, until at least `min_bytes` of tensor data. `hidden` must be a multiple of 32.
+/// The weight matrices of FLUX.1's blocks (the key tree's, `model::flux::tree`: BFL names,
+/// city96-style GGUF) at width `hidden` (FLUX.1: 3072; MLP 4×): two double blocks in Q8_0 per
+/// single block in Q4_0, until at least `min_bytes` of tensor data. `hidden` must be a multiple
+/// of 32.
 pub fn flux_gguf_plan(min_bytes: u64, hidden: u64) -> Vec<(String, Vec<u64>, DType)> {
-    let (h, m) = (hidden.max(32) / 32 * 32, 4 * (hidden.max(32) / 32 * 32));
-    let double = [
-        ("img_attn.qkv", 3 * h, h),
-        ("img_attn.proj", h, h),
-        ("img_mlp.0", m, h),
-        ("img_mlp.2", h, m),
-        ("img_mod.lin", 6 * h, h),
-        ("txt_attn.qkv", 3 * h, h),
-        ("txt_attn.proj", h, h),
-        ("txt_mlp.0", m, h),
-        ("txt_mlp.2", h, m),
-        ("txt_mod.lin", 6 * h, h),
-    ];
-    let single = [("linear1", 3 * h + m, h), ("linear2", h, h + m), ("modulation.lin", 3 * h, h)];
+    let h = (hidden.max(32) / 32 * 32) as usize;
+    let c = FluxConfig {
+        heads: 1,
+        head_dim: h,
+        mlp_hidden: 4 * h,
+        double_blocks: 1,
+        single_blocks: 1,
+        ..FluxConfig::flux1_dev()
+    };
+    let mut keys = FluxTree::keys(&c);
+    // Block 0's matrices, named relative to the block.
+    let relative =
+        |k: &LinearKey| (k.bfl.split_once(".0.").map_or(k.bfl.clone(), |(_, r)| r.to_string()), k.n as u64, k.k as u64);
+    let double: Vec<_> = keys.double_blocks[0].linears_mut().map(|k| relative(k)).into();
+    let single: Vec<_> = keys.single_blocks[0].linears_mut().map(|k| relative(k)).into();
     let size = |n: u64, k: u64, d: DType| n * k / d.block_elems() as u64 * d.gguf_block_bytes() as u64;
     let (mut plan, mut total, mut i) = (Vec::new(), 0u64, 0);
     while total < min_bytes {
-        let (kind, parts, d): (&str, &[(&str, u64, u64)], DType) =
-            if i % 3 == 2 { ("single_blocks", &single, DType::Q4_0) } else { ("double_blocks", &double, DType::Q8_0) };
+        let (kind, parts, d) =
+            if i % 3 == 2 { (SINGLE_BLOCKS.0, &single, DType::Q4_0) } else { (DOUBLE_BLOCKS.0, &double, DType::Q8_0) };
         let idx = if i % 3 == 2 { i / 3 } else { i - i / 3 };
-        for &(name, n, k) in parts {
-            plan.push((format!("{kind}.{idx}.{name}.weight"), vec![n, k], d));
-            total += size(n, k, d);
+        for (name, n, k) in parts {
+            plan.push((format!("{kind}.{idx}.{name}.weight"), vec![*n, *k], d));
+            total += size(*n, *k, d);
         }
         i += 1;
     }

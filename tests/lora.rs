@@ -12,6 +12,7 @@ mod lora_common;
 
 use common::{assert_close, gpu};
 use iclora::gpu::DType;
+use iclora::lora::LoraHost;
 use iclora::lora::{LoraAdapter, LoraFormat};
 use iclora::model::flux::FluxModel;
 use iclora::weights::load::{read_header, FileSource, MemSource};

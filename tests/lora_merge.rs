@@ -12,6 +12,7 @@ mod lora_common;
 use common::{assert_close, gpu};
 use iclora::gpu::DType;
 use iclora::lora::LoraAdapter;
+use iclora::lora::LoraHost;
 use iclora::model::flux::{FluxModel, FluxWeights};
 use iclora::Error;
 use lora_common::{adapter, base, base_f32, config, expected, forward, RTOL, SAME_RTOL};
@@ -25,7 +26,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn merged_f32_equals_run_time_and_diffusers_and_unmerges() {
     let mut model = base_f32();
-    assert_eq!(model.weights.transformer_blocks[0].img_qkv.w.dtype(), DType::F32);
+    assert_eq!(model.weights.double_blocks[0].img_attn.qkv.w.dtype(), DType::F32);
     let base_out = forward(&model);
     let (a, b) = (adapter("lora_a_diffusers.safetensors"), adapter("lora_b_peft.safetensors"));
     let pairs = [(&a, 1.0), (&b, 0.6)];
@@ -33,14 +34,14 @@ fn merged_f32_equals_run_time_and_diffusers_and_unmerges() {
     let run_time = forward(&model);
     model.clear_loras();
 
-    let img_in = gpu().read_f32_blocking(&model.weights.x_embedder.w).unwrap();
+    let img_in = gpu().read_f32_blocking(&model.weights.img_in.w).unwrap();
     let applied = model.merge_loras(gpu(), &pairs).unwrap();
     assert_eq!(applied.weights, 28, "{:?}", applied.layers);
-    assert!(model.weights.transformer_blocks[0].img_qkv.lora.is_none(), "merged, not a run-time stack");
+    assert!(model.weights.double_blocks[0].img_attn.qkv.lora.is_none(), "merged, not a run-time stack");
     let merged = forward(&model);
     assert_close("merged A@1 + B@0.6 vs run-time", &merged, &run_time, SAME_RTOL);
     assert_close("merged A@1 + B@0.6 vs diffusers", &merged, &expected("a1.0_b0.6"), RTOL);
-    assert_eq!(gpu().read_f32_blocking(&model.weights.x_embedder.w).unwrap(), img_in, "img_in has no LoRA: bit-exact");
+    assert_eq!(gpu().read_f32_blocking(&model.weights.img_in.w).unwrap(), img_in, "img_in has no LoRA: bit-exact");
 
     // Run-time adapters on top of merged ones add up; clearing them keeps the merged ones.
     model.unmerge_loras(gpu(), &[(&b, 0.6)]).unwrap();
@@ -74,7 +75,7 @@ fn random_model(dtype: DType) -> FluxModel {
 #[test]
 fn merged_f16_base_matches_run_time_within_f16_rounding() {
     let mut model = base();
-    assert_eq!(model.weights.transformer_blocks[0].img_qkv.w.dtype(), DType::F16);
+    assert_eq!(model.weights.double_blocks[0].img_attn.qkv.w.dtype(), DType::F16);
     let base_out = forward(&model);
     let (a, b) = (adapter("lora_a_diffusers.safetensors"), adapter("lora_b_peft.safetensors"));
     let pairs = [(&a, 1.0), (&b, -0.6)];
@@ -82,7 +83,7 @@ fn merged_f16_base_matches_run_time_within_f16_rounding() {
     let run_time = forward(&model);
     model.clear_loras();
     model.merge_loras(gpu(), &pairs).unwrap();
-    assert_eq!(model.weights.transformer_blocks[1].img_qkv.w.dtype(), DType::F16, "stays F16");
+    assert_eq!(model.weights.double_blocks[1].img_attn.qkv.w.dtype(), DType::F16, "stays F16");
     assert_close("F16 merged vs run-time", &forward(&model), &run_time, F16_RTOL);
     model.unmerge_loras(gpu(), &pairs).unwrap();
     assert_close("F16 unmerged vs base", &forward(&model), &base_out, F16_RTOL);

@@ -8,7 +8,7 @@ mod common;
 use common::{assert_close, gpu};
 use iclora::gpu::Tensor;
 use iclora::kernels::rope::flux_position_ids;
-use iclora::model::flux::{timestep_embedding, FluxConfig, FluxInputs, FluxModel};
+use iclora::model::flux::{timestep_embedding, FluxConfig, FluxInputs, FluxModel, FluxTree, KeyScheme};
 use iclora::weights::load::{read_header, FileSource, MemSource};
 use iclora::weights::safetensors::write_safetensors;
 use iclora::weights::tensor_info::TensorData;
@@ -214,4 +214,47 @@ fn bfl_names_give_the_same_output_as_diffusers_names() {
     assert_eq!(out_bfl, out_dif);
     assert_eq!(traced_bfl, traced_dif);
     check_against_fixture("odd (BFL names)", &traced_bfl, &out_bfl, &io, &cfg);
+}
+
+/// Every tensor name the key tree gives for `c` in `scheme`: weights and biases of each Linear
+/// (each diffusers part), and the QK-norm scales.
+fn tree_names(c: &FluxConfig, scheme: &KeyScheme) -> std::collections::BTreeSet<String> {
+    let mut keys = FluxTree::keys(c);
+    let mut names = std::collections::BTreeSet::new();
+    for d in &keys.double_blocks {
+        for a in [&d.img_attn, &d.txt_attn] {
+            names.extend([a.query_norm.name(scheme), a.key_norm.name(scheme)]);
+        }
+    }
+    for s in &keys.single_blocks {
+        names.extend([s.query_norm.name(scheme), s.key_norm.name(scheme)]);
+    }
+    for k in keys.linears_mut() {
+        for suffix in ["weight", "bias"] {
+            names.extend(k.names(scheme, suffix).into_iter().map(|(n, _)| n));
+        }
+    }
+    names
+}
+
+#[test]
+fn key_tree_names_exactly_the_checkpoints_tensors_in_both_schemes() {
+    // The diffusers fixtures (written by diffusers' save_pretrained) and the BFL-named one: the tree
+    // of the inferred config names every tensor, and no other.
+    for (file, bfl) in
+        [("flux_dev.safetensors", false), ("flux_odd.safetensors", false), ("flux_odd_bfl.safetensors", true)]
+    {
+        let mut src = FileSource::open(format!("{DIR}/{file}")).unwrap();
+        let header = read_header(&mut src).unwrap();
+        let scheme = KeyScheme::detect(&header).unwrap();
+        assert_eq!(matches!(scheme, KeyScheme::Bfl { .. }), bfl, "{file}");
+        let c = FluxConfig::infer(&header).unwrap();
+        let want: std::collections::BTreeSet<String> = header.tensors.iter().map(|t| t.name.clone()).collect();
+        let got = tree_names(&c, &scheme);
+        let (missing, extra): (Vec<_>, Vec<_>) = (want.difference(&got).collect(), got.difference(&want).collect());
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{file}: not in the tree {missing:?}; not in the file {extra:?}"
+        );
+    }
 }

@@ -465,9 +465,9 @@ fn flux_load_with_quantization_equals_cpu_quantized_weights() {
         let model =
             FluxModel::load_with(gpu(), &mut src, &header, Some(cfg.clone()), &LoadOptions { convert }).unwrap();
         let target = convert.target().unwrap();
-        assert_eq!(model.weights.transformer_blocks[0].img_qkv.w.dtype(), target, "fused qkv quantized");
-        assert_eq!(model.weights.context_embedder.w.dtype(), DType::F16, "width 48 is not whole blocks: F16");
-        assert_eq!(model.weights.transformer_blocks[0].img_qkv.b.dtype(), DType::F32);
+        assert_eq!(model.weights.double_blocks[0].img_attn.qkv.w.dtype(), target, "fused qkv quantized");
+        assert_eq!(model.weights.txt_in.w.dtype(), DType::F16, "width 48 is not whole blocks: F16");
+        assert_eq!(model.weights.double_blocks[0].img_attn.qkv.b.dtype(), DType::F32);
         // The same weights quantized on the CPU, in a GGUF, loaded as stored.
         let cpu: Vec<TensorData> = tensors
             .iter()
@@ -500,6 +500,6 @@ fn flux_load_with_quantization_equals_cpu_quantized_weights() {
     let mut src = MemSource { name: "odd.safetensors".into(), bytes: write_safetensors(&[], &tensors).unwrap() };
     let header = read_header(&mut src).unwrap();
     let kept = FluxModel::load_with(gpu(), &mut src, &header, Some(cfg), &LoadOptions::default()).unwrap();
-    assert_eq!(kept.weights.transformer_blocks[0].img_qkv.w.dtype(), DType::BF16);
+    assert_eq!(kept.weights.double_blocks[0].img_attn.qkv.w.dtype(), DType::BF16);
     assert_close("BF16 kept vs diffusers F32", &flux_forward(&kept), &golden, 1e-3);
 }

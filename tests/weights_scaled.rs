@@ -190,15 +190,11 @@ fn flux_loads_a_scaled_fp8_checkpoint() {
     let pairs = [
         (
             "double_blocks.0.img_attn.qkv",
-            &got.weights.transformer_blocks[0].img_qkv.w,
-            &want.weights.transformer_blocks[0].img_qkv.w,
+            &got.weights.double_blocks[0].img_attn.qkv.w,
+            &want.weights.double_blocks[0].img_attn.qkv.w,
         ),
-        (
-            "single_blocks.0.linear1",
-            &got.weights.single_transformer_blocks[0].linear1.w,
-            &want.weights.single_transformer_blocks[0].linear1.w,
-        ),
-        ("img_in", &got.weights.x_embedder.w, &want.weights.x_embedder.w),
+        ("single_blocks.0.linear1", &got.weights.single_blocks[0].linear1.w, &want.weights.single_blocks[0].linear1.w),
+        ("img_in", &got.weights.img_in.w, &want.weights.img_in.w),
     ];
     for (what, g, w) in pairs {
         assert_eq!(g.dtype(), DType::F16, "{what}");

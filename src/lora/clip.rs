@@ -1,21 +1,13 @@
 //! LoRA on the CLIP-L text encoder (diffusers `_convert_kohya_flux_lora_to_diffusers`,
 //! src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c: kohya `lora_te1_…`, diffusers/PEFT
-//! `text_encoder.…`): the key names of its Linears, and run-time application through the same
-//! `LoraStack`s the transformer uses (planning shared in `stack`). The base weights are never
-//! changed.
+//! `text_encoder.…`): the key names of its Linears; the encoder takes them as a `LoraHost`
+//! (src/model/clip/lora.rs), like the transformer.
 
-use std::collections::HashMap;
-
-use super::parse::LoraAdapter;
-use super::stack::{install, plan, rescale, LoraApplied, Plan};
-use crate::error::Result;
-use crate::gpu::Gpu;
-use crate::kernels::matmul::LoraStack;
-use crate::model::clip::{ClipConfig, ClipTextEncoder, ClipWeights};
+use crate::model::clip::ClipConfig;
 
 /// The Linears of one encoder layer: dotted HF name (under `encoder.layers.{i}.`) and kohya's
 /// underscored form.
-const LAYER_LINEARS: [(&str, &str); 6] = [
+pub(crate) const LAYER_LINEARS: [(&str, &str); 6] = [
     ("self_attn.q_proj", "self_attn_q_proj"),
     ("self_attn.k_proj", "self_attn_k_proj"),
     ("self_attn.v_proj", "self_attn_v_proj"),
@@ -69,57 +61,4 @@ pub fn clip_linears(c: &ClipConfig) -> Vec<(String, usize, usize)> {
             })
         })
         .collect()
-}
-
-/// Every Linear's run-time LoRA slot under its [`clip_linear_name`].
-fn lora_slots(w: &mut ClipWeights) -> Vec<(String, &mut Option<LoraStack>)> {
-    let mut v = Vec::new();
-    for (i, l) in w.layers.iter_mut().enumerate() {
-        let a = &mut l.self_attn;
-        let p = format!("text_model.encoder.layers.{i}.");
-        for (name, lin) in [
-            ("self_attn.q_proj", &mut a.q_proj),
-            ("self_attn.k_proj", &mut a.k_proj),
-            ("self_attn.v_proj", &mut a.v_proj),
-            ("self_attn.out_proj", &mut a.out_proj),
-            ("mlp.fc1", &mut l.fc1),
-            ("mlp.fc2", &mut l.fc2),
-        ] {
-            v.push((format!("{p}{name}"), &mut lin.lora));
-        }
-    }
-    v
-}
-
-impl ClipTextEncoder {
-    fn lora_shapes(&self) -> HashMap<String, (usize, usize)> {
-        clip_linears(&self.config).into_iter().map(|(n, r, k)| (n, (r, k))).collect()
-    }
-
-    fn lora_plan<'a>(&self, adapters: &[(&'a LoraAdapter, f32)]) -> Result<Plan<'a>> {
-        plan(adapters, |a| a.clip.as_slice(), &self.lora_shapes(), |_| false)
-    }
-
-    /// Applies the CLIP parts of `adapters` (each with its strength; 1.0 = as trained) at run
-    /// time, replacing any earlier set; adapters without a CLIP part add nothing. On error (a
-    /// module of another width or layer count: `Error::Lora`) nothing changes.
-    pub fn set_loras(&mut self, gpu: &Gpu, adapters: &[(&LoraAdapter, f32)]) -> Result<LoraApplied> {
-        let plan = self.lora_plan(adapters)?;
-        let shapes = self.lora_shapes();
-        install(gpu, adapters, &plan, &shapes, lora_slots(&mut self.weights))
-    }
-
-    /// New strengths for the adapters of the last [`set_loras`](Self::set_loras) (same adapters,
-    /// same order): nothing is uploaded. On error nothing changes.
-    pub fn set_lora_scales(&mut self, adapters: &[(&LoraAdapter, f32)]) -> Result<()> {
-        let plan = self.lora_plan(adapters)?;
-        rescale(&plan, lora_slots(&mut self.weights))
-    }
-
-    /// Removes every LoRA (the encoder computes the base output again).
-    pub fn clear_loras(&mut self) {
-        for (_, slot) in lora_slots(&mut self.weights) {
-            *slot = None;
-        }
-    }
 }

@@ -1,4 +1,4 @@
-//! Merged LoRA on the FLUX transformer (`alpha / rank` as in diffusers'
+//! Merged LoRA (`LoraHost::merge_loras`, `unmerge_loras`; `alpha / rank` as in diffusers'
 //! `_convert_kohya_flux_lora_to_diffusers`, src/diffusers/loaders/lora_conversion_utils.py @ 58eb52c):
 //! `W' = W + Σ sᵢ·(αᵢ/rᵢ)·Bᵢ·Aᵢ`
 //! written into F32 or F16 base weights on the GPU, so later steps run plain matmuls without the
@@ -11,13 +11,12 @@
 
 use std::collections::HashMap;
 
-use super::apply::linears_mut;
 use super::parse::LoraAdapter;
 use super::stack::{Group, LoraApplied, Plan};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::kernels::matmul::{matmul, Epilogue, Gate};
-use crate::model::flux::FluxModel;
+use crate::model::layers::Linear;
 
 /// `W + sign·Σ_groups B·A` for weight `w` `[n, k]` (F32 or F16), as a new tensor of `w`'s dtype.
 fn merged(gpu: &Gpu, w: &Tensor, groups: &[Group], sign: f32) -> Result<Tensor> {
@@ -56,69 +55,53 @@ fn merged(gpu: &Gpu, w: &Tensor, groups: &[Group], sign: f32) -> Result<Tensor> 
     Ok(y)
 }
 
-impl FluxModel {
-    /// Adds every module of `adapters` (each with its strength) into the base weights (`W += s·(α/r)·B·A`):
-    /// later forward passes need no LoRA epilogue. Any run-time LoRAs (`set_loras`) stay on top.
-    /// Errors, with nothing changed: a targeted weight that is not F32 or F16
-    /// (`Error::UnsupportedFormat`: merging would re-quantize it; use `set_loras`), the plan's
-    /// errors (`Error::Lora` for a module of another config, more than `MAX_ADAPTERS` groups on
-    /// one weight). A GPU error midway undoes the weights merged so far.
-    pub fn merge_loras(&mut self, gpu: &Gpu, adapters: &[(&LoraAdapter, f32)]) -> Result<LoraApplied> {
-        self.merge_signed(gpu, adapters, 1.0)
-    }
-
-    /// Subtracts what [`merge_loras`](Self::merge_loras) with the same `adapters` and strengths
-    /// added. The result equals the original weights up to one rounding of each changed value
-    /// (f32: ~1e-7 relative; f16: one ulp); reload the model for bit-exact weights.
-    pub fn unmerge_loras(&mut self, gpu: &Gpu, adapters: &[(&LoraAdapter, f32)]) -> Result<LoraApplied> {
-        self.merge_signed(gpu, adapters, -1.0)
-    }
-
-    fn merge_signed(&mut self, gpu: &Gpu, adapters: &[(&LoraAdapter, f32)], sign: f32) -> Result<LoraApplied> {
-        let plan: Plan = self.lora_plan(adapters)?;
-        let mut weights: HashMap<String, &mut Tensor> = linears_mut(&mut self.weights)
-            .into_iter()
-            .filter(|(n, _)| plan.contains_key(n))
-            .map(|(n, l)| (n, &mut l.w))
-            .collect();
-        for name in plan.keys() {
-            let dtype = weights.get(name).map_or(DType::F32, |w| w.dtype());
-            if !matches!(dtype, DType::F32 | DType::F16) {
-                return Err(Error::UnsupportedFormat {
-                    op: "LoRA merge",
-                    format: dtype.to_string(),
-                    why: format!("`{name}` is stored as {dtype}: merging would re-quantize it and lose precision; apply the LoRA in run-time mode (set_loras) instead"),
-                });
-            }
+/// `W ± Σ B·A` into every Linear of `linears` that `plan` touches (`LoraHost::merge_loras`).
+pub(super) fn merge_signed(
+    gpu: &Gpu,
+    plan: &Plan,
+    adapters: &[(&LoraAdapter, f32)],
+    linears: Vec<(String, &mut Linear)>,
+    sign: f32,
+) -> Result<LoraApplied> {
+    let mut weights: HashMap<String, &mut Tensor> =
+        linears.into_iter().filter(|(n, _)| plan.contains_key(n)).map(|(n, l)| (n, &mut l.w)).collect();
+    for name in plan.keys() {
+        let dtype = weights.get(name).map_or(DType::F32, |w| w.dtype());
+        if !matches!(dtype, DType::F32 | DType::F16) {
+            return Err(Error::UnsupportedFormat {
+                op: "LoRA merge",
+                format: dtype.to_string(),
+                why: format!("`{name}` is stored as {dtype}: merging would re-quantize it and lose precision; apply the LoRA in run-time mode (set_loras) instead"),
+            });
         }
-        let mut done: Vec<&String> = Vec::new();
-        for (name, groups) in &plan {
-            let Some(w) = weights.get_mut(name) else { continue };
-            match merged(gpu, w, groups, sign) {
-                Ok(y) => {
-                    **w = y;
-                    done.push(name);
-                }
-                Err(e) => {
-                    // Best effort: put back what was merged so far; the first error is the one reported.
-                    for n in done {
-                        if let (Some(w), Some(g)) = (weights.get_mut(n), plan.get(n)) {
-                            if let Ok(y) = merged(gpu, w, g, -sign) {
-                                **w = y;
-                            }
+    }
+    let mut done: Vec<&String> = Vec::new();
+    for (name, groups) in plan {
+        let Some(w) = weights.get_mut(name) else { continue };
+        match merged(gpu, w, groups, sign) {
+            Ok(y) => {
+                **w = y;
+                done.push(name);
+            }
+            Err(e) => {
+                // Best effort: put back what was merged so far; the first error is the one reported.
+                for n in done {
+                    if let (Some(w), Some(g)) = (weights.get_mut(n), plan.get(n)) {
+                        if let Ok(y) = merged(gpu, w, g, -sign) {
+                            **w = y;
                         }
                     }
-                    return Err(e);
                 }
+                return Err(e);
             }
         }
-        let layers: Vec<String> = plan.keys().cloned().collect();
-        let slices = plan.values().map(Vec::len).sum();
-        Ok(LoraApplied {
-            adapters: adapters.iter().map(|(a, _)| a.report.clone()).collect(),
-            weights: layers.len(),
-            layers,
-            slices,
-        })
     }
+    let layers: Vec<String> = plan.keys().cloned().collect();
+    let slices = plan.values().map(Vec::len).sum();
+    Ok(LoraApplied {
+        adapters: adapters.iter().map(|(a, _)| a.report.clone()).collect(),
+        weights: layers.len(),
+        layers,
+        slices,
+    })
 }

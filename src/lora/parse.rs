@@ -63,7 +63,7 @@ pub struct LoraReport {
     /// BFL Linears the adapter changes, in file order of first appearance.
     pub layers: Vec<String>,
     /// CLIP text-encoder Linears it changes (HF names, `text_model.encoder.layers.{i}.self_attn.q_proj`),
-    /// in file order; applied by `ClipTextEncoder::set_loras`.
+    /// in file order; applied by the CLIP text encoder's `LoraHost::set_loras`.
     pub clip_layers: Vec<String>,
     /// `(key, why)` for every key not applied (T5 text-encoder parts).
     pub ignored: Vec<(String, String)>,

@@ -6,26 +6,24 @@
 use super::parse::{LoraAdapter, LoraFormat, LoraModule, LoraReport};
 use super::targets::Targets;
 use crate::error::{Error, Result};
-use crate::model::flux::FluxConfig;
+use crate::model::flux::{FluxConfig, FluxTree, LinearKey};
 use crate::reference::random::Rng;
 
-/// diffusers module names (under `transformer_blocks.{i}.`) an ai-toolkit FLUX LoRA trains.
-const DOUBLE: [&str; 12] = [
-    "attn.to_q",
-    "attn.to_k",
-    "attn.to_v",
-    "attn.to_out.0",
-    "attn.add_q_proj",
-    "attn.add_k_proj",
-    "attn.add_v_proj",
-    "attn.to_add_out",
-    "ff.net.0.proj",
-    "ff.net.2",
-    "ff_context.net.0.proj",
-    "ff_context.net.2",
-];
-/// The same under `single_transformer_blocks.{i}.`.
-const SINGLE: [&str; 5] = ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp", "proj_out"];
+/// The diffusers modules an ai-toolkit FLUX LoRA trains: every part of the blocks' attention and
+/// MLP Linears (q, k and v separately), not their modulations.
+fn trained_modules(c: &FluxConfig) -> Vec<String> {
+    let mut keys = FluxTree::keys(c);
+    let mut v: Vec<&LinearKey> = Vec::new();
+    for d in &mut keys.double_blocks {
+        let [q0, p0, a0, b0, _mod0, q1, p1, a1, b1, _mod1] = d.linears_mut();
+        v.extend([&*q0, p0, a0, b0, q1, p1, a1, b1]);
+    }
+    for s in &mut keys.single_blocks {
+        let [l1, l2, _modulation] = s.linears_mut();
+        v.extend([&*l1, l2]);
+    }
+    v.into_iter().flat_map(|k| k.diffusers.iter().map(|(name, _)| name.clone())).collect()
+}
 
 impl LoraAdapter {
     /// A random rank-`rank` adapter (alpha = rank) on every attention/MLP Linear of the blocks of
@@ -36,11 +34,7 @@ impl LoraAdapter {
         }
         let t = Targets::new(c);
         let mut rng = Rng::new(seed);
-        let names =
-            (0..c.double_blocks).flat_map(|i| DOUBLE.iter().map(move |m| format!("transformer_blocks.{i}.{m}"))).chain(
-                (0..c.single_blocks)
-                    .flat_map(|i| SINGLE.iter().map(move |m| format!("single_transformer_blocks.{i}.{m}"))),
-            );
+        let names = trained_modules(c);
         let mut modules = Vec::new();
         let mut layers: Vec<String> = Vec::new();
         for key in names {

@@ -19,7 +19,7 @@ impl Clone for LoraStack {
     }
 }
 
-/// What `set_loras` (FLUX transformer or CLIP text encoder) or `FluxModel::merge_loras` applied.
+/// What `set_loras` (FLUX transformer or CLIP text encoder) or `merge_loras` (`LoraHost`) applied.
 #[derive(Debug, Clone)]
 pub struct LoraApplied {
     /// One per adapter, in the order given.

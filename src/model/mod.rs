@@ -3,6 +3,7 @@
 
 pub mod clip;
 pub mod flux;
+pub mod layers;
 pub mod t5;
 pub mod taef1;
 pub mod text_weights;

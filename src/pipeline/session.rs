@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
 use crate::kernels::matmul::Precision;
 use crate::kernels::pack::unpack;
-use crate::lora::LoraAdapter;
+use crate::lora::{LoraAdapter, LoraHost};
 use crate::model::clip::{ClipConfig, ClipTextEncoder};
 use crate::model::flux::{FluxConfig, FluxModel};
 use crate::model::t5::{T5Config, T5Encoder};

@@ -10,7 +10,7 @@ use std::fmt;
 
 use super::fp8::is_scaled_fp8;
 use super::tensor_info::WeightsHeader;
-use crate::model::flux::KeyScheme;
+use crate::model::flux::{FluxTree, KeyScheme};
 use crate::model::vae::VaeKeys;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,15 @@ impl fmt::Display for Detection {
     }
 }
 
+/// The first component of every BFL name of the FLUX key tree (`img_in`, `double_blocks`, ...).
+fn bfl_roots() -> Vec<String> {
+    let keys = FluxTree::probe().linear_keys();
+    let mut roots: Vec<String> = keys.iter().filter_map(|k| k.bfl.split('.').next()).map(str::to_string).collect();
+    roots.sort();
+    roots.dedup();
+    roots
+}
+
 /// The LoRA scheme of `names`, if they are a LoRA's (the schemes `lora::parse` reads).
 fn lora_scheme<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<&'static str> {
     let is_lora = |n: &str| {
@@ -78,11 +87,7 @@ fn lora_scheme<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<&'static 
         "XLabs"
     } else if n.starts_with("base_model.model.") {
         "PEFT names"
-    } else if n.contains("double_blocks.")
-        || n.contains("single_blocks.")
-        || n.contains("final_layer.")
-        || n.contains("img_in.")
-    {
+    } else if bfl_roots().iter().any(|r| n.contains(&format!("{r}."))) {
         "BFL-native names"
     } else {
         "diffusers names"

@@ -3,6 +3,7 @@
 //! pass with the pooled output, batch 1, f32 activations.
 
 pub mod config;
+pub mod lora;
 pub mod model;
 pub mod weights;
 

@@ -4,13 +4,12 @@
 //! LayerNorm, and the pooled output: the final hidden state at the EOS position.
 
 use super::config::ClipConfig;
-use super::weights::{ClipLayer, ClipWeights, Linear, Norm};
+use super::weights::{ClipLayer, ClipWeights, Norm};
 use crate::error::{Error, Result};
 use crate::gpu::{Batch, Gpu, Tensor};
 use crate::kernels::attention::{attention, AttnInput, AttnOptions};
 use crate::kernels::copy::slice_rows;
 use crate::kernels::elementwise::{add, Activation};
-use crate::kernels::matmul::{matmul, Epilogue};
 use crate::kernels::norm::layer_norm;
 use crate::weights::load::ByteSource;
 use crate::weights::tensor_info::WeightsHeader;
@@ -40,10 +39,6 @@ pub struct ClipTextEncoder {
     pub weights: ClipWeights,
 }
 
-fn linear(gpu: &Gpu, b: &mut Batch, x: &Tensor, l: &Linear, act: Option<Activation>) -> Result<Tensor> {
-    matmul(gpu, b, x, &l.w, &Epilogue { bias: Some(&l.b), lora: l.lora.as_ref(), act, ..Default::default() })
-}
-
 fn norm(gpu: &Gpu, b: &mut Batch, x: &Tensor, n: &Norm, eps: f32) -> Result<Tensor> {
     layer_norm(gpu, b, x, Some((&n.w, &n.b)), eps)
 }
@@ -52,9 +47,9 @@ impl ClipLayer {
     fn forward(&self, gpu: &Gpu, b: &mut Batch, c: &ClipConfig, h: &Tensor) -> Result<Tensor> {
         let a = &self.self_attn;
         let x = norm(gpu, b, h, &self.layer_norm1, c.eps)?;
-        let q = linear(gpu, b, &x, &a.q_proj, None)?;
-        let k = linear(gpu, b, &x, &a.k_proj, None)?;
-        let v = linear(gpu, b, &x, &a.v_proj, None)?;
+        let q = a.q_proj.forward(gpu, b, &x, None)?;
+        let k = a.k_proj.forward(gpu, b, &x, None)?;
+        let v = a.v_proj.forward(gpu, b, &x, None)?;
         let opts = AttnOptions { causal: true, ..AttnOptions::for_head_dim(c.head_dim()) };
         let o = attention(
             gpu,
@@ -66,11 +61,11 @@ impl ClipLayer {
             c.head_dim(),
             &opts,
         )?;
-        let o = linear(gpu, b, &o, &a.out_proj, None)?;
+        let o = a.out_proj.forward(gpu, b, &o, None)?;
         let h = add(gpu, b, h, &o)?;
         let x = norm(gpu, b, &h, &self.layer_norm2, c.eps)?;
-        let m = linear(gpu, b, &x, &self.fc1, Some(Activation::QuickGelu))?;
-        let y = linear(gpu, b, &m, &self.fc2, None)?;
+        let m = self.fc1.forward(gpu, b, &x, Some(Activation::QuickGelu))?;
+        let y = self.fc2.forward(gpu, b, &m, None)?;
         add(gpu, b, &h, &y)
     }
 }

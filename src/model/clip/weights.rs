@@ -8,6 +8,7 @@
 use super::config::ClipConfig;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
+pub use crate::model::layers::Linear;
 use crate::model::text_weights::{EmbeddingTable, TensorLoader};
 use crate::weights::load::ByteSource;
 use crate::weights::tensor_info::WeightsHeader;
@@ -29,14 +30,6 @@ pub fn key_prefix(header: &WeightsHeader) -> Result<String> {
         file: header.file.clone(),
         name: format!("text_model.{TOKEN_EMBEDDING}` or `{TOKEN_EMBEDDING}"),
     })
-}
-
-/// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`; plus `lora`, the run-time
-/// LoRA adapters on this weight (src/lora/clip.rs, `ClipTextEncoder::set_loras`).
-pub struct Linear {
-    pub w: Tensor,
-    pub b: Tensor,
-    pub lora: Option<crate::kernels::matmul::LoraStack>,
 }
 
 /// LayerNorm scale and shift, F32.
@@ -68,7 +61,7 @@ pub struct ClipWeights {
 }
 
 fn linear(l: &mut TensorLoader, name: &str, n: usize, k: usize) -> Result<Linear> {
-    Ok(Linear { w: l.matrix(&format!("{name}.weight"), n, k)?, b: l.vector(&format!("{name}.bias"), n)?, lora: None })
+    Ok(Linear::new(l.matrix(&format!("{name}.weight"), n, k)?, l.vector(&format!("{name}.bias"), n)?))
 }
 
 fn norm(l: &mut TensorLoader, name: &str, n: usize) -> Result<Norm> {

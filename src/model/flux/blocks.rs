@@ -7,7 +7,7 @@
 //! Modulation vectors `silu(vec)·W_modᵀ + b` stay `[1, n·hidden]` and are read at offsets.
 
 use super::config::FluxConfig;
-use super::weights::{DoubleBlock, Linear, SingleBlock};
+use super::tree::{DoubleBlock, SingleBlock};
 use crate::error::Result;
 use crate::gpu::{Batch, Gpu, Tensor};
 use crate::kernels::attention::{attention, AttnInput, AttnOptions};
@@ -16,16 +16,11 @@ use crate::kernels::elementwise::{activation, Activation};
 use crate::kernels::matmul::{matmul, Epilogue, Gate};
 use crate::kernels::norm::{layer_norm_modulated, Columns, Modulation, EPS_FLUX};
 use crate::kernels::rope::{qk_norm_rope_inplace, QkNormRope, RopeTables};
+use crate::model::layers::Linear;
 
 /// `x·Wᵀ + b`, then `act` if given, in the Linear's tile precision.
 pub fn linear(gpu: &Gpu, b: &mut Batch, x: &Tensor, l: &Linear, act: Option<Activation>) -> Result<Tensor> {
-    matmul(
-        gpu,
-        b,
-        x,
-        &l.w,
-        &Epilogue { bias: Some(&l.b), lora: l.lora.as_ref(), act, precision: l.precision, ..Default::default() },
-    )
+    l.forward(gpu, b, x, act)
 }
 
 /// `residual + m[gate_at..] ⊙ (x·Wᵀ + b)` in one matmul (the gated residual `x + gate·f(x)` of BFL's blocks,
@@ -108,17 +103,17 @@ impl DoubleBlock {
         let m_txt = linear(gpu, b, svec, &self.txt_mod, None)?;
         let x_img = adaln(gpu, b, img, &m_img, 0, h)?;
         let x_txt = adaln(gpu, b, txt, &m_txt, 0, h)?;
-        let qkv_img = linear(gpu, b, &x_img, &self.img_qkv, None)?;
-        let qkv_txt = linear(gpu, b, &x_txt, &self.txt_qkv, None)?;
+        let qkv_img = linear(gpu, b, &x_img, &self.img_attn.qkv, None)?;
+        let qkv_txt = linear(gpu, b, &x_txt, &self.txt_attn.qkv, None)?;
         // Each stream with its own norms; RoPE positions are those of the joint sequence (text first).
-        qk_norm_rope(gpu, b, &qkv_img, h, &self.img_norm_q, &self.img_norm_k, rope, lt)?;
-        qk_norm_rope(gpu, b, &qkv_txt, h, &self.txt_norm_q, &self.txt_norm_k, rope, 0)?;
+        qk_norm_rope(gpu, b, &qkv_img, h, &self.img_attn.query_norm, &self.img_attn.key_norm, rope, lt)?;
+        qk_norm_rope(gpu, b, &qkv_txt, h, &self.txt_attn.query_norm, &self.txt_attn.key_norm, rope, 0)?;
         let qkv = concat_rows(gpu, b, &qkv_txt, &qkv_img)?;
         let a = joint_attention(gpu, b, &qkv, c)?;
         let a_txt = slice_rows(gpu, b, &a, 0, lt)?;
         let a_img = slice_rows(gpu, b, &a, lt, img.rows())?;
-        let img = gated_linear(gpu, b, &a_img, &self.img_proj, img, &m_img, 2 * h)?;
-        let txt = gated_linear(gpu, b, &a_txt, &self.txt_proj, txt, &m_txt, 2 * h)?;
+        let img = gated_linear(gpu, b, &a_img, &self.img_attn.proj, img, &m_img, 2 * h)?;
+        let txt = gated_linear(gpu, b, &a_txt, &self.txt_attn.proj, txt, &m_txt, 2 * h)?;
         let img = stream_mlp(gpu, b, &img, &m_img, h, &self.img_mlp_0, &self.img_mlp_2)?;
         let txt = stream_mlp(gpu, b, &txt, &m_txt, h, &self.txt_mlp_0, &self.txt_mlp_2)?;
         Ok((txt, img))
@@ -141,7 +136,7 @@ impl SingleBlock {
         let m = linear(gpu, b, svec, &self.modulation, None)?; // shift scale gate
         let n = adaln(gpu, b, x, &m, 0, h)?;
         let u = linear(gpu, b, &n, &self.linear1, None)?; // q | k | v | mlp
-        qk_norm_rope(gpu, b, &u, h, &self.norm_q, &self.norm_k, rope, 0)?;
+        qk_norm_rope(gpu, b, &u, h, &self.query_norm, &self.key_norm, rope, 0)?;
         let a = joint_attention(gpu, b, &u, c)?;
         let mlp = slice_cols(gpu, b, &u, 3 * h, c.mlp_hidden)?;
         let mlp = activation(gpu, b, &mlp, Activation::GeluTanh)?;

@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use super::tree::{FluxTree, LinearKey, DOUBLE_BLOCKS, SINGLE_BLOCKS};
 use crate::error::{Error, Result};
 use crate::weights::tensor_info::WeightsHeader;
 
@@ -19,20 +20,19 @@ pub enum KeyScheme {
 }
 
 impl KeyScheme {
-    /// Detects the scheme from the input projection's name.
+    /// Detects the scheme from the input projection's name (`img_in` in the key tree).
     pub fn detect(header: &WeightsHeader) -> Result<KeyScheme> {
+        let img_in = FluxTree::probe().img_in;
+        let (d, b) = (format!("{}.weight", img_in.diffusers[0].0), format!("{}.weight", img_in.bfl));
         for t in &header.tensors {
-            if let Some(p) = t.name.strip_suffix("x_embedder.weight") {
+            if let Some(p) = t.name.strip_suffix(&d) {
                 return Ok(KeyScheme::Diffusers { prefix: p.to_string() });
             }
-            if let Some(p) = t.name.strip_suffix("img_in.weight") {
+            if let Some(p) = t.name.strip_suffix(&b) {
                 return Ok(KeyScheme::Bfl { prefix: p.to_string() });
             }
         }
-        Err(Error::MissingTensor {
-            file: header.file.clone(),
-            name: "x_embedder.weight (diffusers) or img_in.weight (BFL)".into(),
-        })
+        Err(Error::MissingTensor { file: header.file.clone(), name: format!("{d} (diffusers) or {b} (BFL)") })
     }
 
     pub fn prefix(&self) -> &str {
@@ -149,28 +149,29 @@ impl FluxConfig {
     /// weights: FLUX.1's (16, 56, 56) for head dim 128, scaled as (d/8, 7d/16, 7d/16) otherwise.
     pub fn infer(header: &WeightsHeader) -> Result<FluxConfig> {
         let s = KeyScheme::detect(header)?;
-        let shape = |d: &str, b: &str| -> Result<Vec<usize>> {
-            let name = s.key(d, b);
+        let keys = FluxTree::probe();
+        let shape = |name: String| -> Result<Vec<usize>> {
             let t = header.tensor(&name).ok_or_else(|| Error::MissingTensor { file: header.file.clone(), name })?;
             Ok(t.shape.iter().map(|&v| v as usize).collect())
         };
-        let dims2 = |d: &str, b: &str| -> Result<(usize, usize)> {
-            match shape(d, b)?[..] {
+        let dims2 = |name: String| -> Result<(usize, usize)> {
+            match shape(name.clone())?[..] {
                 [n, k] => Ok((n, k)),
                 ref other => Err(Error::TensorShape {
                     file: header.file.clone(),
-                    name: s.key(d, b),
+                    name,
                     expected: "a 2-D weight".into(),
                     got: format!("{other:?}"),
                 }),
             }
         };
-        let (hidden, in_channels) = dims2("x_embedder.weight", "img_in.weight")?;
-        let (_, context_dim) = dims2("context_embedder.weight", "txt_in.weight")?;
-        let (_, pooled_dim) = dims2("time_text_embed.text_embedder.linear_1.weight", "vector_in.in_layer.weight")?;
-        let (out_channels, _) = dims2("proj_out.weight", "final_layer.linear.weight")?;
-        let count = |d: &str, b: &str| -> usize {
-            let p = s.key(d, b);
+        let weight = |k: &LinearKey| k.name(&s, "weight");
+        let (hidden, in_channels) = dims2(weight(&keys.img_in))?;
+        let (_, context_dim) = dims2(weight(&keys.txt_in))?;
+        let (_, pooled_dim) = dims2(weight(&keys.vector_in.in_layer))?;
+        let (out_channels, _) = dims2(weight(&keys.final_layer.linear))?;
+        let count = |(b, d): (&str, &str)| -> usize {
+            let p = s.key(&format!("{d}."), &format!("{b}."));
             header
                 .tensors
                 .iter()
@@ -179,29 +180,30 @@ impl FluxConfig {
                 .max()
                 .unwrap_or(0)
         };
-        let double_blocks = count("transformer_blocks.", "double_blocks.");
-        let single_blocks = count("single_transformer_blocks.", "single_blocks.");
+        let double_blocks = count(DOUBLE_BLOCKS);
+        let single_blocks = count(SINGLE_BLOCKS);
+        let (double, single) = (&keys.double_blocks[0], &keys.single_blocks[0]);
         let head_dim = if double_blocks > 0 {
-            shape("transformer_blocks.0.attn.norm_q.weight", "double_blocks.0.img_attn.norm.query_norm.scale")?
+            shape(double.img_attn.query_norm.name(&s))?
         } else {
-            shape("single_transformer_blocks.0.attn.norm_q.weight", "single_blocks.0.norm.query_norm.scale")?
+            shape(single.query_norm.name(&s))?
         }
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .unwrap_or(usize::MAX);
         let mlp_hidden = if double_blocks > 0 {
-            dims2("transformer_blocks.0.ff.net.0.proj.weight", "double_blocks.0.img_mlp.0.weight")?.0
+            dims2(weight(&double.img_mlp_0))?.0
         } else {
-            let n = dims2("single_transformer_blocks.0.proj_mlp.weight", "single_blocks.0.linear1.weight")?.0;
+            // The MLP rows of `linear1`: diffusers' last part (`proj_mlp`), or BFL's rows past q | k | v.
+            let (name, _) = single.linear1.names(&s, "weight").pop().unwrap_or_default();
+            let n = dims2(name)?.0;
             if matches!(s, KeyScheme::Bfl { .. }) {
                 n.saturating_sub(hidden.saturating_mul(3))
             } else {
                 n
             }
         };
-        let guidance = header
-            .tensor(&s.key("time_text_embed.guidance_embedder.linear_1.weight", "guidance_in.in_layer.weight"))
-            .is_some();
+        let guidance = keys.guidance_in.as_ref().is_some_and(|g| header.tensor(&weight(&g.in_layer)).is_some());
         let axes_dim = if head_dim == 128 {
             vec![16, 56, 56]
         } else {

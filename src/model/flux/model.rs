@@ -3,7 +3,8 @@
 //! embedding of the timestep and guidance (computed here and uploaded).
 
 use super::config::FluxConfig;
-use super::weights::{FluxWeights, MlpEmbedder};
+use super::tree::MlpEmbedder;
+use super::weights::FluxWeights;
 use crate::error::{Error, Result};
 use crate::gpu::{Batch, DType, Gpu, Tensor};
 use crate::kernels::copy::{concat_rows, slice_rows};
@@ -119,7 +120,7 @@ impl FluxModel {
         if p == Precision::F16 && !gpu.features().shader_f16 {
             return Err(Error::MissingFeature { op: "FLUX transformer (f16 matmul tiles)", feature: "shader-f16" });
         }
-        for (_, l) in crate::lora::apply::linears_mut(&mut self.weights) {
+        for l in self.weights.linears_mut() {
             l.precision = p;
         }
         Ok(())
@@ -128,7 +129,7 @@ impl FluxModel {
     /// The tile precision of the transformer's matmuls (that of its first Linear; `set_precision`
     /// keeps them all equal).
     pub fn precision(&self) -> Precision {
-        self.weights.x_embedder.precision
+        self.weights.img_in.precision
     }
 
     /// RoPE tables for `txt_len` text tokens and a `rows × cols` packed-latent grid (H/16 × W/16).
@@ -195,8 +196,8 @@ impl FluxModel {
 
         // vec = t_emb (+ g_emb) + y_emb (BFL `Flux.forward`); every modulation consumes silu(vec) (BFL
         // `Modulation`, src/flux/modules/layers.py @ 802fb47).
-        let mut vec = self.embed_scalar(gpu, b, inp.timestep, &w.time_text_embed.timestep)?;
-        if let Some(g) = &w.time_text_embed.guidance {
+        let mut vec = self.embed_scalar(gpu, b, inp.timestep, &w.time_in)?;
+        if let Some(g) = &w.guidance_in {
             let s = inp
                 .guidance
                 .ok_or_else(|| Error::InvalidArgument("this FLUX model (dev) needs a guidance value".into()))?;
@@ -204,15 +205,15 @@ impl FluxModel {
             vec = add(gpu, b, &vec, &g_emb)?;
         }
         let pooled = inp.pooled.reshape(&[1, c.pooled_dim])?;
-        let y = mlp(gpu, b, &pooled, &w.time_text_embed.text)?;
+        let y = mlp(gpu, b, &pooled, &w.vector_in)?;
         let vec = add(gpu, b, &vec, &y)?;
         trace("temb", &vec);
         let svec = activation(gpu, b, &vec, Activation::Silu)?;
 
         // The input projections (`img_in`, `txt_in`), then the first double block (BFL `Flux.forward`).
-        let img_in = linear(gpu, b, inp.img, &w.x_embedder, None)?;
-        let txt = linear(gpu, b, inp.txt, &w.context_embedder, None)?;
-        let (txt, img) = match w.transformer_blocks.first() {
+        let img_in = linear(gpu, b, inp.img, &w.img_in, None)?;
+        let txt = linear(gpu, b, inp.txt, &w.txt_in, None)?;
+        let (txt, img) = match w.double_blocks.first() {
             Some(blk) => {
                 let (txt, img) = blk.forward(gpu, b, c, &txt, &img_in, &svec, inp.rope)?;
                 trace("double0/txt", &txt);
@@ -242,7 +243,7 @@ impl FluxModel {
     ) -> Result<Tensor> {
         let (c, w) = (&self.config, &self.weights);
         let (lt, li) = (txt.rows(), img.rows());
-        for (i, blk) in w.transformer_blocks.iter().enumerate().skip(1) {
+        for (i, blk) in w.double_blocks.iter().enumerate().skip(1) {
             (txt, img) = blk.forward(gpu, b, c, &txt, &img, svec, inp.rope)?;
             trace(&format!("double{i}/txt"), &txt);
             trace(&format!("double{i}/img"), &img);
@@ -253,7 +254,7 @@ impl FluxModel {
         }
         // Single blocks on the joint sequence, text first; then keep the image tokens (BFL `Flux.forward`).
         let mut x = concat_rows(gpu, b, &txt, &img)?;
-        for (i, blk) in w.single_transformer_blocks.iter().enumerate() {
+        for (i, blk) in w.single_blocks.iter().enumerate() {
             x = blk.forward(gpu, b, c, &x, svec, inp.rope)?;
             trace(&format!("single{i}"), &x);
             b.flush(gpu)?;
@@ -264,13 +265,13 @@ impl FluxModel {
     /// The final layer (BFL `LastLayer`, src/flux/modules/layers.py @ 802fb47) on the image stream `img`
     /// `[L_img, hidden]` with `svec = silu(vec)` from the head: the velocity `[L_img, out_channels]`
     /// (shift/scale halves in checkpoint order, see
-    /// `NormOut`).
+    /// `LastLayer`).
     pub fn final_layer(&self, gpu: &Gpu, b: &mut Batch, svec: &Tensor, img: &Tensor) -> Result<Tensor> {
         let w = &self.weights;
-        let m = linear(gpu, b, svec, &w.norm_out.linear, None)?;
-        let modulation = Modulation { tensor: &m, shift: w.norm_out.shift_at, scale: w.norm_out.scale_at };
+        let m = linear(gpu, b, svec, &w.final_layer.ada_ln_modulation, None)?;
+        let modulation = Modulation { tensor: &m, shift: w.final_layer.shift_at, scale: w.final_layer.scale_at };
         let n = layer_norm_modulated(gpu, b, img, &modulation, EPS_FLUX)?;
-        linear(gpu, b, &n, &w.proj_out, None)
+        linear(gpu, b, &n, &w.final_layer.linear, None)
     }
 
     /// `mlp(sinusoid(s))` `[1, hidden]`.
@@ -315,6 +316,6 @@ impl FluxModel {
 
 /// Linear → SiLU → Linear.
 fn mlp(gpu: &Gpu, b: &mut Batch, x: &Tensor, e: &MlpEmbedder) -> Result<Tensor> {
-    let h = linear(gpu, b, x, &e.linear_1, Some(Activation::Silu))?;
-    linear(gpu, b, &h, &e.linear_2, None)
+    let h = linear(gpu, b, x, &e.in_layer, Some(Activation::Silu))?;
+    linear(gpu, b, &h, &e.out_layer, None)
 }

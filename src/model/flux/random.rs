@@ -6,12 +6,13 @@
 //! All double blocks share one block's tensors, and so do all single blocks: memory is that of one
 //! block of each kind whatever the block counts (timing does not depend on the values).
 
+use std::collections::HashMap;
+
 use super::config::FluxConfig;
-use super::model::TIME_DIM;
-use super::weights::{DoubleBlock, FluxWeights, Linear, MlpEmbedder, NormOut, SingleBlock, TimeTextEmbed};
+use super::tree::{Build, FluxTree, LinearKey, ScaleKey, DOUBLE_BLOCKS, SINGLE_BLOCKS};
+use super::weights::{FluxWeights, Linear};
 use crate::error::Result;
 use crate::gpu::{DType, Gpu, Tensor};
-use crate::kernels::matmul::Precision;
 use crate::reference::random::{weight_bytes, Rng};
 use crate::weights::repack::repack;
 
@@ -19,68 +20,54 @@ struct Maker<'a> {
     gpu: &'a Gpu,
     dtype: DType,
     rng: Rng,
+    /// Block tensors made so far, by their name with the block index left out.
+    shared: HashMap<String, Linear>,
+}
+
+/// `double_blocks.3.img_mod.lin` → `double_blocks.img_mod.lin`; `None` outside the blocks.
+fn block_relative(bfl: &str) -> Option<String> {
+    let (kind, rest) = bfl.split_once('.')?;
+    let (_, name) = rest.split_once('.')?;
+    [DOUBLE_BLOCKS.0, SINGLE_BLOCKS.0].contains(&kind).then(|| format!("{kind}.{name}"))
 }
 
 impl Maker<'_> {
-    fn linear(&mut self, n: usize, k: usize) -> Result<Linear> {
+    fn make(&mut self, n: usize, k: usize) -> Result<Linear> {
         let bytes = weight_bytes(&mut self.rng, self.dtype, n * k, 1.0 / (k as f32).sqrt(), 0.01);
         let w = self.gpu.upload_raw(&[n, k], self.dtype, &repack(self.dtype, &bytes)?)?;
-        Ok(Linear { w, b: self.gpu.upload_f32(&[n], &vec![0.0; n])?, lora: None, precision: Precision::F32 })
+        Ok(Linear::new(w, self.gpu.upload_f32(&[n], &vec![0.0; n])?))
+    }
+}
+
+impl Build for Maker<'_> {
+    type Linear = Linear;
+    type Scale = Tensor;
+
+    fn linear(&mut self, key: LinearKey) -> Result<Linear> {
+        let Some(rel) = block_relative(&key.bfl) else { return self.make(key.n, key.k) };
+        if let Some(l) = self.shared.get(&rel) {
+            return Ok(l.clone());
+        }
+        let l = self.make(key.n, key.k)?;
+        self.shared.insert(rel, l.clone());
+        Ok(l)
     }
 
-    fn ones(&self, n: usize) -> Result<Tensor> {
-        self.gpu.upload_f32(&[n], &vec![1.0; n])
+    fn scale(&mut self, key: ScaleKey) -> Result<Tensor> {
+        self.gpu.upload_f32(&[key.len], &vec![1.0; key.len])
     }
 
-    fn embedder(&mut self, k: usize, h: usize) -> Result<MlpEmbedder> {
-        Ok(MlpEmbedder { linear_1: self.linear(h, k)?, linear_2: self.linear(h, h)? })
+    fn scale_first(&self) -> bool {
+        true
     }
 }
 
 impl FluxWeights {
     /// Random weights for `c` with every matrix in `dtype` (a format the matmul takes; quantized
-    /// formats need every input width to be a multiple of the block size). Block tensors are
+    /// formats need every input width to be a multiple of the block size). Block matrices are
     /// shared across blocks of one kind (see the module doc).
     pub fn random(gpu: &Gpu, c: &FluxConfig, dtype: DType, seed: u64) -> Result<FluxWeights> {
         c.validate()?;
-        let mut m = Maker { gpu, dtype, rng: Rng::new(seed) };
-        let (h, mlp, hd) = (c.hidden(), c.mlp_hidden, c.head_dim);
-        let time_text_embed = TimeTextEmbed {
-            timestep: m.embedder(TIME_DIM, h)?,
-            guidance: if c.guidance { Some(m.embedder(TIME_DIM, h)?) } else { None },
-            text: m.embedder(c.pooled_dim, h)?,
-        };
-        let double = DoubleBlock {
-            img_mod: m.linear(6 * h, h)?,
-            txt_mod: m.linear(6 * h, h)?,
-            img_qkv: m.linear(3 * h, h)?,
-            txt_qkv: m.linear(3 * h, h)?,
-            img_norm_q: m.ones(hd)?,
-            img_norm_k: m.ones(hd)?,
-            txt_norm_q: m.ones(hd)?,
-            txt_norm_k: m.ones(hd)?,
-            img_proj: m.linear(h, h)?,
-            txt_proj: m.linear(h, h)?,
-            img_mlp_0: m.linear(mlp, h)?,
-            img_mlp_2: m.linear(h, mlp)?,
-            txt_mlp_0: m.linear(mlp, h)?,
-            txt_mlp_2: m.linear(h, mlp)?,
-        };
-        let single = SingleBlock {
-            modulation: m.linear(3 * h, h)?,
-            linear1: m.linear(3 * h + mlp, h)?,
-            norm_q: m.ones(hd)?,
-            norm_k: m.ones(hd)?,
-            linear2: m.linear(h, h + mlp)?,
-        };
-        Ok(FluxWeights {
-            x_embedder: m.linear(h, c.in_channels)?,
-            context_embedder: m.linear(h, c.context_dim)?,
-            time_text_embed,
-            transformer_blocks: vec![double; c.double_blocks],
-            single_transformer_blocks: vec![single; c.single_blocks],
-            norm_out: NormOut { linear: m.linear(2 * h, h)?, shift_at: h, scale_at: 0 },
-            proj_out: m.linear(c.out_channels, h)?,
-        })
+        FluxTree::build(c, &mut Maker { gpu, dtype, rng: Rng::new(seed), shared: HashMap::new() })
     }
 }

@@ -1,7 +1,5 @@
-//! The FLUX transformer's weights on the GPU, a struct tree mirroring the checkpoint
-//! (BFL `Flux`, src/flux/model.py @ 802fb47; diffusers names as mapped by
-//! `convert_flux_transformer_checkpoint_to_diffusers`, src/diffusers/loaders/single_file_utils.py @ 58eb52c),
-//! loaded by name from diffusers or BFL keys.
+//! The FLUX transformer's weights on the GPU: the tree of `tree.rs` built by a checkpoint loader
+//! that reads each key in the file's scheme (diffusers or BFL names, detected).
 //!
 //! diffusers' split projections (`to_q`/`to_k`/`to_v`, single blocks' `proj_mlp`) are fused into
 //! our layout (BFL's `qkv` / `linear1`, rows concatenated) on load: each part streams into its
@@ -10,90 +8,18 @@
 //! loader's chunks. Biases and norm scales become F32.
 
 use super::config::{FluxConfig, KeyScheme};
+use super::tree::{Build, FluxTree, LinearKey, ScaleKey};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
-use crate::kernels::matmul::Precision;
+pub use crate::model::layers::Linear;
 use crate::weights::load::{
     converted_layout, read_floats, ByteSource, Convert, LoadOptions, Pacer, Uploads, CHUNK_BYTES, PACE_BYTES,
 };
 use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
 
-/// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`; plus `lora`, the run-time
-/// LoRA adapters on this weight (src/lora/, `FluxModel::set_loras`), not merged into `w` (merging
-/// is `FluxModel::merge_loras`, which replaces `w`); `precision`, the arithmetic of its matmul
-/// tiles (F32 unless `FluxModel::set_precision` asks for F16).
-#[derive(Clone)]
-pub struct Linear {
-    pub w: Tensor,
-    pub b: Tensor,
-    pub lora: Option<crate::kernels::matmul::LoraStack>,
-    pub precision: Precision,
-}
-
-/// Linear → SiLU → Linear (BFL `MLPEmbedder`, src/flux/modules/layers.py @ 802fb47: the time, guidance and
-/// pooled-text embedders).
-pub struct MlpEmbedder {
-    pub linear_1: Linear,
-    pub linear_2: Linear,
-}
-
-pub struct TimeTextEmbed {
-    pub timestep: MlpEmbedder,
-    /// dev only.
-    pub guidance: Option<MlpEmbedder>,
-    pub text: MlpEmbedder,
-}
-
-/// Double-stream block (BFL `DoubleStreamBlock`, src/flux/modules/layers.py @ 802fb47); `*_qkv` are fused
-/// `[3·hidden, hidden]`.
-#[derive(Clone)]
-pub struct DoubleBlock {
-    pub img_mod: Linear,
-    pub txt_mod: Linear,
-    pub img_qkv: Linear,
-    pub txt_qkv: Linear,
-    pub img_norm_q: Tensor,
-    pub img_norm_k: Tensor,
-    pub txt_norm_q: Tensor,
-    pub txt_norm_k: Tensor,
-    pub img_proj: Linear,
-    pub txt_proj: Linear,
-    pub img_mlp_0: Linear,
-    pub img_mlp_2: Linear,
-    pub txt_mlp_0: Linear,
-    pub txt_mlp_2: Linear,
-}
-
-/// Single-stream block (BFL `SingleStreamBlock`, src/flux/modules/layers.py @ 802fb47); `linear1` is fused
-/// `[3·hidden + mlp, hidden]` (q | k | v | mlp).
-#[derive(Clone)]
-pub struct SingleBlock {
-    pub modulation: Linear,
-    pub linear1: Linear,
-    pub norm_q: Tensor,
-    pub norm_k: Tensor,
-    pub linear2: Linear,
-}
-
-/// Final AdaLN layer (BFL `LastLayer`, src/flux/modules/layers.py @ 802fb47; diffusers `norm_out`,
-/// src/diffusers/models/transformers/transformer_flux.py @ 58eb52c). The modulation's shift and scale halves
-/// sit in checkpoint order (BFL: shift first; diffusers: scale first), recorded as element offsets instead of
-/// swapped.
-pub struct NormOut {
-    pub linear: Linear,
-    pub shift_at: usize,
-    pub scale_at: usize,
-}
-
-pub struct FluxWeights {
-    pub x_embedder: Linear,
-    pub context_embedder: Linear,
-    pub time_text_embed: TimeTextEmbed,
-    pub transformer_blocks: Vec<DoubleBlock>,
-    pub single_transformer_blocks: Vec<SingleBlock>,
-    pub norm_out: NormOut,
-    pub proj_out: Linear,
-}
+/// The transformer's weights on the GPU: the tree (`tree.rs`) with a Linear at each Linear key and
+/// an F32 tensor at each norm scale key.
+pub type FluxWeights = FluxTree<Linear, Tensor>;
 
 /// Loads tensors by name, checking each against the shape the config expects.
 struct Loader<'a> {
@@ -189,98 +115,30 @@ impl Loader<'_> {
         }
         self.gpu.upload_f32(&[v.len()], &v)
     }
+}
 
-    fn key(&self, d: &str, b: &str) -> String {
-        self.scheme.key(d, b)
+impl Build for Loader<'_> {
+    type Linear = Linear;
+    type Scale = Tensor;
+
+    /// `weight` `[n, k]` and `bias` `[n]` under the key's BFL name, or its diffusers parts fused.
+    fn linear(&mut self, key: LinearKey) -> Result<Linear> {
+        let names = |s: &str| key.names(&self.scheme, s).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        let (weights, biases) = (names("weight"), names("bias"));
+        let rows: Vec<usize> = key.names(&self.scheme, "weight").into_iter().map(|(_, r)| r).collect();
+        let w = match weights.as_slice() {
+            [one] => self.matrix(one, key.n, key.k)?,
+            parts => self.fused_matrix(parts, &rows, key.k)?,
+        };
+        Ok(Linear::new(w, self.vector(&biases, &rows)?))
     }
 
-    /// `{name}.weight` `[n, k]` and `{name}.bias` `[n]`, `name` in diffusers or BFL form.
-    fn linear(&mut self, d: &str, b: &str, n: usize, k: usize) -> Result<Linear> {
-        let name = self.key(d, b);
-        Ok(Linear {
-            w: self.matrix(&format!("{name}.weight"), n, k)?,
-            b: self.vector(&[format!("{name}.bias")], &[n])?,
-            lora: None,
-            precision: Precision::F32,
-        })
+    fn scale(&mut self, key: ScaleKey) -> Result<Tensor> {
+        self.vector(&[key.name(&self.scheme)], &[key.len])
     }
 
-    /// A fused projection: BFL stores it as `bfl` `[Σ rows, k]`; diffusers as the parts `parts`.
-    fn fused(&mut self, parts: &[&str], bfl: &str, rows: &[usize], k: usize) -> Result<Linear> {
-        match self.scheme.clone() {
-            KeyScheme::Bfl { .. } => self.linear("", bfl, rows.iter().sum(), k),
-            KeyScheme::Diffusers { prefix } => {
-                let names = |s: &str| parts.iter().map(|p| format!("{prefix}{p}.{s}")).collect::<Vec<_>>();
-                Ok(Linear {
-                    w: self.fused_matrix(&names("weight"), rows, k)?,
-                    b: self.vector(&names("bias"), rows)?,
-                    lora: None,
-                    precision: Precision::F32,
-                })
-            }
-        }
-    }
-
-    fn scale(&mut self, d: &str, b: &str, len: usize) -> Result<Tensor> {
-        let name = self.key(d, b);
-        self.vector(&[name], &[len])
-    }
-
-    fn embedder(&mut self, d: &str, b: &str, k: usize, h: usize) -> Result<MlpEmbedder> {
-        Ok(MlpEmbedder {
-            linear_1: self.linear(&format!("{d}.linear_1"), &format!("{b}.in_layer"), h, k)?,
-            linear_2: self.linear(&format!("{d}.linear_2"), &format!("{b}.out_layer"), h, h)?,
-        })
-    }
-
-    fn double(&mut self, i: usize, c: &FluxConfig) -> Result<DoubleBlock> {
-        let (h, m, hd) = (c.hidden(), c.mlp_hidden, c.head_dim);
-        let (d, b) = (format!("transformer_blocks.{i}."), format!("double_blocks.{i}."));
-        let (dk, bk) = (|s: &str| format!("{d}{s}"), |s: &str| format!("{b}{s}"));
-        Ok(DoubleBlock {
-            img_mod: self.linear(&dk("norm1.linear"), &bk("img_mod.lin"), 6 * h, h)?,
-            txt_mod: self.linear(&dk("norm1_context.linear"), &bk("txt_mod.lin"), 6 * h, h)?,
-            img_qkv: self.fused(
-                &[&dk("attn.to_q"), &dk("attn.to_k"), &dk("attn.to_v")],
-                &bk("img_attn.qkv"),
-                &[h; 3],
-                h,
-            )?,
-            txt_qkv: self.fused(
-                &[&dk("attn.add_q_proj"), &dk("attn.add_k_proj"), &dk("attn.add_v_proj")],
-                &bk("txt_attn.qkv"),
-                &[h; 3],
-                h,
-            )?,
-            img_norm_q: self.scale(&dk("attn.norm_q.weight"), &bk("img_attn.norm.query_norm.scale"), hd)?,
-            img_norm_k: self.scale(&dk("attn.norm_k.weight"), &bk("img_attn.norm.key_norm.scale"), hd)?,
-            txt_norm_q: self.scale(&dk("attn.norm_added_q.weight"), &bk("txt_attn.norm.query_norm.scale"), hd)?,
-            txt_norm_k: self.scale(&dk("attn.norm_added_k.weight"), &bk("txt_attn.norm.key_norm.scale"), hd)?,
-            img_proj: self.linear(&dk("attn.to_out.0"), &bk("img_attn.proj"), h, h)?,
-            txt_proj: self.linear(&dk("attn.to_add_out"), &bk("txt_attn.proj"), h, h)?,
-            img_mlp_0: self.linear(&dk("ff.net.0.proj"), &bk("img_mlp.0"), m, h)?,
-            img_mlp_2: self.linear(&dk("ff.net.2"), &bk("img_mlp.2"), h, m)?,
-            txt_mlp_0: self.linear(&dk("ff_context.net.0.proj"), &bk("txt_mlp.0"), m, h)?,
-            txt_mlp_2: self.linear(&dk("ff_context.net.2"), &bk("txt_mlp.2"), h, m)?,
-        })
-    }
-
-    fn single(&mut self, i: usize, c: &FluxConfig) -> Result<SingleBlock> {
-        let (h, m, hd) = (c.hidden(), c.mlp_hidden, c.head_dim);
-        let (d, b) = (format!("single_transformer_blocks.{i}."), format!("single_blocks.{i}."));
-        let (dk, bk) = (|s: &str| format!("{d}{s}"), |s: &str| format!("{b}{s}"));
-        Ok(SingleBlock {
-            modulation: self.linear(&dk("norm.linear"), &bk("modulation.lin"), 3 * h, h)?,
-            linear1: self.fused(
-                &[&dk("attn.to_q"), &dk("attn.to_k"), &dk("attn.to_v"), &dk("proj_mlp")],
-                &bk("linear1"),
-                &[h, h, h, m],
-                h,
-            )?,
-            norm_q: self.scale(&dk("attn.norm_q.weight"), &bk("norm.query_norm.scale"), hd)?,
-            norm_k: self.scale(&dk("attn.norm_k.weight"), &bk("norm.key_norm.scale"), hd)?,
-            linear2: self.linear(&dk("proj_out"), &bk("linear2"), h, h + m)?,
-        })
+    fn scale_first(&self) -> bool {
+        matches!(self.scheme, KeyScheme::Diffusers { .. })
     }
 }
 
@@ -334,32 +192,8 @@ impl FluxWeights {
         c.check_caps(&header.file)?;
         c.validate()?;
         let scheme = KeyScheme::detect(header)?;
-        let diffusers = matches!(scheme, KeyScheme::Diffusers { .. });
         let mut l = Loader { gpu, src, header, scheme, convert: opts.convert, uploads: Uploads::new(header) };
-        let h = c.hidden();
-        let tte = "time_text_embed.";
-        let time_text_embed = TimeTextEmbed {
-            timestep: l.embedder(&format!("{tte}timestep_embedder"), "time_in", 256, h)?,
-            guidance: if c.guidance {
-                Some(l.embedder(&format!("{tte}guidance_embedder"), "guidance_in", 256, h)?)
-            } else {
-                None
-            },
-            text: l.embedder(&format!("{tte}text_embedder"), "vector_in", c.pooled_dim, h)?,
-        };
-        let weights = FluxWeights {
-            x_embedder: l.linear("x_embedder", "img_in", h, c.in_channels)?,
-            context_embedder: l.linear("context_embedder", "txt_in", h, c.context_dim)?,
-            time_text_embed,
-            transformer_blocks: (0..c.double_blocks).map(|i| l.double(i, c)).collect::<Result<_>>()?,
-            single_transformer_blocks: (0..c.single_blocks).map(|i| l.single(i, c)).collect::<Result<_>>()?,
-            norm_out: NormOut {
-                linear: l.linear("norm_out.linear", "final_layer.adaLN_modulation.1", 2 * h, h)?,
-                shift_at: if diffusers { h } else { 0 },
-                scale_at: if diffusers { 0 } else { h },
-            },
-            proj_out: l.linear("proj_out", "final_layer.linear", c.out_channels, h)?,
-        };
+        let weights = FluxTree::build(c, &mut l)?;
         Ok((weights, l.uploads))
     }
 }

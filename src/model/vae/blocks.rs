@@ -9,9 +9,9 @@ use crate::kernels::attention::{attention as sdpa, AttnInput, AttnOptions};
 use crate::kernels::conv2d::{conv2d, Conv2d};
 use crate::kernels::copy::transpose;
 use crate::kernels::elementwise::add;
-use crate::kernels::matmul::{matmul, Epilogue};
 use crate::kernels::norm::{group_norm, EPS_FLUX};
 use crate::kernels::shape_err;
+use crate::model::layers::Linear;
 
 /// `(C, H, W)` of an activation.
 pub fn dims(x: &Tensor) -> Result<(usize, usize, usize)> {
@@ -59,9 +59,7 @@ pub fn attention(gpu: &Gpu, b: &mut Batch, x: &Tensor, a: &Attention, groups: us
     let (c, h, w) = dims(x)?;
     let hn = norm(gpu, b, x, &a.group_norm, groups, false)?;
     let tokens = transpose(gpu, b, &hn.reshape(&[c, h * w])?)?;
-    let lin = |b: &mut Batch, t: &Tensor, l: &super::weights::Linear| {
-        matmul(gpu, b, t, &l.w, &Epilogue { bias: Some(&l.b), ..Default::default() })
-    };
+    let lin = |b: &mut Batch, t: &Tensor, l: &Linear| l.forward(gpu, b, t, None);
     let (q, k, v) = (lin(b, &tokens, &a.to_q)?, lin(b, &tokens, &a.to_k)?, lin(b, &tokens, &a.to_v)?);
     let o = sdpa(
         gpu,

@@ -11,17 +11,12 @@
 use super::config::{VaeConfig, VaeKeys};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
+use crate::model::layers::Linear;
 use crate::weights::load::{read_floats, ByteSource};
 use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
 
 /// A convolution: `w` `[O, I, kh, kw]` (F32 or F16), `b` F32 `[O]`.
 pub struct Conv {
-    pub w: Tensor,
-    pub b: Tensor,
-}
-
-/// `y = x·Wᵀ + b` over channels: `w` `[C_out, C_in]` (F32 or F16), `b` F32 `[C_out]`.
-pub struct Linear {
     pub w: Tensor,
     pub b: Tensor,
 }
@@ -161,7 +156,7 @@ impl Loader<'_> {
     fn linear(&mut self, d: &str, b: &str, c: usize) -> Result<Linear> {
         let p = self.key(d, b);
         let w = self.weight(&format!("{p}.weight"), &[&[c, c], &[c, c, 1, 1]], &[c, c])?;
-        Ok(Linear { w, b: self.vector(&format!("{p}.bias"), c)? })
+        Ok(Linear::new(w, self.vector(&format!("{p}.bias"), c)?))
     }
 
     fn norm(&mut self, d: &str, b: &str, c: usize) -> Result<GroupNorm> {
