@@ -166,6 +166,8 @@ fn bench_flux_step_with_loras() {
 }
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+/// The demo model the page bundles (also a test fixture: tools/golden/make_pipeline_fixtures.py).
+const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/demo");
 
 /// `inspect` names the component and key scheme (`weights::detect`) on a golden fixture.
 #[test]
@@ -194,7 +196,7 @@ fn generate_with_convert_q8_0_differs_a_little_from_keep() {
         let args = [
             "generate",
             "--model",
-            &format!("{FIXTURES}/tiny-flux"),
+            &format!("{DEMO}/tiny-flux"),
             "--prompt",
             "a fox",
             "--width",
@@ -232,7 +234,7 @@ fn generate_with_convert_q8_0_differs_a_little_from_keep() {
 #[test]
 fn generate_writes_previews_linear_or_through_taef1() {
     let dir = std::env::temp_dir().join(format!("iclora-cli-previews-{}", std::process::id()));
-    let model = format!("{FIXTURES}/tiny-flux");
+    let model = format!("{DEMO}/tiny-flux");
     let taef1 = format!("{FIXTURES}/golden/taef1_tiny");
     for (sub, decoder, size) in [("linear", None, (8, 12)), ("taef1", Some(taef1.as_str()), (64, 96))] {
         let previews = dir.join(sub);
@@ -319,7 +321,7 @@ fn generate_reproduces_a_recipe_png() {
     use iclora::recipe::{ModelSource, ModelUrls};
     let dir = std::env::temp_dir().join(format!("iclora-cli-recipe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let model = format!("{FIXTURES}/tiny-flux");
+    let model = format!("{DEMO}/tiny-flux");
     let mut r = task_preset("film-storyboard").unwrap().example_recipe(
         ModelSource::Custom(ModelUrls { root: Some("https://models.example/tiny-flux".into()), ..Default::default() }),
         11,

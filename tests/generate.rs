@@ -1,4 +1,4 @@
-//! `iclora generate` end to end on the tiny diffusers-layout pipeline (tests/fixtures/tiny-flux/,
+//! `iclora generate` end to end on the tiny diffusers-layout pipeline (web/demo/tiny-flux/,
 //! tools/golden/make_pipeline_fixtures.py): the PNG it writes against the image diffusers'
 //! FluxPipeline made from the same folder, prompt, size, steps, guidance and seed (PSNR ≥ 40 dB);
 //! missing components and bad LoRAs give errors naming the component and file; a prompt longer than
@@ -9,7 +9,7 @@ use common::psnr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-flux");
+const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/demo/tiny-flux");
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden");
 /// The bar; the tiny pipeline reaches ~80 dB (a few pixels off by one level).
 const MIN_PSNR_DB: f64 = 40.0;

@@ -1,5 +1,5 @@
 //! `iclora generate --lora` end to end against diffusers' FluxPipeline with the same adapters
-//! (`load_lora_weights` + `set_adapters`) on the tiny pipeline (tests/fixtures/tiny-flux/,
+//! (`load_lora_weights` + `set_adapters`) on the tiny pipeline (web/demo/tiny-flux/,
 //! tools/golden/make_pipeline_lora_fixtures.py): PSNR ≥ 40 dB for every case and every format of
 //! adapter A (diffusers as `save_lora_weights` writes it, kohya, BFL-native), and the three formats
 //! of A give identical bytes.
@@ -9,7 +9,7 @@ use common::psnr;
 use std::path::PathBuf;
 use std::process::Command;
 
-const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-flux");
+const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/demo/tiny-flux");
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden");
 /// The bar.
 const MIN_PSNR_DB: f64 = 40.0;

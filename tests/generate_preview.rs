@@ -11,7 +11,7 @@ use iclora::weights::safetensors::{file_dtype, write_safetensors};
 use iclora::weights::tensor_info::TensorData;
 use iclora::Error;
 
-const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-flux");
+const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/demo/tiny-flux");
 const TAEF1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden/taef1_tiny");
 const STEPS: usize = 3;
 

@@ -8,7 +8,7 @@ use iclora::gpu::{Gpu, GpuOptions};
 use iclora::pipeline::generate::{GenerateOptions, Lines, ModelPaths, RgbImage, Session};
 use iclora::weights::load::Convert;
 
-const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-flux");
+const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/demo/tiny-flux");
 
 fn opts(prompt: &str, seed: u64) -> GenerateOptions {
     GenerateOptions {
@@ -30,11 +30,19 @@ fn opts(prompt: &str, seed: u64) -> GenerateOptions {
 }
 
 fn run(gpu: &Gpu, session: &mut Session, o: &GenerateOptions) -> (iclora::Result<RgbImage>, String) {
-    let paths = ModelPaths { root: Some(MODEL.into()), ..Default::default() };
+    run_with(gpu, session, &ModelPaths { root: Some(MODEL.into()), ..Default::default() }, o)
+}
+
+fn run_with(
+    gpu: &Gpu,
+    session: &mut Session,
+    paths: &ModelPaths,
+    o: &GenerateOptions,
+) -> (iclora::Result<RgbImage>, String) {
     let mut log = String::new();
     let img = pollster::block_on(session.run(
         gpu,
-        &paths,
+        paths,
         o,
         &mut Lines(|l: &str| {
             log.push_str(l);
@@ -113,4 +121,33 @@ fn the_step_cache_never_crosses_runs() {
             assert_ne!(prev, img, "seed {seed}, scale {scale}: the settings must matter");
         }
     }
+}
+
+/// Each stage's product is kept under a key of where its model comes from: another VAE location
+/// is not served the cached VAE, and a tokenizer named explicitly encodes the prompt again.
+#[test]
+fn each_stage_is_reused_only_for_the_same_model_locations() {
+    let gpu = Gpu::new_blocking(&GpuOptions::default()).unwrap();
+    let mut s = Session::default();
+    let o = opts("[SCENE-1] a red fox", 1);
+    let base = ModelPaths { root: Some(MODEL.into()), ..Default::default() };
+    let want = run_with(&gpu, &mut s, &base, &o).0.unwrap();
+
+    // A VAE elsewhere (here: nowhere) is looked for, not taken from the cache.
+    let nowhere = ModelPaths { vae: Some(format!("{MODEL}/no-such-vae")), ..base.clone() };
+    let err = run_with(&gpu, &mut s, &nowhere, &o).0.expect_err("a missing VAE must fail").to_string();
+    assert!(err.contains("no-such-vae"), "{err}");
+
+    // The same files named one by one: the text and VAE stages load again; the image is the same.
+    s.keep_transformer_while_encoding = true;
+    run_with(&gpu, &mut s, &base, &o).0.unwrap();
+    let named = ModelPaths {
+        vae: Some(format!("{MODEL}/vae")),
+        t5_tokenizer: Some(format!("{MODEL}/tokenizer_2")),
+        ..base.clone()
+    };
+    let (img, log) = run_with(&gpu, &mut s, &named, &o);
+    assert!(log.contains("load: text encoders") && log.contains("load: VAE"), "{log}");
+    assert!(log.contains("already loaded"), "the transformer's key did not change: {log}");
+    assert_eq!(img.unwrap(), want);
 }

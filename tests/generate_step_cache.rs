@@ -1,4 +1,4 @@
-//! `iclora generate --step-cache` on the tiny diffusers-layout pipeline (tests/fixtures/tiny-flux/):
+//! `iclora generate --step-cache` on the tiny diffusers-layout pipeline (web/demo/tiny-flux/):
 //! threshold 0 writes the same PNG, byte for byte, as no cache; a threshold above every distance
 //! computes only the forced steps; the closing `step cache: computed C of N steps` line agrees with
 //! the per-step lines; bad settings are refused with a message naming the flag.
@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-flux");
+const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/demo/tiny-flux");
 const STEPS: usize = 6;
 
 fn tmp(name: &str) -> PathBuf {

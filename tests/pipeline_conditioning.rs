@@ -1,5 +1,5 @@
 //! IC-LoRA panels and reference conditioning on the tiny diffusers-layout pipeline
-//! (tests/fixtures/tiny-flux/: transformer + VAE, random text conditioning of the right shapes):
+//! (web/demo/tiny-flux/: transformer + VAE, random text conditioning of the right shapes):
 //! a 64×32 canvas cut into two 32×32 panels (2×2 tokens each), 4 dev steps.
 //!
 //! What is checked, and how tightly:
@@ -37,7 +37,7 @@ use iclora::pipeline::schedule::FluxVariant;
 use iclora::pipeline::seed::flux_noise;
 use iclora::Error;
 
-const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-flux");
+const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/demo/tiny-flux");
 const KEEP_PSNR_DB: f64 = 40.0;
 const OPTS: SampleOptions =
     SampleOptions { height: 32, width: 64, steps: 4, guidance: Some(3.5), variant: FluxVariant::Dev, step_cache: None };

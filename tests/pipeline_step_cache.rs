@@ -1,5 +1,5 @@
 //! The sampler's step cache (First-Block Cache, src/pipeline/step_cache.rs) on the tiny
-//! diffusers-layout transformer (tests/fixtures/tiny-flux/) with random text conditioning,
+//! diffusers-layout transformer (web/demo/tiny-flux/) with random text conditioning,
 //! a 48×80 canvas (3×5 tokens).
 //!
 //! What is checked, and how tightly:

@@ -19,8 +19,8 @@ pub fn gpu() -> &'static Gpu {
 #[allow(unused_imports)]
 pub use iclora::reference::random::Rng;
 
-/// The bundled tiny diffusers-layout pipeline (tests/fixtures/tiny-flux).
-pub const TINY_FLUX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-flux");
+/// The bundled tiny diffusers-layout pipeline (web/demo/tiny-flux).
+pub const TINY_FLUX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/demo/tiny-flux");
 
 /// The tiny pipeline's transformer, loaded once per test binary.
 pub fn tiny_transformer() -> &'static iclora::model::flux::FluxModel {

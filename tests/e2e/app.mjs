@@ -22,7 +22,9 @@
 //     progress line counts computed/skipped steps, and a share link carries it;
 //   - the "Speed" choice stacks the few-step LoRA on the task's (form only);
 //   - "Sharp live preview" decodes previews with TAEF1 at the canvas size and leaves the result
-//     unchanged.
+//     unchanged;
+//   - axe-core finds no accessibility violation in the main states (studio open, a set shown,
+//     the hosts dialog, an error).
 // Screenshots of the main states go to tests/e2e/screenshots/. The last line
 // is `app: N passed, M failed`.
 
@@ -46,6 +48,17 @@ function check(name, ok, detail = '') {
   console.log(`${ok ? 'ok  ' : 'FAIL'} ${name}${detail ? ': ' + detail : ''}`);
   ok ? passed++ : failed++;
   return ok;
+}
+
+// axe-core (npm, pinned in package.json) in the page: injected through the DevTools protocol
+// (page.evaluate is not subject to the page's CSP), run on the whole document with its default
+// rules (WCAG 2.x A/AA and best practices); every violation is listed with its first nodes.
+const AXE = readFileSync(path.resolve('node_modules/axe-core/axe.min.js'), 'utf8');
+async function accessible(page, state) {
+  await page.evaluate(AXE);
+  const violations = await page.evaluate(async () => (await window.axe.run(document)).violations.map((v) =>
+    `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`));
+  return check(`axe-core finds no accessibility violation: ${state}`, violations.length === 0, violations.join('; '));
 }
 
 /** PSNR in dB of two equal-length RGB(A) byte arrays (alpha ignored when rgba). */
@@ -110,7 +123,7 @@ async function generate(page) {
 async function cliArgs(page) {
   const f = await page.evaluate(() => Object.fromEntries(['prompt', 'width', 'height', 'steps', 'guidance', 'seed', 'rows', 'cols']
     .map((id) => [id, document.getElementById(id).value])));
-  return [['--model', 'tests/fixtures/tiny-flux', '--prompt', f.prompt, '--width', f.width, '--height', f.height,
+  return [['--model', 'web/demo/tiny-flux', '--prompt', f.prompt, '--width', f.width, '--height', f.height,
     '--steps', f.steps, '--guidance', f.guidance, '--seed', f.seed], f];
 }
 
@@ -172,6 +185,7 @@ async function main() {
     await page.goto(`${origin}/`);
     await page.waitForFunction(() => document.body.dataset.engine === 'ready', null, { timeout: 120_000 });
     await page.screenshot({ path: `${shots}/studio.png`, fullPage: true });
+    await accessible(page, 'the studio as it opens');
     // The worker's device got `subgroups` through web/gpu_bridge.js (SwiftShader offers them), and
     // the status line names the paths generation runs.
     const ready = await page.textContent('#status');
@@ -184,6 +198,7 @@ async function main() {
     const run1 = await generate(page);
     if (!check('tiny model generates a 3-panel storyboard set', run1.state === 'done', run1.error)) throw new Error('no set');
     await page.screenshot({ path: `${shots}/result.png`, fullPage: true });
+    await accessible(page, 'a set generated (canvas, gallery, share link)');
     const [args, form] = await cliArgs(page);
     check('the tiny preset scaled the storyboard canvas', form.width === '64' && form.height === '96' && form.rows === '3', `${form.width}×${form.height}, ${form.rows}×${form.cols}`);
     const pixels1 = await canvasPixels(page);
@@ -228,6 +243,7 @@ async function main() {
       await p2.waitForFunction(() => document.body.dataset.confirm === 'open', null, { timeout: 60_000 });
       const hosts = await p2.evaluate(() => [...document.querySelectorAll('#confirm-hosts li')].map((li) => li.textContent));
       await p2.screenshot({ path: `${shots}/share-confirm.png` });
+      await accessible(p2, 'the hosts dialog of a share link');
       const nothingYet = await p2.evaluate(() => !document.body.dataset.state);
       check('a share link lists its hosts and waits', nothingYet && hosts.some((h) => h.startsWith('127.0.0.1')), hosts.join(', '));
       await p2.click('#confirm-ok');
@@ -323,6 +339,7 @@ async function main() {
     await addAdapter(page, `${origin}/fixtures/missing.safetensors`);
     const run5 = await generate(page);
     await page.screenshot({ path: `${shots}/error.png`, fullPage: true });
+    await accessible(page, 'an error shown');
     check('a 404 LoRA URL says so', run5.state === 'error' && run5.kind === 'not-found' && run5.error.includes('404'), run5.error.slice(0, 160));
     await clearAdapters(page);
     await addAdapter(page, `${origin}/fixtures/lora_a_diffusers.safetensors`);

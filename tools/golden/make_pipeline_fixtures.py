@@ -2,7 +2,7 @@
 """Golden fixtures for `iclora generate` (src/pipeline/generate.rs): a tiny complete FLUX.1-dev
 pipeline in diffusers layout, and the images diffusers' FluxPipeline makes with it.
 
-Writes tests/fixtures/tiny-flux/ (~3 MB), loadable by `FluxPipeline.from_pretrained`:
+Writes web/demo/tiny-flux/ (~3 MB), loadable by `FluxPipeline.from_pretrained`:
 
   model_index.json
   scheduler/scheduler_config.json        FLUX.1-dev's (dynamic shifting)
@@ -42,7 +42,8 @@ from make_flux_fixtures import randomize, weights_to_save  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
 GOLDEN = os.path.join(ROOT, "golden")
-DIR = os.path.join(ROOT, "tiny-flux")
+# The demo model the page serves (web/demo/), also the fixture of the pipeline tests.
+DIR = os.path.join(os.path.dirname(__file__), "..", "..", "web", "demo", "tiny-flux")
 
 TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=2, attention_head_dim=64,
                    num_attention_heads=2, joint_attention_dim=64, pooled_projection_dim=64,

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Golden images for `iclora generate --lora` (tests/generate_lora.rs): diffusers' FluxPipeline on
-the tiny pipeline of make_pipeline_fixtures.py (tests/fixtures/tiny-flux/) with random LoRA
+the tiny pipeline of make_pipeline_fixtures.py (web/demo/tiny-flux/) with random LoRA
 adapters loaded by `load_lora_weights(..., adapter_name=...)` and mixed by `set_adapters`.
 
 Adapters (random, non-zero lora_B; values rounded to F16 and stored as F16, so the reference runs
@@ -45,7 +45,8 @@ from make_lora_fixtures import add_random_adapter, kohya_and_native  # noqa: E40
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures")
 GOLDEN = os.path.join(ROOT, "golden")
-DIR = os.path.join(ROOT, "tiny-flux")
+# The demo model the page serves (web/demo/), also the fixture of the pipeline tests.
+DIR = os.path.join(os.path.dirname(__file__), "..", "..", "web", "demo", "tiny-flux")
 
 TARGETS_A = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj", "attn.add_k_proj",
              "attn.add_v_proj", "attn.to_add_out", "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj",
