@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use super::config::FluxConfig;
 use super::tree::{Build, FluxTree, LinearKey, ScaleKey, DOUBLE_BLOCKS, SINGLE_BLOCKS};
 use super::weights::{FluxWeights, Linear};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::reference::random::{weight_bytes, Rng};
 use crate::weights::repack::repack;
@@ -42,6 +42,7 @@ impl Maker<'_> {
 impl Build for Maker<'_> {
     type Linear = Linear;
     type Scale = Tensor;
+    type Error = Error;
 
     fn linear(&mut self, key: LinearKey) -> Result<Linear> {
         let Some(rel) = block_relative(&key.bfl) else { return self.make(key.n, key.k) };

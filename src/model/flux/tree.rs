@@ -11,9 +11,11 @@
 //! `to_v` / `add_*_proj`) and the single blocks' `linear1` (q, k, v and `proj_mlp`); our weights
 //! keep BFL's fused layout (rows concatenated), and a [`LinearKey`] lists the parts in row order.
 
+use std::convert::Infallible;
+
 use super::config::{FluxConfig, KeyScheme};
 use super::model::TIME_DIM;
-use crate::error::Result;
+
 use crate::gpu::Tensor;
 use crate::model::layers::Linear;
 
@@ -147,8 +149,10 @@ pub struct FluxTree<L = Linear, S = Tensor> {
 pub trait Build {
     type Linear;
     type Scale;
-    fn linear(&mut self, key: LinearKey) -> Result<Self::Linear>;
-    fn scale(&mut self, key: ScaleKey) -> Result<Self::Scale>;
+    /// `Infallible` for builders that cannot fail (the key tree).
+    type Error;
+    fn linear(&mut self, key: LinearKey) -> Result<Self::Linear, Self::Error>;
+    fn scale(&mut self, key: ScaleKey) -> Result<Self::Scale, Self::Error>;
     /// Whether the final layer's modulation is stored scale first (diffusers) rather than shift
     /// first (BFL).
     fn scale_first(&self) -> bool;
@@ -160,10 +164,11 @@ struct Keys;
 impl Build for Keys {
     type Linear = LinearKey;
     type Scale = ScaleKey;
-    fn linear(&mut self, key: LinearKey) -> Result<LinearKey> {
+    type Error = Infallible;
+    fn linear(&mut self, key: LinearKey) -> Result<LinearKey, Infallible> {
         Ok(key)
     }
-    fn scale(&mut self, key: ScaleKey) -> Result<ScaleKey> {
+    fn scale(&mut self, key: ScaleKey) -> Result<ScaleKey, Infallible> {
         Ok(key)
     }
     fn scale_first(&self) -> bool {
@@ -190,7 +195,13 @@ impl LinearKey {
     }
 }
 
-fn embedder<B: Build>(b: &mut B, bfl: &str, diffusers: &str, k: usize, h: usize) -> Result<MlpEmbedder<B::Linear>> {
+fn embedder<B: Build>(
+    b: &mut B,
+    bfl: &str,
+    diffusers: &str,
+    k: usize,
+    h: usize,
+) -> Result<MlpEmbedder<B::Linear>, B::Error> {
     let d = format!("time_text_embed.{diffusers}");
     Ok(MlpEmbedder {
         in_layer: b.linear(whole(format!("{bfl}.in_layer"), format!("{d}.linear_1"), h, k))?,
@@ -198,7 +209,7 @@ fn embedder<B: Build>(b: &mut B, bfl: &str, diffusers: &str, k: usize, h: usize)
     })
 }
 
-fn double<B: Build>(b: &mut B, i: usize, c: &FluxConfig) -> Result<DoubleBlock<B::Linear, B::Scale>> {
+fn double<B: Build>(b: &mut B, i: usize, c: &FluxConfig) -> Result<DoubleBlock<B::Linear, B::Scale>, B::Error> {
     let (h, m, hd) = (c.hidden(), c.mlp_hidden, c.head_dim);
     let (p, d) = (format!("{}.{i}.", DOUBLE_BLOCKS.0), format!("{}.{i}.", DOUBLE_BLOCKS.1));
     // One stream: BFL prefix `img`/`txt`; diffusers names of its q/k/v, output projection, QK
@@ -227,7 +238,7 @@ fn double<B: Build>(b: &mut B, i: usize, c: &FluxConfig) -> Result<DoubleBlock<B
         let modulation = b.linear(whole(format!("{p}{s}_mod.lin"), format!("{d}{norm1}.linear"), 6 * h, h))?;
         let mlp_0 = b.linear(whole(format!("{p}{s}_mlp.0"), format!("{d}{ff}.net.0.proj"), m, h))?;
         let mlp_2 = b.linear(whole(format!("{p}{s}_mlp.2"), format!("{d}{ff}.net.2"), h, m))?;
-        Ok::<_, crate::error::Error>((modulation, attn, mlp_0, mlp_2))
+        Ok::<_, B::Error>((modulation, attn, mlp_0, mlp_2))
     };
     let (img_mod, img_attn, img_mlp_0, img_mlp_2) =
         stream("img", ["to_q", "to_k", "to_v"], "to_out.0", ["norm_q", "norm_k"], "ff", "norm1", "1")?;
@@ -243,7 +254,7 @@ fn double<B: Build>(b: &mut B, i: usize, c: &FluxConfig) -> Result<DoubleBlock<B
     Ok(DoubleBlock { img_mod, img_attn, img_mlp_0, img_mlp_2, txt_mod, txt_attn, txt_mlp_0, txt_mlp_2 })
 }
 
-fn single<B: Build>(b: &mut B, i: usize, c: &FluxConfig) -> Result<SingleBlock<B::Linear, B::Scale>> {
+fn single<B: Build>(b: &mut B, i: usize, c: &FluxConfig) -> Result<SingleBlock<B::Linear, B::Scale>, B::Error> {
     let (h, m, hd) = (c.hidden(), c.mlp_hidden, c.head_dim);
     let (p, d) = (format!("{}.{i}.", SINGLE_BLOCKS.0), format!("{}.{i}.", SINGLE_BLOCKS.1));
     let parts = vec![
@@ -301,7 +312,7 @@ impl<L, S> SingleBlock<L, S> {
 impl<L, S> FluxTree<L, S> {
     /// The tree of config `c` with what `b` makes of each key, in the order the forward pass uses
     /// them (a loader streams the file in this order).
-    pub fn build<B: Build<Linear = L, Scale = S>>(c: &FluxConfig, b: &mut B) -> Result<FluxTree<L, S>> {
+    pub fn build<B: Build<Linear = L, Scale = S>>(c: &FluxConfig, b: &mut B) -> Result<FluxTree<L, S>, B::Error> {
         let h = c.hidden();
         let time_in = embedder(b, "time_in", "timestep_embedder", TIME_DIM, h)?;
         let guidance_in =
@@ -309,8 +320,8 @@ impl<L, S> FluxTree<L, S> {
         let vector_in = embedder(b, "vector_in", "text_embedder", c.pooled_dim, h)?;
         let img_in = b.linear(whole("img_in".into(), "x_embedder".into(), h, c.in_channels))?;
         let txt_in = b.linear(whole("txt_in".into(), "context_embedder".into(), h, c.context_dim))?;
-        let double_blocks = (0..c.double_blocks).map(|i| double(b, i, c)).collect::<Result<_>>()?;
-        let single_blocks = (0..c.single_blocks).map(|i| single(b, i, c)).collect::<Result<_>>()?;
+        let double_blocks = (0..c.double_blocks).map(|i| double(b, i, c)).collect::<Result<_, _>>()?;
+        let single_blocks = (0..c.single_blocks).map(|i| single(b, i, c)).collect::<Result<_, _>>()?;
         let modulation =
             LinearKey { halves_swapped: true, ..whole(FINAL_MODULATION.0.into(), FINAL_MODULATION.1.into(), 2 * h, h) };
         let scale_first = b.scale_first();
@@ -346,7 +357,10 @@ impl FluxTree<LinearKey, ScaleKey> {
 
     /// The key tree of config `c`.
     pub fn keys(c: &FluxConfig) -> FluxTree<LinearKey, ScaleKey> {
-        FluxTree::build(c, &mut Keys).unwrap_or_else(|_| unreachable!("the key builder does not fail"))
+        match FluxTree::build(c, &mut Keys) {
+            Ok(t) => t,
+            Err(never) => match never {},
+        }
     }
 
     /// Every Linear's key, in the order of [`linears_mut`](Self::linears_mut).

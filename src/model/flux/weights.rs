@@ -120,6 +120,7 @@ impl Loader<'_> {
 impl Build for Loader<'_> {
     type Linear = Linear;
     type Scale = Tensor;
+    type Error = Error;
 
     /// `weight` `[n, k]` and `bias` `[n]` under the key's BFL name, or its diffusers parts fused.
     fn linear(&mut self, key: LinearKey) -> Result<Linear> {
