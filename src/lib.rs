@@ -18,6 +18,7 @@ pub mod bench_reduce;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench_stream;
 pub mod clock;
+pub mod dtype;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

@@ -5,16 +5,15 @@
 mod batch;
 mod buffer;
 mod context;
-mod dtype;
 mod pipeline;
 mod tensor;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
+pub use crate::dtype::DType;
 pub use batch::{Batch, Binding};
 pub use buffer::{BufferStats, GpuBuffer};
 pub use context::{CoopMatrixConfig, CoopScalar, Gpu, GpuFeatures, GpuInfo, GpuOptions};
-pub use dtype::DType;
 pub use pipeline::{Overrides, ShaderSpec};
 pub use tensor::Tensor;
 

@@ -7,7 +7,7 @@ use half::f16;
 
 use super::buffer::GpuBuffer;
 use super::context::Gpu;
-use super::dtype::DType;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 
 #[derive(Clone)]

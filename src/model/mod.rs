@@ -1,4 +1,4 @@
-//! Models built from the kernels: each takes its weights through `weights::load` and runs on the
+//! Models built from the kernels: each takes its weights through `weights::loader` and runs on the
 //! GPU only through `kernels` (no wgpu here).
 
 pub mod clip;
@@ -6,6 +6,5 @@ pub mod flux;
 pub mod layers;
 pub mod t5;
 pub mod taef1;
-pub mod text_weights;
 pub mod tokenize;
 pub mod vae;

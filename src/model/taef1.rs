@@ -32,8 +32,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{Batch, Gpu, Tensor};
 use crate::kernels::conv2d::{conv2d, Conv2d};
 use crate::kernels::elementwise::{activation, affine, Activation};
-use crate::model::text_weights::TensorLoader;
 use crate::weights::load::ByteSource;
+use crate::weights::loader::{Missing, TensorLoader};
 use crate::weights::tensor_info::WeightsHeader;
 
 /// Names the model in errors and progress lines.
@@ -182,11 +182,12 @@ impl TinyDecoder {
         let config = config.unwrap_or_else(TinyDecoderConfig::taef1);
         config.check(&header.file)?;
         let prefix = layer_prefix(header)?;
-        let mut l = TensorLoader::new(gpu, src, header, MODEL);
+        let mut l = TensorLoader::new(gpu, src, header, MODEL, Missing::ModelTensor);
         let c = config.channels;
         let zeros = gpu.upload_f32(&[c], &vec![0.0; c])?;
         let mut conv = |name: String, cout: usize, cin: usize, bias: bool| -> Result<Conv> {
-            let w = l.float_weight(&format!("{name}.weight"), &[cout, cin, 3, 3])?;
+            let shape = [cout, cin, 3, 3];
+            let w = l.float_weight(&format!("{name}.weight"), &[&shape], &shape)?;
             let b = if bias { l.vector(&format!("{name}.bias"), cout)? } else { zeros.clone() };
             Ok(Conv { w, b })
         };

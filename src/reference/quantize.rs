@@ -15,8 +15,8 @@
 
 use half::f16;
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::gpu::DType;
 
 /// Largest magnitude below which a block counts as zero (2^-100).
 pub const TINY: f32 = 7.888_609e-31;

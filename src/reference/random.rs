@@ -3,7 +3,7 @@
 
 use half::{bf16, f16};
 
-use crate::gpu::DType;
+use crate::dtype::DType;
 
 /// SplitMix64: small, seeded, reproducible on every platform.
 pub struct Rng(u64);

@@ -9,8 +9,8 @@ use super::tensor_info::{
     check_layout, check_unique, malformed, FileDType, FileFormat, MetaType, MetaValue, Parsed, TensorData, TensorInfo,
     WeightsHeader, MAX_HEADER_BYTES, MAX_TENSORS,
 };
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::gpu::DType;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 /// ggml's GGML_MAX_DIMS.

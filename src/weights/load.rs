@@ -1,6 +1,5 @@
-//! From a parsed header and a source of byte ranges to GPU tensors, one tensor
-//! at a time and in chunks. Local files now; HTTP Range sources implement the
-//! same `ByteSource` later.
+//! From a parsed header and a source of byte ranges (`bytes::ByteSource`: a file, memory, HTTP
+//! Range requests, the browser's cache) to GPU tensors, one tensor at a time and in chunks.
 //!
 //! Memory bound: loading a tensor holds at most one chunk of file bytes
 //! (`CHUNK_BYTES` = 16 MiB) plus its converted form (≤ 2 chunks: F8 → F16
@@ -23,10 +22,9 @@
 //! scratch chunk (≤ 2 × `CHUNK_BYTES`) plus wgpu's staging copy of it; the
 //! scratch buffer returns to the pool and is reused by the next chunk.
 
-use std::io::{Read, Seek, SeekFrom};
-
 use half::f16;
 
+pub use super::bytes::{ByteSource, FileSource, MemSource};
 pub use super::fp8::{f8_e4m3_to_f32, f8_e5m2_to_f32, f8_to_f16};
 use super::fp8::{f8_to_f16_scaled, weight_scale};
 use super::gguf::parse_gguf_header;
@@ -35,91 +33,15 @@ use super::safetensors::parse_safetensors_header;
 use super::tensor_info::{malformed, unsupported, FileDType, Parsed, TensorInfo, WeightsHeader};
 use super::upload::now;
 pub use super::upload::{Pacer, Uploads, PACE_BYTES};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Gpu, Tensor};
+use crate::gpu::{Gpu, Tensor};
 use crate::kernels::quantize::quantize_into;
 
 /// Largest read issued while loading a tensor.
 pub const CHUNK_BYTES: usize = 16 << 20;
 /// First read when looking for a header (a FLUX safetensors header is ~100 KB).
 pub const FIRST_FETCH: usize = 1 << 20;
-
-/// Random access to a file's bytes (local file, memory, later HTTP Range).
-pub trait ByteSource {
-    /// The path or URL, for errors.
-    fn name(&self) -> &str;
-    /// Total bytes.
-    fn len(&self) -> u64;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Exactly `len` bytes at `offset`, or an error (never a short read).
-    fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>>;
-}
-
-fn check_range(name: &str, total: u64, offset: u64, len: usize) -> Result<()> {
-    match offset.checked_add(len as u64) {
-        Some(end) if end <= total => Ok(()),
-        _ => Err(Error::Io {
-            file: name.into(),
-            message: format!("read of {len} bytes at {offset} is past the end ({total} bytes)"),
-        }),
-    }
-}
-
-/// A local file.
-pub struct FileSource {
-    file: std::fs::File,
-    len: u64,
-    name: String,
-}
-
-impl FileSource {
-    pub fn open(path: impl AsRef<std::path::Path>) -> Result<FileSource> {
-        let name = path.as_ref().display().to_string();
-        let io = |e: std::io::Error| Error::Io { file: name.clone(), message: e.to_string() };
-        let file = std::fs::File::open(path.as_ref()).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        Ok(FileSource { file, len, name })
-    }
-}
-
-impl ByteSource for FileSource {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        check_range(&self.name, self.len, offset, len)?;
-        let io =
-            |e: std::io::Error| Error::Io { file: self.name.clone(), message: format!("{len} bytes at {offset}: {e}") };
-        self.file.seek(SeekFrom::Start(offset)).map_err(io)?;
-        let mut buf = vec![0u8; len];
-        self.file.read_exact(&mut buf).map_err(io)?;
-        Ok(buf)
-    }
-}
-
-/// Bytes in memory (tests, fuzzing, small downloaded files).
-pub struct MemSource {
-    pub name: String,
-    pub bytes: Vec<u8>,
-}
-
-impl ByteSource for MemSource {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn len(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-    fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        check_range(&self.name, self.len(), offset, len)?;
-        Ok(self.bytes[offset as usize..offset as usize + len].to_vec())
-    }
-}
 
 /// Parses a header of either format from a prefix (GGUF if it starts with
 /// the magic `GGUF`, else safetensors).

@@ -3,8 +3,8 @@
 //! not start on 4-byte boundaries; on the GPU every block is padded to whole
 //! 32-bit words with its scale(s) in the first word.
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::gpu::DType;
 
 /// Converts `data` (a whole number of GGUF blocks of `dtype`, or plain
 /// little-endian F32/F16/BF16 values) into the GPU layout.

@@ -13,8 +13,8 @@ use super::tensor_info::{
     check_layout, check_unique, malformed, FileDType, FileFormat, MetaValue, Parsed, TensorData, TensorInfo,
     WeightsHeader, MAX_HEADER_BYTES, MAX_TENSORS,
 };
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::gpu::DType;
 
 /// Every dtype string the format defines: (name, elements per block, bytes per block).
 /// F4 packs two elements per byte, F6 four per three bytes.

@@ -3,8 +3,8 @@
 //! `weights::safetensors` and `weights::gguf` from a prefix of the file, so a
 //! loader can list a remote file's tensors before any weight moves.
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::gpu::DType;
 
 /// The largest header either parser accepts (safetensors JSON, or GGUF
 /// metadata + tensor infos). Real headers of the files this app loads are

@@ -8,9 +8,10 @@
 use super::config::ClipConfig;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
+use crate::model::layers::EmbeddingTable;
 pub use crate::model::layers::Linear;
-use crate::model::text_weights::{EmbeddingTable, TensorLoader};
 use crate::weights::load::ByteSource;
+use crate::weights::loader::{Missing, TensorLoader};
 use crate::weights::tensor_info::WeightsHeader;
 
 pub const MODEL: &str = "CLIP text encoder";
@@ -61,7 +62,7 @@ pub struct ClipWeights {
 }
 
 fn linear(l: &mut TensorLoader, name: &str, n: usize, k: usize) -> Result<Linear> {
-    Ok(Linear::new(l.matrix(&format!("{name}.weight"), n, k)?, l.vector(&format!("{name}.bias"), n)?))
+    Linear::load(l, &[(format!("{name}.weight"), n)], &[(format!("{name}.bias"), n)], k)
 }
 
 fn norm(l: &mut TensorLoader, name: &str, n: usize) -> Result<Norm> {
@@ -76,13 +77,14 @@ impl ClipWeights {
         c.check_caps(&header.file)?;
         c.validate()?;
         let max_bytes = gpu.info().max_storage_binding;
-        let mut l = TensorLoader::new(gpu, src, header, MODEL);
+        let mut l = TensorLoader::new(gpu, src, header, MODEL, Missing::ModelTensor);
         let (h, m) = (c.hidden, c.intermediate);
         let pre = key_prefix(header)?;
         let e = format!("{pre}embeddings.");
-        let token_embedding = l.embedding_table(&[&format!("{pre}{TOKEN_EMBEDDING}")], c.vocab, h, max_bytes)?;
+        let token_embedding =
+            EmbeddingTable::load(&mut l, &[&format!("{pre}{TOKEN_EMBEDDING}")], c.vocab, h, max_bytes)?;
         let position_embedding =
-            l.embedding_table(&[&format!("{e}position_embedding.weight")], c.max_positions, h, max_bytes)?;
+            EmbeddingTable::load(&mut l, &[&format!("{e}position_embedding.weight")], c.max_positions, h, max_bytes)?;
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
             let p = format!("{pre}encoder.layers.{i}.");
@@ -100,7 +102,7 @@ impl ClipWeights {
             });
         }
         let final_layer_norm = norm(&mut l, &format!("{pre}final_layer_norm"), h)?;
-        let TensorLoader { src, uploads, .. } = l;
+        let (uploads, src) = l.finish();
         // CLIP-L is 0.25 GB: no pacing needed.
         uploads.run_now(gpu, src)?;
         Ok(ClipWeights { token_embedding, position_embedding, layers, final_layer_norm })

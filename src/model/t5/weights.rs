@@ -11,8 +11,9 @@
 use super::config::T5Config;
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
-use crate::model::text_weights::{EmbeddingTable, TensorLoader};
+use crate::model::layers::EmbeddingTable;
 use crate::weights::load::{ByteSource, Pacer, Uploads, CHUNK_BYTES, PACE_BYTES};
+use crate::weights::loader::{Missing, TensorLoader};
 use crate::weights::tensor_info::WeightsHeader;
 
 pub const MODEL: &str = "T5 text encoder";
@@ -136,12 +137,12 @@ impl T5Weights {
         c.validate()?;
         let keys = T5Keys::detect(header);
         let k = |hf: &str| keys.key(hf);
-        let mut l = TensorLoader::new(gpu, src, header, MODEL);
+        let mut l = TensorLoader::new(gpu, src, header, MODEL, Missing::ModelTensor);
         let (d, inner, ff) = (c.d_model, c.inner(), c.d_ff);
         let (shared, embed) = (k("shared.weight"), k("encoder.embed_tokens.weight"));
-        let shared = l.embedding_table(&[&shared, &embed], c.vocab, d, table_bytes)?;
+        let shared = EmbeddingTable::load(&mut l, &[&shared, &embed], c.vocab, d, table_bytes)?;
         let rel = k("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight");
-        let relative_attention_bias = l.values(&[&rel], &[c.buckets, c.heads])?;
+        let relative_attention_bias = l.values(&[&rel], &[&[c.buckets, c.heads]])?;
         let mut blocks = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
             let a = |s: &str| k(&format!("encoder.block.{i}.layer.0.{s}"));
@@ -164,6 +165,6 @@ impl T5Weights {
         }
         let final_layer_norm = l.vector(&k("encoder.final_layer_norm.weight"), d)?;
         let weights = T5Weights { shared, relative_attention_bias, blocks, final_layer_norm };
-        Ok((weights, l.uploads))
+        Ok((weights, l.finish().0))
     }
 }

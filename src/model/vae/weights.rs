@@ -9,11 +9,12 @@
 //! both accepted and uploaded as `[C, C]`.
 
 use super::config::{VaeConfig, VaeKeys};
-use crate::error::{Error, Result};
-use crate::gpu::{DType, Gpu, Tensor};
+use crate::error::Result;
+use crate::gpu::{Gpu, Tensor};
 use crate::model::layers::Linear;
-use crate::weights::load::{read_floats, ByteSource};
-use crate::weights::tensor_info::{FileDType, TensorInfo, WeightsHeader};
+use crate::weights::load::ByteSource;
+use crate::weights::loader::{Missing, TensorLoader};
+use crate::weights::tensor_info::WeightsHeader;
 
 /// A convolution: `w` `[O, I, kh, kw]` (F32 or F16), `b` F32 `[O]`.
 pub struct Conv {
@@ -83,63 +84,13 @@ pub struct Decoder {
     pub conv_out: Conv,
 }
 
-/// Loads tensors by name, checking each against the shape the config implies.
+/// Builds the tree with the checked loader, each key in the file's scheme.
 struct Loader<'a> {
-    gpu: &'a Gpu,
-    src: &'a mut dyn ByteSource,
-    header: &'a WeightsHeader,
+    l: TensorLoader<'a>,
     keys: VaeKeys,
 }
 
 impl Loader<'_> {
-    /// The tensor `name` as F32 values, checked to have one of the `shapes` (all the same size).
-    fn values(&mut self, name: &str, shapes: &[&[usize]]) -> Result<(Vec<f32>, FileDType)> {
-        let file = &self.header.file;
-        let info: TensorInfo = self
-            .header
-            .tensor(name)
-            .ok_or_else(|| Error::MissingTensor { file: file.clone(), name: name.into() })?
-            .clone();
-        let got: Vec<usize> = info.shape.iter().map(|&d| d as usize).collect();
-        if !shapes.contains(&got.as_slice()) {
-            let expected = shapes.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" or ");
-            return Err(Error::TensorShape {
-                file: file.clone(),
-                name: name.into(),
-                expected,
-                got: format!("{got:?}"),
-            });
-        }
-        let v: Vec<f32> = read_floats(self.src, &info)?.ok_or_else(|| Error::UnsupportedFormat {
-            op: "VAE weights",
-            format: info.dtype.name().into(),
-            why: format!("`{name}`: VAE tensors must be F32, F16, BF16 or F8"),
-        })?;
-        if v.len() != got.iter().product::<usize>() {
-            return Err(Error::TensorShape {
-                file: file.clone(),
-                name: name.into(),
-                expected: format!("{got:?} elements"),
-                got: format!("{} values", v.len()),
-            });
-        }
-        Ok((v, info.dtype))
-    }
-
-    /// A weight uploaded as `shape`: F16 when stored as F16 (exact), else F32.
-    fn weight(&mut self, name: &str, accepted: &[&[usize]], shape: &[usize]) -> Result<Tensor> {
-        let (v, dtype) = self.values(name, accepted)?;
-        match dtype {
-            FileDType::Gpu(DType::F16) => self.gpu.upload_half(shape, &v, DType::F16),
-            _ => self.gpu.upload_f32(shape, &v),
-        }
-    }
-
-    fn vector(&mut self, name: &str, len: usize) -> Result<Tensor> {
-        let (v, _) = self.values(name, &[&[len]])?;
-        self.gpu.upload_f32(&[len], &v)
-    }
-
     fn key(&self, d: &str, b: &str) -> String {
         self.keys.key(d, b)
     }
@@ -148,20 +99,20 @@ impl Loader<'_> {
         let p = self.key(d, b);
         let shape = [cout, cin, k, k];
         Ok(Conv {
-            w: self.weight(&format!("{p}.weight"), &[&shape], &shape)?,
-            b: self.vector(&format!("{p}.bias"), cout)?,
+            w: self.l.float_weight(&format!("{p}.weight"), &[&shape], &shape)?,
+            b: self.l.vector(&format!("{p}.bias"), cout)?,
         })
     }
 
     fn linear(&mut self, d: &str, b: &str, c: usize) -> Result<Linear> {
         let p = self.key(d, b);
-        let w = self.weight(&format!("{p}.weight"), &[&[c, c], &[c, c, 1, 1]], &[c, c])?;
-        Ok(Linear::new(w, self.vector(&format!("{p}.bias"), c)?))
+        let w = self.l.float_weight(&format!("{p}.weight"), &[&[c, c], &[c, c, 1, 1]], &[c, c])?;
+        Ok(Linear::new(w, self.l.vector(&format!("{p}.bias"), c)?))
     }
 
     fn norm(&mut self, d: &str, b: &str, c: usize) -> Result<GroupNorm> {
         let p = self.key(d, b);
-        Ok(GroupNorm { w: self.vector(&format!("{p}.weight"), c)?, b: self.vector(&format!("{p}.bias"), c)? })
+        Ok(GroupNorm { w: self.l.vector(&format!("{p}.weight"), c)?, b: self.l.vector(&format!("{p}.bias"), c)? })
     }
 
     /// A resnet at diffusers prefix `d` / BFL prefix `b`.
@@ -310,7 +261,7 @@ pub fn load_vae(
     config.check_caps(&header.file)?;
     config.validate()?;
     let keys = VaeKeys::detect(header)?;
-    let mut l = Loader { gpu, src, header, keys };
+    let mut l = Loader { l: TensorLoader::new(gpu, src, header, "VAE weights", Missing::Tensor), keys };
     let encoder = if parts.encoder { Some(l.encoder(config)?) } else { None };
     let decoder = if parts.decoder { Some(l.decoder(config)?) } else { None };
     Ok((encoder, decoder))

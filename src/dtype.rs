@@ -1,4 +1,5 @@
-//! Element formats of GPU tensors and their on-GPU layouts.
+//! Element formats of tensors (in files and on the GPU) and their on-GPU layouts. Plain data: the CPU
+//! references and the file parsers use it without the GPU module.
 //!
 //! Float formats are stored densely (f16/bf16 two per `u32` word, element `e`
 //! in word `e / 2`, low half first). Quantized formats keep GGUF's block
