@@ -6,6 +6,7 @@
 mod common;
 use iclora::gpu::{Gpu, GpuOptions};
 use iclora::pipeline::generate::{Event, GenerateOptions, ModelPaths, Observer, RgbImage, Session};
+use iclora::pipeline::store::ModelStore;
 use iclora::weights::load::Convert;
 use iclora::weights::safetensors::{file_dtype, write_safetensors};
 use iclora::weights::tensor_info::TensorData;
@@ -65,7 +66,7 @@ fn run(gpu: &Gpu, s: &mut Session, decoder: Option<&str>, every: usize) -> (iclo
     let paths =
         ModelPaths { root: Some(MODEL.into()), preview_decoder: decoder.map(String::from), ..Default::default() };
     let mut c = Collect { every, ..Default::default() };
-    let img = pollster::block_on(s.run(gpu, &paths, &opts(), &mut c));
+    let img = pollster::block_on(s.run(gpu, &ModelStore::new(), &paths, &opts(), &mut c));
     (img, c)
 }
 

@@ -6,6 +6,7 @@
 mod common;
 use iclora::gpu::{Gpu, GpuOptions};
 use iclora::pipeline::generate::{GenerateOptions, Lines, ModelPaths, RgbImage, Session};
+use iclora::pipeline::store::ModelStore;
 use iclora::weights::load::Convert;
 
 const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/demo/tiny-flux");
@@ -42,6 +43,7 @@ fn run_with(
     let mut log = String::new();
     let img = pollster::block_on(session.run(
         gpu,
+        &ModelStore::new(),
         paths,
         o,
         &mut Lines(|l: &str| {

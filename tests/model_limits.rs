@@ -14,6 +14,7 @@ use iclora::model::flux::{FluxConfig, FluxModel};
 use iclora::model::t5::{T5Config, T5Encoder};
 use iclora::model::vae::{Vae, VaeConfig, VaeParts};
 use iclora::pipeline::components::{resolve, resolve_tokenizer};
+use iclora::pipeline::store::ModelStore;
 use iclora::weights::load::{read_header, ByteSource, FileSource};
 use iclora::weights::safetensors::write_safetensors;
 use iclora::weights::tensor_info::{FileDType, TensorData, WeightsHeader};
@@ -228,15 +229,17 @@ fn oversized_config_and_tokenizer_files_are_refused() {
     config.push_str(&" ".repeat(1 << 20));
     std::fs::write(dir.join("config.json"), &config).unwrap();
     let d = dir.display().to_string();
-    let err =
-        resolve("VAE", Some(&d), None, "diffusion_pytorch_model").err().expect("an oversized config.json is refused");
+    let err = resolve(&ModelStore::new(), "VAE", Some(&d), None, "diffusion_pytorch_model")
+        .err()
+        .expect("an oversized config.json is refused");
     assert!(err.to_string().contains("size of a config file") && err.to_string().contains("config.json"), "{err}");
     std::fs::write(dir.join("config.json"), text("vae_tiny.config.json")).unwrap();
-    assert!(resolve("VAE", Some(&d), None, "diffusion_pytorch_model").is_ok());
+    assert!(resolve(&ModelStore::new(), "VAE", Some(&d), None, "diffusion_pytorch_model").is_ok());
     // A tokenizer.json over 64 MiB (sparse on disk: nothing is written but its length).
     std::fs::File::create(dir.join("tokenizer.json")).unwrap().set_len(65 << 20).unwrap();
-    let err =
-        resolve_tokenizer("CLIP tokenizer", Some(&d), None).err().expect("an oversized tokenizer.json is refused");
+    let err = resolve_tokenizer(&ModelStore::new(), "CLIP tokenizer", Some(&d), None)
+        .err()
+        .expect("an oversized tokenizer.json is refused");
     assert!(err.to_string().contains("size of a tokenizer file"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

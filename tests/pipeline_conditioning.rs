@@ -35,6 +35,7 @@ use iclora::pipeline::panels::{cut, fit, paste, Layout, Rect};
 use iclora::pipeline::sampler::{sample, SampleOptions, Sampler};
 use iclora::pipeline::schedule::FluxVariant;
 use iclora::pipeline::seed::flux_noise;
+use iclora::pipeline::store::ModelStore;
 use iclora::Error;
 
 const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/demo/tiny-flux");
@@ -50,7 +51,8 @@ fn model() -> &'static FluxModel {
 }
 
 fn load_vae(parts: VaeParts) -> Vae {
-    let mut c = resolve("VAE", Some(&format!("{MODEL}/vae")), None, "diffusion_pytorch_model").unwrap();
+    let mut c =
+        resolve(&ModelStore::new(), "VAE", Some(&format!("{MODEL}/vae")), None, "diffusion_pytorch_model").unwrap();
     let cfg = VaeConfig::from_diffusers_json(c.config.as_deref().unwrap()).unwrap();
     Vae::load(gpu(), c.weights.source.as_mut(), &c.weights.header, Some(cfg), parts).unwrap()
 }

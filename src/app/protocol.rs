@@ -105,14 +105,7 @@ pub enum ToWorker {
     },
 }
 
-/// A file of a plan.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PlannedFile {
-    pub component: String,
-    pub location: String,
-    pub bytes: u64,
-    pub cached: bool,
-}
+pub use crate::pipeline::store::PlannedFile;
 
 /// A cached file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::protocol::{FromWorker, GenerateRequest, PlannedFile};
+use super::protocol::{FromWorker, GenerateRequest};
 use super::worker::post;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -13,9 +13,10 @@ use crate::kernels::matmul::Precision;
 use crate::pipeline::conditioning::{RefMode, Reference};
 use crate::pipeline::generate::{Event, GenerateOptions, Observer, RgbImage, Session};
 use crate::pipeline::panels::Layout;
+use crate::pipeline::store::{is_url, ModelStore, PlannedFile};
 use crate::recipe::png::encode_image;
 use crate::recipe::Recipe;
-use crate::weights::browser::{cache, opfs, Cancel, DownloadProgress};
+use crate::weights::browser::{CacheStatus, Cancel, DownloadProgress};
 
 /// A finished set, kept in the worker for exports.
 pub struct Finished {
@@ -31,12 +32,11 @@ const PARALLEL_FILES: usize = 3;
 /// with `shader-f16` as on one without (f16 products round differently).
 pub(crate) const PRECISION: Precision = Precision::F32;
 
-/// Fetches every planned file into the cache (skipping complete entries), a few at a time, and
-/// prepares each for synchronous reads; progress per file and overall goes to the page.
-pub async fn download(job: u32, files: &[PlannedFile], cancel: &Cancel) -> Result<()> {
+/// Fetches every planned file into the store's cache (skipping complete entries), a few at a
+/// time, each then open for synchronous reads; progress per file and overall goes to the page.
+pub async fn download(store: &Rc<ModelStore>, job: u32, files: &[PlannedFile], cancel: &Cancel) -> Result<()> {
     // Dropped files (`file:`) are in memory already.
-    let files: Vec<PlannedFile> =
-        files.iter().filter(|f| crate::weights::source::is_url(&f.location)).cloned().collect();
+    let files: Vec<PlannedFile> = files.iter().filter(|f| is_url(&f.location)).cloned().collect();
     let overall_total: u64 = files.iter().map(|f| f.bytes).sum();
     let bytes = Rc::new(RefCell::new(vec![0u64; files.len()]));
     for (c, chunk) in files.chunks(PARALLEL_FILES).enumerate() {
@@ -47,9 +47,10 @@ pub async fn download(job: u32, files: &[PlannedFile], cancel: &Cancel) -> Resul
         let promises = js_sys::Array::new();
         for (k, f) in chunk.iter().enumerate() {
             let (f, bytes, results, cancel) = (f.clone(), bytes.clone(), results.clone(), cancel.clone());
+            let store = store.clone();
             let index = c * PARALLEL_FILES + k;
             promises.push(&wasm_bindgen_futures::future_to_promise(async move {
-                let r = download_one(job, &f, index, &bytes, overall_total, &cancel).await;
+                let r = download_one(&store, job, &f, index, &bytes, overall_total, &cancel).await;
                 results.borrow_mut().push(r);
                 Ok(wasm_bindgen::JsValue::NULL)
             }));
@@ -63,6 +64,7 @@ pub async fn download(job: u32, files: &[PlannedFile], cancel: &Cancel) -> Resul
 }
 
 async fn download_one(
+    store: &ModelStore,
     job: u32,
     f: &PlannedFile,
     index: usize,
@@ -103,8 +105,8 @@ async fn download_one(
             vec![],
         )
     };
-    match cache::ensure_cached(&f.location, &mut on_progress, cancel).await? {
-        cache::CacheStatus::NotCached { reason } => post(
+    if let CacheStatus::NotCached { reason } = store.cache_file(&f.location, &mut on_progress, cancel).await? {
+        post(
             &FromWorker::Warning {
                 job,
                 message: format!(
@@ -113,10 +115,7 @@ async fn download_one(
                 ),
             },
             vec![],
-        ),
-        _ => {
-            opfs::prepare(&f.location).await?;
-        }
+        );
     }
     if let Some(slot) = bytes.borrow_mut().get_mut(index) {
         *slot = f.bytes;
@@ -174,6 +173,7 @@ pub fn rgba(img: &RgbImage) -> Vec<u8> {
 /// Runs the pipeline for `req` in the worker's `session` (models stay loaded for the next set) and posts the canvas (RGBA for display, PNG with the recipe).
 pub async fn run_job(
     gpu: &Gpu,
+    store: &ModelStore,
     session: &mut Session,
     job: u32,
     req: &GenerateRequest,
@@ -209,8 +209,9 @@ pub async fn run_job(
         f16: PRECISION == Precision::F16,
         ..req.recipe.generate_options(req.loras.clone())
     };
-    let image =
-        session.run(gpu, &req.model, &opts, &mut Progress { job, cancel, preview_every: req.preview_every }).await?;
+    let image = session
+        .run(gpu, store, &req.model, &opts, &mut Progress { job, cancel, preview_every: req.preview_every })
+        .await?;
     let recipe = Some(req.recipe.clone());
     let png = encode_image(&image, recipe.as_ref())?;
     post(

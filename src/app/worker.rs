@@ -15,11 +15,12 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-use super::protocol::{envelope, open_envelope, CachedFile, FromWorker, GenerateRequest, PlannedFile, ToWorker};
+use super::protocol::{envelope, open_envelope, CachedFile, FromWorker, GenerateRequest, ToWorker};
 use super::run::{export, run_job, Finished};
 use crate::error::Error;
 use crate::gpu::{Gpu, GpuOptions};
-use crate::pipeline::generate::{weight_files, Session};
+use crate::pipeline::generate::Session;
+use crate::pipeline::store::ModelStore;
 use crate::weights::browser::{cache, Cancel};
 
 fn scope() -> Option<DedicatedWorkerGlobalScope> {
@@ -71,6 +72,8 @@ struct Engine {
     finished: HashMap<u32, Finished>,
     /// Models kept loaded between sets (taken out while a job runs).
     session: Session,
+    /// Where files come from: the cache's read handles and the files the user dropped.
+    store: Rc<ModelStore>,
     busy: bool,
     queue: Vec<ToWorker>,
 }
@@ -112,6 +115,12 @@ fn receive(engine: Shared, msg: ToWorker, bufs: Vec<Vec<u8>>) {
         ToWorker::Generate { job, request } => {
             engine.borrow_mut().cancel.insert(job, Cancel::new());
             enqueue(engine, ToWorker::Generate { job, request }, bufs);
+        }
+        // A dropped file is kept at once (a queued message would lose its bytes).
+        ToWorker::AddFile { name } => {
+            if let Some(bytes) = bufs.into_iter().next() {
+                engine.borrow().store.add_file(&name, bytes);
+            }
         }
         other => enqueue(engine, other, bufs),
     }
@@ -174,8 +183,9 @@ async fn handle(engine: &Shared, msg: ToWorker, bufs: Vec<Vec<u8>>) {
             Err(e) => report(0, &e),
         },
         ToWorker::Plan { job, model, loras } => {
-            let planned = plan(&model, &loras).await;
-            crate::weights::browser::opfs::release_all();
+            let store = engine.borrow().store.clone();
+            let planned = store.plan(&model, &loras).await;
+            store.release();
             match planned {
                 Ok(files) => post(&FromWorker::Plan { job, files }, vec![]),
                 Err(e) => report(job, &e),
@@ -210,19 +220,15 @@ async fn handle(engine: &Shared, msg: ToWorker, bufs: Vec<Vec<u8>>) {
         }
         ToWorker::CacheList => send_cache_list(String::new()).await,
         ToWorker::CacheDelete { url } => {
-            let note = match cache::delete(&url).await {
+            let store = engine.borrow().store.clone();
+            let note = match store.delete_cached(&url).await {
                 Ok(true) => format!("deleted {url}"),
                 Ok(false) => format!("{url} was not in the cache"),
                 Err(e) => e.to_string(),
             };
             send_cache_list(note).await
         }
-        ToWorker::AddFile { name } => {
-            if let Some(bytes) = bufs.into_iter().next() {
-                crate::weights::source::register_dropped(&name, bytes);
-            }
-        }
-        ToWorker::Cancel { .. } => {}
+        ToWorker::AddFile { .. } | ToWorker::Cancel { .. } => {}
     }
 }
 
@@ -237,33 +243,6 @@ async fn send_cache_list(note: String) {
     }
 }
 
-/// The files a run will read, with their cache state.
-async fn plan(
-    paths: &crate::pipeline::generate::ModelPaths,
-    loras: &[(String, f32)],
-) -> Result<Vec<PlannedFile>, Error> {
-    let cached = cache::list().await.unwrap_or_default();
-    // Headers of files this browser already holds are read from its copy (an OPFS handle), not
-    // fetched again: every Generate plans first.
-    let roots: Vec<&str> =
-        [&paths.root, &paths.transformer, &paths.vae, &paths.t5, &paths.clip, &paths.preview_decoder]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .chain(loras.iter().map(|(u, _)| u.as_str()))
-            .collect();
-    for c in cached.iter().filter(|c| c.complete && roots.iter().any(|r| c.url.starts_with(r))) {
-        let _ = crate::weights::browser::opfs::prepare(&c.url).await;
-    }
-    Ok(weight_files(paths, loras)?
-        .into_iter()
-        .map(|f| {
-            let hit = cached.iter().any(|c| c.url == f.location && c.complete && c.bytes == f.bytes);
-            PlannedFile { component: f.component.into(), location: f.location, bytes: f.bytes, cached: hit }
-        })
-        .collect())
-}
-
 async fn generate(
     engine: &Shared,
     job: u32,
@@ -271,14 +250,16 @@ async fn generate(
     bufs: Vec<Vec<u8>>,
     cancel: &Cancel,
 ) -> Result<Finished, Error> {
-    let out = download_and_run(engine, job, req, bufs, cancel).await;
+    let store = engine.borrow().store.clone();
+    let out = download_and_run(engine, &store, job, req, bufs, cancel).await;
     // Sync access handles lock their files: close them whatever happened.
-    crate::weights::browser::opfs::release_all();
+    store.release();
     out
 }
 
 async fn download_and_run(
     engine: &Shared,
+    store: &Rc<ModelStore>,
     job: u32,
     req: &GenerateRequest,
     bufs: Vec<Vec<u8>>,
@@ -286,10 +267,10 @@ async fn download_and_run(
 ) -> Result<Finished, Error> {
     let gpu = gpu(engine).await?;
     post(&FromWorker::Stage { job, stage: "download".into(), what: "checking the files".into() }, vec![]);
-    let files = plan(&req.model, &req.loras).await?;
-    super::run::download(job, &files, cancel).await?;
+    let files = store.plan(&req.model, &req.loras).await?;
+    super::run::download(store, job, &files, cancel).await?;
     let mut session = std::mem::take(&mut engine.borrow_mut().session);
-    let out = run_job(&gpu, &mut session, job, req, bufs, cancel).await;
+    let out = run_job(&gpu, store, &mut session, job, req, bufs, cancel).await;
     engine.borrow_mut().session = session;
     out
 }

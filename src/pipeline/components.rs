@@ -2,24 +2,26 @@
 //! (`model_index.json`, `transformer/`, `vae/`, `text_encoder/` (CLIP), `text_encoder_2/` (T5),
 //! `tokenizer/`, `tokenizer_2/`, `scheduler/`) and per-component overrides (a weights file, a
 //! component folder, or a tokenizer file, each a path or URL). Weights are one file or shards
-//! listed by a `*.safetensors.index.json` (`weight_map`), read through one [`ShardedSource`].
+//! listed by a `*.safetensors.index.json` (`weight_map`), read through one `weights::sharded::ShardedSource`. Every location is read through the
+//! [`ModelStore`] the caller passes.
 //! Every error names the component and the file (`Error::Component`).
 
 use std::collections::BTreeSet;
 
+use super::store::ModelStore;
 use crate::error::{Error, Result};
 use crate::limits::{Cap, CONFIG_JSON_BYTES, INDEX_JSON_BYTES, TOKENIZER_BYTES};
 use crate::weights::load::{read_header, ByteSource};
+use crate::weights::sharded::ShardedSource;
 use crate::weights::tensor_info::WeightsHeader;
 
-pub use crate::weights::source::is_url;
-use crate::weights::source::{exists, is_dir, open};
+pub use super::store::is_url;
 
 /// A local directory, or a URL that names no file (no `.safetensors` / `.gguf` / `.json` /
 /// `.txt` ending): a folder of a diffusers-layout repository, such as `…/resolve/main/tokenizer`.
-fn is_folder(location: &str) -> bool {
+fn is_folder(store: &ModelStore, location: &str) -> bool {
     let file_like = [".safetensors", ".gguf", ".json", ".txt", ".bin", ".sft"].iter().any(|e| location.ends_with(e));
-    is_dir(location) || (is_url(location) && !file_like)
+    store.is_dir(location) || (is_url(location) && !file_like)
 }
 
 /// `root` + `/` + `rel` for URLs and paths alike.
@@ -63,80 +65,16 @@ pub fn in_component(component: &str, file: &str, e: Error) -> Error {
 }
 
 /// A small file (config, tokenizer, index) whole, at most `cap` bytes (`crate::limits`).
-pub fn read_all(component: &str, location: &str, cap: &Cap) -> Result<Vec<u8>> {
-    crate::weights::source::read_all(location, cap).map_err(|e| in_component(component, location, e))
+pub fn read_all(store: &ModelStore, component: &str, location: &str, cap: &Cap) -> Result<Vec<u8>> {
+    store.read_all(location, cap).map_err(|e| in_component(component, location, e))
 }
 
 /// A small file when it exists, `None` when it does not.
-pub fn read_optional(component: &str, location: &str, cap: &Cap) -> Result<Option<Vec<u8>>> {
-    if exists(location).map_err(|e| in_component(component, location, e))? {
-        read_all(component, location, cap).map(Some)
+pub fn read_optional(store: &ModelStore, component: &str, location: &str, cap: &Cap) -> Result<Option<Vec<u8>>> {
+    if store.exists(location).map_err(|e| in_component(component, location, e))? {
+        read_all(store, component, location, cap).map(Some)
     } else {
         Ok(None)
-    }
-}
-
-/// Several shard files seen as one: shard `i` occupies `[base_i, base_i + len_i)` of a virtual
-/// address space, and [`ShardedSource::header`] shifts each shard's tensor offsets by its base,
-/// so the model loaders read sharded checkpoints unchanged. A read never spans two shards (a
-/// tensor lies in one file).
-pub struct ShardedSource {
-    name: String,
-    shards: Vec<(u64, Box<dyn ByteSource>)>,
-    len: u64,
-}
-
-impl ShardedSource {
-    /// Opens `files` (in order) and returns the source with the merged header; `name` (the index
-    /// file) names the whole in errors. A tensor in two shards is an error.
-    pub fn open(name: &str, files: &[String]) -> Result<(ShardedSource, WeightsHeader)> {
-        let mut shards = Vec::new();
-        let mut merged: Option<WeightsHeader> = None;
-        let mut seen = BTreeSet::new();
-        let mut base = 0u64;
-        for f in files {
-            let mut src = open(f)?;
-            let h = read_header(src.as_mut())?;
-            for t in &h.tensors {
-                if !seen.insert(t.name.clone()) {
-                    return Err(Error::Malformed {
-                        file: f.clone(),
-                        what: format!("tensor `{}` is also in another shard of `{name}`", t.name),
-                    });
-                }
-            }
-            let mut tensors = h.tensors.clone();
-            tensors.iter_mut().for_each(|t| t.offset += base);
-            match merged.as_mut() {
-                None => merged = Some(WeightsHeader { file: name.into(), tensors, ..h }),
-                Some(m) => m.tensors.extend(tensors),
-            }
-            let len = src.len();
-            shards.push((base, src));
-            base += len;
-        }
-        let mut header = merged
-            .ok_or_else(|| Error::Malformed { file: name.into(), what: "its weight_map lists no shard".into() })?;
-        header.file_len = base;
-        Ok((ShardedSource { name: name.into(), shards, len: base }, header))
-    }
-}
-
-impl ByteSource for ShardedSource {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let at = self.shards.partition_point(|(b, _)| *b <= offset).saturating_sub(1);
-        let name = self.name.clone();
-        let (base, src) = self
-            .shards
-            .get_mut(at)
-            .ok_or_else(|| Error::Io { file: name, message: format!("no shard holds byte {offset}") })?;
-        src.read_range(offset - *base, len)
     }
 }
 
@@ -166,16 +104,17 @@ pub struct Weights {
 }
 
 /// Opens weights at `location`: an `*.index.json` (sharded) or a single safetensors/GGUF file.
-pub fn open_weights(component: &str, location: &str) -> Result<Weights> {
+pub fn open_weights(store: &ModelStore, component: &str, location: &str) -> Result<Weights> {
     let wrap = |e| in_component(component, location, e);
     if location.ends_with(".index.json") {
-        let json = read_all(component, location, &INDEX_JSON_BYTES)?;
+        let json = read_all(store, component, location, &INDEX_JSON_BYTES)?;
         let files = shard_files(location, &json).map_err(wrap)?;
-        let (src, header) = ShardedSource::open(location, &files).map_err(wrap)?;
-        let files = files.into_iter().zip(src.shards.iter().map(|(_, s)| s.len())).collect();
+        let opened = files.iter().map(|f| Ok((f.clone(), store.open(f)?))).collect::<Result<Vec<_>>>().map_err(wrap)?;
+        let (src, header) = ShardedSource::open(location, opened).map_err(wrap)?;
+        let files = files.into_iter().zip(src.shard_lens()).collect();
         return Ok(Weights { source: Box::new(src), header, file: location.into(), files });
     }
-    let mut src = open(location).map_err(wrap)?;
+    let mut src = store.open(location).map_err(wrap)?;
     let header = read_header(src.as_mut()).map_err(wrap)?;
     let files = vec![(location.to_string(), src.len())];
     Ok(Weights { source: src, header, file: location.into(), files })
@@ -190,9 +129,17 @@ pub struct Component {
 /// Resolves a component from its folder `dir` (diffusers layout: `config.json` and `{stem}.safetensors`
 /// or `{stem}.safetensors.index.json`) or from an explicit `file` (a weights file or an index: no
 /// config, it is inferred from the tensors; or a component folder).
-pub fn resolve(component: &str, dir: Option<&str>, file: Option<&str>, stem: &str) -> Result<Component> {
+pub fn resolve(
+    store: &ModelStore,
+    component: &str,
+    dir: Option<&str>,
+    file: Option<&str>,
+    stem: &str,
+) -> Result<Component> {
     let dir = match (file, dir) {
-        (Some(f), _) if !is_folder(f) => return Ok(Component { weights: open_weights(component, f)?, config: None }),
+        (Some(f), _) if !is_folder(store, f) => {
+            return Ok(Component { weights: open_weights(store, component, f)?, config: None })
+        }
         (Some(f), _) => f.to_string(),
         (None, Some(d)) => d.to_string(),
         (None, None) => {
@@ -205,9 +152,9 @@ pub fn resolve(component: &str, dir: Option<&str>, file: Option<&str>, stem: &st
     };
     let single = join(&dir, &format!("{stem}.safetensors"));
     let index = join(&dir, &format!("{stem}.safetensors.index.json"));
-    let location = if exists(&single).map_err(|e| in_component(component, &single, e))? {
+    let location = if store.exists(&single).map_err(|e| in_component(component, &single, e))? {
         single
-    } else if exists(&index).map_err(|e| in_component(component, &index, e))? {
+    } else if store.exists(&index).map_err(|e| in_component(component, &index, e))? {
         index
     } else {
         return Err(Error::Component {
@@ -217,7 +164,7 @@ pub fn resolve(component: &str, dir: Option<&str>, file: Option<&str>, stem: &st
         });
     };
     let config_file = join(&dir, "config.json");
-    let config = read_optional(component, &config_file, &CONFIG_JSON_BYTES)?
+    let config = read_optional(store, component, &config_file, &CONFIG_JSON_BYTES)?
         .map(|b| {
             String::from_utf8(b).map_err(|_| Error::Component {
                 component: component.into(),
@@ -226,7 +173,7 @@ pub fn resolve(component: &str, dir: Option<&str>, file: Option<&str>, stem: &st
             })
         })
         .transpose()?;
-    Ok(Component { weights: open_weights(component, &location)?, config })
+    Ok(Component { weights: open_weights(store, component, &location)?, config })
 }
 
 /// Tokenizer files: `tokenizer.json`, or (CLIP) `vocab.json` + `merges.txt`; plus
@@ -240,9 +187,14 @@ pub struct TokenizerFiles {
 
 /// Tokenizer files from a folder (`dir`) or an explicit file (a `tokenizer.json`, with the
 /// `tokenizer_config.json` next to it if any; or a folder).
-pub fn resolve_tokenizer(component: &str, dir: Option<&str>, file: Option<&str>) -> Result<TokenizerFiles> {
+pub fn resolve_tokenizer(
+    store: &ModelStore,
+    component: &str,
+    dir: Option<&str>,
+    file: Option<&str>,
+) -> Result<TokenizerFiles> {
     let (dir, json_file) = match (file, dir) {
-        (Some(f), _) if !is_folder(f) => (parent(f), Some(f.to_string())),
+        (Some(f), _) if !is_folder(store, f) => (parent(f), Some(f.to_string())),
         (Some(f), _) => (f.to_string(), None),
         (None, Some(d)) => (d.to_string(), None),
         (None, None) => {
@@ -253,13 +205,17 @@ pub fn resolve_tokenizer(component: &str, dir: Option<&str>, file: Option<&str>)
             })
         }
     };
-    let config = read_optional(component, &join(&dir, "tokenizer_config.json"), &CONFIG_JSON_BYTES)?;
+    let config = read_optional(store, component, &join(&dir, "tokenizer_config.json"), &CONFIG_JSON_BYTES)?;
     let json_file = json_file.unwrap_or_else(|| join(&dir, "tokenizer.json"));
-    if let Some(j) = read_optional(component, &json_file, &TOKENIZER_BYTES)? {
+    if let Some(j) = read_optional(store, component, &json_file, &TOKENIZER_BYTES)? {
         return Ok(TokenizerFiles { location: json_file, tokenizer_json: Some(j), vocab_merges: None, config });
     }
     let (vocab, merges) = (join(&dir, "vocab.json"), join(&dir, "merges.txt"));
-    match (read_optional(component, &vocab, &TOKENIZER_BYTES)?, read_optional(component, &merges, &TOKENIZER_BYTES)?) {
+    let (vocab_bytes, merges_bytes) = (
+        read_optional(store, component, &vocab, &TOKENIZER_BYTES)?,
+        read_optional(store, component, &merges, &TOKENIZER_BYTES)?,
+    );
+    match (vocab_bytes, merges_bytes) {
         (Some(v), Some(m)) => {
             Ok(TokenizerFiles { location: dir, tokenizer_json: None, vocab_merges: Some((v, m)), config })
         }

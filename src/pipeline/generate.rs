@@ -10,6 +10,7 @@ use super::components::{in_component, join, read_optional, resolve, Component, T
 use super::conditioning::Reference;
 use super::panels::Layout;
 use super::schedule::FluxVariant;
+use super::store::ModelStore;
 use crate::clock::Stopwatch;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -18,7 +19,6 @@ use crate::model::taef1::{self, TinyDecoder, TinyDecoderConfig};
 use crate::model::tokenize::PromptTokenizer;
 use crate::model::vae::{Vae, VaeConfig, VaeParts};
 use crate::weights::load::ByteSource;
-use crate::weights::source::open;
 
 /// Where the components are: the recipe's [`ModelUrls`] (one type for the CLI, the worker and
 /// recipes): `root` is a diffusers-layout folder or URL root; each other field, when set, overrides
@@ -65,9 +65,9 @@ pub(super) fn sub(paths: &ModelPaths, folder: &str) -> Option<String> {
 
 /// Dev (dynamic shift) or schnell: `scheduler/scheduler_config.json`'s `use_dynamic_shifting` when
 /// the model folder has one, else whether the transformer has a guidance embedder.
-pub(super) fn variant(paths: &ModelPaths, config: &FluxConfig) -> Result<FluxVariant> {
+pub(super) fn variant(store: &ModelStore, paths: &ModelPaths, config: &FluxConfig) -> Result<FluxVariant> {
     if let Some(file) = sub(paths, "scheduler/scheduler_config.json") {
-        if let Some(bytes) = read_optional("scheduler", &file, &crate::limits::CONFIG_JSON_BYTES)? {
+        if let Some(bytes) = read_optional(store, "scheduler", &file, &crate::limits::CONFIG_JSON_BYTES)? {
             let j: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::Component {
                 component: "scheduler".into(),
                 file: file.clone(),
@@ -121,44 +121,6 @@ pub(super) fn load_component<T>(
 ) -> Result<T> {
     let file = c.weights.file.clone();
     f(c.weights.source.as_mut(), &c.weights.header).map_err(|e| in_component(component, &file, e))
-}
-
-/// One file a run reads its weights from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WeightFile {
-    pub component: &'static str,
-    pub location: String,
-    pub bytes: u64,
-}
-
-/// Every weights file a run with `paths` and `loras` will read (shards included), found by
-/// resolving the components as [`run`] does, reading only headers, configs and indexes: what a
-/// browser downloads (and caches) first, and what the page shows before a download starts.
-pub fn weight_files(paths: &ModelPaths, loras: &[(String, f32)]) -> Result<Vec<WeightFile>> {
-    let mut out = Vec::new();
-    let components = [
-        ("transformer", "transformer", paths.transformer.as_deref(), "diffusion_pytorch_model"),
-        ("T5 text encoder", "text_encoder_2", paths.t5.as_deref(), "model"),
-        ("CLIP text encoder", "text_encoder", paths.clip.as_deref(), "model"),
-        ("VAE", "vae", paths.vae.as_deref(), "diffusion_pytorch_model"),
-    ];
-    for (component, folder, file, stem) in components {
-        let c = resolve(component, sub(paths, folder).as_deref(), file, stem)?;
-        out.extend(c.weights.files.into_iter().map(|(location, bytes)| WeightFile { component, location, bytes }));
-    }
-    if let Some(file) = &paths.preview_decoder {
-        let c = resolve(taef1::MODEL, None, Some(file), "diffusion_pytorch_model")?;
-        out.extend(c.weights.files.into_iter().map(|(location, bytes)| WeightFile {
-            component: taef1::MODEL,
-            location,
-            bytes,
-        }));
-    }
-    for (file, _) in loras {
-        let src = open(file).map_err(|e| in_component("LoRA", file, e))?;
-        out.push(WeightFile { component: "LoRA", location: file.clone(), bytes: src.len() });
-    }
-    Ok(out)
 }
 
 /// The stages of a run, in order.
@@ -225,13 +187,15 @@ pub(super) fn check(obs: &dyn Observer) -> Result<()> {
 /// Loads the VAE's `parts`; returns it with the file it came from.
 pub(super) fn load_vae(
     gpu: &Gpu,
+    store: &ModelStore,
     paths: &ModelPaths,
     parts: VaeParts,
     obs: &mut dyn Observer,
 ) -> Result<(Vae, String)> {
     obs.event(Event::Stage { stage: Stage::Load, what: "loading the VAE" });
     let t = Stopwatch::start();
-    let mut vaec = resolve("VAE", sub(paths, "vae").as_deref(), paths.vae.as_deref(), "diffusion_pytorch_model")?;
+    let mut vaec =
+        resolve(store, "VAE", sub(paths, "vae").as_deref(), paths.vae.as_deref(), "diffusion_pytorch_model")?;
     let vfile = vaec.weights.file.clone();
     let vcfg = vaec
         .config
@@ -248,12 +212,13 @@ pub(super) fn load_vae(
 /// `latent_channels` (a decoder for others is refused by name).
 pub(super) fn load_preview_decoder(
     gpu: &Gpu,
+    store: &ModelStore,
     file: &str,
     latent_channels: usize,
     obs: &mut dyn Observer,
 ) -> Result<TinyDecoder> {
     let t = Stopwatch::start();
-    let mut c = resolve(taef1::MODEL, None, Some(file), "diffusion_pytorch_model")?;
+    let mut c = resolve(store, taef1::MODEL, None, Some(file), "diffusion_pytorch_model")?;
     let wfile = c.weights.file.clone();
     let config = c
         .config
@@ -273,16 +238,29 @@ pub(super) fn load_preview_decoder(
     Ok(dec)
 }
 
-/// Text → image, blocking (native). `log` receives the progress lines (load, encode, each step
-/// with its time, decode) and warnings (`warning: ...`, e.g. a truncated prompt).
+/// Text → image, blocking (native), files read through `store`. `log` receives the progress lines
+/// (load, encode, each step with its time, decode) and warnings (`warning: ...`, e.g. a truncated
+/// prompt).
 #[cfg(not(target_arch = "wasm32"))]
-pub fn generate(gpu: &Gpu, paths: &ModelPaths, opts: &GenerateOptions, log: &mut dyn FnMut(&str)) -> Result<RgbImage> {
-    pollster::block_on(run(gpu, paths, opts, &mut Lines(log)))
+pub fn generate(
+    gpu: &Gpu,
+    store: &ModelStore,
+    paths: &ModelPaths,
+    opts: &GenerateOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<RgbImage> {
+    pollster::block_on(run(gpu, store, paths, opts, &mut Lines(log)))
 }
 
 /// Text → image with nothing kept afterwards ([`Session::run`] on a fresh session). Awaits the
 /// GPU between stages and after every step, so in a browser the event loop keeps running; `obs`
 /// gets the progress and is asked whether to stop.
-pub async fn run(gpu: &Gpu, paths: &ModelPaths, opts: &GenerateOptions, obs: &mut dyn Observer) -> Result<RgbImage> {
-    Session::default().run(gpu, paths, opts, obs).await
+pub async fn run(
+    gpu: &Gpu,
+    store: &ModelStore,
+    paths: &ModelPaths,
+    opts: &GenerateOptions,
+    obs: &mut dyn Observer,
+) -> Result<RgbImage> {
+    Session::default().run(gpu, store, paths, opts, obs).await
 }

@@ -3,7 +3,7 @@
 //! (`schedule`), both matching diffusers' FluxPipeline
 //! (src/diffusers/pipelines/flux/pipeline_flux.py @ 58eb52c, with `FlowMatchEulerDiscreteScheduler`,
 //! src/diffusers/schedulers/scheduling_flow_match_euler_discrete.py @ 58eb52c); where the components come
-//! from (`components`) and the whole text-to-image
+//! from (`components`, read through one `store::ModelStore`) and the whole text-to-image
 //! run (`generate`), the same code natively and in the browser's worker.
 
 pub mod components;
@@ -17,3 +17,4 @@ pub mod schedule;
 pub mod seed;
 pub mod session;
 pub mod step_cache;
+pub mod store;

@@ -13,6 +13,6 @@ pub mod loader;
 pub mod range;
 pub mod repack;
 pub mod safetensors;
-pub mod source;
+pub mod sharded;
 pub mod tensor_info;
 pub mod upload;

@@ -28,6 +28,7 @@ pub fn tiny_transformer() -> &'static iclora::model::flux::FluxModel {
     static M: OnceLock<FluxModel> = OnceLock::new();
     M.get_or_init(|| {
         let mut c = iclora::pipeline::components::resolve(
+            &iclora::pipeline::store::ModelStore::new(),
             "transformer",
             Some(&format!("{TINY_FLUX}/transformer")),
             None,

@@ -38,6 +38,7 @@ mod cli {
     use iclora::bench::{bench_kernels, BenchOpts};
     use iclora::gpu::{Gpu, GpuOptions};
     use iclora::kernels::matmul::Precision;
+    use iclora::pipeline::store::ModelStore;
     use iclora::weights::load::Convert;
 
     pub fn run(cli: Cli) -> Result<(), String> {
@@ -72,13 +73,8 @@ mod cli {
 
     /// `iclora inspect <file>`: format, metadata (long arrays cut) and one line per tensor.
     fn inspect(path: &str) -> Result<(), String> {
-        use iclora::weights::http::HttpSource;
-        use iclora::weights::load::{read_header, ByteSource, FileSource};
-        let mut src: Box<dyn ByteSource> = if path.starts_with("http://") || path.starts_with("https://") {
-            Box::new(HttpSource::open(path).map_err(|e| e.to_string())?)
-        } else {
-            Box::new(FileSource::open(path).map_err(|e| e.to_string())?)
-        };
+        use iclora::weights::load::read_header;
+        let mut src = ModelStore::new().open(path).map_err(|e| e.to_string())?;
         let h = read_header(src.as_mut()).map_err(|e| e.to_string())?;
         let total: u64 = h.tensors.iter().map(|t| t.size).sum();
         println!("{}: {} file, {} bytes, data section at byte {}", h.file, h.format, h.file_len, h.data_start);
@@ -348,7 +344,8 @@ mod cli {
         let gpu = open()?;
         eprintln!("{}", gpu.info().name);
         let mut obs = Previews { dir: a.previews, failed: None };
-        let image = pollster::block_on(run(&gpu, &paths, &opts, &mut obs)).map_err(|e| e.to_string())?;
+        let image =
+            pollster::block_on(run(&gpu, &ModelStore::new(), &paths, &opts, &mut obs)).map_err(|e| e.to_string())?;
         if let Some(e) = obs.failed {
             return Err(e);
         }

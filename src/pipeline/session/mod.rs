@@ -24,6 +24,7 @@ use super::generate::{
 use super::sampler::{SampleOptions, Sampler};
 use super::seed::flux_noise;
 use super::step_cache::summary;
+use super::store::ModelStore;
 use crate::clock::Stopwatch;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Tensor};
@@ -65,11 +66,12 @@ impl Session {
     pub async fn run(
         &mut self,
         gpu: &Gpu,
+        store: &ModelStore,
         paths: &ModelPaths,
         opts: &GenerateOptions,
         obs: &mut dyn Observer,
     ) -> Result<RgbImage> {
-        let out = self.run_inner(gpu, paths, opts, obs).await;
+        let out = self.run_inner(gpu, store, paths, opts, obs).await;
         if out.is_err() {
             self.clear();
         }
@@ -79,16 +81,17 @@ impl Session {
     async fn run_inner(
         &mut self,
         gpu: &Gpu,
+        store: &ModelStore,
         paths: &ModelPaths,
         opts: &GenerateOptions,
         obs: &mut dyn Observer,
     ) -> Result<RgbImage> {
         let t0 = Stopwatch::start();
-        let mut run = Run::prepare(paths, opts, obs)?;
-        self.encode(gpu, paths, opts, &run, obs).await?;
-        let cond = self.condition(gpu, paths, opts, &run, obs).await?;
+        let mut run = Run::prepare(store, paths, opts, obs)?;
+        self.encode(gpu, store, paths, opts, &run, obs).await?;
+        let cond = self.condition(gpu, store, paths, opts, &run, obs).await?;
         self.load_transformer(gpu, opts, &mut run, obs).await?;
-        self.load_preview_decoder(gpu, paths, obs)?;
+        self.load_preview_decoder(gpu, store, paths, obs)?;
         let latents = self.denoise(gpu, opts, &run, cond, obs).await?;
         let image = self.decode(gpu, &run, &latents, &t0, obs).await;
         if run.merged(opts) {
@@ -103,6 +106,7 @@ impl Session {
     async fn encode(
         &mut self,
         gpu: &Gpu,
+        store: &ModelStore,
         paths: &ModelPaths,
         opts: &GenerateOptions,
         run: &Run,
@@ -116,7 +120,7 @@ impl Session {
         if !self.keep_transformer_while_encoding {
             self.transformer = None;
         }
-        let (txt, pooled) = encode_text(gpu, paths, &opts.prompt, run.t5_len, &run.loras(), obs).await?;
+        let (txt, pooled) = encode_text(gpu, store, paths, &opts.prompt, run.t5_len, &run.loras(), obs).await?;
         self.text = Some((run.keys.text.clone(), txt, pooled));
         check(obs)
     }
@@ -126,13 +130,14 @@ impl Session {
     async fn condition(
         &mut self,
         gpu: &Gpu,
+        store: &ModelStore,
         paths: &ModelPaths,
         opts: &GenerateOptions,
         run: &Run,
         obs: &mut dyn Observer,
     ) -> Result<Option<Conditioning>> {
         let need_encoder = !opts.references.is_empty();
-        self.ensure_vae(gpu, paths, &run.keys.vae, need_encoder, obs)?;
+        self.ensure_vae(gpu, store, paths, &run.keys.vae, need_encoder, obs)?;
         let Some(cached) = self.vae.as_ref().filter(|_| need_encoder) else { return Ok(None) };
         let layout = opts
             .layout
@@ -191,12 +196,18 @@ impl Session {
 
     /// The preview decoder, when previews are asked for and it is given (small: kept loaded,
     /// keyed by its location).
-    fn load_preview_decoder(&mut self, gpu: &Gpu, paths: &ModelPaths, obs: &mut dyn Observer) -> Result<()> {
+    fn load_preview_decoder(
+        &mut self,
+        gpu: &Gpu,
+        store: &ModelStore,
+        paths: &ModelPaths,
+        obs: &mut dyn Observer,
+    ) -> Result<()> {
         let channels = self.transformer.as_ref().map_or(0, |(_, m)| m.config.in_channels / 4);
         match (&paths.preview_decoder, obs.preview_every()) {
             (Some(file), 1..) if self.preview.as_ref().is_none_or(|(f, _)| f != file) => {
                 self.preview = None;
-                self.preview = Some((file.clone(), load_preview_decoder(gpu, file, channels, obs)?));
+                self.preview = Some((file.clone(), load_preview_decoder(gpu, store, file, channels, obs)?));
             }
             (None, _) => self.preview = None,
             _ => {}
@@ -296,6 +307,7 @@ impl Session {
     fn ensure_vae(
         &mut self,
         gpu: &Gpu,
+        store: &ModelStore,
         paths: &ModelPaths,
         key: &str,
         encoder: bool,
@@ -306,7 +318,7 @@ impl Session {
         }
         self.vae = None;
         let parts = if encoder { VaeParts::BOTH } else { VaeParts::DECODER };
-        let (vae, file) = load_vae(gpu, paths, parts, obs)?;
+        let (vae, file) = load_vae(gpu, store, paths, parts, obs)?;
         self.vae = Some(CachedVae { key: key.to_string(), file, vae, encoder });
         Ok(())
     }

@@ -5,11 +5,11 @@ use super::super::components::{in_component, resolve, Component};
 use super::super::generate::{sub, variant, Event, GenerateOptions, ModelPaths, Observer, Stage};
 use super::super::schedule::FluxVariant;
 use super::super::seed::latent_hw;
+use super::super::store::ModelStore;
 use crate::error::{Error, Result};
 use crate::lora::LoraAdapter;
 use crate::model::flux::FluxConfig;
 use crate::model::tokenize::{T5_MAX_LEN_DEV, T5_MAX_LEN_SCHNELL};
-use crate::weights::source::open;
 
 /// What one run decided before any model loads: the canvas, the transformer's header and config
 /// (dev or schnell, hence the T5 length), the adapters, and each stage's cache key.
@@ -36,7 +36,12 @@ pub(super) struct StageKeys {
 }
 
 impl Run {
-    pub(super) fn prepare(paths: &ModelPaths, opts: &GenerateOptions, obs: &mut dyn Observer) -> Result<Run> {
+    pub(super) fn prepare(
+        store: &ModelStore,
+        paths: &ModelPaths,
+        opts: &GenerateOptions,
+        obs: &mut dyn Observer,
+    ) -> Result<Run> {
         let (lh, lw) = latent_hw(opts.height, opts.width);
         if lh == 0 || lw == 0 || opts.steps == 0 {
             return Err(Error::InvalidArgument(format!(
@@ -54,6 +59,7 @@ impl Run {
         // The transformer's header and config first: they decide dev/schnell and the T5 length.
         obs.event(Event::Stage { stage: Stage::Load, what: "reading the model's headers" });
         let transformer = resolve(
+            store,
             "transformer",
             sub(paths, "transformer").as_deref(),
             paths.transformer.as_deref(),
@@ -65,7 +71,7 @@ impl Run {
             None => FluxConfig::infer(&transformer.weights.header),
         }
         .map_err(|e| in_component("transformer", &tfile, e))?;
-        let variant = variant(paths, &config)?;
+        let variant = variant(store, paths, &config)?;
         let t5_len = opts.max_sequence_length.unwrap_or(if variant == FluxVariant::Dev {
             T5_MAX_LEN_DEV
         } else {
@@ -74,7 +80,7 @@ impl Run {
         // Adapters first: their CLIP parts apply to the text encoder, the rest to the transformer.
         let mut adapters = Vec::new();
         for (file, scale) in &opts.loras {
-            let mut src = open(file).map_err(|e| in_component("LoRA", file, e))?;
+            let mut src = store.open(file).map_err(|e| in_component("LoRA", file, e))?;
             let adapter = LoraAdapter::load(src.as_mut(), &config).map_err(|e| in_component("LoRA", file, e))?;
             obs.event(Event::Adapter(&adapter.report.summary()));
             adapters.push((adapter, *scale));

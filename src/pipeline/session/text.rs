@@ -2,6 +2,7 @@
 
 use super::super::components::{in_component, resolve, resolve_tokenizer};
 use super::super::generate::{check, load_component, sub, tokenizer, Event, ModelPaths, Observer, Stage};
+use super::super::store::ModelStore;
 use crate::clock::Stopwatch;
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
@@ -13,6 +14,7 @@ use crate::model::t5::{T5Config, T5Encoder};
 /// frees both encoders; returns `(txt [L, 4096], pooled [768])`.
 pub(super) async fn encode_text(
     gpu: &Gpu,
+    store: &ModelStore,
     paths: &ModelPaths,
     prompt: &str,
     t5_len: usize,
@@ -21,12 +23,17 @@ pub(super) async fn encode_text(
 ) -> Result<(Tensor, Tensor)> {
     let t5_tok = tokenizer(
         "T5 tokenizer",
-        resolve_tokenizer("T5 tokenizer", sub(paths, "tokenizer_2").as_deref(), paths.t5_tokenizer.as_deref())?,
+        resolve_tokenizer(store, "T5 tokenizer", sub(paths, "tokenizer_2").as_deref(), paths.t5_tokenizer.as_deref())?,
         Some(t5_len),
     )?;
     let clip_tok = tokenizer(
         "CLIP tokenizer",
-        resolve_tokenizer("CLIP tokenizer", sub(paths, "tokenizer").as_deref(), paths.clip_tokenizer.as_deref())?,
+        resolve_tokenizer(
+            store,
+            "CLIP tokenizer",
+            sub(paths, "tokenizer").as_deref(),
+            paths.clip_tokenizer.as_deref(),
+        )?,
         None,
     )?;
     let t5_ids = t5_tok.encode(prompt)?;
@@ -36,9 +43,10 @@ pub(super) async fn encode_text(
     }
     check(obs)?;
     obs.event(Event::Stage { stage: Stage::Load, what: "loading the text encoders" });
-    let mut t5c = resolve("T5 text encoder", sub(paths, "text_encoder_2").as_deref(), paths.t5.as_deref(), "model")?;
+    let mut t5c =
+        resolve(store, "T5 text encoder", sub(paths, "text_encoder_2").as_deref(), paths.t5.as_deref(), "model")?;
     let mut clipc =
-        resolve("CLIP text encoder", sub(paths, "text_encoder").as_deref(), paths.clip.as_deref(), "model")?;
+        resolve(store, "CLIP text encoder", sub(paths, "text_encoder").as_deref(), paths.clip.as_deref(), "model")?;
     let (t5f, clipf) = (t5c.weights.file.clone(), clipc.weights.file.clone());
     let t5cfg = t5c
         .config

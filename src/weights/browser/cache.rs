@@ -28,7 +28,7 @@ use web_sys::{
 };
 
 use super::download::{remote_info, Download};
-use super::{js, opfs, Cancel, DownloadProgress};
+use super::{js, Cancel, DownloadProgress, Handles};
 use crate::error::{Error, Result};
 use crate::weights::range::Validator;
 
@@ -268,10 +268,11 @@ async fn remove(dir: &FileSystemDirectoryHandle, name: &str, url: &str) -> Resul
 /// `ensure_cached_with` and default options.
 pub async fn ensure_cached(
     url: &str,
+    handles: &Handles,
     on_progress: &mut dyn FnMut(&DownloadProgress),
     cancel: &Cancel,
 ) -> Result<CacheStatus> {
-    ensure_cached_with(url, &DownloadOptions::default(), on_progress, cancel).await
+    ensure_cached_with(url, handles, &DownloadOptions::default(), on_progress, cancel).await
 }
 
 /// Makes sure `url` is completely in the cache: a `Hit` when it already is (and
@@ -280,6 +281,7 @@ pub async fn ensure_cached(
 /// later resume), `Cancelled`, or the server's answer (404, CORS...).
 pub async fn ensure_cached_with(
     url: &str,
+    handles: &Handles,
     opts: &DownloadOptions,
     on_progress: &mut dyn FnMut(&DownloadProgress),
     cancel: &Cancel,
@@ -292,7 +294,7 @@ pub async fn ensure_cached_with(
         Err(why) => return Ok(not_cached(why)),
     };
     // A prepared read handle would lock the file.
-    opfs::release(url);
+    handles.release(url);
     let (bin, json) = file_names(url);
     let meta = read_meta(&dir, url).await;
     if let Some(m) = meta.as_ref().filter(|m| m.complete && m.stored == m.bytes) {
@@ -377,9 +379,9 @@ pub async fn list() -> Result<Vec<CacheEntry>> {
 }
 
 /// Deletes `url`'s entry (closing a prepared handle on it); `Ok(false)` if there was none.
-pub async fn delete(url: &str) -> Result<bool> {
+pub async fn delete(url: &str, handles: &Handles) -> Result<bool> {
     let Ok(dir) = cache_dir().await else { return Ok(false) };
-    opfs::release(url);
+    handles.release(url);
     let (bin, json) = file_names(url);
     let existed = file_handle(&dir, &json, false).await.ok().flatten().is_some()
         || file_handle(&dir, &bin, false).await.ok().flatten().is_some();
@@ -390,8 +392,8 @@ pub async fn delete(url: &str) -> Result<bool> {
 }
 
 /// Deletes the whole cache (closing every prepared handle first).
-pub async fn clear() -> Result<()> {
-    opfs::release_all();
+pub async fn clear(handles: &Handles) -> Result<()> {
+    handles.release_all();
     let storage = js::get(&js::global(), "navigator").and_then(|n| js::get(&n, "storage"));
     let Some(storage) = storage.filter(|s| js::get(s, "getDirectory").is_some()) else { return Ok(()) };
     let root = js::call(&storage, "getDirectory", &[]).map_err(|e| io(CACHE_DIR, &e))?;

@@ -36,7 +36,7 @@ pub use cache::{
     clear, delete, ensure_cached, ensure_cached_with, list, usage, CacheEntry, CacheStatus, DownloadOptions,
     StorageUsage,
 };
-pub use opfs::{open, prepare, release, release_all, OpfsSource};
+pub use opfs::{Handles, OpfsSource};
 pub use xhr::{exists, read_all, XhrSource};
 // The `Content-Range` grammar, shared with the native reader.
 pub use super::range::{parse_content_range, ContentRange};

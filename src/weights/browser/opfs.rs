@@ -1,9 +1,10 @@
 //! Synchronous reads of cached files: `OpfsSource` over a
-//! `FileSystemSyncAccessHandle` (worker-only), and a registry that bridges the
+//! `FileSystemSyncAccessHandle` (worker-only), and [`Handles`], which bridges the
 //! async world (creating a sync handle returns a promise) and the loaders'
 //! synchronous `open`: `prepare(url).await` opens the handle of a complete
-//! cache entry and keeps it in a thread-local map; `open(url)` then returns it
-//! (or, when the URL was not prepared, an `XhrSource` that streams it).
+//! cache entry and keeps it; `open(url)` then returns it (or, when the URL was
+//! not prepared, an `XhrSource` that streams it). The model store
+//! (`pipeline::store::ModelStore`) owns the one `Handles` of a worker.
 //!
 //! A sync handle locks its file (no other handle, no delete, no download into
 //! it) until `release`/`release_all`; `ensure_cached`, `delete` and `clear`
@@ -34,8 +35,10 @@ impl Prepared {
     }
 }
 
-thread_local! {
-    static PREPARED: RefCell<HashMap<String, Rc<Prepared>>> = RefCell::new(HashMap::new());
+/// The open sync handles of cached files, by URL.
+#[derive(Default)]
+pub struct Handles {
+    prepared: RefCell<HashMap<String, Rc<Prepared>>>,
 }
 
 /// A cached file, read through its sync access handle.
@@ -92,60 +95,71 @@ impl ByteSource for OpfsSource {
     }
 }
 
-/// Opens the sync handle of `url`'s complete cache entry for `open`. `Ok(false)`
-/// when it is not (completely) cached or there is no OPFS / sync handle here
-/// (not a worker); an error when the file is locked (in use elsewhere).
-pub async fn prepare(url: &str) -> Result<bool> {
-    if PREPARED.with(|p| p.borrow().contains_key(url)) {
-        return Ok(true);
-    }
-    let Ok(dir) = cache_dir().await else { return Ok(false) };
-    let Some(meta) = read_meta(&dir, url).await.filter(|m| m.complete && m.stored == m.bytes) else { return Ok(false) };
-    let Ok(Some(fh)) = file_handle(&dir, &file_names(url).0, false).await else { return Ok(false) };
-    let handle = match sync_handle(&fh).await {
-        Ok(h) => h,
-        Err(e) if js::error_name(&e) == "NoModificationAllowedError" => {
-            return Err(Error::Io {
-                file: url.into(),
-                message: "the cached file is in use (being downloaded, or open in another tab)".into(),
-            })
+impl Handles {
+    /// Opens the sync handle of `url`'s complete cache entry for `open`. `Ok(false)`
+    /// when it is not (completely) cached or there is no OPFS / sync handle here
+    /// (not a worker); an error when the file is locked (in use elsewhere).
+    pub async fn prepare(&self, url: &str) -> Result<bool> {
+        if self.prepared.borrow().contains_key(url) {
+            return Ok(true);
         }
-        Err(_) => return Ok(false),
-    };
-    let src = OpfsSource::new(url, handle)?;
-    if src.file.len != meta.bytes {
-        src.close();
-        return Ok(false);
+        let Ok(dir) = cache_dir().await else { return Ok(false) };
+        let Some(meta) = read_meta(&dir, url).await.filter(|m| m.complete && m.stored == m.bytes) else {
+            return Ok(false);
+        };
+        let Ok(Some(fh)) = file_handle(&dir, &file_names(url).0, false).await else { return Ok(false) };
+        let handle = match sync_handle(&fh).await {
+            Ok(h) => h,
+            Err(e) if js::error_name(&e) == "NoModificationAllowedError" => {
+                return Err(Error::Io {
+                    file: url.into(),
+                    message: "the cached file is in use (being downloaded, or open in another tab)".into(),
+                })
+            }
+            Err(_) => return Ok(false),
+        };
+        let src = OpfsSource::new(url, handle)?;
+        if src.file.len != meta.bytes {
+            src.close();
+            return Ok(false);
+        }
+        self.prepared.borrow_mut().insert(url.to_string(), src.file);
+        Ok(true)
     }
-    PREPARED.with(|p| p.borrow_mut().insert(url.to_string(), src.file));
-    Ok(true)
-}
 
-/// A source for `url`: the prepared cache file, else an `XhrSource` (which
-/// fetches the first `FIRST_FETCH` bytes now).
-pub fn open(url: &str) -> Result<Box<dyn ByteSource>> {
-    if let Some(file) = PREPARED.with(|p| p.borrow().get(url).cloned()) {
-        return Ok(Box::new(OpfsSource { name: url.to_string(), file }));
+    /// A source for `url`: the prepared cache file, else an `XhrSource` (which
+    /// fetches the first `FIRST_FETCH` bytes now).
+    pub fn open(&self, url: &str) -> Result<Box<dyn ByteSource>> {
+        if let Some(file) = self.prepared.borrow().get(url).cloned() {
+            return Ok(Box::new(OpfsSource { name: url.to_string(), file }));
+        }
+        Ok(Box::new(XhrSource::open(url)?))
     }
-    Ok(Box::new(XhrSource::open(url)?))
-}
 
-/// Whether `url` is prepared (its `open` reads the cache).
-pub fn is_prepared(url: &str) -> bool {
-    PREPARED.with(|p| p.borrow().contains_key(url))
-}
+    /// Whether `url` is prepared (its `open` reads the cache).
+    pub fn is_prepared(&self, url: &str) -> bool {
+        self.prepared.borrow().contains_key(url)
+    }
 
-/// Closes `url`'s prepared handle (sources opened from it fail afterwards).
-pub fn release(url: &str) {
-    if let Some(f) = PREPARED.with(|p| p.borrow_mut().remove(url)) {
-        f.close();
+    /// Closes `url`'s prepared handle (sources opened from it fail afterwards).
+    pub fn release(&self, url: &str) {
+        if let Some(f) = self.prepared.borrow_mut().remove(url) {
+            f.close();
+        }
+    }
+
+    /// Closes every prepared handle (sync handles lock their files).
+    pub fn release_all(&self) {
+        let all: Vec<Rc<Prepared>> = self.prepared.borrow_mut().drain().map(|(_, f)| f).collect();
+        for f in all {
+            f.close();
+        }
     }
 }
 
-/// Closes every prepared handle (sync handles lock their files).
-pub fn release_all() {
-    let all: Vec<Rc<Prepared>> = PREPARED.with(|p| p.borrow_mut().drain().map(|(_, f)| f).collect());
-    for f in all {
-        f.close();
+impl Drop for Handles {
+    /// Sync handles lock their files until closed: none outlives its owner.
+    fn drop(&mut self) {
+        self.release_all();
     }
 }

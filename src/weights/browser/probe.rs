@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
-use super::{cache, js, opfs, xhr, CacheStatus, Cancel, DownloadOptions, DownloadProgress};
+use super::{cache, js, xhr, CacheStatus, Cancel, DownloadOptions, DownloadProgress, Handles};
 use crate::error::Error;
 use crate::weights::load::ByteSource;
 use crate::weights::range::Validator;
@@ -80,7 +80,8 @@ pub async fn weights_probe_download(url: String, options: String) -> Result<Stri
             cancel.cancel();
         }
     };
-    let status = cache::ensure_cached_with(&url, &opts, &mut on_progress, &cancel).await.map_err(fail)?;
+    let handles = Handles::default();
+    let status = cache::ensure_cached_with(&url, &handles, &opts, &mut on_progress, &cancel).await.map_err(fail)?;
     let mut out = match &status {
         CacheStatus::Hit { bytes, verified } => json!({ "status": "hit", "bytes": bytes, "verified": verified }),
         CacheStatus::Downloaded { bytes, resumed_from, retries } => {
@@ -88,10 +89,10 @@ pub async fn weights_probe_download(url: String, options: String) -> Result<Stri
         }
         CacheStatus::NotCached { reason } => json!({ "status": "not_cached", "reason": error_json(reason) }),
     };
-    let prepared = opfs::prepare(&url).await.map_err(fail)?;
-    let mut src = opfs::open(&url).map_err(fail)?;
+    let prepared = handles.prepare(&url).await.map_err(fail)?;
+    let mut src = handles.open(&url).map_err(fail)?;
     let (bytes_read, hash) = hash_source(src.as_mut()).map_err(fail)?;
-    opfs::release(&url);
+    handles.release(&url);
     out["source"] = json!(if prepared { "opfs" } else { "xhr" });
     out["bytes_read"] = json!(bytes_read);
     out["hash"] = json!(hash);
@@ -153,13 +154,13 @@ pub async fn weights_probe_list() -> Result<String, JsValue> {
 /// `delete(url)`.
 #[wasm_bindgen]
 pub async fn weights_probe_delete(url: String) -> Result<String, JsValue> {
-    Ok(json!({ "existed": cache::delete(&url).await.map_err(fail)? }).to_string())
+    Ok(json!({ "existed": cache::delete(&url, &Handles::default()).await.map_err(fail)? }).to_string())
 }
 
 /// `clear()`.
 #[wasm_bindgen]
 pub async fn weights_probe_clear() -> Result<String, JsValue> {
-    cache::clear().await.map_err(fail)?;
+    cache::clear(&Handles::default()).await.map_err(fail)?;
     Ok("{}".into())
 }
 

@@ -1,6 +1,6 @@
 //! Benchmark hook for benches/browser_memory.mjs: streams every tensor of a weights file at a
 //! URL (from the browser's cache when it is there, else by synchronous XHR Range reads: as the
-//! engine's worker opens files, `opfs::prepare` + `opfs::open`) into GPU buffers through the
+//! engine's worker opens files, `Handles::prepare` + `Handles::open`) into GPU buffers through the
 //! loader's planned uploads (`weights::load::Uploads`, the path `FluxModel::load_paced` takes),
 //! paced or not, so the tab's memory can be sampled against the file's size. Each tensor is
 //! dropped after it is written (its buffer is reused by the next of the same size): on a software
@@ -23,11 +23,12 @@ fn fail(e: Error) -> JsValue {
 #[wasm_bindgen]
 pub async fn weights_probe_upload(url: String, pace_bytes: f64) -> Result<String, JsValue> {
     let gpu = Gpu::new(&GpuOptions::default()).await.map_err(fail)?;
-    super::opfs::prepare(&url).await.map_err(fail)?;
-    let mut src = super::opfs::open(&url).map_err(fail)?;
+    let handles = super::Handles::default();
+    handles.prepare(&url).await.map_err(fail)?;
+    let mut src = handles.open(&url).map_err(fail)?;
     let header = read_header(src.as_mut()).map_err(fail)?;
     let mut pace = if pace_bytes > 0.0 { Pacer::every(pace_bytes as usize) } else { Pacer::never() };
-    let cached = super::opfs::is_prepared(&url);
+    let cached = handles.is_prepared(&url);
     let t = Stopwatch::start();
     let mut bytes = 0u64;
     for info in &header.tensors {
