@@ -242,7 +242,10 @@ fn t5_gguf_q8_0_with_llama_cpp_names_equals_its_dequantized_weights() {
     let qheader = read_header(&mut qsrc).unwrap();
     assert_eq!(T5Keys::detect(&qheader), T5Keys::LlamaCpp);
     let q = T5Encoder::load(gpu(), &mut qsrc, &qheader, None).unwrap(); // config inferred from llama.cpp names
-    assert_eq!((q.weights.blocks[1].ff.wi_0.dtype(), q.weights.shared.parts[0].1.dtype()), (DType::Q8_0, DType::Q8_0));
+    assert_eq!(
+        (q.weights.blocks[1].ff.wi_0.w.dtype(), q.weights.shared.parts[0].1.dtype()),
+        (DType::Q8_0, DType::Q8_0)
+    );
     let mut fsrc = MemSource { name: "t5_deq.safetensors".into(), bytes: write_safetensors(&[], &f32s).unwrap() };
     let fheader = read_header(&mut fsrc).unwrap();
     let f = T5Encoder::load(gpu(), &mut fsrc, &fheader, None).unwrap();

@@ -8,14 +8,14 @@ use crate::kernels::embedding::embedding;
 use crate::kernels::matmul::{matmul, Epilogue, LoraStack, Precision};
 use crate::weights::loader::TensorLoader;
 
-/// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]`; plus `lora`, the run-time
+/// `y = x·Wᵀ + b`: `w` `[N, K]` in any weight format, `b` F32 `[N]` (none in T5); plus `lora`, the run-time
 /// LoRA adapters on this weight (`lora::LoraHost::set_loras`), never merged into `w` (merging,
 /// `LoraHost::merge_loras`, replaces `w`); `precision`, the arithmetic of its matmul tiles (F32
 /// unless the model asks for F16, e.g. `FluxModel::set_precision`).
 #[derive(Clone)]
 pub struct Linear {
     pub w: Tensor,
-    pub b: Tensor,
+    pub b: Option<Tensor>,
     pub lora: Option<LoraStack>,
     pub precision: Precision,
 }
@@ -23,7 +23,12 @@ pub struct Linear {
 impl Linear {
     /// A plain Linear: no LoRA, F32 tiles.
     pub fn new(w: Tensor, b: Tensor) -> Linear {
-        Linear { w, b, lora: None, precision: Precision::F32 }
+        Linear { w, b: Some(b), lora: None, precision: Precision::F32 }
+    }
+
+    /// A Linear without bias (T5's projections), loaded as `name` `[n, k]`.
+    pub fn load_unbiased(l: &mut TensorLoader, name: &str, n: usize, k: usize) -> Result<Linear> {
+        Ok(Linear { w: l.matrix(name, n, k)?, b: None, lora: None, precision: Precision::F32 })
     }
 
     /// `weight` `[n, k]` (or `k` columns fused from split parts, each `(name, rows)`, as
@@ -40,7 +45,7 @@ impl Linear {
     /// `x·Wᵀ + b` (plus its LoRA stack), then `act` if given, in the Linear's tile precision.
     pub fn forward(&self, gpu: &Gpu, b: &mut Batch, x: &Tensor, act: Option<Activation>) -> Result<Tensor> {
         let epilogue = Epilogue {
-            bias: Some(&self.b),
+            bias: self.b.as_ref(),
             lora: self.lora.as_ref(),
             act,
             precision: self.precision,

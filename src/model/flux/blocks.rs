@@ -40,7 +40,7 @@ fn gated_linear(
         b,
         x,
         &l.w,
-        &Epilogue { bias: Some(&l.b), lora: l.lora.as_ref(), gate, precision: l.precision, ..Default::default() },
+        &Epilogue { bias: l.b.as_ref(), lora: l.lora.as_ref(), gate, precision: l.precision, ..Default::default() },
     )
 }
 

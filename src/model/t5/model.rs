@@ -11,7 +11,6 @@ use crate::error::{Error, Result};
 use crate::gpu::{Batch, Gpu, Tensor};
 use crate::kernels::attention::{attention, AttnInput, AttnOptions};
 use crate::kernels::elementwise::{add, mul, Activation};
-use crate::kernels::matmul::{matmul, Epilogue};
 use crate::kernels::norm::rms_norm;
 use crate::weights::load::ByteSource;
 use crate::weights::tensor_info::WeightsHeader;
@@ -52,15 +51,12 @@ pub struct T5Encoder {
     pub weights: T5Weights,
 }
 
-fn proj(gpu: &Gpu, b: &mut Batch, x: &Tensor, w: &Tensor, act: Option<Activation>) -> Result<Tensor> {
-    matmul(gpu, b, x, w, &Epilogue { act, ..Default::default() })
-}
-
 impl T5Block {
     fn forward(&self, gpu: &Gpu, b: &mut Batch, c: &T5Config, h: &Tensor, bias: &Tensor) -> Result<Tensor> {
         let a = &self.attention;
         let x = rms_norm(gpu, b, h, &a.layer_norm, c.eps)?;
-        let (q, k, v) = (proj(gpu, b, &x, &a.q, None)?, proj(gpu, b, &x, &a.k, None)?, proj(gpu, b, &x, &a.v, None)?);
+        let (q, k, v) =
+            (a.q.forward(gpu, b, &x, None)?, a.k.forward(gpu, b, &x, None)?, a.v.forward(gpu, b, &x, None)?);
         let opts = AttnOptions { scale: 1.0, causal: false, bias: Some(bias) };
         let o = attention(
             gpu,
@@ -72,14 +68,14 @@ impl T5Block {
             c.d_kv,
             &opts,
         )?;
-        let o = proj(gpu, b, &o, &a.o, None)?;
+        let o = a.o.forward(gpu, b, &o, None)?;
         let h = add(gpu, b, h, &o)?;
         let f = &self.ff;
         let x = rms_norm(gpu, b, &h, &f.layer_norm, c.eps)?;
-        let gate = proj(gpu, b, &x, &f.wi_0, Some(Activation::GeluTanh))?;
-        let up = proj(gpu, b, &x, &f.wi_1, None)?;
+        let gate = f.wi_0.forward(gpu, b, &x, Some(Activation::GeluTanh))?;
+        let up = f.wi_1.forward(gpu, b, &x, None)?;
         let gated = mul(gpu, b, &gate, &up)?;
-        let y = proj(gpu, b, &gated, &f.wo, None)?;
+        let y = f.wo.forward(gpu, b, &gated, None)?;
         add(gpu, b, &h, &y)
     }
 }

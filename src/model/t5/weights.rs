@@ -11,7 +11,7 @@
 use super::config::T5Config;
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
-use crate::model::layers::EmbeddingTable;
+use crate::model::layers::{EmbeddingTable, Linear};
 use crate::weights::load::{ByteSource, Pacer, Uploads, CHUNK_BYTES, PACE_BYTES};
 use crate::weights::loader::{Missing, TensorLoader};
 use crate::weights::tensor_info::WeightsHeader;
@@ -62,18 +62,18 @@ impl T5Keys {
 /// `encoder.block.{i}.layer.0`: RMSNorm, then attention without biases.
 pub struct SelfAttention {
     pub layer_norm: Tensor,
-    pub q: Tensor,
-    pub k: Tensor,
-    pub v: Tensor,
-    pub o: Tensor,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
 }
 
 /// `encoder.block.{i}.layer.1`: RMSNorm, then the gated-GELU FFN.
 pub struct DenseGatedGelu {
     pub layer_norm: Tensor,
-    pub wi_0: Tensor,
-    pub wi_1: Tensor,
-    pub wo: Tensor,
+    pub wi_0: Linear,
+    pub wi_1: Linear,
+    pub wo: Linear,
 }
 
 pub struct T5Block {
@@ -150,16 +150,16 @@ impl T5Weights {
             blocks.push(T5Block {
                 attention: SelfAttention {
                     layer_norm: l.vector(&a("layer_norm.weight"), d)?,
-                    q: l.matrix(&a("SelfAttention.q.weight"), inner, d)?,
-                    k: l.matrix(&a("SelfAttention.k.weight"), inner, d)?,
-                    v: l.matrix(&a("SelfAttention.v.weight"), inner, d)?,
-                    o: l.matrix(&a("SelfAttention.o.weight"), d, inner)?,
+                    q: Linear::load_unbiased(&mut l, &a("SelfAttention.q.weight"), inner, d)?,
+                    k: Linear::load_unbiased(&mut l, &a("SelfAttention.k.weight"), inner, d)?,
+                    v: Linear::load_unbiased(&mut l, &a("SelfAttention.v.weight"), inner, d)?,
+                    o: Linear::load_unbiased(&mut l, &a("SelfAttention.o.weight"), d, inner)?,
                 },
                 ff: DenseGatedGelu {
                     layer_norm: l.vector(&f("layer_norm.weight"), d)?,
-                    wi_0: l.matrix(&f("DenseReluDense.wi_0.weight"), ff, d)?,
-                    wi_1: l.matrix(&f("DenseReluDense.wi_1.weight"), ff, d)?,
-                    wo: l.matrix(&f("DenseReluDense.wo.weight"), d, ff)?,
+                    wi_0: Linear::load_unbiased(&mut l, &f("DenseReluDense.wi_0.weight"), ff, d)?,
+                    wi_1: Linear::load_unbiased(&mut l, &f("DenseReluDense.wi_1.weight"), ff, d)?,
+                    wo: Linear::load_unbiased(&mut l, &f("DenseReluDense.wo.weight"), d, ff)?,
                 },
             });
         }
