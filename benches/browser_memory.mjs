@@ -8,7 +8,8 @@
 // (src/weights/browser/upload_probe.rs): the file is downloaded into the browser's cache (OPFS)
 // first, as the studio does, then read back (OPFS sync reads into wasm memory) → `Uploads` → GPU
 // buffers, each tensor dropped after it is written; "reads" rows read without uploading (a
-// control), "http" rows read by synchronous XHR (the path when the cache is full). Every 200 ms the script samples the browser's
+// control), "http" rows read over HTTP when the file is not cached (the path when the cache is
+// full): synchronous XHR without pacing and for "reads", `fetch` (`read_range_async`) when paced. Every 200 ms the script samples the browser's
 // processes (descendants of this Node process; /proc/PID/status): the renderer (which hosts the
 // worker and its wasm heap; RssShmem is the shared memory that `writeBuffer` stages uploads in)
 // and the GPU process (SwiftShader: GPU buffers are its memory). Peaks are reported, and the

@@ -5,7 +5,10 @@ use std::io::{Read, Seek, SeekFrom};
 
 use crate::error::{Error, Result};
 
-/// Random access to a file's bytes (local file, memory, later HTTP Range).
+/// What [`ByteSource::read_range_async`] returns.
+pub type ReadFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>>> + 'a>>;
+
+/// Random access to a file's bytes (local file, memory, HTTP Range, the browser's cache).
 pub trait ByteSource {
     /// The path or URL, for errors.
     fn name(&self) -> &str;
@@ -16,6 +19,13 @@ pub trait ByteSource {
     }
     /// Exactly `len` bytes at `offset`, or an error (never a short read).
     fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// [`read_range`](Self::read_range) for callers that await (the browser's paced uploads): a
+    /// source read over the network then lets the event loop run while the bytes come, instead of
+    /// blocking it. By default the synchronous read.
+    fn read_range_async(&mut self, offset: u64, len: usize) -> ReadFuture<'_> {
+        let read = self.read_range(offset, len);
+        Box::pin(std::future::ready(read))
+    }
 }
 
 fn check_range(name: &str, total: u64, offset: u64, len: usize) -> Result<()> {

@@ -35,6 +35,7 @@ use ureq::ResponseExt;
 use super::load::{ByteSource, FIRST_FETCH};
 pub use super::range::parse_content_range;
 use super::range::{check_answer, downgrade, fetch_resuming, is_https, read_in_head, Asked, Fail, Pin, Validator};
+use super::upload::now;
 use crate::error::{Error, Result};
 
 /// Timeouts, retries and parallelism of an `HttpSource`.
@@ -201,13 +202,13 @@ impl HttpSource {
     /// ends first), resuming after faults (`range::fetch_resuming`, with
     /// exponential backoff). Returns the bytes and the file size.
     fn fetch(&self, offset: u64, len: u64, total: Option<u64>) -> Result<(Vec<u8>, u64)> {
-        let attempt = |start, end, total, out: &mut Vec<u8>| self.attempt(start, end, total, out);
-        let wait = |failures: u32| {
+        let attempt = async |start, end, total, out: &mut Vec<u8>| self.attempt(start, end, total, out);
+        let wait = async |failures: u32| {
             self.retries.fetch_add(1, Ordering::Relaxed);
             let wait = self.opts.backoff.saturating_mul(1 << failures.saturating_sub(1).min(16));
             std::thread::sleep(wait.min(self.opts.max_backoff));
         };
-        fetch_resuming(&self.url, offset, len, total, self.opts.retries, attempt, wait)
+        now(fetch_resuming(&self.url, offset, len, total, self.opts.retries, attempt, wait))
     }
 
     /// The file's validator, pinned by `open` (`None`: the server names no version).

@@ -155,7 +155,7 @@ async fn fill_stored(
     let (mut done, mut at) = (0u64, dst.dtype().gpu_bytes(offset) as u64);
     while done < info.size {
         let n = chunk.min(to_usize(file, &info.name, info.size - done)?);
-        let bytes = src.read_range(info.offset + done, n)?;
+        let bytes = pace.read(src, info.offset + done, n).await?;
         let converted = match info.dtype {
             FileDType::Gpu(d) => repack(d, &bytes)?,
             FileDType::F8E4M3 | FileDType::F8E5M2 => f8_to_f16_scaled(info.dtype, &bytes, scale, &info.name)?,
@@ -414,7 +414,7 @@ pub(super) async fn fill(
     let mut done = 0;
     while done < numel {
         let n = chunk.min(numel - done);
-        let bytes = src.read_range(info.offset + (done * eb) as u64, n * eb)?;
+        let bytes = pace.read(src, info.offset + (done * eb) as u64, n * eb).await?;
         let staged = match info.dtype {
             FileDType::Gpu(d) => repack(d, &bytes)?,
             f8 => f8_to_f16_scaled(f8, &bytes, scale, &info.name)?,

@@ -297,15 +297,16 @@ impl Failures {
 /// total, out)` makes one request for `[start, end)`, appends what arrives to
 /// `out` and returns the file size; `wait(n)` runs before each retry (`n`:
 /// failures in a row, 0 when the failed attempt brought bytes). Returns the
-/// bytes and the file size.
-pub fn fetch_resuming(
+/// bytes and the file size. Synchronous readers pass closures that never wait
+/// and run it with `upload::now`; the browser's awaiting reads pass fetches.
+pub async fn fetch_resuming(
     url: &str,
     offset: u64,
     len: u64,
     total: Option<u64>,
     retries: u32,
-    mut attempt: impl FnMut(u64, u64, Option<u64>, &mut Vec<u8>) -> std::result::Result<u64, Fail>,
-    mut wait: impl FnMut(u32),
+    mut attempt: impl AsyncFnMut(u64, u64, Option<u64>, &mut Vec<u8>) -> std::result::Result<u64, Fail>,
+    mut wait: impl AsyncFnMut(u32),
 ) -> Result<(Vec<u8>, u64)> {
     let mut total = total;
     let mut end = offset + len; // exclusive
@@ -313,7 +314,7 @@ pub fn fetch_resuming(
     let mut failures = Failures::new(retries);
     loop {
         let before = out.len();
-        let last = match attempt(offset + before as u64, end, total, &mut out) {
+        let last = match attempt(offset + before as u64, end, total, &mut out).await {
             Ok(t) => {
                 total = Some(t);
                 end = end.min(t);
@@ -333,7 +334,7 @@ pub fn fetch_resuming(
             Err(Fail::Retry(e)) => e,
         };
         match failures.failed(out.len() > before) {
-            Some(n) => wait(n),
+            Some(n) => wait(n).await,
             None => return Err(last),
         }
     }

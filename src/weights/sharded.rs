@@ -50,6 +50,17 @@ impl ShardedSource {
         Ok((ShardedSource { name: name.into(), shards, len: base }, header))
     }
 
+    /// The shard holding byte `offset`, with its base.
+    fn shard_at(&mut self, offset: u64) -> Result<(u64, &mut Box<dyn ByteSource>)> {
+        let at = self.shards.partition_point(|(b, _)| *b <= offset).saturating_sub(1);
+        let name = self.name.clone();
+        let (base, src) = self
+            .shards
+            .get_mut(at)
+            .ok_or_else(|| Error::Io { file: name, message: format!("no shard holds byte {offset}") })?;
+        Ok((*base, src))
+    }
+
     /// The lengths of the shards, in order.
     pub fn shard_lens(&self) -> Vec<u64> {
         self.shards.iter().map(|(_, s)| s.len()).collect()
@@ -64,12 +75,13 @@ impl ByteSource for ShardedSource {
         self.len
     }
     fn read_range(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let at = self.shards.partition_point(|(b, _)| *b <= offset).saturating_sub(1);
-        let name = self.name.clone();
-        let (base, src) = self
-            .shards
-            .get_mut(at)
-            .ok_or_else(|| Error::Io { file: name, message: format!("no shard holds byte {offset}") })?;
-        src.read_range(offset - *base, len)
+        let (base, src) = self.shard_at(offset)?;
+        src.read_range(offset - base, len)
+    }
+    fn read_range_async(&mut self, offset: u64, len: usize) -> super::bytes::ReadFuture<'_> {
+        match self.shard_at(offset) {
+            Ok((base, src)) => src.read_range_async(offset - base, len),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 }

@@ -12,7 +12,7 @@ use crate::gpu::{Gpu, Tensor};
 
 /// Runs a future that never waits (an upload without pacing) to its end on this thread: the
 /// synchronous loaders share the paced code path.
-pub(super) fn now<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+pub(crate) fn now<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     let mut f = std::pin::pin!(f);
     match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
         std::task::Poll::Ready(r) => r,
@@ -45,6 +45,16 @@ impl Pacer {
     /// Waits for the queue after every `bytes` uploaded.
     pub fn every(bytes: usize) -> Pacer {
         Pacer { every: Some(bytes.max(1)), since: 0, waits: 0 }
+    }
+
+    /// Reads `len` bytes at `offset` of `src`: awaiting the read when this pacer waits anyway (so a
+    /// network read lets the browser's event loop run, `ByteSource::read_range_async`), else
+    /// synchronously (the unpaced loaders run to their end without yielding).
+    pub(super) async fn read(&self, src: &mut dyn ByteSource, offset: u64, len: usize) -> Result<Vec<u8>> {
+        match self.every {
+            Some(_) => src.read_range_async(offset, len).await,
+            None => src.read_range(offset, len),
+        }
     }
 
     pub(super) async fn wrote(&mut self, gpu: &Gpu, bytes: usize) -> Result<()> {

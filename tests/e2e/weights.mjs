@@ -378,51 +378,59 @@ async function main() {
 
     const body = file('plain.bin');
     const ranges = [[0, 1], [1000, 5000], [MIB - 100, 300], [2 * MIB, MIB], [body.length - 10, 10]];
-    await t('xhr ranges match the file', async () => {
-      for (const [off, len] of ranges) {
-        const v = value(await call('weights_probe_xhr', plain, off, len));
-        check(v.total === body.length && v.len === len && v.hash === fnv(body.subarray(off, off + len)) && v.etag === etagOf('plain.bin'), `${off}+${len}: ${JSON.stringify(v)}`);
+    // Each read of an XhrSource both ways: a synchronous XHR (the loaders' reads) and `fetch`
+    // (`read_range_async`, the reads of paced uploads), same requests and checks.
+    for (const mode of ['xhr', 'fetch']) {
+      // Fetch mode asks for other URLs, so the server's per-URL faults and versions start afresh.
+      const u = (url) => (mode === 'xhr' ? url : `${url}${url.includes('?') ? '&' : '?'}mode=fetch`);
+      const xr = (url, off, len, opts = {}) =>
+        call('weights_probe_xhr', u(url), off, len, JSON.stringify({ ...opts, async: mode === 'fetch' }));
+      await t(`${mode}: ranges match the file`, async () => {
+        for (const [off, len] of ranges) {
+          const v = value(await xr(plain, off, len));
+          check(v.total === body.length && v.len === len && v.hash === fnv(body.subarray(off, off + len)) && v.etag === etagOf('plain.bin'), `${off}+${len}: ${JSON.stringify(v)}`);
+        }
+        return `${ranges.length} ranges`;
+      });
+      for (const fault of ['truncate', 'reset']) {
+        await t(`${mode}: survives a ${fault} fault`, async () => {
+          const v = value(await xr(`${plain}?fault=${fault}&case=xhr`, 2 * MIB, MIB));
+          check(v.hash === fnv(body.subarray(2 * MIB, 3 * MIB)) && v.retries >= 1, JSON.stringify(v));
+          return `retries ${v.retries}`;
+        });
       }
-      return `${ranges.length} ranges`;
-    });
-    for (const fault of ['truncate', 'reset']) {
-      await t(`xhr survives a ${fault} fault`, async () => {
-        const v = value(await call('weights_probe_xhr', `${plain}?fault=${fault}&case=xhr`, 2 * MIB, MIB));
-        check(v.hash === fnv(body.subarray(2 * MIB, 3 * MIB)) && v.retries >= 1, JSON.stringify(v));
-        return `retries ${v.retries}`;
+      await t(`${mode}: a stalled host times out and is retried`, async () => {
+        const t0 = Date.now();
+        const v = value(await xr(`${plain}?fault=stall&case=xhrstall`, 2 * MIB, MIB, { timeout_ms: 1000, min_rate: 64 * MIB }));
+        const s = (Date.now() - t0) / 1000;
+        // The server stalls for 60 s before it closes the connection.
+        check(v.hash === fnv(body.subarray(2 * MIB, 3 * MIB)) && v.retries >= 1 && s < 20, `${s} s: ${JSON.stringify(v)}`);
+        return `${s.toFixed(1)} s, retries ${v.retries}`;
+      });
+      for (const validator of ['etag', 'lm']) {
+        await t(`${mode}: a file that changes between ranges (${validator}): FileChanged`, async () => {
+          const url = `${origin}/files/changing3.bin?validator=${validator}&change_after=1`;
+          const e = errorOf(await xr(url, 2 * MIB, MIB));
+          check(e.kind === 'FileChanged' && /changed on the server/.test(e.message) && /Retry/.test(e.message), JSON.stringify(e));
+          return e.message.slice(0, 100) + '…';
+        });
+      }
+      for (const fault of ['norange', 'ignorerange']) {
+        await t(`${mode}: a host that ignores ranges (${fault}) is refused unread`, async () => {
+          const url = `${plain}?fault=${fault}&case=xhrwhole`;
+          const e = errorOf(await xr(url, 0, 10));
+          const want = fault === 'norange' ? 'NoRangeSupport' : 'RangesNotShown';
+          const key = new URL(u(url)).pathname + new URL(u(url)).search;
+          check(e.kind === want && /Range/.test(e.message), JSON.stringify(e));
+          check((sent.get(key) ?? 0) === 0, `the server sent ${sent.get(key)} body bytes`);
+          return e.message.slice(0, 90) + '…';
+        });
+      }
+      await t(`${mode}: read past the end is an Io error`, async () => {
+        const e = errorOf(await xr(plain, body.length - 5, 10));
+        check(e.kind === 'Io' && /past the end/.test(e.message), JSON.stringify(e));
       });
     }
-    await t('xhr: a stalled host times out and is retried', async () => {
-      const t0 = Date.now();
-      const v = value(await call('weights_probe_xhr', `${plain}?fault=stall&case=xhrstall`, 2 * MIB, MIB, JSON.stringify({ timeout_ms: 1000, min_rate: 64 * MIB })));
-      const s = (Date.now() - t0) / 1000;
-      // The server stalls for 60 s before it closes the connection.
-      check(v.hash === fnv(body.subarray(2 * MIB, 3 * MIB)) && v.retries >= 1 && s < 20, `${s} s: ${JSON.stringify(v)}`);
-      return `${s.toFixed(1)} s, retries ${v.retries}`;
-    });
-    for (const validator of ['etag', 'lm']) {
-      await t(`xhr: a file that changes between ranges (${validator}): FileChanged`, async () => {
-        const url = `${origin}/files/changing3.bin?validator=${validator}&change_after=1`;
-        const e = errorOf(await call('weights_probe_xhr', url, 2 * MIB, MIB));
-        check(e.kind === 'FileChanged' && /changed on the server/.test(e.message) && /Retry/.test(e.message), JSON.stringify(e));
-        return e.message.slice(0, 100) + '…';
-      });
-    }
-    for (const fault of ['norange', 'ignorerange']) {
-      await t(`xhr: a host that ignores ranges (${fault}) is refused unread`, async () => {
-        const url = `${plain}?fault=${fault}&case=xhrwhole`;
-        const e = errorOf(await call('weights_probe_xhr', url, 0, 10));
-        const want = fault === 'norange' ? 'NoRangeSupport' : 'RangesNotShown';
-        const key = new URL(url).pathname + new URL(url).search;
-        check(e.kind === want && /Range/.test(e.message), JSON.stringify(e));
-        check((sent.get(key) ?? 0) === 0, `the server sent ${sent.get(key)} body bytes`);
-        return e.message.slice(0, 90) + '…';
-      });
-    }
-    await t('xhr read past the end is an Io error', async () => {
-      const e = errorOf(await call('weights_probe_xhr', plain, body.length - 5, 10));
-      check(e.kind === 'Io' && /past the end/.test(e.message), JSON.stringify(e));
-    });
     const missing = `${origin}/files/missing.bin`;
     await t('404: Http errors, exists() is false', async () => {
       const x = errorOf(await call('weights_probe_xhr', missing, 0, 10));

@@ -41,14 +41,14 @@ use crate::weights::range::{
 
 const STALL: &str = "iclora-stall";
 
-enum Raced {
+pub(super) enum Raced {
     Value(JsValue),
     Stalled,
     Rejected(JsValue),
 }
 
 /// `p`, or `Stalled` when it does not settle within `ms`.
-async fn race(p: Promise, ms: f64) -> Raced {
+pub(super) async fn race(p: Promise, ms: f64) -> Raced {
     let (t, id) = js::timer(ms, STALL);
     let r = JsFuture::from(Promise::race(&Array::of2(&p, &t))).await;
     js::clear_timer(&id);
@@ -60,7 +60,7 @@ async fn race(p: Promise, ms: f64) -> Raced {
 }
 
 /// Starts `GET url` with a `Range` header and an abort signal.
-fn start_fetch(url: &str, range: &str, ctrl: &AbortController) -> std::result::Result<Promise, JsValue> {
+pub(super) fn start_fetch(url: &str, range: &str, ctrl: &AbortController) -> std::result::Result<Promise, JsValue> {
     let headers = Headers::new()?;
     headers.set("Range", range)?;
     let init = RequestInit::new();
@@ -72,11 +72,11 @@ fn start_fetch(url: &str, range: &str, ctrl: &AbortController) -> std::result::R
     Ok(js::call(&js::global(), "fetch", &[JsValue::from_str(url), init.into()])?.unchecked_into())
 }
 
-fn header(resp: &Response, name: &str) -> Option<String> {
+pub(super) fn header(resp: &Response, name: &str) -> Option<String> {
     resp.headers().get(name).ok().flatten()
 }
 
-fn validator(resp: &Response) -> Option<Validator> {
+pub(super) fn validator(resp: &Response) -> Option<Validator> {
     Validator::from_headers(|h| header(resp, h))
 }
 

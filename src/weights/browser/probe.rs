@@ -110,16 +110,21 @@ fn etag(v: Option<&Validator>) -> Option<&str> {
     v.filter(|v| v.header == "etag").map(|v| v.value.as_str())
 }
 
-/// `XhrSource::open_with(url)` then `read_range(offset, len)`. `options`
-/// (JSON, optional): `timeout_ms` and `min_rate` (`XhrOptions`).
+/// `XhrSource::open_with(url)` then `read_range(offset, len)`, or `read_range_async` (through
+/// `fetch`) with `async: true`. `options` (JSON, optional): `timeout_ms` and `min_rate`
+/// (`XhrOptions`), `async`.
 #[wasm_bindgen]
-pub fn weights_probe_xhr(url: String, offset: f64, len: u32, options: Option<String>) -> Result<String, JsValue> {
+pub async fn weights_probe_xhr(url: String, offset: f64, len: u32, options: Option<String>) -> Result<String, JsValue> {
     let o: Value = options.and_then(|o| serde_json::from_str(&o).ok()).unwrap_or(Value::Null);
     let mut opts = xhr::XhrOptions::default();
     opts.timeout_ms = o.get("timeout_ms").and_then(Value::as_f64).unwrap_or(opts.timeout_ms);
     opts.min_rate = o.get("min_rate").and_then(Value::as_f64).unwrap_or(opts.min_rate);
     let mut src = xhr::XhrSource::open_with(&url, opts).map_err(fail)?;
-    let bytes = src.read_range(offset as u64, len as usize).map_err(fail)?;
+    let bytes = match o.get("async").and_then(Value::as_bool) {
+        Some(true) => src.read_range_async(offset as u64, len as usize).await,
+        _ => src.read_range(offset as u64, len as usize),
+    }
+    .map_err(fail)?;
     let mut h = js::Fnv::default();
     h.update(&bytes);
     Ok(json!({ "total": src.len(), "etag": etag(src.validator()), "len": bytes.len(), "hash": h.hex(), "retries": src.retries() }).to_string())

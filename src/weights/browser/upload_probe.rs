@@ -2,7 +2,7 @@
 //! URL (from the browser's cache when it is there, else by synchronous XHR Range reads: as the
 //! engine's worker opens files, `Handles::prepare` + `Handles::open`) into GPU buffers through the
 //! loader's planned uploads (`weights::load::Uploads`, the path `FluxModel::load_paced` takes),
-//! paced or not, so the tab's memory can be sampled against the file's size. Each tensor is
+//! paced (reads awaited: `fetch` when not cached) or not (synchronous reads), so the tab's memory can be sampled against the file's size. Each tensor is
 //! dropped after it is written (its buffer is reused by the next of the same size): on a software
 //! adapter GPU buffers are process memory, and keeping them would hide the staging memory.
 

@@ -31,19 +31,27 @@
 //!
 //! Memory: a read holds its own bytes twice at most (the response's
 //! `ArrayBuffer` and the returned `Vec`), plus the `FIRST_FETCH` head kept from
-//! `open`, which serves the header parse without a second request.
+//! `open`, which serves the header parse without a second request. But the
+//! renderer keeps synchronous XHRs' response buffers while a worker reads in a
+//! loop (measured: its memory grows with the file, BENCHMARKS.md), so a caller
+//! that awaits (a paced upload) reads through `read_range_async` instead: the
+//! same requests and checks with `fetch`, which yields to the event loop, and
+//! a whole-file `200` is refused from its status before any body is read.
 
 use js_sys::{ArrayBuffer, Uint8Array};
-use wasm_bindgen::JsCast;
-use web_sys::{XmlHttpRequest, XmlHttpRequestResponseType};
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{AbortController, Response, XmlHttpRequest, XmlHttpRequestResponseType};
 
+use super::download::{header, race, start_fetch, validator, Raced};
 use super::{js, network_error, HIDDEN_HINT};
 use crate::error::{Error, Result};
+use crate::weights::bytes::ReadFuture;
 use crate::weights::load::{ByteSource, FIRST_FETCH};
 use crate::weights::range::{
     check_answer, check_head, fetch_resuming, parse_content_range, read_in_head, status_fail, Asked, ContentRange,
     Fail, Failures, Pin, Validator,
 };
+use crate::weights::upload::now;
 
 /// Consecutive attempts without a new byte before a read gives up.
 pub const XHR_RETRIES: u32 = 3;
@@ -140,6 +148,61 @@ fn request(method: &str, url: &str, range: Option<&str>, timeout_ms: u32) -> std
     })
 }
 
+/// The asynchronous twin of `request` for a range `GET`, through `fetch`: the same `Reply`, the
+/// whole request bounded by `timeout_ms`; a body is read only from a `206` (a `200` would be the
+/// whole file), and one left unread is dropped (the request is aborted).
+async fn request_async(url: &str, range: &str, timeout_ms: u32) -> std::result::Result<Reply, Fail> {
+    let io = |what: String| Error::Io { file: url.to_string(), message: what };
+    let ctrl = AbortController::new()
+        .map_err(|e| Fail::Fatal(io(format!("AbortController is not available: {}", js::error_text(&e)))))?;
+    let reply = fetch_reply(url, range, &ctrl, f64::from(timeout_ms)).await;
+    ctrl.abort();
+    reply
+}
+
+async fn fetch_reply(
+    url: &str,
+    range: &str,
+    ctrl: &AbortController,
+    timeout_ms: f64,
+) -> std::result::Result<Reply, Fail> {
+    let deadline = js::now_ms() + timeout_ms;
+    let timeout = || {
+        let what = format!("(no complete answer within {:.0} s) waiting for", timeout_ms / 1000.0);
+        Fail::Retry(Error::Timeout { url: url.to_string(), what })
+    };
+    let rejected = |e: JsValue| Fail::Retry(network_error(url, &js::error_text(&e)));
+    let resp: Response = match start_fetch(url, range, ctrl) {
+        Ok(p) => match race(p, timeout_ms).await {
+            Raced::Value(v) => v.unchecked_into(),
+            Raced::Stalled => return Err(timeout()),
+            Raced::Rejected(e) => return Err(rejected(e)),
+        },
+        Err(e) => return Err(rejected(e)),
+    };
+    let status = resp.status();
+    let body = if status == 206 {
+        let p = resp.array_buffer().map_err(rejected)?;
+        match race(p, deadline - js::now_ms()).await {
+            Raced::Value(v) => Uint8Array::new(&v).to_vec(),
+            Raced::Stalled => return Err(timeout()),
+            Raced::Rejected(e) => return Err(rejected(e)),
+        }
+    } else {
+        Vec::new()
+    };
+    Ok(Reply {
+        status,
+        body,
+        content_range: header(&resp, "content-range").map(|v| parse_content_range(&v)),
+        validator: validator(&resp),
+        final_url: Some(resp.url()).filter(|u| !u.is_empty()),
+        content_type: header(&resp, "content-type"),
+        accept_ranges: header(&resp, "accept-ranges"),
+        content_length: header(&resp, "content-length").and_then(|v| v.trim().parse().ok()),
+    })
+}
+
 /// Busy-waits `ms` (a worker has no synchronous sleep without SharedArrayBuffer).
 fn spin(ms: f64) {
     let until = js::now_ms() + ms;
@@ -148,8 +211,8 @@ fn spin(ms: f64) {
 
 /// The wait before a retry, `failures` in a row: 200, 400, then 800 ms (100 ms
 /// after an attempt that brought bytes).
-fn backoff(failures: u32) {
-    spin((100.0 * f64::from(1u32 << failures.min(3))).min(800.0));
+fn backoff_ms(failures: u32) -> f64 {
+    (100.0 * f64::from(1u32 << failures.min(3))).min(800.0)
 }
 
 /// Runs `attempt` until it succeeds, fails fatally, or fails `retries + 1` times in a row.
@@ -160,7 +223,7 @@ fn with_retries<T>(retries: u32, mut attempt: impl FnMut() -> std::result::Resul
             Ok(v) => return Ok(v),
             Err(Fail::Fatal(e)) => return Err(e),
             Err(Fail::Retry(e)) => match failures.failed(false) {
-                Some(n) => backoff(n),
+                Some(n) => spin(backoff_ms(n)),
                 None => return Err(e),
             },
         }
@@ -221,35 +284,63 @@ impl XhrSource {
     /// bytes and the file size.
     fn fetch(&mut self, offset: u64, len: u64, total: Option<u64>) -> Result<(Vec<u8>, u64)> {
         let mut retried = 0u64;
-        let wait = |failures: u32| {
+        let wait = async |failures: u32| {
             retried += 1;
-            backoff(failures);
+            spin(backoff_ms(failures));
         };
         let (url, retries) = (self.url.clone(), self.opts.retries);
-        let attempt = |start, end, total, out: &mut Vec<u8>| self.attempt(start, end, total, out);
-        let r = fetch_resuming(&url, offset, len, total, retries, attempt, wait);
+        let attempt = async |start, end, total, out: &mut Vec<u8>| {
+            let (range, target) = self.request_for(start, end);
+            let reply = request("GET", &target, Some(&range), self.opts.timeout_for(end.saturating_sub(start)))?;
+            self.accept(start, end, total, &range, target, reply, out)
+        };
+        let r = now(fetch_resuming(&url, offset, len, total, retries, attempt, wait));
         self.retried += retried;
         r
     }
 
-    /// One `GET` of `[start, end)`, appending what arrives to `out`. Returns the
-    /// file size from `Content-Range`.
-    fn attempt(
+    /// [`fetch`](Self::fetch) through `fetch` requests, waiting without blocking.
+    async fn fetch_async(&mut self, offset: u64, len: u64, total: Option<u64>) -> Result<(Vec<u8>, u64)> {
+        let mut retried = 0u64;
+        let wait = async |failures: u32| {
+            retried += 1;
+            js::sleep(backoff_ms(failures)).await;
+        };
+        let (url, retries) = (self.url.clone(), self.opts.retries);
+        let attempt = async |start, end, total, out: &mut Vec<u8>| {
+            let (range, target) = self.request_for(start, end);
+            let reply = request_async(&target, &range, self.opts.timeout_for(end.saturating_sub(start))).await?;
+            self.accept(start, end, total, &range, target, reply, out)
+        };
+        let r = fetch_resuming(&url, offset, len, total, retries, attempt, wait).await;
+        self.retried += retried;
+        r
+    }
+
+    /// The `Range` header of a `GET` of `[start, end)`, and where to send it.
+    fn request_for(&self, start: u64, end: u64) -> (String, String) {
+        (format!("bytes={start}-{}", end.saturating_sub(1)), self.pin.target(&self.url).to_string())
+    }
+
+    /// Checks the answer to a `GET` of `[start, end)` (`range`, sent to `target`) and appends its
+    /// bytes to `out`. Returns the file size from `Content-Range`.
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
         &mut self,
         start: u64,
         end: u64,
         total: Option<u64>,
+        range: &str,
+        target: String,
+        reply: Reply,
         out: &mut Vec<u8>,
     ) -> std::result::Result<u64, Fail> {
-        let range = format!("bytes={start}-{}", end.saturating_sub(1));
-        let target = self.pin.target(&self.url).to_string();
-        let reply = request("GET", &target, Some(&range), self.opts.timeout_for(end.saturating_sub(start)))?;
         if self.pin.expired(&self.url, reply.status) {
             return Err(Fail::Retry(Error::Http { url: target, status: reply.status }));
         }
         let asked = Asked {
             url: &self.url,
-            range: &range,
+            range,
             start,
             total,
             validator: self.pin.validator.as_ref(),
@@ -277,6 +368,14 @@ impl ByteSource for XhrSource {
             return Ok(bytes);
         }
         Ok(self.fetch(offset, len as u64, Some(self.len))?.0)
+    }
+    fn read_range_async(&mut self, offset: u64, len: usize) -> ReadFuture<'_> {
+        Box::pin(async move {
+            if let Some(bytes) = read_in_head(&self.url, self.len, &self.head, offset, len)? {
+                return Ok(bytes);
+            }
+            Ok(self.fetch_async(offset, len as u64, Some(self.len)).await?.0)
+        })
     }
 }
 
