@@ -11,12 +11,6 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod bench_preview;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod bench_reduce;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod bench_stream;
 pub mod clock;
 pub mod dtype;
 pub mod error;

@@ -1,5 +1,5 @@
 //! Wrapper for `shaders/quantize.wgsl`: F32/F16/BF16 tensors → F16, Q8_0 or Q4_0 in our GPU layout
-//! (`src/gpu/dtype.rs`), on the GPU, so a BF16 checkpoint can be loaded quantized while it streams
+//! (`src/dtype.rs`), on the GPU, so a BF16 checkpoint can be loaded quantized while it streams
 //! (`weights::load::load_tensor_as`). Quantization is bit-identical to ggml's `quantize_row_q8_0_ref` /
 //! `quantize_row_q4_0_ref` (see the shader's header for how, and for blocks below 2^-100).
 //! Reference: `reference::quantize`.

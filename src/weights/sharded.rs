@@ -7,7 +7,7 @@ use super::tensor_info::WeightsHeader;
 use crate::error::{Error, Result};
 
 /// Several shard files seen as one: shard `i` occupies `[base_i, base_i + len_i)` of a virtual
-/// address space, and [`ShardedSource::header`] shifts each shard's tensor offsets by its base,
+/// address space, and [`ShardedSource::open`] shifts each shard's tensor offsets by its base,
 /// so the model loaders read sharded checkpoints unchanged. A read never spans two shards (a
 /// tensor lies in one file).
 pub struct ShardedSource {

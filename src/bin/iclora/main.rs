@@ -129,7 +129,7 @@ mod cli {
         }
         let gpu = open()?;
         println!("{}", describe(&gpu));
-        iclora::bench_preview::bench_preview(&gpu, a.width, a.height, a.iters, |row| println!("{row}"))
+        iclora::bench::preview::bench_preview(&gpu, a.width, a.height, a.iters, |row| println!("{row}"))
             .map_err(|e| e.to_string())
     }
 
@@ -361,10 +361,10 @@ mod cli {
     }
 
     /// `iclora bench stream`: `--make FILE [--gib G]` writes the benchmark GGUF; `--url URL
-    /// [--convert C]` streams a file into GPU buffers (iclora::bench_stream) and prints one
+    /// [--convert C]` streams a file into GPU buffers (iclora::bench::stream) and prints one
     /// `stream` row with file MB/s and the process's peak RSS.
     fn bench_stream(a: StreamArgs) -> Result<(), String> {
-        use iclora::bench_stream::{bench_stream, peak_rss_kib, write_flux_gguf};
+        use iclora::bench::stream::{bench_stream, peak_rss_kib, write_flux_gguf};
         let (gib, hidden, convert): (f64, u64, Convert) = (a.gib, a.hidden, a.convert.into());
         if let Some(path) = &a.make {
             if !(gib > 0.0 && gib <= 64.0) || hidden == 0 || hidden % 32 != 0 {

@@ -3,7 +3,7 @@
 //! the bench's device (where it has subgroups) and workgroup-memory reductions on a second
 //! device of the same adapter opened without them. FLUX shapes, scaled by `--scale`.
 
-use crate::bench::{time_median, BenchOpts, BenchRow};
+use super::{time_median, BenchOpts, BenchRow};
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuOptions, Tensor};
 use crate::kernels::norm::{self, Columns, Modulation, EPS_FLUX};

@@ -3,7 +3,7 @@
 //! (`pipeline::preview`, a read-back of the packed latents and a CPU map). Compare with
 //! `iclora bench flux-step` at the same canvas's tokens on the same adapter (BENCHMARKS.md).
 
-use crate::bench::{time_median, BenchRow};
+use super::{time_median, BenchRow};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::kernels::pack::unpack;
