@@ -40,13 +40,13 @@
 
 use js_sys::{ArrayBuffer, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
-use web_sys::{AbortController, Response, XmlHttpRequest, XmlHttpRequestResponseType};
+use web_sys::{AbortController, ReadableStreamDefaultReader, Response, XmlHttpRequest, XmlHttpRequestResponseType};
 
 use super::download::{header, race, start_fetch, validator, Raced};
 use super::{js, network_error, HIDDEN_HINT};
 use crate::error::{Error, Result};
 use crate::weights::bytes::ReadFuture;
-use crate::weights::load::{ByteSource, FIRST_FETCH};
+use crate::weights::load::{ByteSource, CHUNK_BYTES, FIRST_FETCH};
 use crate::weights::range::{
     check_answer, check_head, fetch_resuming, parse_content_range, read_in_head, status_fail, Asked, ContentRange,
     Fail, Failures, Pin, Validator,
@@ -148,14 +148,14 @@ fn request(method: &str, url: &str, range: Option<&str>, timeout_ms: u32) -> std
     })
 }
 
-/// The asynchronous twin of `request` for a range `GET`, through `fetch`: the same `Reply`, the
-/// whole request bounded by `timeout_ms`; a body is read only from a `206` (a `200` would be the
-/// whole file), and one left unread is dropped (the request is aborted).
-async fn request_async(url: &str, range: &str, timeout_ms: u32) -> std::result::Result<Reply, Fail> {
+/// The asynchronous twin of `request` for a range `GET` of `want` bytes, through `fetch`: the
+/// same `Reply`, the whole request bounded by `timeout_ms`; a body is read only from a `206` (a
+/// `200` would be the whole file), and what is left unread is dropped (the request is aborted).
+async fn request_async(url: &str, range: &str, want: u64, timeout_ms: u32) -> std::result::Result<Reply, Fail> {
     let io = |what: String| Error::Io { file: url.to_string(), message: what };
     let ctrl = AbortController::new()
         .map_err(|e| Fail::Fatal(io(format!("AbortController is not available: {}", js::error_text(&e)))))?;
-    let reply = fetch_reply(url, range, &ctrl, f64::from(timeout_ms)).await;
+    let reply = fetch_reply(url, range, want, &ctrl, f64::from(timeout_ms)).await;
     ctrl.abort();
     reply
 }
@@ -163,6 +163,7 @@ async fn request_async(url: &str, range: &str, timeout_ms: u32) -> std::result::
 async fn fetch_reply(
     url: &str,
     range: &str,
+    want: u64,
     ctrl: &AbortController,
     timeout_ms: f64,
 ) -> std::result::Result<Reply, Fail> {
@@ -181,16 +182,31 @@ async fn fetch_reply(
         Err(e) => return Err(rejected(e)),
     };
     let status = resp.status();
-    let body = if status == 206 {
-        let p = resp.array_buffer().map_err(rejected)?;
-        match race(p, deadline - js::now_ms()).await {
-            Raced::Value(v) => Uint8Array::new(&v).to_vec(),
-            Raced::Stalled => return Err(timeout()),
-            Raced::Rejected(e) => return Err(rejected(e)),
+    // The body is copied into wasm memory chunk by chunk as it streams (small chunks the
+    // browser's collector frees young), never held whole as one large ArrayBuffer, and no
+    // further than the `want` bytes asked for (the request is aborted after).
+    let mut body = Vec::with_capacity(usize::try_from(want).unwrap_or(usize::MAX).min(CHUNK_BYTES));
+    if let Some(stream) = resp.body().filter(|_| status == 206) {
+        let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+        loop {
+            let step = match race(reader.read(), deadline - js::now_ms()).await {
+                Raced::Value(v) => v,
+                Raced::Stalled => return Err(timeout()),
+                Raced::Rejected(e) => return Err(rejected(e)),
+            };
+            if js::get(&step, "done").and_then(|d| d.as_bool()).unwrap_or(true) {
+                break;
+            }
+            if let Some(chunk) = js::get(&step, "value").and_then(|v| v.dyn_into::<Uint8Array>().ok()) {
+                let at = body.len();
+                body.resize(at + chunk.length() as usize, 0);
+                chunk.copy_to(&mut body[at..]);
+            }
+            if body.len() as u64 >= want {
+                break;
+            }
         }
-    } else {
-        Vec::new()
-    };
+    }
     Ok(Reply {
         status,
         body,
@@ -309,7 +325,8 @@ impl XhrSource {
         let (url, retries) = (self.url.clone(), self.opts.retries);
         let attempt = async |start, end, total, out: &mut Vec<u8>| {
             let (range, target) = self.request_for(start, end);
-            let reply = request_async(&target, &range, self.opts.timeout_for(end.saturating_sub(start))).await?;
+            let want = end.saturating_sub(start);
+            let reply = request_async(&target, &range, want, self.opts.timeout_for(want)).await?;
             self.accept(start, end, total, &range, target, reply, out)
         };
         let r = fetch_resuming(&url, offset, len, total, retries, attempt, wait).await;
