@@ -381,3 +381,61 @@ fn generate_reproduces_a_recipe_png() {
     assert!(!ok && err.contains("relative") && err.contains("--base"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn generate_plan_lists_the_files_and_opens_no_gpu() {
+    let model = common::TINY_FLUX;
+    let (ok, out, err) = iclora(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "x",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "1",
+        "--guidance",
+        "3.5",
+        "--seed",
+        "1",
+        "--plan",
+    ]);
+    assert!(ok, "{err}");
+    let size = |rel: &str| std::fs::metadata(format!("{model}/{rel}")).unwrap().len();
+    for (component, rel) in [
+        ("transformer", "transformer/diffusion_pytorch_model-00001-of-00002.safetensors"),
+        ("transformer", "transformer/diffusion_pytorch_model-00002-of-00002.safetensors"),
+        ("T5 text encoder", "text_encoder_2/model.safetensors"),
+        ("CLIP text encoder", "text_encoder/model.safetensors"),
+        ("VAE", "vae/diffusion_pytorch_model.safetensors"),
+    ] {
+        let line =
+            out.lines().find(|l| l.ends_with(&format!("{model}/{rel}"))).unwrap_or_else(|| panic!("{rel}: {out}"));
+        assert!(line.starts_with(component) && line.contains(&format!(" {} bytes  local", size(rel))), "{line}");
+    }
+    assert!(out.ends_with("5 files, 0 bytes to read from other hosts\n"), "{out}");
+    // No adapter line: the plan opens no GPU.
+    assert!(!err.contains("lavapipe") && !err.contains("llvmpipe"), "{err}");
+    // Without --plan, --out is still required.
+    let (ok, _, err) = iclora(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "x",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "1",
+        "--guidance",
+        "3.5",
+        "--seed",
+        "1",
+    ]);
+    assert!(!ok && err.contains("--out"), "{err}");
+}

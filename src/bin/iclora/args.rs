@@ -205,8 +205,12 @@ pub struct GenerateArgs {
     #[arg(long, required_unless_present = "recipe", conflicts_with = "recipe")]
     pub seed: Option<u64>,
     /// The PNG to write
+    #[arg(long, required_unless_present = "plan")]
+    pub out: Option<String>,
+    /// Print every file the run would read (component, size, host or local path) and stop:
+    /// nothing is generated and no GPU is opened (what the studio shows before a download)
     #[arg(long)]
-    pub out: String,
+    pub plan: bool,
     /// Write the live preview after each step (but the last) to DIR/step-NN.png
     #[arg(long, value_name = "DIR")]
     pub previews: Option<String>,

@@ -6,6 +6,7 @@
 //!   iclora generate --model DIR|URL --prompt TEXT --width W --height H --steps N --guidance G --seed S --out OUT.png
 //!       [--lora FILE|URL[:SCALE]]... [--layout ROWSxCOLS --reference PANEL=IMAGE.png[:STRENGTH]]...
 //!       [--convert keep|f16|q8_0|q4_0] [--f16] [--step-cache THRESHOLD [--step-cache-max-reuse N]]
+//!   iclora generate (--model ... | --recipe LINK|PNG) --plan   (the files a run reads, nothing generated)
 //!   iclora bench kernels [--scale S] [--iters N] [--formats F16,Q8_0,...] [--f16] [--kernels matmul,reductions,...]
 //!   iclora bench stream --url URL [--convert keep|f16|q8_0|q4_0] | --make FILE [--gib G] [--hidden H]
 //!   iclora bench flux-step [--tokens N] [--format Q4_0|Q8_0|F16] [--double K] [--single K] [--iters N] [--heads H] [--head-dim D] [--loras N] [--rank R] [--f16]
@@ -268,6 +269,30 @@ mod cli {
     /// `iclora generate`: text to image (iclora::pipeline::generate), PNG to `--out`; with
     /// `--recipe`, the set a share link or PNG describes, derived as the studio's worker does
     /// (`Recipe::generate_options`), and the PNG carries the recipe.
+    /// `iclora generate … --plan`: the store's plan of the run, one line per file, and the total
+    /// to read from other hosts.
+    fn print_plan(
+        store: &ModelStore,
+        paths: &iclora::pipeline::generate::ModelPaths,
+        loras: &[(String, f32)],
+    ) -> Result<(), String> {
+        let files = pollster::block_on(store.plan(paths, loras)).map_err(|e| e.to_string())?;
+        let mut remote = 0u64;
+        for f in &files {
+            let from = if f.cached {
+                "local".to_string()
+            } else {
+                remote += f.bytes;
+                iclora::recipe::url::parse_web_url("location", &f.location)
+                    .map(|u| u.host_label())
+                    .unwrap_or_else(|e| format!("refused: {e}"))
+            };
+            println!("{:18} {:>14} bytes  {from:30}  {}", f.component, f.bytes, f.location);
+        }
+        println!("{} files, {} bytes to read from other hosts", files.len(), remote);
+        Ok(())
+    }
+
     fn generate(a: GenerateArgs) -> Result<(), String> {
         use iclora::pipeline::generate::{run, GenerateOptions, ModelPaths};
         let flags = ModelPaths {
@@ -337,15 +362,18 @@ mod cli {
             }
         };
         paths.preview_decoder = a.preview_decoder;
-        let out = a.out;
+        let store = ModelStore::new();
+        if a.plan {
+            return print_plan(&store, &paths, &opts.loras);
+        }
+        let Some(out) = a.out else { return Err("--out is required".into()) };
         if let Some(dir) = &a.previews {
             std::fs::create_dir_all(dir).map_err(|e| format!("--previews: creating `{dir}`: {e}"))?;
         }
         let gpu = open()?;
         eprintln!("{}", gpu.info().name);
         let mut obs = Previews { dir: a.previews, failed: None };
-        let image =
-            pollster::block_on(run(&gpu, &ModelStore::new(), &paths, &opts, &mut obs)).map_err(|e| e.to_string())?;
+        let image = pollster::block_on(run(&gpu, &store, &paths, &opts, &mut obs)).map_err(|e| e.to_string())?;
         if let Some(e) = obs.failed {
             return Err(e);
         }
