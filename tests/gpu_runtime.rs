@@ -99,3 +99,34 @@ fn flushing_a_batch_submits_and_releases_its_buffers() {
     g.submit(b).unwrap();
     assert_eq!(g.read_f32_blocking(&y).unwrap(), vec![7.0, 8.0, 9.0]);
 }
+
+#[test]
+fn work_stats_count_exactly_what_the_device_was_asked_to_do() {
+    // A device of its own: its counters see no other test's work.
+    let g = &iclora::gpu::Gpu::new_blocking(&Default::default()).unwrap();
+    let y = g.empty(&[3], DType::F32).unwrap();
+    let start = g.work_stats();
+    assert_eq!(start.buffers_created, 1, "{start}");
+    // Two dispatches in one batch: one compiled pipeline (same overrides), one bind group each.
+    let mut b = g.batch();
+    for _ in 0..2 {
+        b.dispatch(g, &TINY, "main", &[("V", 1.0)], &[Binding::Tensor(&y)], [3, 1, 1]).unwrap();
+    }
+    g.submit(b).unwrap();
+    let s = g.work_stats().since(start);
+    assert_eq!((s.dispatches, s.bind_groups, s.submissions, s.pipelines_compiled), (2, 2, 1, 1), "{s}");
+    assert_eq!((s.bytes_written, s.bytes_read, s.buffers_created), (0, 0, 0), "{s}");
+    // A dry batch records nothing and submits nothing.
+    let before = g.work_stats();
+    let mut dry = g.dry_batch();
+    dry.dispatch(g, &TINY, "main", &[("V", 1.0)], &[Binding::Tensor(&y)], [3, 1, 1]).unwrap();
+    g.submit(dry).unwrap();
+    assert_eq!(g.work_stats().since(before), Default::default());
+    // An upload writes its bytes into a new buffer; a read-back is one submission and its bytes.
+    let before = g.work_stats();
+    let x = g.upload_f32(&[5], &[1.0; 5]).unwrap();
+    assert_eq!(g.read_f32_blocking(&y).unwrap(), vec![1.0, 2.0, 3.0]);
+    let s = g.work_stats().since(before);
+    assert_eq!((s.bytes_written, s.buffers_created, s.submissions, s.bytes_read), (20, 1, 1, 12), "{s}");
+    drop(x);
+}

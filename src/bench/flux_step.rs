@@ -193,6 +193,20 @@ pub fn bench_flux_step(gpu: &Gpu, opts: &FluxStepOpts, mut report: impl FnMut(Be
         gpu.submit(b)
     })?;
     report(row("step", format!("{shape} {nd}d+{ns}s"), step, fr + nd as f64 * fd + ns as f64 * fs));
+    // What one more step (warm: pipelines compiled, buffers pooled) asks of the GPU.
+    let before = gpu.work_stats();
+    let mut b = gpu.batch();
+    model.forward(gpu, &mut b, &inp)?;
+    gpu.submit(b)?;
+    report(BenchRow {
+        kernel: "step work".into(),
+        format: opts.format.to_string(),
+        shape: format!("{shape} {nd}d+{ns}s"),
+        median_ms: 0.0,
+        gflops: 0.0,
+        gbs: 0.0,
+        note: gpu.work_stats().since(before).to_string(),
+    });
     if nd > 0 && ns > 0 {
         // FLUX.1's 19 + 38 blocks from the per-block medians (separate submissions).
         report(row("step(est)", format!("{shape} 19d+38s"), est, fr + 19.0 * fd + 38.0 * fs));

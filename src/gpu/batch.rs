@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::buffer::{GpuBuffer, UniformArena};
 use super::context::Gpu;
+use super::counters::Counters;
 use super::pipeline::{Overrides, ShaderSpec};
 use super::tensor::Tensor;
 use crate::error::{Error, Result};
@@ -56,6 +57,7 @@ impl Gpu {
         if let Some(encoder) = batch.encoder {
             batch.uniforms.upload(self);
             self.queue.submit([encoder.finish()]);
+            Counters::add(&self.counters.submissions, 1);
         }
         // After the submission: the uniform chunks and buffers go back to their pools.
         drop(batch.uniforms);
@@ -182,6 +184,8 @@ impl Batch {
         pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
         drop(pass);
         self.dispatches += 1;
+        Counters::add(&gpu.counters.dispatches, 1);
+        Counters::add(&gpu.counters.bind_groups, 1);
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::context::Gpu;
+use super::counters::Counters;
 use crate::error::{Error, Result};
 
 const USAGE: wgpu::BufferUsages =
@@ -154,6 +155,7 @@ impl UniformArena {
         for (buf, data) in &self.chunks {
             if !data.is_empty() {
                 gpu.queue.write_buffer(buf, 0, data);
+                Counters::add(&gpu.counters.bytes_written, data.len() as u64);
             }
         }
     }
@@ -258,6 +260,7 @@ impl Gpu {
             )));
         }
         self.queue.write_buffer(buf.raw(), offset, data);
+        Counters::add(&self.counters.bytes_written, data.len() as u64);
         Ok(())
     }
 }

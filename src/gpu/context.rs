@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::buffer::BufferPool;
+use super::counters::{Counters, WorkStats};
 use super::pipeline::PipelineCache;
 use crate::error::{Error, Result};
 
@@ -125,6 +126,8 @@ pub struct Gpu {
     features: GpuFeatures,
     pub(crate) pipelines: PipelineCache,
     pub(crate) pool: Arc<BufferPool>,
+    /// What the device was asked to do (`work_stats`).
+    pub(crate) counters: Counters,
     /// The device's `min_uniform_buffer_offset_alignment` (uniform runs in a pooled chunk).
     pub(crate) uniform_align: u64,
     errors: Arc<Mutex<Vec<Error>>>,
@@ -283,6 +286,7 @@ impl Gpu {
             features,
             pipelines: PipelineCache::default(),
             pool: Arc::new(BufferPool::default()),
+            counters: Counters::default(),
             uniform_align: limits.min_uniform_buffer_offset_alignment as u64,
             errors,
             lost,
@@ -297,6 +301,11 @@ impl Gpu {
 
     pub fn info(&self) -> &GpuInfo {
         &self.info
+    }
+
+    /// The work counted since the device was opened (see `WorkStats`).
+    pub fn work_stats(&self) -> WorkStats {
+        WorkStats::read(&self.counters, self.buffer_stats().created, self.pipelines_compiled())
     }
 
     pub fn features(&self) -> GpuFeatures {

@@ -5,6 +5,7 @@
 mod batch;
 mod buffer;
 mod context;
+mod counters;
 mod pipeline;
 mod tensor;
 #[cfg(target_arch = "wasm32")]
@@ -14,6 +15,7 @@ pub use crate::dtype::DType;
 pub use batch::{Batch, Binding};
 pub use buffer::{BufferStats, GpuBuffer};
 pub use context::{CoopMatrixConfig, CoopScalar, Gpu, GpuFeatures, GpuInfo, GpuOptions};
+pub use counters::WorkStats;
 pub use pipeline::{Overrides, ShaderSpec};
 pub use tensor::Tensor;
 

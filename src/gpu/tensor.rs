@@ -7,6 +7,7 @@ use half::f16;
 
 use super::buffer::GpuBuffer;
 use super::context::Gpu;
+use super::counters::Counters;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -155,6 +156,8 @@ impl Gpu {
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         enc.copy_buffer_to_buffer(t.buf.raw(), 0, &staging, 0, size);
         self.queue.submit([enc.finish()]);
+        Counters::add(&self.counters.submissions, 1);
+        Counters::add(&self.counters.bytes_read, size);
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);

@@ -63,10 +63,12 @@ impl<'a> TensorLoader<'a> {
 
     /// The first of `names` the file has (an error naming all of them if none).
     pub fn find(&self, names: &[&str]) -> Result<&TensorInfo> {
-        let (file, name) = (self.header.file.clone(), names.join("` or `"));
-        names.iter().find_map(|n| self.header.tensor(n)).ok_or(match self.missing {
-            Missing::Tensor => Error::MissingTensor { file, name },
-            Missing::ModelTensor => Error::MissingModelTensor { model: self.model, file, name },
+        names.iter().find_map(|n| self.header.tensor(n)).ok_or_else(|| {
+            let (file, name) = (self.header.file.clone(), names.join("` or `"));
+            match self.missing {
+                Missing::Tensor => Error::MissingTensor { file, name },
+                Missing::ModelTensor => Error::MissingModelTensor { model: self.model, file, name },
+            }
         })
     }
 
