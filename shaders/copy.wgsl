@@ -4,13 +4,17 @@
 // `Flux.forward`, src/flux/model.py @ 802fb47; `SingleStreamBlock`, src/flux/modules/layers.py @ 802fb47).
 // Reference: src/reference/copy.rs. Wrapper: src/kernels/copy.rs.
 //
-// dst[dst_offset + r · dst_stride + c] = src[src_offset + r · src_stride + c] for r < rows, c < cols.
+// dst[dst_offset + r · dst_stride + c] = src[src_offset + r · src_stride + c] for r < rows, c < cols,
+// copied as bits; or, with the override ACT set to an activation of activations.wgsl (prepended by the
+// wrapper), act(src) of F32 values: the single block's gelu(mlp) written beside the attention output in
+// the same pass that moves it (instead of a slice, an activation and a concat).
 // One invocation per element (consecutive invocations copy consecutive columns, so reads and writes are
 // contiguous along a row); the grid is 2-D for large blocks: index = (wid.y * nwg.x + wid.x) * WG + lid.x.
 // Offsets are relative to the bound ranges: the wrapper binds sub-ranges of large tensors so that no
 // binding exceeds the device's storage binding limit.
 
 override WG: u32 = 256;
+override ACT: u32 = ACT_NONE;
 
 struct Params {
     rows: u32,
@@ -34,7 +38,12 @@ fn copy_2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (i >= p.rows * p.cols) { return; }
     let r = i / p.cols;
     let c = i - r * p.cols;
-    dst[p.dst_offset + r * p.dst_stride + c] = src[p.src_offset + r * p.src_stride + c];
+    let v = src[p.src_offset + r * p.src_stride + c];
+    if (ACT == ACT_NONE) {
+        dst[p.dst_offset + r * p.dst_stride + c] = v;
+    } else {
+        dst[p.dst_offset + r * p.dst_stride + c] = bitcast<u32>(activate(bitcast<f32>(v), ACT));
+    }
 }
 
 // Transpose of a whole `[rows, cols]` matrix into `[cols, rows]`: dst[c · rows + r] = src[r · cols + c].

@@ -4,6 +4,7 @@ mod common;
 use common::{assert_close, gpu, run, Rng};
 use iclora::gpu::DType;
 use iclora::kernels::copy::{self as kc, Block};
+use iclora::kernels::elementwise::Activation;
 use iclora::reference::copy as reference;
 use iclora::Error;
 
@@ -198,4 +199,43 @@ fn transpose_matches_reference() {
     assert!(matches!(r3, Err(Error::ShapeMismatch { .. })), "{r3:?}");
     let h = kc::transpose(g, &mut b, &g.upload_half(&[2, 2], &[0.0; 4], DType::F16).unwrap());
     assert!(matches!(h, Err(Error::UnsupportedFormat { .. })), "{h:?}");
+}
+
+/// `copy_into_with` an activation: the single block's `concat(attn, gelu(mlp))` in one pass (FLUX
+/// widths with few tokens, and awkward sizes), against the reference copy with the same activation
+/// (the activations' tolerance, as tests/kernels_elementwise.rs); only F32 takes an activation.
+#[test]
+fn copy_with_an_activation_matches_reference() {
+    let mut rng = Rng::new(43);
+    for (dst_shape, src_shape, at, block) in [
+        ((3, 15360), (3, 21504), (0, 3072), Block { row0: 0, col0: 9216, rows: 3, cols: 12288 }),
+        ((5, 20), (7, 33), (1, 4), Block { row0: 2, col0: 5, rows: 4, cols: 13 }),
+        ((1, 1), (1, 1), (0, 0), Block { row0: 0, col0: 0, rows: 1, cols: 1 }),
+    ] {
+        let d0 = rng.vec(dst_shape.0 * dst_shape.1, -1.0, 1.0);
+        let s = rng.vec(src_shape.0 * src_shape.1, -8.0, 8.0);
+        for act in [Activation::GeluTanh, Activation::Silu, Activation::None] {
+            let mut expected = d0.clone();
+            let b = (block.row0, block.col0, block.rows, block.cols);
+            reference::copy_into_with(&mut expected, dst_shape.1, at, &s, src_shape.1, b, act);
+            let got = run(|g, b| {
+                let dst = g.upload_f32(&[dst_shape.0, dst_shape.1], &d0)?;
+                kc::copy_into_with(g, b, &dst, at, &g.upload_f32(&[src_shape.0, src_shape.1], &s)?, block, act)?;
+                Ok(dst)
+            });
+            let tol = if act == Activation::None { 0.0 } else { 1e-5 };
+            assert_close(
+                &format!("copy_into_with {act:?} {dst_shape:?} from {src_shape:?} {block:?}"),
+                &got,
+                &expected,
+                tol,
+            );
+        }
+    }
+    let g = gpu();
+    let u = g.upload_u32(&[2, 2], &[1, 2, 3, 4]).unwrap();
+    let d = g.empty(&[2, 2], DType::U32).unwrap();
+    let mut b = g.batch();
+    let r = kc::copy_into_with(g, &mut b, &d, (0, 0), &u, Block::all(&u).unwrap(), Activation::GeluTanh);
+    assert!(matches!(r, Err(Error::UnsupportedFormat { .. })), "{r:?}");
 }

@@ -11,13 +11,14 @@ use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
+use super::elementwise::Activation;
 use super::{launch_1d, shape_err, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::{Batch, Binding, DType, Gpu, ShaderSpec, Tensor};
 
 pub static SHADER: ShaderSpec = ShaderSpec {
     name: "copy",
-    sources: &[include_str!("../../shaders/copy.wgsl")],
+    sources: &[include_str!("../../shaders/activations.wgsl"), include_str!("../../shaders/copy.wgsl")],
     needs_f16: false,
     needs_subgroups: false,
 };
@@ -37,7 +38,11 @@ struct Params {
 const WG: u32 = 256;
 
 pub fn variants() -> Vec<Variant> {
-    vec![Variant::new("copy_2d", &[("WG", WG as f64)]), Variant::new("transpose", &[("WG", WG as f64)])]
+    vec![
+        Variant::new("copy_2d", &[("WG", WG as f64)]),
+        Variant::new("copy_2d", &[("WG", WG as f64), ("ACT", Activation::GeluTanh as u32 as f64)]),
+        Variant::new("transpose", &[("WG", WG as f64)]),
+    ]
 }
 
 /// A rectangular block of a matrix: `rows × cols` starting at `(row0, col0)`.
@@ -101,9 +106,30 @@ pub fn copy_into(
     src: &Tensor,
     block: Block,
 ) -> Result<()> {
+    copy_into_with(gpu, batch, dst, at, src, block, Activation::None)
+}
+
+/// [`copy_into`] applying `act` to each value on the way (F32 tensors; `Activation::None` copies
+/// bits): one pass where a slice, an activation and a concatenation would take three.
+pub fn copy_into_with(
+    gpu: &Gpu,
+    batch: &mut Batch,
+    dst: &Tensor,
+    at: (usize, usize),
+    src: &Tensor,
+    block: Block,
+    act: Activation,
+) -> Result<()> {
     const OP: &str = "copy_into";
     let (ds, ss) = (matrix(OP, dst)?, matrix(OP, src)?);
     same_format(OP, dst, src)?;
+    if act != Activation::None && src.dtype() != DType::F32 {
+        return Err(Error::UnsupportedFormat {
+            op: OP,
+            format: src.dtype().to_string(),
+            why: format!("{act:?} applies to F32 values"),
+        });
+    }
     fits(OP, "source", ss, block)?;
     fits(OP, "destination", ds, Block { row0: at.0, col0: at.1, ..block })?;
     if Arc::ptr_eq(dst.buffer(), src.buffer()) {
@@ -146,7 +172,7 @@ pub fn copy_into(
             gpu,
             &SHADER,
             "copy_2d",
-            &[("WG", wg as f64)],
+            &[("WG", wg as f64), ("ACT", act as u32 as f64)],
             &[
                 Binding::Uniform(bytemuck::bytes_of(&p)),
                 Binding::Range(src, s_off as u64, s_len as u64),

@@ -1,19 +1,37 @@
 //! CPU reference for `shaders/copy.wgsl`: block copies between row-major `[rows, cols]` matrices.
 
+use super::elementwise::activate;
+use crate::kernels::elementwise::Activation;
+
 /// Copies the `rows × cols` block of `src` (row stride `src_cols`) starting at `(sr, sc)` into `dst`
 /// (row stride `dst_cols`) at `(dr, dc)`.
 pub fn copy_into(
+    dst: &mut [f32],
+    dst_cols: usize,
+    at: (usize, usize),
+    src: &[f32],
+    src_cols: usize,
+    block: (usize, usize, usize, usize),
+) {
+    copy_into_with(dst, dst_cols, at, src, src_cols, block, Activation::None)
+}
+
+/// [`copy_into`] with `act` applied to each copied value.
+pub fn copy_into_with(
     dst: &mut [f32],
     dst_cols: usize,
     (dr, dc): (usize, usize),
     src: &[f32],
     src_cols: usize,
     (sr, sc, rows, cols): (usize, usize, usize, usize),
+    act: Activation,
 ) {
     for r in 0..rows {
         let s = (sr + r) * src_cols + sc;
         let d = (dr + r) * dst_cols + dc;
-        dst[d..d + cols].copy_from_slice(&src[s..s + cols]);
+        for (o, &v) in dst[d..d + cols].iter_mut().zip(&src[s..s + cols]) {
+            *o = activate(v, act);
+        }
     }
 }
 

@@ -9,10 +9,10 @@
 use super::config::FluxConfig;
 use super::tree::{DoubleBlock, SingleBlock};
 use crate::error::Result;
-use crate::gpu::{Batch, Gpu, Tensor};
+use crate::gpu::{Batch, DType, Gpu, Tensor};
 use crate::kernels::attention::{attention, AttnInput, AttnOptions};
-use crate::kernels::copy::{concat_cols, concat_rows, slice_cols, slice_rows};
-use crate::kernels::elementwise::{activation, Activation};
+use crate::kernels::copy::{concat_rows, copy_into, copy_into_with, slice_rows, Block};
+use crate::kernels::elementwise::Activation;
 use crate::kernels::matmul::{matmul, Epilogue, Gate};
 use crate::kernels::norm::{layer_norm_modulated, Columns, Modulation, EPS_FLUX};
 use crate::kernels::rope::{qk_norm_rope_inplace, QkNormRope, RopeTables};
@@ -138,9 +138,13 @@ impl SingleBlock {
         let u = linear(gpu, b, &n, &self.linear1, None)?; // q | k | v | mlp
         qk_norm_rope(gpu, b, &u, h, &self.query_norm, &self.key_norm, rope, 0)?;
         let a = joint_attention(gpu, b, &u, c)?;
-        let mlp = slice_cols(gpu, b, &u, 3 * h, c.mlp_hidden)?;
-        let mlp = activation(gpu, b, &mlp, Activation::GeluTanh)?;
-        let o = concat_cols(gpu, b, &a, &mlp)?; // attention first
+        // concat(attention, gelu(mlp)): the attention first, then the MLP columns of `u` through
+        // GELU in the same pass that moves them.
+        let rows = x.rows();
+        let o = gpu.empty(&[rows, h + c.mlp_hidden], DType::F32)?;
+        copy_into(gpu, b, &o, (0, 0), &a, Block::all(&a)?)?;
+        let mlp = Block { row0: 0, col0: 3 * h, rows, cols: c.mlp_hidden };
+        copy_into_with(gpu, b, &o, (0, h), &u, mlp, Activation::GeluTanh)?;
         gated_linear(gpu, b, &o, &self.linear2, x, &m, 2 * h)
     }
 }
