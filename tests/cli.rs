@@ -399,7 +399,7 @@ fn generate_reproduces_a_recipe_png() {
 #[test]
 fn generate_plan_lists_the_files_and_opens_no_gpu() {
     let model = common::TINY_FLUX;
-    let (ok, out, err) = iclora(&[
+    let settings = [
         "generate",
         "--model",
         model,
@@ -415,8 +415,8 @@ fn generate_plan_lists_the_files_and_opens_no_gpu() {
         "3.5",
         "--seed",
         "1",
-        "--plan",
-    ]);
+    ];
+    let (ok, out, err) = iclora(&[&settings[..], &["--plan"]].concat());
     assert!(ok, "{err}");
     let size = |rel: &str| std::fs::metadata(format!("{model}/{rel}")).unwrap().len();
     for (component, rel) in [
@@ -434,22 +434,6 @@ fn generate_plan_lists_the_files_and_opens_no_gpu() {
     // No adapter line: the plan opens no GPU.
     assert!(!err.contains("lavapipe") && !err.contains("llvmpipe"), "{err}");
     // Without --plan, --out is still required.
-    let (ok, _, err) = iclora(&[
-        "generate",
-        "--model",
-        model,
-        "--prompt",
-        "x",
-        "--width",
-        "64",
-        "--height",
-        "64",
-        "--steps",
-        "1",
-        "--guidance",
-        "3.5",
-        "--seed",
-        "1",
-    ]);
+    let (ok, _, err) = iclora(&settings);
     assert!(!ok && err.contains("--out"), "{err}");
 }
