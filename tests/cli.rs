@@ -123,14 +123,15 @@ fn bench_flux_step_runs_a_tiny_step() {
     let gflops =
         |r: &str| r.split_whitespace().find_map(|w| w.strip_prefix("gflops=")).and_then(|v| v.parse::<f64>().ok());
     assert!(rows.iter().all(|r| gflops(r).is_some_and(|g| g > 0.0)), "{out}");
-    // The step's accounting: one bind group per dispatch, and in steady state (after the timed
-    // runs) no buffer is created and no pipeline compiled.
+    // The step's accounting: after the timed runs no buffer is created and no pipeline compiled,
+    // and bind groups made by earlier steps are reused (most of them once the buffer pool has
+    // cycled: 14 of 720 still made after 10 steps of the full block structure, BENCHMARKS.md).
     let work = out.lines().find(|l| l.starts_with("step work")).unwrap_or_else(|| panic!("{out}"));
     let count = |k: &str| {
         work.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).and_then(|v| v.parse::<u64>().ok())
     };
     let dispatches = count("dispatches").unwrap_or(0);
-    assert!(dispatches > 10 && count("bind_groups") == Some(dispatches), "{work}");
+    assert!(dispatches > 10 && count("bind_groups").is_some_and(|g| g < dispatches), "{work}");
     assert!(count("submissions").is_some_and(|s| s >= 1) && count("bytes_written").is_some_and(|b| b > 0), "{work}");
     assert_eq!(
         (count("buffers_created"), count("pipelines_compiled"), count("bytes_read")),

@@ -107,15 +107,25 @@ fn work_stats_count_exactly_what_the_device_was_asked_to_do() {
     let y = g.empty(&[3], DType::F32).unwrap();
     let start = g.work_stats();
     assert_eq!(start.buffers_created, 1, "{start}");
-    // Two dispatches in one batch: one compiled pipeline (same overrides), one bind group each.
+    // Two dispatches of one pipeline on one buffer: one pipeline compiled, one bind group made and
+    // reused; another pipeline (other overrides) needs its own group.
     let mut b = g.batch();
-    for _ in 0..2 {
-        b.dispatch(g, &TINY, "main", &[("V", 1.0)], &[Binding::Tensor(&y)], [3, 1, 1]).unwrap();
+    for v in [1.0, 1.0, 2.0] {
+        b.dispatch(g, &TINY, "main", &[("V", v)], &[Binding::Tensor(&y)], [3, 1, 1]).unwrap();
     }
     g.submit(b).unwrap();
     let s = g.work_stats().since(start);
-    assert_eq!((s.dispatches, s.bind_groups, s.submissions, s.pipelines_compiled), (2, 2, 1, 1), "{s}");
+    assert_eq!((s.dispatches, s.bind_groups, s.submissions, s.pipelines_compiled), (3, 2, 1, 2), "{s}");
     assert_eq!((s.bytes_written, s.bytes_read, s.buffers_created), (0, 0, 0), "{s}");
+    assert_eq!(g.read_f32_blocking(&y).unwrap(), vec![2.0, 3.0, 4.0], "the last dispatch ran with its own group");
+    // Trimming the pool forgets the groups (they hold pooled buffers): the next dispatch makes one.
+    g.trim_pool();
+    let before = g.work_stats();
+    let mut b = g.batch();
+    b.dispatch(g, &TINY, "main", &[("V", 1.0)], &[Binding::Tensor(&y)], [3, 1, 1]).unwrap();
+    g.submit(b).unwrap();
+    let s = g.work_stats().since(before);
+    assert_eq!((s.dispatches, s.bind_groups), (1, 1), "{s}");
     // A dry batch records nothing and submits nothing.
     let before = g.work_stats();
     let mut dry = g.dry_batch();

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::bind_cache::BindKey;
 use super::buffer::{GpuBuffer, UniformArena};
 use super::context::Gpu;
 use super::counters::Counters;
@@ -126,6 +127,7 @@ impl Batch {
             }
         }
         let mut entries = Vec::with_capacity(bindings.len());
+        let mut key = Vec::with_capacity(bindings.len());
         let mut u = 0;
         for (i, b) in bindings.iter().enumerate() {
             let resource = match b {
@@ -133,6 +135,7 @@ impl Batch {
                 Binding::Uniform(_) => {
                     u += 1;
                     let (buf, offset, size) = &uniforms[u - 1];
+                    key.push((i as u32, buf.clone(), *offset, *size));
                     wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                         buffer: buf,
                         offset: *offset,
@@ -158,6 +161,7 @@ impl Batch {
                         )));
                     }
                     self.keep.push(t.buffer().clone());
+                    key.push((i as u32, t.buffer().raw().clone(), offset, size));
                     wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                         buffer: t.buffer().raw(),
                         offset,
@@ -172,10 +176,13 @@ impl Batch {
             self.dispatches += 1;
             return Ok(());
         };
-        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(entry),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
+        let key = BindKey { pipeline: (*pipeline).clone(), entries: key };
+        let (bind_group, created) = gpu.bind_groups.get_or_make(key, || {
+            gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(entry),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
         });
         let mut pass =
             encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry), timestamp_writes: None });
@@ -185,7 +192,7 @@ impl Batch {
         drop(pass);
         self.dispatches += 1;
         Counters::add(&gpu.counters.dispatches, 1);
-        Counters::add(&gpu.counters.bind_groups, 1);
+        Counters::add(&gpu.counters.bind_groups, u64::from(created));
         Ok(())
     }
 }

@@ -230,6 +230,8 @@ impl Gpu {
 
     /// Frees every pooled buffer (e.g. before loading a large model).
     pub fn trim_pool(&self) {
+        // The cached bind groups hold pooled buffers too.
+        self.bind_groups.clear();
         self.pool.clear();
     }
 

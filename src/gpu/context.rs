@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::bind_cache::BindCache;
 use super::buffer::BufferPool;
 use super::counters::{Counters, WorkStats};
 use super::pipeline::PipelineCache;
@@ -128,6 +129,8 @@ pub struct Gpu {
     pub(crate) pool: Arc<BufferPool>,
     /// What the device was asked to do (`work_stats`).
     pub(crate) counters: Counters,
+    /// Bind groups for reuse by later dispatches of the same pipeline and buffers.
+    pub(crate) bind_groups: BindCache,
     /// The device's `min_uniform_buffer_offset_alignment` (uniform runs in a pooled chunk).
     pub(crate) uniform_align: u64,
     errors: Arc<Mutex<Vec<Error>>>,
@@ -287,6 +290,7 @@ impl Gpu {
             pipelines: PipelineCache::default(),
             pool: Arc::new(BufferPool::default()),
             counters: Counters::default(),
+            bind_groups: BindCache::default(),
             uniform_align: limits.min_uniform_buffer_offset_alignment as u64,
             errors,
             lost,

@@ -3,6 +3,7 @@
 //! device. wgpu changes its API between majors; this keeps the churn here.
 
 mod batch;
+mod bind_cache;
 mod buffer;
 mod context;
 mod counters;
