@@ -279,7 +279,7 @@ impl XhrSource {
         })?;
         // Later requests skip the redirects (the validator is pinned by the first `GET`).
         src.pin.url = head;
-        let (head, total) = src.fetch(0, FIRST_FETCH as u64, None)?;
+        let (head, total) = now(src.fetch(0, FIRST_FETCH as u64, None, true))?;
         src.head = head;
         src.len = total;
         Ok(src)
@@ -297,79 +297,50 @@ impl XhrSource {
 
     /// `len` bytes from `offset` (fewer when `total` is unknown and the file ends
     /// first), resuming after faults (`range::fetch_resuming`). Returns the
-    /// bytes and the file size.
-    fn fetch(&mut self, offset: u64, len: u64, total: Option<u64>) -> Result<(Vec<u8>, u64)> {
+    /// bytes and the file size. `blocking`: synchronous XHRs and spun backoffs
+    /// (the future never waits, so `now` runs it); else `fetch` and timers.
+    async fn fetch(&mut self, offset: u64, len: u64, total: Option<u64>, blocking: bool) -> Result<(Vec<u8>, u64)> {
         let mut retried = 0u64;
         let wait = async |failures: u32| {
             retried += 1;
-            spin(backoff_ms(failures));
+            if blocking {
+                spin(backoff_ms(failures));
+            } else {
+                js::sleep(backoff_ms(failures)).await;
+            }
         };
         let (url, retries) = (self.url.clone(), self.opts.retries);
-        let attempt = async |start, end, total, out: &mut Vec<u8>| {
-            let (range, target) = self.request_for(start, end);
-            let reply = request("GET", &target, Some(&range), self.opts.timeout_for(end.saturating_sub(start)))?;
-            self.accept(start, end, total, &range, target, reply, out)
-        };
-        let r = now(fetch_resuming(&url, offset, len, total, retries, attempt, wait));
-        self.retried += retried;
-        r
-    }
-
-    /// [`fetch`](Self::fetch) through `fetch` requests, waiting without blocking.
-    async fn fetch_async(&mut self, offset: u64, len: u64, total: Option<u64>) -> Result<(Vec<u8>, u64)> {
-        let mut retried = 0u64;
-        let wait = async |failures: u32| {
-            retried += 1;
-            js::sleep(backoff_ms(failures)).await;
-        };
-        let (url, retries) = (self.url.clone(), self.opts.retries);
-        let attempt = async |start, end, total, out: &mut Vec<u8>| {
-            let (range, target) = self.request_for(start, end);
+        let attempt = async |start: u64, end: u64, total, out: &mut Vec<u8>| {
+            let range = format!("bytes={start}-{}", end.saturating_sub(1));
+            let target = self.pin.target(&self.url).to_string();
             let want = end.saturating_sub(start);
-            let reply = request_async(&target, &range, want, self.opts.timeout_for(want)).await?;
-            self.accept(start, end, total, &range, target, reply, out)
+            let reply = if blocking {
+                request("GET", &target, Some(&range), self.opts.timeout_for(want))?
+            } else {
+                request_async(&target, &range, want, self.opts.timeout_for(want)).await?
+            };
+            if self.pin.expired(&self.url, reply.status) {
+                return Err(Fail::Retry(Error::Http { url: target, status: reply.status }));
+            }
+            let asked = Asked {
+                url: &self.url,
+                range: &range,
+                start,
+                total,
+                validator: self.pin.validator.as_ref(),
+                if_range: false,
+                hidden_hint: HIDDEN_HINT,
+            };
+            let size = check_answer(&asked, reply.status, reply.content_range, reply.validator.as_ref())?;
+            self.pin.answer(&self.url, reply.final_url, reply.validator).map_err(Fail::Fatal)?;
+            let Some(size) = size else { return Ok(0) };
+            let want = end.min(size).saturating_sub(start) as usize;
+            out.extend_from_slice(&reply.body[..reply.body.len().min(want)]);
+            Ok(size)
         };
         let r = fetch_resuming(&url, offset, len, total, retries, attempt, wait).await;
         self.retried += retried;
         r
-    }
-
-    /// The `Range` header of a `GET` of `[start, end)`, and where to send it.
-    fn request_for(&self, start: u64, end: u64) -> (String, String) {
-        (format!("bytes={start}-{}", end.saturating_sub(1)), self.pin.target(&self.url).to_string())
-    }
-
-    /// Checks the answer to a `GET` of `[start, end)` (`range`, sent to `target`) and appends its
-    /// bytes to `out`. Returns the file size from `Content-Range`.
-    #[allow(clippy::too_many_arguments)]
-    fn accept(
-        &mut self,
-        start: u64,
-        end: u64,
-        total: Option<u64>,
-        range: &str,
-        target: String,
-        reply: Reply,
-        out: &mut Vec<u8>,
-    ) -> std::result::Result<u64, Fail> {
-        if self.pin.expired(&self.url, reply.status) {
-            return Err(Fail::Retry(Error::Http { url: target, status: reply.status }));
-        }
-        let asked = Asked {
-            url: &self.url,
-            range,
-            start,
-            total,
-            validator: self.pin.validator.as_ref(),
-            if_range: false,
-            hidden_hint: HIDDEN_HINT,
-        };
-        let size = check_answer(&asked, reply.status, reply.content_range, reply.validator.as_ref())?;
-        self.pin.answer(&self.url, reply.final_url, reply.validator).map_err(Fail::Fatal)?;
-        let Some(size) = size else { return Ok(0) };
-        let want = end.min(size).saturating_sub(start) as usize;
-        out.extend_from_slice(&reply.body[..reply.body.len().min(want)]);
-        Ok(size)
     }
 }
 
@@ -384,14 +355,14 @@ impl ByteSource for XhrSource {
         if let Some(bytes) = read_in_head(&self.url, self.len, &self.head, offset, len)? {
             return Ok(bytes);
         }
-        Ok(self.fetch(offset, len as u64, Some(self.len))?.0)
+        Ok(now(self.fetch(offset, len as u64, Some(self.len), true))?.0)
     }
     fn read_range_async(&mut self, offset: u64, len: usize) -> ReadFuture<'_> {
         Box::pin(async move {
             if let Some(bytes) = read_in_head(&self.url, self.len, &self.head, offset, len)? {
                 return Ok(bytes);
             }
-            Ok(self.fetch_async(offset, len as u64, Some(self.len)).await?.0)
+            Ok(self.fetch(offset, len as u64, Some(self.len), false).await?.0)
         })
     }
 }
