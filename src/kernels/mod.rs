@@ -11,6 +11,7 @@ pub mod copy;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
+mod matmul_chunks;
 pub mod matmul_coop;
 pub mod norm;
 pub mod pack;
