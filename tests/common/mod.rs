@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod text;
+pub mod weights;
 
 use std::sync::OnceLock;
 
