@@ -56,16 +56,16 @@ impl WorkStats {
         }
     }
 
-    /// What happened between `before` and this snapshot.
+    /// What happened between `before` (an earlier snapshot of the same device) and this one.
     pub fn since(self, before: WorkStats) -> WorkStats {
         WorkStats {
-            dispatches: self.dispatches - before.dispatches,
-            bind_groups: self.bind_groups - before.bind_groups,
-            submissions: self.submissions - before.submissions,
-            bytes_written: self.bytes_written - before.bytes_written,
-            bytes_read: self.bytes_read - before.bytes_read,
-            buffers_created: self.buffers_created - before.buffers_created,
-            pipelines_compiled: self.pipelines_compiled - before.pipelines_compiled,
+            dispatches: self.dispatches.saturating_sub(before.dispatches),
+            bind_groups: self.bind_groups.saturating_sub(before.bind_groups),
+            submissions: self.submissions.saturating_sub(before.submissions),
+            bytes_written: self.bytes_written.saturating_sub(before.bytes_written),
+            bytes_read: self.bytes_read.saturating_sub(before.bytes_read),
+            buffers_created: self.buffers_created.saturating_sub(before.buffers_created),
+            pipelines_compiled: self.pipelines_compiled.saturating_sub(before.pipelines_compiled),
         }
     }
 }

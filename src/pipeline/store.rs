@@ -79,6 +79,14 @@ impl ModelStore {
         return self.handles.open(location);
     }
 
+    /// `location`'s size in bytes (a handed-in file's without copying it).
+    pub fn size(&self, location: &str) -> Result<u64> {
+        match self.added.borrow().get(location) {
+            Some(bytes) => Ok(bytes.len() as u64),
+            None => Ok(self.open(location)?.len()),
+        }
+    }
+
     /// Whether `location` exists: a local path is checked, a URL is asked for (404/410 is absence).
     pub fn exists(&self, location: &str) -> Result<bool> {
         if self.added.borrow().contains_key(location) {
@@ -188,8 +196,8 @@ impl ModelStore {
             add(taef1::MODEL, resolve(self, taef1::MODEL, None, Some(file), "diffusion_pytorch_model")?.weights.files);
         }
         for (file, _) in loras {
-            let src = self.open(file).map_err(|e| super::components::in_component("LoRA", file, e))?;
-            add("LoRA", vec![(file.clone(), src.len())]);
+            let bytes = self.size(file).map_err(|e| super::components::in_component("LoRA", file, e))?;
+            add("LoRA", vec![(file.clone(), bytes)]);
         }
         Ok(out)
     }
